@@ -41,6 +41,13 @@ class safetensors_folder {
   // missing, or two shards hold the same tensor.
   static safetensors_folder open(const std::string& dir);
 
+  safetensors_folder() = default;
+  // Copies rebuild the name index so it points into the copy's own shards.
+  safetensors_folder(const safetensors_folder& other);
+  safetensors_folder& operator=(const safetensors_folder& other);
+  safetensors_folder(safetensors_folder&&) = default;
+  safetensors_folder& operator=(safetensors_folder&&) = default;
+
   const nlohmann::json& config() const { return config_; }
   const std::string& dir() const { return dir_; }
   const tensor_view* find_tensor(std::string_view name) const;
@@ -51,6 +58,9 @@ class safetensors_folder {
   nlohmann::json config_;
   std::vector<safetensors_file> shards_;
   std::unordered_map<std::string, const tensor_view*> index_;
+
+  // Fills index_ from shards_; throws format_error when two shards hold the same tensor.
+  void build_index();
 };
 
 }  // namespace dspark
