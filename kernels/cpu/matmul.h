@@ -3,6 +3,13 @@
 //
 // Activations are float32. A kernel may quantize them internally (per the weight type) into
 // `workspace`; the result is float32. Work is split across output rows on the pool.
+//
+// Two precision modes for quantized weights (f32/f16/bf16 weights always use float math):
+//   q8_activations  (default, fast) activations are rounded to int8 blocks of 32 with a float
+//                   scale, and weight x activation block products are integer dot products.
+//                   Relative error vs exact float math is ~1e-3 (per output, on random data).
+//   f32_activations weights are decoded to float and multiplied with float32 activations
+//                   (float accumulation): use for tight comparisons with reference logits.
 #pragma once
 
 #include <cstddef>
@@ -13,7 +20,11 @@
 
 namespace dspark {
 
-// Bytes of scratch that matmul needs for `n_tokens` rows of activations against `w`.
+// Largest pool matmul accepts (the workspace holds one scratch slot per thread).
+constexpr int kMatmulMaxThreads = 64;
+
+// Bytes of scratch that matmul needs for `n_tokens` rows of activations against `w`, in either
+// precision mode, for pools of up to kMatmulMaxThreads threads.
 size_t matmul_workspace_size(const tensor_view& w, int64_t n_tokens);
 
 // y[t, o] = sum_i x[t, i] * w[o, i]   for t < n_tokens, o < w.n_rows()
@@ -23,6 +34,19 @@ size_t matmul_workspace_size(const tensor_view& w, int64_t n_tokens);
 //   workspace: at least matmul_workspace_size(w, n_tokens) bytes, 64-byte aligned
 void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, void* workspace,
             thread_pool& pool);
+
+enum class matmul_precision : int {
+  q8_activations = 0,
+  f32_activations = 1,
+};
+
+// Sets the mode used by matmul() calls that do not pass one (process-wide, thread-safe).
+void set_matmul_precision(matmul_precision p);
+matmul_precision get_matmul_precision();
+
+// As matmul() above, with the precision mode given per call.
+void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, void* workspace,
+            thread_pool& pool, matmul_precision precision);
 
 // Reads row `row` of an embedding table of any supported dtype into dst[row_length].
 void embedding_row(const tensor_view& table, int64_t row, float* dst);

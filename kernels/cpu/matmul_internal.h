@@ -1,0 +1,49 @@
+// Shared plumbing of the matmul kernels: workspace layout and the per-mode entry points.
+//
+// Workspace (all offsets 64-byte aligned):
+//   [act_q]   int8  [n_tokens][n_in]      activations rounded to int8, blocks of 32
+//   [act_d]   float [n_tokens][n_in/32]   block scales d (x ~= d * q)
+//   [act_s]   float [n_tokens][n_in/32]   block sums d * sum(q), for the weights' offset terms
+//   [scratch] kMatmulMaxThreads slots of kFloatTileRows * n_in floats: decoded weight rows
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/matmul.h"
+
+namespace dspark::cpu {
+
+// Rows decoded at once by the float-activation kernel.
+constexpr int kFloatTileRows = 4;
+
+struct matmul_ws {
+  int8_t* act_q = nullptr;
+  float* act_d = nullptr;
+  float* act_s = nullptr;
+  float* scratch = nullptr;
+  size_t scratch_stride = 0;  // floats per thread slot
+  size_t total_bytes = 0;
+};
+
+// Carves a workspace for n_in x n_tokens (base may be null to only compute total_bytes).
+matmul_ws layout_workspace(void* base, int64_t n_in, int64_t n_tokens);
+
+// Float-activation product over output rows [row_begin, row_end), any dtype; `scratch` holds
+// kFloatTileRows * n_in floats.
+void matmul_f32_rows(const tensor_view& w, const float* x, int64_t n_tokens, float* y,
+                     int64_t row_begin, int64_t row_end, float* scratch);
+
+// True when the dtype has an int8-activation kernel.
+bool has_q8_kernel(dtype t);
+
+// Quantizes token rows [t_begin, t_end) of x into ws.act_q/act_d/act_s (n_in % 32 == 0).
+void quantize_activations(const float* x, int64_t n_in, int64_t t_begin, int64_t t_end,
+                          const matmul_ws& ws);
+
+// Int8-activation product over output rows [row_begin, row_end); activations already
+// quantized into ws.
+void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
+                    int64_t row_begin, int64_t row_end);
+
+}  // namespace dspark::cpu

@@ -1,0 +1,164 @@
+// matmul and embedding_row for every dtype, both precision modes, 1-3 threads, against a
+// double-precision reference built from dequantize_row (models/formats/dtype.cpp).
+//
+// Tolerances, per output y[t, o] with reference r = sum_i w_i x_i (double):
+//   f32_activations: |y - r| <= 2e-5 * sum_i |w_i x_i| + 1e-6   (float accumulation)
+//   q8_activations:  |y - r| <= sum_i |w_i| * amax(x's block of i) / 254 * 1.001
+//                               + 2e-5 * sum_i |w_i x_i| + 1e-6
+//     (rounding x to the int8 grid of step amax/127 moves each x_i by at most half a step),
+//   and over a whole case, ||y - r|| / ||r|| < 1e-2 in q8 mode.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/matmul.h"
+#include "tests/engine/test_kernels_util.h"
+
+namespace dspark {
+namespace {
+
+using test::aligned_buffer;
+using test::poison;
+using test::random_floats;
+using test::random_tensor;
+
+struct mm_case {
+  dtype type;
+  int64_t n_in;
+};
+
+class KernelsMatmul : public ::testing::TestWithParam<mm_case> {};
+
+// Runs every (n_out, n_tokens, precision, threads) combination for one dtype.
+TEST_P(KernelsMatmul, MatchesDoubleReference) {
+  const mm_case c = GetParam();
+  std::mt19937 rng(1234 + static_cast<int>(c.type));
+  thread_pool pools[3] = {thread_pool(1), thread_pool(2), thread_pool(3)};
+  for (int64_t n_out : {7, 576, 1536}) {
+    auto w = random_tensor(c.type, n_out, c.n_in, rng);
+    const std::vector<double> wd = test::reference_rows(w.view);
+    for (int64_t n_tokens : {1, 3, 17, 64}) {
+      const std::vector<float> x = random_floats(rng, static_cast<size_t>(n_tokens * c.n_in));
+      // Reference, the |w||x| magnitude, and the int8-rounding bound per output.
+      std::vector<double> ref(n_tokens * n_out), mag(n_tokens * n_out), qbound(n_tokens * n_out);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const float* xt = x.data() + t * c.n_in;
+        std::vector<double> half_step(c.n_in);
+        for (int64_t b = 0; b < c.n_in; b += 32) {
+          double amax = 0;
+          for (int64_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs((double)xt[i]));
+          for (int64_t i = b; i < b + 32; ++i) half_step[i] = amax / 254.0;
+        }
+        for (int64_t o = 0; o < n_out; ++o) {
+          const double* wr = wd.data() + o * c.n_in;
+          double s = 0, m = 0, q = 0;
+          for (int64_t i = 0; i < c.n_in; ++i) {
+            s += wr[i] * xt[i];
+            m += std::fabs(wr[i] * xt[i]);
+            q += std::fabs(wr[i]) * half_step[i];
+          }
+          ref[t * n_out + o] = s;
+          mag[t * n_out + o] = m;
+          qbound[t * n_out + o] = q;
+        }
+      }
+      auto ws = aligned_buffer(matmul_workspace_size(w.view, n_tokens));
+      std::vector<float> y(n_tokens * n_out);
+      for (matmul_precision prec : {matmul_precision::f32_activations,
+                                    matmul_precision::q8_activations}) {
+        const bool q8 = prec == matmul_precision::q8_activations &&
+                        c.type != dtype::f32 && c.type != dtype::f16 && c.type != dtype::bf16;
+        for (auto& pool : pools) {
+          poison(y);
+          matmul(w.view, x.data(), n_tokens, y.data(), ws.get(), pool, prec);
+          double err2 = 0, ref2 = 0;
+          int bad = 0;
+          for (int64_t k = 0; k < n_tokens * n_out; ++k) {
+            const double tol = 2e-5 * mag[k] + 1e-6 + (q8 ? qbound[k] * 1.001 : 0.0);
+            const double e = std::fabs(y[k] - ref[k]);
+            if (!(e <= tol) && bad++ < 3) {
+              ADD_FAILURE() << traits(c.type).name << " n_out=" << n_out << " n_tokens="
+                            << n_tokens << " threads=" << pool.n_threads() << " q8=" << q8
+                            << " at t=" << k / n_out << " o=" << k % n_out << ": got " << y[k]
+                            << " want " << ref[k] << " tol " << tol;
+            }
+            err2 += (y[k] - ref[k]) * (y[k] - ref[k]);
+            ref2 += ref[k] * ref[k];
+          }
+          EXPECT_EQ(bad, 0);
+          const double rel = std::sqrt(err2 / ref2);
+          EXPECT_LT(rel, q8 ? 1e-2 : 1e-5) << traits(c.type).name << " n_out=" << n_out
+                                           << " n_tokens=" << n_tokens;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, KernelsMatmul,
+    ::testing::Values(mm_case{dtype::f32, 576}, mm_case{dtype::f16, 576},
+                      mm_case{dtype::bf16, 576}, mm_case{dtype::q8_0, 576},
+                      mm_case{dtype::q4_0, 576}, mm_case{dtype::q4_1, 576},
+                      mm_case{dtype::q4_1, 1536}, mm_case{dtype::q4_k, 512},
+                      mm_case{dtype::q6_k, 768}),
+    [](const ::testing::TestParamInfo<mm_case>& i) {
+      return std::string(traits(i.param.type).name) + "_" + std::to_string(i.param.n_in);
+    });
+
+// Float weights of odd length exercise the non-multiple-of-8 tail.
+TEST(KernelsMatmulTail, OddRowLengthF32) {
+  std::mt19937 rng(7);
+  thread_pool pool(2);
+  for (int64_t n_in : {1, 5, 13, 33}) {
+    auto w = random_tensor(dtype::f32, 9, n_in, rng);
+    const auto wd = test::reference_rows(w.view);
+    const auto x = random_floats(rng, 3 * n_in);
+    auto ws = aligned_buffer(matmul_workspace_size(w.view, 3));
+    std::vector<float> y(3 * 9);
+    poison(y);
+    matmul(w.view, x.data(), 3, y.data(), ws.get(), pool);
+    for (int t = 0; t < 3; ++t)
+      for (int o = 0; o < 9; ++o) {
+        double s = 0;
+        for (int64_t i = 0; i < n_in; ++i) s += wd[o * n_in + i] * x[t * n_in + i];
+        EXPECT_NEAR(y[t * 9 + o], s, 1e-5) << "n_in=" << n_in;
+      }
+  }
+}
+
+TEST(KernelsMatmulPrecision, GlobalSwitchRoundTrips) {
+  const matmul_precision old = get_matmul_precision();
+  set_matmul_precision(matmul_precision::f32_activations);
+  EXPECT_EQ(get_matmul_precision(), matmul_precision::f32_activations);
+  set_matmul_precision(matmul_precision::q8_activations);
+  EXPECT_EQ(get_matmul_precision(), matmul_precision::q8_activations);
+  set_matmul_precision(old);
+}
+
+TEST(KernelsEmbedding, EveryDtypeMatchesDequantizeRow) {
+  std::mt19937 rng(99);
+  for (dtype t : {dtype::f32, dtype::f16, dtype::bf16, dtype::q8_0, dtype::q4_0, dtype::q4_1,
+                  dtype::q4_k, dtype::q6_k}) {
+    auto table = random_tensor(t, 5, 512, rng);
+    const auto ref = test::reference_rows(table.view);
+    std::vector<float> row(512);
+    for (int64_t r = 0; r < 5; ++r) {
+      poison(row);
+      embedding_row(table.view, r, row.data());
+      for (int64_t i = 0; i < 512; ++i) {
+        const double want = ref[r * 512 + i];
+        ASSERT_NEAR(row[i], want, 1e-6 * std::max(1.0, std::fabs(want)))
+            << traits(t).name << " row " << r << " col " << i;
+      }
+    }
+  }
+  auto table = random_tensor(dtype::f32, 2, 8, rng);
+  std::vector<float> row(8);
+  EXPECT_THROW(embedding_row(table.view, 2, row.data()), std::exception);
+  EXPECT_THROW(embedding_row(table.view, -1, row.data()), std::exception);
+}
+
+}  // namespace
+}  // namespace dspark
