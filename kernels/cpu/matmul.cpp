@@ -99,8 +99,9 @@ void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, vo
     } else {
       cpu::quantize_activations(x, n_in, 0, n_tokens, ws);
     }
-    pool.parallel_for(n_out, grain, [&](int64_t r0, int64_t r1, int) {
-      cpu::matmul_q8_rows(w, ws, n_tokens, y, r0, r1);
+    pool.parallel_for(n_out, grain, [&](int64_t r0, int64_t r1, int thread_index) {
+      cpu::matmul_q8_rows(w, ws, n_tokens, y, r0, r1,
+                          ws.scratch + static_cast<size_t>(thread_index) * ws.scratch_stride);
     });
     return;
   }

@@ -34,7 +34,7 @@ matmul_ws layout_workspace(void* base, int64_t n_in, int64_t n_tokens);
 void matmul_f32_rows(const tensor_view& w, const float* x, int64_t n_tokens, float* y,
                      int64_t row_begin, int64_t row_end, float* scratch);
 
-// True when the dtype has an int8-activation kernel.
+// True when the dtype has an int8-activation kernel (AVX2 builds: all quantized types).
 bool has_q8_kernel(dtype t);
 
 // Quantizes token rows [t_begin, t_end) of x into ws.act_q/act_d/act_s (n_in % 32 == 0).
@@ -42,8 +42,8 @@ void quantize_activations(const float* x, int64_t n_in, int64_t t_begin, int64_t
                           const matmul_ws& ws);
 
 // Int8-activation product over output rows [row_begin, row_end); activations already
-// quantized into ws.
+// quantized into ws; `scratch` is one thread's slot (ws.scratch_stride floats).
 void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
-                    int64_t row_begin, int64_t row_end);
+                    int64_t row_begin, int64_t row_end, float* scratch);
 
 }  // namespace dspark::cpu

@@ -1,12 +1,256 @@
-// Int8-activation matmul kernels (placeholder: no dtype uses this path yet).
+// Int8-activation matmul for the quantized weight types (AVX2).
+//
+// Per row tile of R weight rows, a "prepare" step rewrites the rows into one common form in
+// the thread's scratch slot, for every 32-element block b:
+//   tile_q  int8/uint8[32]  the block's integer weights, element order 0..31
+//   tile_s  float[8]        the weight scale for each int32 lane of a 32-element dot product
+//                           (lanes 0-3 cover elements 0-15, lanes 4-7 elements 16-31; all equal
+//                           except q6_k, whose scales change every 16 elements)
+//   tile_o  float           the block's offset coefficient o: w = scale * q + o
+// Then every token row is multiplied against the prepared tile, so the per-type decoding is
+// paid once per tile, not once per token. Per block and (row, token) pair:
+//   maddubs(u8 weights, i8 activations) -> 16 x int16 (pairwise sums, |.| <= 2*63*127, or
+//   2*128*127 for signed weights after the sign trick: no saturation), madd with ones ->
+//   8 x int32, convert, then scale by tile_s * d_act and accumulate in float.
+// The offset terms sum to  sum_b o[b] * s_act[b]  (s_act = d_act * sum(q_act)), done once per
+// pair after the block loop as an 8-wide dot product over blocks.
+//
+// Signed weights (q8_0, q6_k) use the sign trick: maddubs needs an unsigned first operand, so
+// multiply |w| by sign(w) * a, which has the same product.
+#include <algorithm>
+
 #include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/weight_decode.h"
+#include "models/formats/fp16.h"
+#include "models/formats/quant_blocks.h"
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 namespace dspark::cpu {
 
+#ifdef __AVX2__
+
+namespace {
+
+constexpr int kTileRows = 4;     // rows prepared at once; kTileRows * n_in * 8.x bytes of scratch
+constexpr int64_t kTokenChunk = 64;  // token rows kept hot in L2 while a row tile is reused
+
+struct tile {
+  uint8_t* q;  // [R][nb][32]
+  float* s;    // [R][nb][8]
+  float* o;    // [R][nb]
+  int64_t nb;
+};
+
+inline __m256i unpack_nibbles16(const uint8_t* qs) {
+  // Byte j holds element j (low nibble) and j + 16 (high nibble): put the 16 bytes in both
+  // 128-bit halves, shift the upper half right by 4, then mask.
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i both = _mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xF0);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// Writes the prepared form of row `src` (nb blocks of 32) at row slot r of the tile.
+void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
+  uint8_t* q = tl.q + r * tl.nb * 32;
+  float* s = tl.s + r * tl.nb * 8;
+  float* o = tl.o + r * tl.nb;
+  auto put = [&](int64_t b, __m256i wq, __m256 scale, float off) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * b), wq);
+    _mm256_store_ps(s + 8 * b, scale);
+    o[b] = off;
+  };
+  switch (type) {
+    case dtype::q4_0: {
+      const auto* blk = reinterpret_cast<const block_q4_0*>(src);
+      for (int64_t b = 0; b < tl.nb; ++b) {
+        const float d = fp16_to_fp32(blk[b].d);
+        put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(d), -8.0f * d);
+      }
+      break;
+    }
+    case dtype::q4_1: {
+      const auto* blk = reinterpret_cast<const block_q4_1*>(src);
+      for (int64_t b = 0; b < tl.nb; ++b) {
+        put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(fp16_to_fp32(blk[b].d)),
+            fp16_to_fp32(blk[b].m));
+      }
+      break;
+    }
+    case dtype::q8_0: {
+      const auto* blk = reinterpret_cast<const block_q8_0*>(src);
+      for (int64_t b = 0; b < tl.nb; ++b) {
+        put(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[b].qs)),
+            _mm256_set1_ps(fp16_to_fp32(blk[b].d)), 0.0f);
+      }
+      break;
+    }
+    case dtype::q4_k: {
+      const auto* blk = reinterpret_cast<const block_q4_k*>(src);
+      const __m256i mask = _mm256_set1_epi8(0x0F);
+      for (int64_t sb = 0; sb < tl.nb / 8; ++sb) {
+        const float d = fp16_to_fp32(blk[sb].d);
+        const float dmin = fp16_to_fp32(blk[sb].dmin);
+        for (int c = 0; c < 4; ++c) {
+          // 32 bytes: low nibbles are sub-block 2c, high nibbles sub-block 2c + 1.
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[sb].qs + 32 * c));
+          for (int h = 0; h < 2; ++h) {
+            uint8_t sc, mn;
+            q4_k_scale_min(blk[sb].scales, 2 * c + h, sc, mn);
+            const __m256i wq = _mm256_and_si256(h ? _mm256_srli_epi16(v, 4) : v, mask);
+            put(sb * 8 + 2 * c + h, wq, _mm256_set1_ps(d * sc), -dmin * mn);
+          }
+        }
+      }
+      break;
+    }
+    case dtype::q6_k: {
+      const auto* blk = reinterpret_cast<const block_q6_k*>(src);
+      const __m256i mask4 = _mm256_set1_epi8(0x0F);
+      const __m256i mask2 = _mm256_set1_epi8(0x03);
+      const __m256i bias = _mm256_set1_epi8(32);
+      for (int64_t sb = 0; sb < tl.nb / 8; ++sb) {
+        const float d = fp16_to_fp32(blk[sb].d);
+        for (int j = 0; j < 8; ++j) {
+          // Block j of the super-block: half h = j / 4, group k = j % 4. Its element l takes
+          // the nibble (low for k < 2) of ql[64h + 32(k&1) + l] and bits 2k..2k+1 of qh[32h + l].
+          const int h = j / 4, k = j % 4;
+          const __m256i ql = _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(blk[sb].ql + 64 * h + 32 * (k & 1)));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[sb].qh + 32 * h));
+          const __m256i lo = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(ql, 4) : ql, mask4);
+          const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), mask2);
+          const __m256i wq = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+          const int8_t* sc = blk[sb].scales + 8 * h + 2 * k;
+          const __m256 scale = _mm256_setr_m128(_mm_set1_ps(d * sc[0]), _mm_set1_ps(d * sc[1]));
+          put(sb * 8 + j, wq, scale, 0.0f);
+        }
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// y[t * y_stride + r] for R prepared rows and T tokens starting at t0.
+template <bool SIGNED, bool OFFSET, int R, int T>
+void tile_kernel(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t0, float* y,
+                 int64_t y_stride) {
+  const int64_t nb = tl.nb;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  const int8_t* aq[T];
+  const float* ad[T];
+  for (int t = 0; t < T; ++t) {
+    aq[t] = ws.act_q + (t0 + t) * n_in;
+    ad[t] = ws.act_d + (t0 + t) * nb;
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i a[T];
+    for (int t = 0; t < T; ++t) a[t] = _mm256_load_si256(reinterpret_cast<const __m256i*>(aq[t] + 32 * b));
+    for (int r = 0; r < R; ++r) {
+      const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(tl.q + (r * nb + b) * 32));
+      const __m256 ws8 = _mm256_load_ps(tl.s + (r * nb + b) * 8);
+      const __m256i wu = SIGNED ? _mm256_sign_epi8(wq, wq) : wq;  // |w|
+      for (int t = 0; t < T; ++t) {
+        const __m256i at = SIGNED ? _mm256_sign_epi8(a[t], wq) : a[t];
+        const __m256i p16 = _mm256_maddubs_epi16(wu, at);
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        const __m256 scale = _mm256_mul_ps(ws8, _mm256_broadcast_ss(ad[t] + b));
+        acc[r][t] = _mm256_fmadd_ps(p, scale, acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      float v = hsum(acc[r][t]);
+      if (OFFSET) {
+        // sum_b o[r][b] * s_act[t][b]
+        const float* o = tl.o + r * nb;
+        const float* s = ws.act_s + (t0 + t) * nb;
+        __m256 vo = _mm256_setzero_ps();
+        int64_t b = 0;
+        for (; b + 8 <= nb; b += 8) vo = _mm256_fmadd_ps(_mm256_loadu_ps(o + b), _mm256_loadu_ps(s + b), vo);
+        v += hsum(vo);
+        for (; b < nb; ++b) v += o[b] * s[b];
+      }
+      y[t * y_stride + r] = v;
+    }
+  }
+}
+
+template <bool SIGNED, bool OFFSET, int R>
+void tile_tokens(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t_begin,
+                 int64_t t_end, float* y, int64_t n_out) {
+  int64_t t = t_begin;
+  for (; t + 2 <= t_end; t += 2) tile_kernel<SIGNED, OFFSET, R, 2>(tl, ws, n_in, t, y + t * n_out, n_out);
+  if (t < t_end) tile_kernel<SIGNED, OFFSET, R, 1>(tl, ws, n_in, t, y + t * n_out, n_out);
+}
+
+template <bool SIGNED, bool OFFSET>
+void rows_kernel(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
+                 int64_t row_begin, int64_t row_end, const tile& tl) {
+  const int64_t n_in = w.row_length();
+  const int64_t n_out = w.n_rows();
+  for (int64_t c0 = 0; c0 < n_tokens; c0 += kTokenChunk) {
+    const int64_t c1 = std::min(n_tokens, c0 + kTokenChunk);
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
+      for (int r = 0; r < rows; ++r) prepare_row(w.type, w.row(r0 + r), tl, r);
+      float* yr = y + r0;
+      switch (rows) {
+        case 4: tile_tokens<SIGNED, OFFSET, 4>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        case 3: tile_tokens<SIGNED, OFFSET, 3>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        case 2: tile_tokens<SIGNED, OFFSET, 2>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        default: tile_tokens<SIGNED, OFFSET, 1>(tl, ws, n_in, c0, c1, yr, n_out); break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool has_q8_kernel(dtype t) {
+  return t == dtype::q4_0 || t == dtype::q4_1 || t == dtype::q8_0 || t == dtype::q4_k ||
+         t == dtype::q6_k;
+}
+
+void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
+                    int64_t row_begin, int64_t row_end, float* scratch) {
+  // Carve the prepared tile out of the thread's slot (64-byte aligned pieces).
+  const int64_t nb = w.row_length() / 32;
+  auto* base = reinterpret_cast<uint8_t*>(scratch);
+  tile tl;
+  tl.nb = nb;
+  tl.q = base;
+  tl.s = reinterpret_cast<float*>(base + kTileRows * nb * 32);
+  tl.o = reinterpret_cast<float*>(base + kTileRows * nb * 64);
+  switch (w.type) {
+    case dtype::q8_0:
+    case dtype::q6_k: rows_kernel<true, false>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
+    default: rows_kernel<false, true>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
+  }
+}
+
+#else  // no AVX2: every dtype takes the float path
+
 bool has_q8_kernel(dtype) { return false; }
 
-void quantize_activations(const float*, int64_t, int64_t, int64_t, const matmul_ws&) {}
+void matmul_q8_rows(const tensor_view&, const matmul_ws&, int64_t, float*, int64_t, int64_t,
+                    float*) {}
 
-void matmul_q8_rows(const tensor_view&, const matmul_ws&, int64_t, float*, int64_t, int64_t) {}
+#endif
 
 }  // namespace dspark::cpu
