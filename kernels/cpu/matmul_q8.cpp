@@ -66,7 +66,7 @@ void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
     case dtype::q4_0: {
       const auto* blk = reinterpret_cast<const block_q4_0*>(src);
       for (int64_t b = 0; b < tl.nb; ++b) {
-        const float d = fp16_to_fp32(blk[b].d);
+        const float d = half_to_float(blk[b].d);
         put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(d), -8.0f * d);
       }
       break;
@@ -74,8 +74,8 @@ void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
     case dtype::q4_1: {
       const auto* blk = reinterpret_cast<const block_q4_1*>(src);
       for (int64_t b = 0; b < tl.nb; ++b) {
-        put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(fp16_to_fp32(blk[b].d)),
-            fp16_to_fp32(blk[b].m));
+        put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(half_to_float(blk[b].d)),
+            half_to_float(blk[b].m));
       }
       break;
     }
@@ -83,7 +83,7 @@ void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
       const auto* blk = reinterpret_cast<const block_q8_0*>(src);
       for (int64_t b = 0; b < tl.nb; ++b) {
         put(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[b].qs)),
-            _mm256_set1_ps(fp16_to_fp32(blk[b].d)), 0.0f);
+            _mm256_set1_ps(half_to_float(blk[b].d)), 0.0f);
       }
       break;
     }
@@ -91,8 +91,8 @@ void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
       const auto* blk = reinterpret_cast<const block_q4_k*>(src);
       const __m256i mask = _mm256_set1_epi8(0x0F);
       for (int64_t sb = 0; sb < tl.nb / 8; ++sb) {
-        const float d = fp16_to_fp32(blk[sb].d);
-        const float dmin = fp16_to_fp32(blk[sb].dmin);
+        const float d = half_to_float(blk[sb].d);
+        const float dmin = half_to_float(blk[sb].dmin);
         for (int c = 0; c < 4; ++c) {
           // 32 bytes: low nibbles are sub-block 2c, high nibbles sub-block 2c + 1.
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[sb].qs + 32 * c));
@@ -112,7 +112,7 @@ void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
       const __m256i mask2 = _mm256_set1_epi8(0x03);
       const __m256i bias = _mm256_set1_epi8(32);
       for (int64_t sb = 0; sb < tl.nb / 8; ++sb) {
-        const float d = fp16_to_fp32(blk[sb].d);
+        const float d = half_to_float(blk[sb].d);
         for (int j = 0; j < 8; ++j) {
           // Block j of the super-block: half h = j / 4, group k = j % 4. Its element l takes
           // the nibble (low for k < 2) of ql[64h + 32(k&1) + l] and bits 2k..2k+1 of qh[32h + l].

@@ -22,7 +22,7 @@ void decode_f16(const uint16_t* src, float* dst, int64_t n) {
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
   }
 #endif
-  for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
 void decode_bf16(const uint16_t* src, float* dst, int64_t n) {
@@ -66,20 +66,20 @@ inline void decode_nibbles32(const uint8_t* qs, float d, float offset, float* y)
 
 void decode_q4_0(const block_q4_0* b, float* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
+    const float d = half_to_float(b[i].d);
     decode_nibbles32(b[i].qs, d, -8.0f * d, dst + 32 * i);
   }
 }
 
 void decode_q4_1(const block_q4_1* b, float* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    decode_nibbles32(b[i].qs, fp16_to_fp32(b[i].d), fp16_to_fp32(b[i].m), dst + 32 * i);
+    decode_nibbles32(b[i].qs, half_to_float(b[i].d), half_to_float(b[i].m), dst + 32 * i);
   }
 }
 
 void decode_q8_0(const block_q8_0* b, float* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
+    const float d = half_to_float(b[i].d);
     float* y = dst + 32 * i;
 #ifdef __AVX2__
     const __m256 vd = _mm256_set1_ps(d);
@@ -95,8 +95,8 @@ void decode_q8_0(const block_q8_0* b, float* dst, int64_t nb) {
 
 void decode_q4_k(const block_q4_k* b, float* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
-    const float dmin = fp16_to_fp32(b[i].dmin);
+    const float d = half_to_float(b[i].d);
+    const float dmin = half_to_float(b[i].dmin);
     float* y = dst + QK_K * i;
     // 4 chunks of 64: 32 bytes whose low nibbles are sub-block 2c, high nibbles 2c + 1.
     for (int c = 0; c < 4; ++c) {
@@ -115,7 +115,7 @@ void decode_q4_k(const block_q4_k* b, float* dst, int64_t nb) {
 
 void decode_q6_k(const block_q6_k* b, float* dst, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
+    const float d = half_to_float(b[i].d);
     // Two halves of 128: ql holds low 4 bits (64 bytes, two nibbles each), qh the high 2 bits
     // of four elements per byte; element l + 32 k of the half uses bits 2k..2k+1 of qh[l].
     for (int h = 0; h < 2; ++h) {

@@ -8,11 +8,25 @@
 #include <cstdint>
 
 #include "models/formats/dtype.h"
+#include "models/formats/fp16.h"
+
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 namespace dspark::cpu {
 
 // Decodes n elements (a multiple of t's block size) of one row starting at src into dst.
 void decode_row(dtype t, const uint8_t* src, float* dst, int64_t n);
+
+// fp16 -> fp32 in one instruction where F16C exists (fp16.h's portable version branches).
+inline float half_to_float(uint16_t h) {
+#ifdef __F16C__
+  return _cvtsh_ss(h);
+#else
+  return fp16_to_fp32(h);
+#endif
+}
 
 // Unpacks the 6-bit scale and min of sub-block j (0..7) of a q4_k super-block.
 inline void q4_k_scale_min(const uint8_t* scales, int j, uint8_t& sc, uint8_t& m) {
