@@ -21,6 +21,10 @@ our C++ reader. Two fixtures are written:
       and arrays of several element types, and one small tensor of each supported type, with
       the values GGUFReader + dequantize read back from it.
 
+  tests/formats/data/tiny.safetensors + tiny_safetensors.json
+      A small file written by the `safetensors` package (numpy API): F32 and F16 tensors of
+      several ranks and a __metadata__ map, with their values as float32.
+
 Floats are stored as hex of their float32 bit patterns (exact, NaN-safe); raw bytes as hex.
 
 Run: python3 scripts/make_dequant_vectors.py [--model PATH]   (re-running gives the same files)
@@ -202,6 +206,22 @@ def tiny_gguf(path):
     return out
 
 
+def tiny_safetensors(path):
+    """Writes tiny.safetensors with the safetensors package; returns the expected contents."""
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(SEED + 2)
+    tensors = {"embed.weight": rng.standard_normal((5, 3)).astype(np.float32),
+               "norm.weight": rng.standard_normal(7).astype(np.float16),
+               "proj.weight": rng.standard_normal((2, 3, 4)).astype(np.float16),
+               "scalar": np.array(2.5, dtype=np.float32)}
+    save_file(tensors, path, metadata={"format": "np", "note": "tiny"})
+    return {"generator": "scripts/make_dequant_vectors.py (safetensors.numpy.save_file)",
+            "metadata": {"format": "np", "note": "tiny"},
+            "tensors": [{"name": k, "dtype": "F32" if v.dtype == np.float32 else "F16",
+                         "shape": list(v.shape), "expected_f32": f32_hex(v.astype(np.float32))}
+                        for k, v in tensors.items()]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=os.path.join(ROOT, ".models",
@@ -212,6 +232,9 @@ def main():
         json.dump(dequant_vectors(), fh, indent=1)
     tiny = tiny_gguf(os.path.join(DATA, "tiny.gguf"))
     with open(os.path.join(DATA, "tiny_gguf.json"), "w") as fh:
+        json.dump(tiny, fh, indent=1)
+    tiny = tiny_safetensors(os.path.join(DATA, "tiny.safetensors"))
+    with open(os.path.join(DATA, "tiny_safetensors.json"), "w") as fh:
         json.dump(tiny, fh, indent=1)
     if os.path.exists(args.model):
         ref = model_reference(args.model)
