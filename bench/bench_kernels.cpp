@@ -10,6 +10,7 @@
 // by 30 (compute bound, so caching hardly matters) plus the LM head for the last token.
 // Every figure is the median of repeated runs after a warm-up.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -101,14 +102,34 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   const int reps = quick ? 5 : 21;
 
-  std::printf("== thread_pool dispatch latency (parallel_for over 2 items, empty body)\n");
-  for (int nt : {1, 2}) {
-    thread_pool pool(nt);
-    const int calls = 20000;
-    const double s = time_it([&] {
-      for (int i = 0; i < calls; ++i) pool.parallel_for(2, 1, [](int64_t, int64_t, int) {});
-    }, 1, quick ? 3 : 7);
-    std::printf("  threads %d: %.2f us per parallel_for\n", nt, s / calls * 1e6);
+  // Each of 2 items spins for kItemUs, so the ideal time per call is 2 * kItemUs / threads;
+  // the excess is the pool's dispatch + wake + join cost. With an empty body the caller would
+  // take every chunk before a worker woke up, which measures nothing.
+  std::printf("== thread_pool dispatch overhead (parallel_for over 2 items of ~2 us each)\n");
+  {
+    constexpr double kItemUs = 2.0;
+    auto spin_us = [](double us) {
+      const auto end = clock_type::now() + std::chrono::nanoseconds(static_cast<int64_t>(us * 1000));
+      while (clock_type::now() < end) {
+      }
+    };
+    for (int nt : {1, 2}) {
+      thread_pool pool(nt);
+      const int calls = 5000;
+      std::atomic<int> on_worker{0};
+      const double s = time_it([&] {
+        for (int i = 0; i < calls; ++i) {
+          pool.parallel_for(2, 1, [&](int64_t b, int64_t e, int ti) {
+            if (ti != 0) on_worker.fetch_add(1, std::memory_order_relaxed);
+            spin_us(kItemUs * static_cast<double>(e - b));
+          });
+        }
+      }, 1, quick ? 3 : 7);
+      const double per_call = s / calls * 1e6;
+      std::printf("  threads %d: %.2f us per call, ideal %.2f, overhead %.2f us; items run on "
+                  "workers: %.0f%%\n", nt, per_call, 2 * kItemUs / nt, per_call - 2 * kItemUs / nt,
+                  100.0 * on_worker.load() / (2.0 * calls * ((quick ? 3 : 7) + 1)));
+    }
   }
 
   std::printf("\n== memory read bandwidth floor (sum of a 128 MB buffer, AVX2 loads)\n");

@@ -1,15 +1,22 @@
 // thread_pool: spin-then-sleep workers driven by an atomic generation counter.
 //
 // Dispatch protocol (one parallel_for at a time, see thread_pool.h):
-//   caller: publish the job (fn, chunking), reset the chunk cursor, set `pending` to the number
-//           of workers, then bump `generation` (release). Wake sleepers only if any exist.
+//   caller: publishes the job (fn, n, chunk size) and a fresh chunk cursor, then bumps
+//           `generation` (release) and wakes sleepers only if any exist.
 //   worker: spins on `generation` for a short while (decode issues a job every few
 //           microseconds, so a worker that just finished is almost always still spinning when
 //           the next job arrives), then sleeps on a condition variable.
-//   everyone (caller included) grabs chunks from an atomic cursor until none are left, so a
-//   worker that is slow to wake (descheduled, asleep) costs balance, not correctness.
-//   caller: returns once `pending` reaches 0, i.e. every worker has left the job, so `fn` (a
-//           reference to the caller's object) is never touched after parallel_for returns.
+//   everyone (caller included) claims chunks from the cursor until none are left.
+//   caller: returns once every chunk is *done* (not once every worker has checked in), so a
+//           worker that is slow to wake, descheduled or asleep costs nothing: the caller simply
+//           runs its share. This matters on small, shared machines where threads outnumber
+//           free cores.
+//
+// The cursor packs [generation:32][n_chunks:16][next:16] in one 64-bit word and is advanced
+// by compare-and-swap, so a late worker still holding an old generation can never claim a
+// chunk of a newer job: its CAS sees a different generation and gives up. A worker reads the
+// job's fields only after claiming a chunk, and the caller cannot return (and overwrite them)
+// until that chunk is done.
 #include "kernels/cpu/thread_pool.h"
 
 #include <algorithm>
@@ -48,25 +55,35 @@ struct thread_pool::impl {
   // Current job, written by the caller before `generation` is bumped.
   const job_fn* fn = nullptr;
   int64_t n = 0;
-  int64_t chunk = 1;     // elements per chunk, a multiple of grain
-  int64_t n_chunks = 0;
+  int64_t chunk = 1;  // elements per chunk, a multiple of grain
 
-  alignas(64) std::atomic<int64_t> next_chunk{0};
+  alignas(64) std::atomic<uint64_t> cursor{0};
+  alignas(64) std::atomic<int64_t> done{0};
   alignas(64) std::atomic<uint64_t> generation{0};
-  alignas(64) std::atomic<int> pending{0};
   alignas(64) std::atomic<int> sleepers{0};
   std::atomic<bool> stop{false};
   std::mutex mutex;
   std::condition_variable wake;
 
-  // Takes chunks from the shared cursor until the job is exhausted.
-  void run_chunks(int thread_index) {
+  static uint64_t pack(uint64_t gen, uint64_t n_chunks, uint64_t next) {
+    return (gen << 32) | (n_chunks << 16) | next;
+  }
+
+  // Claims and runs chunks of job `gen` until none are left (or a newer job replaced it).
+  void run_chunks(uint64_t gen, int thread_index) {
+    uint64_t c = cursor.load(std::memory_order_acquire);
     for (;;) {
-      const int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
-      if (c >= n_chunks) return;
-      const int64_t begin = c * chunk;
+      const uint64_t next = c & 0xFFFF, n_chunks = (c >> 16) & 0xFFFF;
+      if ((c >> 32) != (gen & 0xFFFFFFFFu) || next >= n_chunks) return;
+      if (!cursor.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        continue;  // c reloaded
+      }
+      const int64_t begin = static_cast<int64_t>(next) * chunk;
       const int64_t end = std::min(n, begin + chunk);
       (*fn)(begin, end, thread_index);
+      done.fetch_add(1, std::memory_order_release);
+      c = cursor.load(std::memory_order_acquire);
     }
   }
 
@@ -99,8 +116,7 @@ struct thread_pool::impl {
       }
       if (stop.load(std::memory_order_acquire)) return;
       seen = g;
-      run_chunks(thread_index);
-      pending.fetch_sub(1, std::memory_order_release);
+      run_chunks(g, thread_index);
     }
   }
 };
@@ -141,23 +157,25 @@ void thread_pool::parallel_for(int64_t n, int64_t grain, const job_fn& fn) {
   }
   // Split the grain-units into up to kChunksPerThread chunks per thread, each a whole number
   // of grains, so only the final chunk may be shorter than `grain`.
-  const int64_t n_chunks = std::min<int64_t>(units, p.n_threads * kChunksPerThread);
+  const int64_t n_chunks = std::min<int64_t>(units, p.n_threads * kChunksPerThread);  // < 2^16
   const int64_t units_per_chunk = (units + n_chunks - 1) / n_chunks;
+  const uint64_t gen = p.generation.load(std::memory_order_relaxed) + 1;
   p.fn = &fn;
   p.n = n;
   p.chunk = units_per_chunk * grain;
-  p.n_chunks = (n + p.chunk - 1) / p.chunk;
-  p.next_chunk.store(0, std::memory_order_relaxed);
-  p.pending.store(p.n_threads - 1, std::memory_order_relaxed);
-  p.generation.fetch_add(1, std::memory_order_seq_cst);
+  const int64_t chunks = (n + p.chunk - 1) / p.chunk;
+  p.done.store(0, std::memory_order_relaxed);
+  p.cursor.store(impl::pack(gen & 0xFFFFFFFFu, static_cast<uint64_t>(chunks), 0),
+                 std::memory_order_release);
+  p.generation.store(gen, std::memory_order_seq_cst);
   if (p.sleepers.load(std::memory_order_seq_cst) > 0) {
     { std::lock_guard<std::mutex> lock(p.mutex); }
     p.wake.notify_all();
   }
-  p.run_chunks(0);
-  // Wait for the workers to leave the job; they are normally microseconds behind.
-  for (int i = 0; p.pending.load(std::memory_order_acquire) != 0; ++i) {
-    if (i < 4096) {
+  p.run_chunks(gen, 0);
+  // Wait for chunks other threads are still running; they are normally microseconds behind.
+  for (int i = 0; p.done.load(std::memory_order_acquire) != chunks; ++i) {
+    if (i < 1024) {
       DSPARK_CPU_RELAX();
     } else {
       std::this_thread::yield();

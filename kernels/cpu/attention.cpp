@@ -1,0 +1,117 @@
+// Causal GQA attention with a blockwise running-max softmax (one pass over K and V).
+//
+// For one (token, head): positions are visited in blocks of kBlock. Each block's scores
+// s_j = scale * q.k_j go to a stack buffer; with m the running maximum, the accumulator
+// acc = sum_j exp(s_j - m) v_j and the normaliser l = sum_j exp(s_j - m) are rescaled by
+// exp(m_old - m_new) whenever a block raises the maximum. out = acc / l at the end.
+#include "kernels/cpu/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "common/error.h"
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+namespace dspark {
+namespace {
+
+constexpr int64_t kBlock = 64;
+constexpr int64_t kMaxHeadDim = 512;
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.0f;
+#ifdef __AVX2__
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  const __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  s = _mm_cvtss_f32(t);
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// acc[i] = acc[i] * c + w * v[i]
+inline void scale_add(float* acc, float c, float w, const float* v, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX2__
+  const __m256 vc = _mm256_set1_ps(c), vw = _mm256_set1_ps(w);
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(v + i),
+                                              _mm256_mul_ps(vc, _mm256_loadu_ps(acc + i))));
+  }
+#endif
+  for (; i < n; ++i) acc[i] = acc[i] * c + w * v[i];
+}
+
+void attend_one(const attention_args& a, int64_t t, int64_t h, int64_t q_stride,
+                int64_t kv_stride, int64_t out_stride, float scale) {
+  const int64_t d = a.head_dim;
+  const int64_t g = h / (a.n_heads / a.n_kv_heads);
+  const float* q = a.q + t * q_stride + h * d;
+  const float* kb = a.k + g * d;
+  const float* vb = a.v + g * d;
+  const int64_t n_ctx = a.p0 + t + 1;
+  float acc[kMaxHeadDim];
+  std::fill(acc, acc + d, 0.0f);
+  float scores[kBlock];
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kBlock) {
+    const int64_t nj = std::min(kBlock, n_ctx - j0);
+    float bmax = -INFINITY;
+    for (int64_t j = 0; j < nj; ++j) {
+      scores[j] = scale * dot(q, kb + (j0 + j) * kv_stride, d);
+      bmax = std::max(bmax, scores[j]);
+    }
+    if (bmax > m) {
+      const float c = std::exp(m - bmax);  // 0 on the first block (m = -inf)
+      l *= c;
+      for (int64_t i = 0; i < d; ++i) acc[i] *= c;
+      m = bmax;
+    }
+    for (int64_t j = 0; j < nj; ++j) {
+      const float w = std::exp(scores[j] - m);
+      l += w;
+      scale_add(acc, 1.0f, w, vb + (j0 + j) * kv_stride, d);
+    }
+  }
+  float* o = a.out + t * out_stride + h * d;
+  const float inv = 1.0f / l;
+  for (int64_t i = 0; i < d; ++i) o[i] = acc[i] * inv;
+}
+
+}  // namespace
+
+void attention(const attention_args& a, thread_pool& pool) {
+  if (a.n_heads <= 0 || a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.head_dim <= 0 ||
+      a.head_dim > kMaxHeadDim || a.n_tokens < 0 || a.p0 < 0) {
+    throw invalid_argument_error(
+        "attention: need n_kv_heads | n_heads, 0 < head_dim <= 512, n_tokens >= 0, p0 >= 0; got "
+        "n_heads=" + std::to_string(a.n_heads) + " n_kv_heads=" + std::to_string(a.n_kv_heads) +
+        " head_dim=" + std::to_string(a.head_dim) + " n_tokens=" + std::to_string(a.n_tokens) +
+        " p0=" + std::to_string(a.p0));
+  }
+  const int64_t q_stride = a.q_stride ? a.q_stride : a.n_heads * a.head_dim;
+  const int64_t out_stride = a.out_stride ? a.out_stride : a.n_heads * a.head_dim;
+  const int64_t kv_stride = a.kv_stride ? a.kv_stride : a.n_kv_heads * a.head_dim;
+  const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  // Work items are (token, head) pairs, head fastest, so a chunk's heads share K/V in cache.
+  pool.parallel_for(a.n_tokens * a.n_heads, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      attend_one(a, i / a.n_heads, i % a.n_heads, q_stride, kv_stride, out_stride, scale);
+    }
+  });
+}
+
+}  // namespace dspark
