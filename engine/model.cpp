@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "models/tokenizer/tokenizer.h"
 
 namespace dspark {
 
@@ -34,8 +35,28 @@ model load_model(const std::string& path, const model_load_options& opt) {
     m.config_ = config_from_gguf(*m.gguf_);
     m.weights_ = bind_weights(m.config_, *m.gguf_);
   }
-  (void)opt;
+  if (opt.load_tokenizer) {
+    if (m.gguf_) {
+      m.tok_ = std::make_shared<const tokenizer>(tokenizer::from_gguf(*m.gguf_));
+    } else {
+      const fs::path dir(path);
+      if (!fs::exists(dir / "tokenizer.json", ec))
+        throw format_error(path + ": no tokenizer.json in the model folder");
+      const fs::path cfg = dir / "tokenizer_config.json";
+      m.tok_ = std::make_shared<const tokenizer>(tokenizer::from_hf_files(
+          (dir / "tokenizer.json").string(), fs::exists(cfg, ec) ? cfg.string() : std::string()));
+    }
+    if (m.tok_->n_vocab() > m.config_.n_vocab)
+      throw format_error(path + ": the tokenizer has " + std::to_string(m.tok_->n_vocab()) +
+                         " tokens, more than the model's n_vocab " +
+                         std::to_string(m.config_.n_vocab));
+  }
   m.stop_ids_ = m.config_.eos_ids;
+  if (m.tok_)
+    for (int32_t id : m.tok_->stop_ids())
+      if (std::find(m.stop_ids_.begin(), m.stop_ids_.end(), id) == m.stop_ids_.end())
+        m.stop_ids_.push_back(id);
+  std::sort(m.stop_ids_.begin(), m.stop_ids_.end());
   return m;
 }
 

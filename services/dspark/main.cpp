@@ -1,0 +1,53 @@
+// dspark: the command-line entry point, a dispatcher over subcommands (commands.h).
+//
+//   dspark --help
+//   dspark generate --model PATH --prompt TEXT [options]     (dspark generate --help)
+#include <array>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "services/dspark/commands.h"
+
+namespace dspark::cli {
+
+std::span<const command> all_commands() {
+  static const std::array<command, 1> k_commands = {{
+      {"generate", "generate a continuation of one prompt, streamed to stdout", generate_command},
+  }};
+  return k_commands;
+}
+
+}  // namespace dspark::cli
+
+namespace {
+
+void print_usage(std::FILE* out) {
+  std::fprintf(out,
+               "DSpark Runtime: LLM inference with speculative decoding.\n\n"
+               "usage: dspark <command> [options]   (dspark <command> --help for its options)\n\n"
+               "commands:\n");
+  for (const auto& c : dspark::cli::all_commands())
+    std::fprintf(out, "  %-12.*s %.*s\n", static_cast<int>(c.name.size()), c.name.data(),
+                 static_cast<int>(c.summary.size()), c.summary.data());
+  std::fprintf(out, "\nexit codes: 0 success, 1 model or runtime error, 2 bad arguments\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    print_usage(stderr);
+    return 2;
+  }
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  for (const auto& c : dspark::cli::all_commands())
+    if (args[0] == c.name) return c.run(std::span<const std::string>(args).subspan(1));
+  std::fprintf(stderr, "dspark: unknown command '%s'\n\n", args[0].c_str());
+  print_usage(stderr);
+  return 2;
+}
