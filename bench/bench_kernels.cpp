@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -74,15 +75,28 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Median seconds of fn() over `reps` runs after `warmup` runs.
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Median CPU seconds of the calling thread in the last time_it: on a shared machine this is
+// the kernel's own cost when it runs single-threaded, wherever the scheduler parks it.
+double g_last_cpu = 0;
+
+// Median wall seconds of fn() over `reps` runs after `warmup` runs.
 double time_it(const std::function<void()>& fn, int warmup, int reps) {
   for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> s;
+  std::vector<double> s, c;
   for (int i = 0; i < reps; ++i) {
+    const double c0 = thread_cpu_seconds();
     const auto t0 = clock_type::now();
     fn();
     s.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
+    c.push_back(thread_cpu_seconds() - c0);
   }
+  g_last_cpu = median(c);
   return median(s);
 }
 
@@ -186,24 +200,26 @@ int main(int argc, char** argv) {
                                      matmul_precision::f32_activations};
 
   std::printf("\n== per-shape matmul, n_tokens 1 (weights hot in cache)\n");
-  std::printf("  %-9s %-11s %7s %9s %9s %9s\n", "shape", "mode", "threads", "us", "GB/s", "GMAC/s");
+  std::printf("  %-9s %-11s %7s %9s %9s %9s %9s\n", "shape", "mode", "threads", "us", "GB/s", "GMAC/s",
+              "cpu us");
   for (int m = 0; m < 2; ++m) {
     for (int nt : {1, 2}) {
       thread_pool pool(nt);
       for (size_t i = 0; i < layers[0].size(); ++i) {
         const auto& w = layers[0][i].view;
         const double s = time_it([&] { matmul(w, x.data(), 1, y.data(), ws, pool, modes[m]); }, 20, reps * 10);
-        std::printf("  %-9s %-11s %7d %9.2f %9.2f %9.2f\n", w.name.c_str(), mode_name[m], nt, s * 1e6,
-                    w.n_bytes / s / 1e9, w.n_elements() / s / 1e9);
+        std::printf("  %-9s %-11s %7d %9.2f %9.2f %9.2f %9.2f\n", w.name.c_str(), mode_name[m], nt, s * 1e6,
+                    w.n_bytes / s / 1e9, w.n_elements() / s / 1e9, g_last_cpu * 1e6);
       }
       const double s = time_it([&] { matmul(lm_head.view, x.data(), 1, y.data(), ws, pool, modes[m]); }, 3, reps);
-      std::printf("  %-9s %-11s %7d %9.2f %9.2f %9.2f\n", "lm_head", mode_name[m], nt, s * 1e6,
-                  lm_head.view.n_bytes / s / 1e9, lm_head.view.n_elements() / s / 1e9);
+      std::printf("  %-9s %-11s %7d %9.2f %9.2f %9.2f %9.2f\n", "lm_head", mode_name[m], nt, s * 1e6,
+                  lm_head.view.n_bytes / s / 1e9, lm_head.view.n_elements() / s / 1e9, g_last_cpu * 1e6);
     }
   }
 
   std::printf("\n== decode pass: %d layers x 7 matmuls + LM head, n_tokens 1 (weights streamed)\n", kLayers);
-  std::printf("  %-11s %7s %9s %9s %9s %14s\n", "mode", "threads", "ms", "GB/s", "GMAC/s", "matmul tok/s");
+  std::printf("  %-11s %7s %9s %9s %9s %14s %9s\n", "mode", "threads", "ms", "GB/s", "GMAC/s", "matmul tok/s",
+              "cpu ms");
   for (int m = 0; m < 2; ++m) {
     for (int nt : {1, 2}) {
       thread_pool pool(nt);
@@ -212,24 +228,26 @@ int main(int argc, char** argv) {
           for (auto& w : l) matmul(w.view, x.data(), 1, y.data(), ws, pool, modes[m]);
         matmul(lm_head.view, x.data(), 1, y.data(), ws, pool, modes[m]);
       }, 2, reps);
-      std::printf("  %-11s %7d %9.3f %9.2f %9.2f %14.1f\n", mode_name[m], nt, s * 1e3, pass_bytes / s / 1e9,
-                  pass_macs / s / 1e9, 1.0 / s);
+      std::printf("  %-11s %7d %9.3f %9.2f %9.2f %14.1f %9.3f\n", mode_name[m], nt, s * 1e3, pass_bytes / s / 1e9,
+                  pass_macs / s / 1e9, 1.0 / s, g_last_cpu * 1e3);
     }
   }
 
   std::printf("\n== prefill: n_tokens %lld, one layer's 7 matmuls (x%d) + LM head for 1 token\n",
               static_cast<long long>(max_tokens), kLayers);
-  std::printf("  %-11s %7s %9s %9s %14s\n", "mode", "threads", "layer ms", "GMAC/s", "prefill tok/s");
+  std::printf("  %-11s %7s %9s %9s %14s %12s\n", "mode", "threads", "layer ms", "GMAC/s", "prefill tok/s",
+              "cpu layer ms");
   for (int m = 0; m < 2; ++m) {
     for (int nt : {1, 2}) {
       thread_pool pool(nt);
       const double s = time_it([&] {
         for (auto& w : layers[0]) matmul(w.view, x.data(), max_tokens, y.data(), ws, pool, modes[m]);
       }, 1, quick ? 3 : 5);
+      const double cpu = g_last_cpu;
       const double head = time_it([&] { matmul(lm_head.view, x.data(), 1, y.data(), ws, pool, modes[m]); }, 1, 5);
       const double total = kLayers * s + head;
-      std::printf("  %-11s %7d %9.2f %9.2f %14.1f\n", mode_name[m], nt, s * 1e3,
-                  layer_macs * max_tokens / s / 1e9, max_tokens / total);
+      std::printf("  %-11s %7d %9.2f %9.2f %14.1f %12.2f\n", mode_name[m], nt, s * 1e3,
+                  layer_macs * max_tokens / s / 1e9, max_tokens / total, cpu * 1e3);
     }
   }
   std::free(ws);

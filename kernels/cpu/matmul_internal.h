@@ -46,4 +46,9 @@ void quantize_activations(const float* x, int64_t n_in, int64_t t_begin, int64_t
 void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
                     int64_t row_begin, int64_t row_end, float* scratch);
 
+// One-token (decode) form of matmul_q8_rows for q4_0, q4_1 and q8_0, writing y[row_begin,
+// row_end); returns false (and does nothing) for other dtypes.
+bool matvec_q8_rows(const tensor_view& w, const matmul_ws& ws, float* y, int64_t row_begin,
+                    int64_t row_end);
+
 }  // namespace dspark::cpu

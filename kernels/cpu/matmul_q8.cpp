@@ -34,15 +34,17 @@ namespace dspark::cpu {
 
 namespace {
 
-constexpr int kTileRows = 4;     // rows prepared at once; kTileRows * n_in * 8.x bytes of scratch
+constexpr int kTileRows = 4;     // rows prepared at once: kTileRows * n_in * 8.125 bytes of scratch
 constexpr int64_t kTokenChunk = 64;  // token rows kept hot in L2 while a row tile is reused
 
+// Block-major so the kernel walks one pointer: block b's record is
+//   [kTileRows][32] int8 weights, then [kTileRows][8] float lane scales  (256 bytes)
 struct tile {
-  uint8_t* q;  // [R][nb][32]
-  float* s;    // [R][nb][8]
-  float* o;    // [R][nb]
+  uint8_t* qs;  // [nb] records of kRecordBytes
+  float* o;     // [kTileRows][nb]
   int64_t nb;
 };
+constexpr int64_t kRecordBytes = kTileRows * 64;
 
 inline __m256i unpack_nibbles16(const uint8_t* qs) {
   // Byte j holds element j (low nibble) and j + 16 (high nibble): put the 16 bytes in both
@@ -54,12 +56,11 @@ inline __m256i unpack_nibbles16(const uint8_t* qs) {
 
 // Writes the prepared form of row `src` (nb blocks of 32) at row slot r of the tile.
 void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
-  uint8_t* q = tl.q + r * tl.nb * 32;
-  float* s = tl.s + r * tl.nb * 8;
+  uint8_t* rec = tl.qs + 32 * r;
   float* o = tl.o + r * tl.nb;
   auto put = [&](int64_t b, __m256i wq, __m256 scale, float off) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * b), wq);
-    _mm256_store_ps(s + 8 * b, scale);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(rec + b * kRecordBytes), wq);
+    _mm256_store_ps(reinterpret_cast<float*>(rec + b * kRecordBytes + kTileRows * 32), scale);
     o[b] = off;
   };
   switch (type) {
@@ -151,24 +152,21 @@ void tile_kernel(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t0, 
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
-  const int8_t* aq[T];
-  const float* ad[T];
-  for (int t = 0; t < T; ++t) {
-    aq[t] = ws.act_q + (t0 + t) * n_in;
-    ad[t] = ws.act_d + (t0 + t) * nb;
-  }
-  for (int64_t b = 0; b < nb; ++b) {
+  const int8_t* aq = ws.act_q + t0 * n_in;  // token t's block b at aq + t * n_in + 32 * b
+  const float* ad = ws.act_d + t0 * nb;
+  const uint8_t* rec = tl.qs;
+  for (int64_t b = 0; b < nb; ++b, aq += 32, ad += 1, rec += kRecordBytes) {
     __m256i a[T];
-    for (int t = 0; t < T; ++t) a[t] = _mm256_load_si256(reinterpret_cast<const __m256i*>(aq[t] + 32 * b));
+    for (int t = 0; t < T; ++t) a[t] = _mm256_load_si256(reinterpret_cast<const __m256i*>(aq + t * n_in));
     for (int r = 0; r < R; ++r) {
-      const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(tl.q + (r * nb + b) * 32));
-      const __m256 ws8 = _mm256_load_ps(tl.s + (r * nb + b) * 8);
+      const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(rec + 32 * r));
+      const __m256 ws8 = _mm256_load_ps(reinterpret_cast<const float*>(rec + kTileRows * 32 + 32 * r));
       const __m256i wu = SIGNED ? _mm256_sign_epi8(wq, wq) : wq;  // |w|
       for (int t = 0; t < T; ++t) {
         const __m256i at = SIGNED ? _mm256_sign_epi8(a[t], wq) : a[t];
         const __m256i p16 = _mm256_maddubs_epi16(wu, at);
         const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-        const __m256 scale = _mm256_mul_ps(ws8, _mm256_broadcast_ss(ad[t] + b));
+        const __m256 scale = _mm256_mul_ps(ws8, _mm256_broadcast_ss(ad + t * nb));
         acc[r][t] = _mm256_fmadd_ps(p, scale, acc[r][t]);
       }
     }
@@ -229,14 +227,14 @@ bool has_q8_kernel(dtype t) {
 
 void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
                     int64_t row_begin, int64_t row_end, float* scratch) {
+  if (n_tokens == 1 && matvec_q8_rows(w, ws, y, row_begin, row_end)) return;
   // Carve the prepared tile out of the thread's slot (64-byte aligned pieces).
   const int64_t nb = w.row_length() / 32;
   auto* base = reinterpret_cast<uint8_t*>(scratch);
   tile tl;
   tl.nb = nb;
-  tl.q = base;
-  tl.s = reinterpret_cast<float*>(base + kTileRows * nb * 32);
-  tl.o = reinterpret_cast<float*>(base + kTileRows * nb * 64);
+  tl.qs = base;
+  tl.o = reinterpret_cast<float*>(base + nb * kRecordBytes);
   switch (w.type) {
     case dtype::q8_0:
     case dtype::q6_k: rows_kernel<true, false>(w, ws, n_tokens, y, row_begin, row_end, tl); break;

@@ -1,0 +1,121 @@
+// Int8-activation matrix-vector product (one token: the decode step) for q4_0, q4_1, q8_0.
+//
+// With a single token nothing is reused across tokens, so the prepared-tile path of
+// matmul_q8.cpp would only add a store and a reload per block. Here each weight block is
+// decoded in registers and consumed at once, 4 rows at a time so the 4 accumulation chains
+// are independent and the activation block is loaded once per 4 rows. The block's two fp16
+// header values are converted together: q4_1's [d, m] (adjacent in memory) times [d_act, s_act]
+// gives [d * d_act, m * s_act] in one multiply; the first scales the integer dot product, the
+// second is the offset term, accumulated in lane 1 of a separate 128-bit accumulator.
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/cpu/matmul_internal.h"
+#include "models/formats/quant_blocks.h"
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+namespace dspark::cpu {
+
+#ifdef __AVX2__
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// The first two fp16 values at p, as floats in lanes 0 and 1.
+inline __m128 load_two_halves(const void* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
+}
+
+inline __m256i unpack_nibbles16(const uint8_t* qs) {
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i both = _mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xF0);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// BLOCK: block_q4_0 / block_q4_1 / block_q8_0. y[r] for R rows starting at `rows`.
+template <class BLOCK, int R>
+void vec_rows(const uint8_t* const* rows, const matmul_ws& ws, int64_t nb, float* y) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+  __m128 off[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    off[r] = _mm_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(ws.act_q + 32 * b));
+    // [d_act, offset multiplier]: q4_1's offset is m * s_act; q4_0's is -8 d * s_act.
+    const float s_mult = std::is_same_v<BLOCK, block_q4_0> ? -8.0f * ws.act_s[b] : ws.act_s[b];
+    const __m128 act = _mm_setr_ps(ws.act_d[b], s_mult, 0.0f, 0.0f);
+    for (int r = 0; r < R; ++r) {
+      const BLOCK* blk = reinterpret_cast<const BLOCK*>(rows[r]) + b;
+      __m256i p16;
+      if constexpr (std::is_same_v<BLOCK, block_q8_0>) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
+        p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+      } else {
+        p16 = _mm256_maddubs_epi16(unpack_nibbles16(blk->qs), a);
+      }
+      const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+      __m128 hdr;
+      if constexpr (std::is_same_v<BLOCK, block_q4_1>) {
+        hdr = load_two_halves(blk);  // [d, m]
+      } else {
+        hdr = _mm_cvtph_ps(_mm_cvtsi32_si128(blk->d));
+        hdr = _mm_unpacklo_ps(hdr, hdr);  // [d, d]: q4_0's offset is -8 d
+      }
+      const __m128 sc = _mm_mul_ps(hdr, act);  // [d * d_act, offset term]
+      acc[r] = _mm256_fmadd_ps(p, _mm256_broadcastss_ps(sc), acc[r]);
+      if constexpr (!std::is_same_v<BLOCK, block_q8_0>) off[r] = _mm_add_ps(off[r], sc);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float v = hsum(acc[r]);
+    if constexpr (!std::is_same_v<BLOCK, block_q8_0>) v += _mm_cvtss_f32(_mm_shuffle_ps(off[r], off[r], 1));
+    y[r] = v;
+  }
+}
+
+template <class BLOCK>
+void vec_range(const tensor_view& w, const matmul_ws& ws, float* y, int64_t r0, int64_t r1) {
+  const int64_t nb = w.row_length() / 32;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint8_t* rows[4] = {w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)};
+    vec_rows<BLOCK, 4>(rows, ws, nb, y + r);
+  }
+  for (; r < r1; ++r) {
+    const uint8_t* rows[1] = {w.row(r)};
+    vec_rows<BLOCK, 1>(rows, ws, nb, y + r);
+  }
+}
+
+}  // namespace
+
+bool matvec_q8_rows(const tensor_view& w, const matmul_ws& ws, float* y, int64_t row_begin,
+                    int64_t row_end) {
+  switch (w.type) {
+    case dtype::q4_0: vec_range<block_q4_0>(w, ws, y, row_begin, row_end); return true;
+    case dtype::q4_1: vec_range<block_q4_1>(w, ws, y, row_begin, row_end); return true;
+    case dtype::q8_0: vec_range<block_q8_0>(w, ws, y, row_begin, row_end); return true;
+    default: return false;
+  }
+}
+
+#else
+
+bool matvec_q8_rows(const tensor_view&, const matmul_ws&, float*, int64_t, int64_t) { return false; }
+
+#endif
+
+}  // namespace dspark::cpu
