@@ -8,7 +8,8 @@
 #include <thread>
 
 #include "common/error.h"
-#include "engine/naive_ops.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/ops.h"
 
 namespace dspark {
 
@@ -18,31 +19,11 @@ struct aligned_free {
   void operator()(void* p) const { std::free(p); }
 };
 
-// Base RoPE inverse frequencies with Llama 3.1 scaling or per-dimension divisors applied.
-std::vector<double> rope_inv_freqs(const model_config& c) {
-  const int64_t half = c.n_rot / 2;
-  std::vector<double> f(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) {
-    f[i] = std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.n_rot));
-    if (!c.rope_freq_factors.empty()) f[i] /= c.rope_freq_factors[i];
-  }
-  const auto& s = c.rope_scaling;
-  if (s.enabled) {
-    const double pi = 3.14159265358979323846;
-    const double low_wavelen = s.original_max_position / s.low_freq_factor;
-    const double high_wavelen = s.original_max_position / s.high_freq_factor;
-    for (auto& v : f) {
-      const double wavelen = 2 * pi / v;
-      if (wavelen < high_wavelen) continue;  // high frequencies: unchanged
-      if (wavelen > low_wavelen) {
-        v /= s.factor;  // low frequencies: interpolated
-      } else {
-        const double smooth = (s.original_max_position / wavelen - s.low_freq_factor) /
-                              (s.high_freq_factor - s.low_freq_factor);
-        v = (1 - smooth) * v / s.factor + smooth * v;
-      }
-    }
-  }
+// RoPE inverse frequencies [head_dim / 2]: base (+ llama3 scaling) from the kernels, divided
+// by GGUF's per-dimension factors when the file has them.
+std::vector<float> inv_freqs_of(const model_config& c) {
+  std::vector<float> f = rope_inv_freqs(c.head_dim, static_cast<float>(c.rope_theta), c.rope_scaling);
+  for (size_t i = 0; i < c.rope_freq_factors.size(); ++i) f[i] /= c.rope_freq_factors[i];
   return f;
 }
 
@@ -65,10 +46,12 @@ struct cpu_backend::buffers {
   std::vector<float> rows;      // [R, n_embd] final-normed logit rows
   std::unique_ptr<float[]> logits;  // [R, n_vocab]
   std::vector<float> hidden;    // [max_capture_layers][R][n_embd]
-  std::vector<double> inv_freq; // [n_rot / 2]
-  std::vector<float> rope_cos;  // [T, n_rot / 2]
-  std::vector<float> rope_sin;  // [T, n_rot / 2]
-  std::vector<float> scores;    // [n_threads, n_ctx] attention scratch
+  std::vector<float> inv_freq;  // [head_dim / 2] RoPE inverse frequencies
+  std::unique_ptr<float[]> k_gather;  // [n_ctx, n_head_kv * head_dim] a fragmented sequence's K
+  std::unique_ptr<float[]> v_gather;  // [n_ctx, n_head_kv * head_dim] ... and V
+  std::vector<batch_sequence> seqs;   // [n_seq_max] the batch's sequences
+  std::vector<int32_t> seq_t0;        // [n_seq_max] index of each sequence's first token
+  std::vector<int32_t> seq_p0;        // [n_seq_max] length of each sequence before the step
   std::vector<int32_t> tok_seq; // [T] sequence of each token
   std::vector<int32_t> tok_pos; // [T] position of each token in its sequence
   std::vector<int32_t> out_tok; // [R] token index of each logit row
@@ -115,11 +98,13 @@ cpu_backend::cpu_backend(const model_config& c, const llama_weights& w,
   b.rows.resize(R * c.n_embd);
   b.logits.reset(new float[R * c.n_vocab]);
   b.hidden.resize(static_cast<size_t>(limits_.max_capture_layers) * R * c.n_embd);
-  const auto f = rope_inv_freqs(c);
-  b.inv_freq.assign(f.begin(), f.end());
-  b.rope_cos.resize(T * (c.n_rot / 2));
-  b.rope_sin.resize(T * (c.n_rot / 2));
-  b.scores.resize(static_cast<size_t>(pool_.n_threads()) * limits_.n_ctx);
+  b.inv_freq = inv_freqs_of(c);
+  // Left uninitialised: only touched when a sequence's blocks are not consecutive.
+  b.k_gather.reset(new float[static_cast<size_t>(limits_.n_ctx) * c.kv_dim()]);
+  b.v_gather.reset(new float[static_cast<size_t>(limits_.n_ctx) * c.kv_dim()]);
+  b.seqs.resize(static_cast<size_t>(opt.n_seq_max));
+  b.seq_t0.resize(static_cast<size_t>(opt.n_seq_max));
+  b.seq_p0.resize(static_cast<size_t>(opt.n_seq_max));
   b.tok_seq.resize(T);
   b.tok_pos.resize(T);
   b.out_tok.resize(R);
@@ -202,24 +187,20 @@ forward_status cpu_backend::reserve_kv(const forward_batch& b) {
   return forward_status::ok;
 }
 
-// Positions, sequence of each token, the logit rows, and the RoPE angles of each token.
+// Positions and sequence of each token, the batch's sequences, the logit rows, the captures.
 void cpu_backend::plan_rows(const forward_batch& b) {
   buffers& bf = *buf_;
   int64_t t = 0, r = 0;
-  for (const batch_sequence& s : b.seqs) {
+  for (size_t i = 0; i < b.seqs.size(); ++i) {
+    const batch_sequence& s = b.seqs[i];
     const int32_t len = kv_.length(s.seq_id);
+    bf.seqs[i] = s;
+    bf.seq_t0[i] = static_cast<int32_t>(t);
+    bf.seq_p0[i] = len;
     for (int32_t j = 0; j < s.n_tokens; ++j, ++t) {
       bf.tok_seq[t] = s.seq_id;
       bf.tok_pos[t] = len + j;
       if (j >= s.n_tokens - s.n_logits) bf.out_tok[r++] = static_cast<int32_t>(t);
-    }
-  }
-  const int64_t half = c_.n_rot / 2;
-  for (int64_t i = 0; i < t; ++i) {
-    for (int64_t d = 0; d < half; ++d) {
-      const double angle = bf.tok_pos[i] * bf.inv_freq[d];
-      bf.rope_cos[i * half + d] = static_cast<float>(std::cos(angle));
-      bf.rope_sin[i * half + d] = static_cast<float>(std::sin(angle));
     }
   }
   std::fill(bf.capture_slot.begin(), bf.capture_slot.end(), -1);
@@ -247,7 +228,7 @@ forward_output cpu_backend::forward(const forward_batch& b) {
   for (const batch_sequence& s : b.seqs) n_rows += s.n_logits;
 
   for (int il = 0; il < c_.n_layer; ++il) {
-    attention_block(il, n_tok);
+    attention_block(il, n_tok, static_cast<int64_t>(b.seqs.size()));
     mlp_block(il, n_tok);
     if (buf_->capture_slot[il] >= 0) capture(buf_->capture_slot[il], n_rows);
   }
@@ -260,80 +241,75 @@ forward_output cpu_backend::forward(const forward_batch& b) {
   return out;
 }
 
-void cpu_backend::attention_block(int il, int64_t n_tok) {
+void cpu_backend::attention_block(int il, int64_t n_tok, int64_t n_seqs) {
   buffers& b = *buf_;
   const layer_weights& l = w_.layers[il];
   const int64_t E = c_.n_embd, qd = c_.q_dim(), kvd = c_.kv_dim(), hd = c_.head_dim;
   const float eps = static_cast<float>(c_.rms_eps);
   for (int64_t t = 0; t < n_tok; ++t)
-    naive::rms_norm(b.x.data() + t * E, l.attn_norm.data(), b.xn.data() + t * E, E, eps);
+    rms_norm(b.x.data() + t * E, l.attn_norm.data(), eps, E, b.xn.data() + t * E);
   void* ws = b.workspace.get();
   matmul(l.wq, b.xn.data(), n_tok, b.q.data(), ws, pool_, opt_.precision);
   matmul(l.wk, b.xn.data(), n_tok, b.k.data(), ws, pool_, opt_.precision);
   matmul(l.wv, b.xn.data(), n_tok, b.v.data(), ws, pool_, opt_.precision);
 
-  const bool interleaved = c_.rope == rope_style::interleaved;
-  const int64_t half = c_.n_rot / 2;
   for (int64_t t = 0; t < n_tok; ++t) {
     float* q = b.q.data() + t * qd;
     float* k = b.k.data() + t * kvd;
     float* v = b.v.data() + t * kvd;
     if (c_.qkv_bias) {
-      for (int64_t i = 0; i < qd; ++i) q[i] += l.bq[i];
-      for (int64_t i = 0; i < kvd; ++i) k[i] += l.bk[i];
-      for (int64_t i = 0; i < kvd; ++i) v[i] += l.bv[i];
+      add_inplace(q, l.bq.data(), qd);
+      add_inplace(k, l.bk.data(), kvd);
+      add_inplace(v, l.bv.data(), kvd);
     }
-    const float* cs = b.rope_cos.data() + t * half;
-    const float* sn = b.rope_sin.data() + t * half;
-    for (int64_t h = 0; h < c_.n_head; ++h) {
-      if (c_.qk_norm) naive::rms_norm(q + h * hd, l.q_norm.data(), q + h * hd, hd, eps);
-      naive::rope_head(q + h * hd, cs, sn, c_.n_rot, interleaved);
+    if (c_.qk_norm) {
+      for (int64_t h = 0; h < c_.n_head; ++h) rms_norm_inplace(q + h * hd, l.q_norm.data(), eps, hd);
+      for (int64_t h = 0; h < c_.n_head_kv; ++h) rms_norm_inplace(k + h * hd, l.k_norm.data(), eps, hd);
     }
-    for (int64_t h = 0; h < c_.n_head_kv; ++h) {
-      if (c_.qk_norm) naive::rms_norm(k + h * hd, l.k_norm.data(), k + h * hd, hd, eps);
-      naive::rope_head(k + h * hd, cs, sn, c_.n_rot, interleaved);
-    }
+    rope_apply(q, c_.n_head, hd, b.tok_pos[t], b.inv_freq.data(), c_.rope);
+    rope_apply(k, c_.n_head_kv, hd, b.tok_pos[t], b.inv_freq.data(), c_.rope);
     std::copy(k, k + kvd, kv_.k_at(il, b.tok_seq[t], b.tok_pos[t]));
     std::copy(v, v + kvd, kv_.v_at(il, b.tok_seq[t], b.tok_pos[t]));
   }
-  attend(il, n_tok);
+  for (int64_t i = 0; i < n_seqs; ++i) attend(il, i);
   matmul(l.wo, b.attn.data(), n_tok, b.xn.data(), ws, pool_, opt_.precision);
-  for (int64_t i = 0; i < n_tok * E; ++i) b.x[i] += b.xn[i];
+  add_inplace(b.x.data(), b.xn.data(), n_tok * E);
 }
 
-// Causal GQA attention of every (token, head) over its sequence's cached positions [0, pos].
-void cpu_backend::attend(int il, int64_t n_tok) {
+// Causal GQA attention of batch sequence `i`'s new tokens over its cached positions. The
+// kernel wants K/V contiguous by position: a sequence whose blocks are consecutive in the pool
+// (always the case for a lone sequence) is read in place, a fragmented one is gathered first.
+void cpu_backend::attend(int il, int64_t i) {
   buffers& b = *buf_;
-  const int64_t hd = c_.head_dim, qd = c_.q_dim(), kvd = c_.kv_dim();
-  const int64_t group = c_.n_head / c_.n_head_kv;
-  const int32_t bs = kv_.params().block_size;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool_.parallel_for(n_tok * c_.n_head, 1, [&](int64_t i0, int64_t i1, int thread) {
-    float* scores = b.scores.data() + static_cast<size_t>(thread) * limits_.n_ctx;
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t t = i / c_.n_head, h = i % c_.n_head, hk = h / group;
-      const float* q = b.q.data() + t * qd + h * hd;
-      const int32_t seq = b.tok_seq[t], n_kv = b.tok_pos[t] + 1;
-      const int32_t* table = kv_.block_table(seq);
-      float mx = -INFINITY;
-      for (int32_t p = 0; p < n_kv; ++p) {
-        const float* k = kv_.k_block(il, table[p / bs]) + (p % bs) * kvd + hk * hd;
-        float s = 0;
-        for (int64_t d = 0; d < hd; ++d) s += q[d] * k[d];
-        scores[p] = s * scale;
-        mx = std::max(mx, scores[p]);
-      }
-      float sum = 0;
-      for (int32_t p = 0; p < n_kv; ++p) sum += (scores[p] = std::exp(scores[p] - mx));
-      float* o = b.attn.data() + t * qd + h * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int32_t p = 0; p < n_kv; ++p) {
-        const float* v = kv_.v_block(il, table[p / bs]) + (p % bs) * kvd + hk * hd;
-        const float wgt = scores[p] / sum;
-        for (int64_t d = 0; d < hd; ++d) o[d] += wgt * v[d];
-      }
+  const batch_sequence& s = b.seqs[i];
+  const int32_t p0 = b.seq_p0[i], n_kv = p0 + s.n_tokens, bs = kv_.params().block_size;
+  const int32_t* table = kv_.block_table(s.seq_id);
+  const int32_t n_blocks = (n_kv + bs - 1) / bs;
+  bool consecutive = true;
+  for (int32_t j = 1; j < n_blocks && consecutive; ++j) consecutive = table[j] == table[0] + j;
+
+  attention_args a;
+  a.q = b.q.data() + static_cast<int64_t>(b.seq_t0[i]) * c_.q_dim();
+  a.out = b.attn.data() + static_cast<int64_t>(b.seq_t0[i]) * c_.q_dim();
+  a.n_tokens = s.n_tokens;
+  a.p0 = p0;
+  a.n_heads = c_.n_head;
+  a.n_kv_heads = c_.n_head_kv;
+  a.head_dim = c_.head_dim;
+  if (consecutive) {
+    a.k = kv_.k_block(il, table[0]);
+    a.v = kv_.v_block(il, table[0]);
+  } else {
+    const int64_t block_floats = static_cast<int64_t>(bs) * c_.kv_dim();
+    for (int32_t j = 0; j < n_blocks; ++j) {
+      const int64_t n = std::min<int64_t>(bs, n_kv - static_cast<int64_t>(j) * bs) * c_.kv_dim();
+      std::copy_n(kv_.k_block(il, table[j]), n, b.k_gather.get() + j * block_floats);
+      std::copy_n(kv_.v_block(il, table[j]), n, b.v_gather.get() + j * block_floats);
     }
-  });
+    a.k = b.k_gather.get();
+    a.v = b.v_gather.get();
+  }
+  attention(a, pool_);
 }
 
 void cpu_backend::mlp_block(int il, int64_t n_tok) {
@@ -341,14 +317,14 @@ void cpu_backend::mlp_block(int il, int64_t n_tok) {
   const layer_weights& l = w_.layers[il];
   const int64_t E = c_.n_embd, F = c_.n_ff;
   for (int64_t t = 0; t < n_tok; ++t)
-    naive::rms_norm(b.x.data() + t * E, l.ffn_norm.data(), b.xn.data() + t * E, E,
-                    static_cast<float>(c_.rms_eps));
+    rms_norm(b.x.data() + t * E, l.ffn_norm.data(), static_cast<float>(c_.rms_eps), E,
+             b.xn.data() + t * E);
   void* ws = b.workspace.get();
   matmul(l.w_gate, b.xn.data(), n_tok, b.gate.data(), ws, pool_, opt_.precision);
   matmul(l.w_up, b.xn.data(), n_tok, b.up.data(), ws, pool_, opt_.precision);
-  for (int64_t t = 0; t < n_tok; ++t) naive::silu_mul(b.gate.data() + t * F, b.up.data() + t * F, F);
+  silu_mul(b.gate.data(), b.up.data(), b.gate.data(), n_tok * F);
   matmul(l.w_down, b.gate.data(), n_tok, b.xn.data(), ws, pool_, opt_.precision);
-  for (int64_t i = 0; i < n_tok * E; ++i) b.x[i] += b.xn[i];
+  add_inplace(b.x.data(), b.xn.data(), n_tok * E);
 }
 
 void cpu_backend::capture(int slot, int64_t n_rows) {
@@ -365,8 +341,8 @@ void cpu_backend::lm_head(int64_t n_rows) {
   buffers& b = *buf_;
   const int64_t E = c_.n_embd;
   for (int64_t r = 0; r < n_rows; ++r)
-    naive::rms_norm(b.x.data() + static_cast<int64_t>(b.out_tok[r]) * E, w_.output_norm.data(),
-                    b.rows.data() + r * E, E, static_cast<float>(c_.rms_eps));
+    rms_norm(b.x.data() + static_cast<int64_t>(b.out_tok[r]) * E, w_.output_norm.data(),
+             static_cast<float>(c_.rms_eps), E, b.rows.data() + r * E);
   matmul(w_.output, b.rows.data(), n_rows, b.logits.get(), b.workspace.get(), pool_,
          opt_.precision);
 }

@@ -30,7 +30,7 @@ struct cpu_backend_options {
   int32_t max_tokens_per_step = 256;
   int32_t max_logit_rows = 0;        // 0 = max_tokens_per_step
   int32_t max_capture_layers = 4;
-  int32_t kv_block_size = 16;
+  int32_t kv_block_size = 256;      // positions per KV block
   int32_t kv_blocks = 0;             // 0 = enough for n_seq_max sequences of n_ctx
   // q8_activations is fast; f32_activations matches float references tightly (golden tests).
   matmul_precision precision = matmul_precision::q8_activations;
@@ -61,9 +61,9 @@ class cpu_backend final : public backend {
   forward_status reserve_kv(const forward_batch& b);
   void plan_rows(const forward_batch& b);
   void embed(const forward_batch& b);
-  void attention_block(int il, int64_t n_tok);
+  void attention_block(int il, int64_t n_tok, int64_t n_seqs);
   void mlp_block(int il, int64_t n_tok);
-  void attend(int il, int64_t n_tok);
+  void attend(int il, int64_t batch_index);
   void capture(int slot, int64_t n_rows);
   void lm_head(int64_t n_rows);
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "kernels/cpu/ops.h"
 
 namespace dspark {
 
@@ -40,13 +41,6 @@ void validate(const sampling_params& p) {
     throw invalid_argument_error("max_tokens must be >= 1, got " + std::to_string(p.max_tokens));
   for (const auto& s : p.stop)
     if (s.empty()) throw invalid_argument_error("stop strings must not be empty");
-}
-
-int32_t argmax(const float* x, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;  // strict: the first maximum wins ties
-  return static_cast<int32_t>(best);
 }
 
 double uniform01(uint64_t seed, uint64_t counter) {
@@ -134,7 +128,7 @@ void sampler::distribution(const float* logits, float* probs) {
 }
 
 int32_t sampler::sample(const float* logits, uint64_t counter) {
-  if (greedy()) return argmax(logits, n_vocab_);
+  if (greedy()) return static_cast<int32_t>(argmax(logits, n_vocab_));
   distribution(logits, probs_.data());
   return sample_from(probs_.data(), n_vocab_, uniform01(p_.seed, counter));
 }

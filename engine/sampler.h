@@ -6,7 +6,7 @@
 //
 // Order of the filters (as Hugging Face's logits processors apply them):
 //   1. temperature: logits / T, softmax            (T == 0: one-hot at the argmax, lowest id
-//                                                   on ties; the filters below are skipped)
+//                                                   on ties (kernels' argmax); no filters)
 //   2. top_k:  keep the k most probable tokens     (0 = off)
 //   3. top_p:  keep the smallest most-probable set whose mass reaches p (1 = off)
 //   4. min_p:  keep tokens with prob >= min_p * max prob (0 = off)
@@ -38,9 +38,6 @@ struct sampling_params {
 
 // Throws invalid_argument_error naming the first bad field and its valid range.
 void validate(const sampling_params& p);
-
-// Index of the largest of n values; the lowest index among equal maxima.
-int32_t argmax(const float* x, int64_t n);
 
 // Uniform double in [0, 1) from (seed, counter): a counter-based generator (SplitMix64 mixing).
 double uniform01(uint64_t seed, uint64_t counter);

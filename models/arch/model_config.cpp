@@ -147,15 +147,15 @@ void hf_rope_scaling(const nlohmann::json& j, model_config& c) {
   if (type != "llama3")
     throw format_error("config.json: rope_scaling type '" + type +
                        "' is not supported (supported: llama3)");
-  c.rope_scaling.enabled = true;
-  c.rope_scaling.factor = hf_float(*s, "factor", 8.0);
-  c.rope_scaling.low_freq_factor = hf_float(*s, "low_freq_factor", 1.0);
-  c.rope_scaling.high_freq_factor = hf_float(*s, "high_freq_factor", 4.0);
-  c.rope_scaling.original_max_position =
-      hf_int(*s, "original_max_position_embeddings", int64_t{8192});
-  if (c.rope_scaling.factor <= 0 || c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
+  rope_llama3_scaling r;
+  r.factor = static_cast<float>(hf_float(*s, "factor", 8.0));
+  r.low_freq_factor = static_cast<float>(hf_float(*s, "low_freq_factor", 1.0));
+  r.high_freq_factor = static_cast<float>(hf_float(*s, "high_freq_factor", 4.0));
+  r.original_max_positions = hf_int(*s, "original_max_position_embeddings", int64_t{8192});
+  c.rope_scaling = r;
+  if (r.factor <= 0 || r.high_freq_factor <= r.low_freq_factor || r.original_max_positions <= 0)
     throw format_error("config.json: rope_scaling needs factor > 0 and high_freq_factor > "
-                       "low_freq_factor");
+                       "low_freq_factor and original_max_position_embeddings > 0");
 }
 
 }  // namespace
@@ -201,7 +201,7 @@ model_config config_from_gguf(const gguf_file& f) {
                        "' is not supported (supported: none, or llama3 via rope_freqs.weight)");
 
   // The llama converter permutes Q/K rows for ggml's interleaved RoPE; qwen2/qwen3 do not.
-  c.rope = (c.arch == model_arch::llama || c.arch == model_arch::mistral) ? rope_style::interleaved
+  c.rope = (c.arch == model_arch::llama || c.arch == model_arch::mistral) ? rope_style::normal
                                                                         : rope_style::neox;
   c.rope_freq_factors = gguf_rope_freqs(f, c.n_rot);
   c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
@@ -271,9 +271,10 @@ void validate_config(const model_config& c) {
   if (c.n_head % c.n_head_kv != 0)
     throw format_error("model config: n_head (" + std::to_string(c.n_head) +
                        ") must be a multiple of n_head_kv (" + std::to_string(c.n_head_kv) + ")");
-  if (c.n_rot <= 0 || c.n_rot % 2 != 0 || c.n_rot > c.head_dim)
-    throw format_error("model config: n_rot must be even and in [2, head_dim = " +
-                       std::to_string(c.head_dim) + "], got " + std::to_string(c.n_rot));
+  // Partial rotary embeddings (n_rot < head_dim) belong to architectures we do not support.
+  if (c.n_rot != c.head_dim || c.head_dim % 2 != 0)
+    throw format_error("model config: the RoPE dimension count (" + std::to_string(c.n_rot) +
+                       ") must equal head_dim (" + std::to_string(c.head_dim) + ") and be even");
   if (!(c.rope_theta > 0)) throw format_error("model config: rope_theta must be > 0");
   if (!(c.rms_eps > 0)) throw format_error("model config: rms_eps must be > 0");
   for (int32_t id : c.eos_ids)

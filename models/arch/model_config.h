@@ -4,18 +4,21 @@
 // One struct serves every supported architecture; the differences that matter to the forward
 // pass are flags (qkv_bias, qk_norm), the RoPE pairing and the RoPE frequency scaling:
 //   - GGUF "llama" files store Q/K rows permuted by the converter, so RoPE pairs (2i, 2i+1)
-//     (rope_style::interleaved); HF checkpoints and GGUF qwen2/qwen3 pair (i, i + n_rot/2)
+//     (rope_style::normal); HF checkpoints and GGUF qwen2/qwen3 pair (i, i + head_dim/2)
 //     (rope_style::neox).
 //   - Llama 3.1 scales the RoPE frequencies ("llama3"); HF gives the parameters, GGUF bakes
 //     them into a rope_freqs.weight tensor of per-dimension divisors (rope_freq_factors).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+
+#include "kernels/cpu/ops.h"  // rope_style, rope_llama3_scaling: shared with the kernels
 
 namespace dspark {
 
@@ -23,21 +26,6 @@ class gguf_file;
 
 // Values only ever appended.
 enum class model_arch : uint32_t { llama = 0, mistral = 1, qwen2 = 2, qwen3 = 3 };
-
-// Which dimensions RoPE rotates together, within the first n_rot dimensions of a head.
-enum class rope_style : uint32_t {
-  interleaved = 0,  // (2i, 2i+1): ggml "normal" mode, GGUF llama
-  neox = 1,         // (i, i + n_rot/2): HF Llama/Qwen, GGUF qwen2/qwen3
-};
-
-// Llama 3.1 "llama3" frequency scaling (HF rope_scaling).
-struct rope_llama3_scaling {
-  bool enabled = false;
-  double factor = 1.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 1.0;
-  int64_t original_max_position = 0;
-};
 
 struct model_config {
   model_arch arch = model_arch::llama;
@@ -52,10 +40,10 @@ struct model_config {
   int64_t n_ff = 0;       // MLP hidden width
   int64_t n_ctx_train = 0;
 
-  int64_t n_rot = 0;  // dimensions of each head that RoPE rotates (== head_dim usually)
+  int64_t n_rot = 0;  // dimensions of each head that RoPE rotates; == head_dim (validated)
   double rope_theta = 10000.0;
   rope_style rope = rope_style::neox;
-  rope_llama3_scaling rope_scaling;
+  std::optional<rope_llama3_scaling> rope_scaling;  // HF rope_scaling {rope_type: llama3}
   // [n_rot / 2] f32 divisors of the base frequencies (GGUF rope_freqs.weight); empty if none.
   std::vector<float> rope_freq_factors;
 
@@ -81,8 +69,8 @@ model_config config_from_gguf(const gguf_file& f);
 // Reads the config from a Hugging Face config.json object. Throws format_error as above.
 model_config config_from_hf(const nlohmann::json& config);
 
-// Checks the sizes are positive and consistent (n_head % n_head_kv == 0, n_rot even and
-// <= head_dim, ...); throws format_error naming the field. Called by both readers.
+// Checks the sizes are positive and consistent (n_head % n_head_kv == 0, n_rot == head_dim and
+// even, ...); throws format_error naming the field. Called by both readers.
 void validate_config(const model_config& c);
 
 }  // namespace dspark
