@@ -33,8 +33,35 @@ struct candidate_after {
 
 }  // namespace
 
+void bpe_merges::rehash(size_t capacity) {
+  std::vector<slot> old;
+  old.swap(slots_);
+  slots_.assign(capacity, slot{k_empty, 0, 0});
+  shift_ = 64;
+  for (size_t c = capacity; c > 1; c >>= 1) --shift_;
+  for (const slot& s : old) {
+    if (s.key == k_empty) continue;
+    size_t i = home(s.key);
+    while (slots_[i].key != k_empty) i = (i + 1) & (capacity - 1);
+    slots_[i] = s;
+  }
+}
+
+void bpe_merges::reserve(size_t n) {
+  size_t capacity = 16;
+  while (capacity < 2 * n) capacity *= 2;
+  if (capacity > slots_.size()) rehash(capacity);
+}
+
 bool bpe_merges::add(int32_t left, int32_t right, int32_t result) {
-  return merges_.emplace(key(left, right), merge{int32_t(merges_.size()), result}).second;
+  if (find(left, right)) return false;
+  reserve(size_ + 1);
+  const uint64_t k = key(left, right);
+  size_t i = home(k);
+  while (slots_[i].key != k_empty) i = (i + 1) & (slots_.size() - 1);
+  slots_[i] = slot{k, int32_t(size_), result};
+  ++size_;
+  return true;
 }
 
 void bpe_merges::encode(std::string_view bytes, std::vector<int32_t>& out) const {
@@ -55,7 +82,7 @@ void bpe_merges::encode(std::string_view bytes, std::vector<int32_t>& out) const
     if (l < 0) return;
     const int32_t r = syms[l].next;
     if (r < 0) return;
-    if (const merge* m = find(syms[l].id, syms[r].id)) {
+    if (const slot* m = find(syms[l].id, syms[r].id)) {
       heap.push_back({m->rank, l, r, syms[l].id, syms[r].id, m->result});
       std::push_heap(heap.begin(), heap.end(), candidate_after{});
     }

@@ -46,42 +46,53 @@ tokenizer tokenizer::from_spec(tokenizer_spec spec) {
   check_id(spec.pad_id, n_vocab, "padding");
   for (int32_t id : spec.extra_stop_ids) check_id(id, n_vocab, "end-of-turn");
 
+  t.pieces_ = std::move(spec.pieces);
+  t.kinds_ = std::move(spec.kinds);
   t.bytes_.resize(n);
-  t.piece_to_id_.reserve(n);
-  t.bytes_to_id_.reserve(n);
+  t.piece_index_.reserve(n);
+  bool unique_pieces = true;
   for (size_t i = 0; i < n; ++i) {
-    const int kind = int(spec.kinds[i]);
+    const int kind = int(t.kinds_[i]);
     if (kind < 1 || kind > 6) {
       throw format_error("tokenizer: token " + std::to_string(i) + " has type " + std::to_string(kind) +
                          " (valid: 1..6)");
     }
-    const std::string& piece = spec.pieces[i];
+    const std::string& piece = t.pieces_[i];
     // Added tokens are literal text; the rest are byte-level spelled, except characters outside
     // the alphabet, which stand for their own UTF-8 (as in HF's ByteLevel decoder).
-    if (is_added_kind(spec.kinds[i]) || !byte_level_unspell(piece, t.bytes_[i])) t.bytes_[i] = piece;
-    if (!piece.empty()) t.piece_to_id_.emplace(piece, int32_t(i));  // first id wins on duplicates
+    if (is_added_kind(t.kinds_[i]) || !byte_level_unspell(piece, t.bytes_[i])) t.bytes_[i] = piece;
+    // The first id wins when a piece is spelled twice.
+    if (!piece.empty() && !t.piece_index_.insert(int32_t(i), t.pieces_)) unique_pieces = false;
   }
-  // Raw-bytes index for ignore_merges; BPE-produced (non-added) tokens take precedence.
-  for (int pass = 0; pass < 2; ++pass) {
-    for (size_t i = 0; i < n; ++i) {
-      if (is_added_kind(spec.kinds[i]) == (pass == 1) && !t.bytes_[i].empty()) {
-        t.bytes_to_id_.emplace(t.bytes_[i], int32_t(i));
+  if (spec.ignore_merges) {
+    // Raw-bytes index for whole-piece lookups; BPE-produced (non-added) tokens take precedence.
+    t.bytes_index_.reserve(n);
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t i = 0; i < n; ++i) {
+        if (is_added_kind(t.kinds_[i]) == (pass == 1) && !t.bytes_[i].empty()) {
+          t.bytes_index_.insert(int32_t(i), t.bytes_);
+        }
       }
     }
   }
   for (int b = 0; b < 256; ++b) {
-    const char c = char(b);
-    auto it = t.bytes_to_id_.find(std::string_view(&c, 1));
-    if (it != t.bytes_to_id_.end() && !is_added_kind(spec.kinds[size_t(it->second)])) {
-      t.merges_.set_byte_token(uint8_t(b), it->second);
-    }
+    const int32_t id = t.token_to_id(byte_level_spell(std::string(1, char(b))));
+    if (id >= 0 && !is_added_kind(t.kinds_[size_t(id)])) t.merges_.set_byte_token(uint8_t(b), id);
   }
+  t.merges_.reserve(spec.merges.size());
+  std::string joined;
+  int32_t ir = -1;
   for (size_t r = 0; r < spec.merges.size(); ++r) {
     const auto& [a, b] = spec.merges[r];
+    joined.assign(a).append(b);
+    // Trained vocabularies number merge results in merge order: try the id after the previous
+    // result before hashing (it saves a third of the lookups, and this loop dominates loading).
+    // (Only when no piece is spelled twice, or token_to_id might name an earlier duplicate.)
+    const bool next_in_order = unique_pieces && ir >= 0 && size_t(ir) + 1 < n && t.pieces_[size_t(ir) + 1] == joined;
+    ir = next_in_order ? ir + 1 : t.token_to_id(joined);
     const int32_t ia = t.token_to_id(a), ib = t.token_to_id(b);
-    const int32_t ir = t.token_to_id(a + b);
     if (ia < 0 || ib < 0 || ir < 0) {
-      const std::string& missing = ia < 0 ? a : ib < 0 ? b : a + b;
+      const std::string& missing = ia < 0 ? a : ib < 0 ? b : joined;
       throw format_error("tokenizer: merge " + std::to_string(r) + " ('" + a + "' '" + b +
                          "') uses '" + missing + "', which is not in the vocabulary");
     }
@@ -89,8 +100,8 @@ tokenizer tokenizer::from_spec(tokenizer_spec spec) {
   }
 
   for (size_t i = 0; i < n; ++i) {
-    if (is_added_kind(spec.kinds[i]) && !spec.pieces[i].empty()) {
-      t.added_.push_back({spec.pieces[i], int32_t(i), spec.kinds[i] == token_kind::control});
+    if (is_added_kind(t.kinds_[i]) && !t.pieces_[i].empty()) {
+      t.added_.push_back({t.pieces_[i], int32_t(i), t.kinds_[i] == token_kind::control});
     }
   }
   std::stable_sort(t.added_.begin(), t.added_.end(),
@@ -99,8 +110,6 @@ tokenizer tokenizer::from_spec(tokenizer_spec spec) {
     t.added_by_first_byte_[uint8_t(t.added_[i].text[0])].push_back(uint32_t(i));
   }
 
-  t.pieces_ = std::move(spec.pieces);
-  t.kinds_ = std::move(spec.kinds);
   t.pre_ = std::move(spec.pre);
   t.ignore_merges_ = spec.ignore_merges;
   t.bos_id_ = spec.bos_id;
@@ -143,9 +152,9 @@ const tokenizer::added_token* tokenizer::match_added(std::string_view text, size
 
 void tokenizer::encode_piece(std::string_view bytes, std::vector<int32_t>& out) const {
   if (ignore_merges_) {
-    auto it = bytes_to_id_.find(bytes);
-    if (it != bytes_to_id_.end()) {
-      out.push_back(it->second);
+    const int32_t id = bytes_index_.find(bytes, bytes_);
+    if (id >= 0) {
+      out.push_back(id);
       return;
     }
   }
@@ -220,10 +229,7 @@ const std::string& tokenizer::id_to_piece(int32_t id) const {
   return pieces_[size_t(id)];
 }
 
-int32_t tokenizer::token_to_id(std::string_view piece) const {
-  auto it = piece_to_id_.find(piece);
-  return it == piece_to_id_.end() ? -1 : it->second;
-}
+int32_t tokenizer::token_to_id(std::string_view piece) const { return piece_index_.find(piece, pieces_); }
 
 bool tokenizer::is_stop(int32_t id) const {
   return std::binary_search(stop_ids_.begin(), stop_ids_.end(), id);

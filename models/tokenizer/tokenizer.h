@@ -20,12 +20,12 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "models/tokenizer/bpe.h"
 #include "models/tokenizer/pre_tokenizer.h"
+#include "models/tokenizer/string_index.h"
 
 namespace dspark {
 
@@ -108,12 +108,6 @@ class tokenizer {
     int32_t id;
     bool special;
   };
-  struct string_hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  using string_map = std::unordered_map<std::string, int32_t, string_hash, std::equal_to<>>;
-
   void encode_text(std::string_view text, std::vector<int32_t>& out) const;
   void encode_piece(std::string_view bytes, std::vector<int32_t>& out) const;
   const added_token* match_added(std::string_view text, size_t pos, bool parse_special) const;
@@ -121,8 +115,8 @@ class tokenizer {
   std::vector<std::string> pieces_;  // [n_vocab] as spelled in the file
   std::vector<std::string> bytes_;   // [n_vocab] raw bytes
   std::vector<token_kind> kinds_;    // [n_vocab]
-  string_map piece_to_id_;
-  string_map bytes_to_id_;  // raw bytes -> id, for ignore_merges
+  string_index piece_index_;  // pieces_ -> id
+  string_index bytes_index_;  // bytes_ -> id, for ignore_merges only
   bpe_merges merges_;
   pre_tokenizer pre_;
   bool ignore_merges_ = false;
