@@ -10,25 +10,26 @@ namespace {
 
 __device__ __forceinline__ void put(float* p, bf16 v) { *p = to_float(v); }
 __device__ __forceinline__ void put(bf16* p, bf16 v) { *p = v; }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
 
-template <typename Out>
-__global__ void gather_rows_kernel(const bf16* __restrict__ src, int64_t src_stride,
+template <typename In, typename Out>
+__global__ void gather_rows_kernel(const In* __restrict__ src, int64_t src_stride,
                                    const int32_t* __restrict__ rows, int64_t n_cols,
                                    Out* __restrict__ dst) {
   const int64_t r = blockIdx.x;
   const int64_t s = rows != nullptr ? rows[r] : r;
-  const bf16* in = src + s * src_stride;
+  const In* in = src + s * src_stride;
   Out* o = dst + r * n_cols;
   for (int64_t j = threadIdx.x; j < n_cols; j += blockDim.x) put(o + j, in[j]);
 }
 
-template <typename Out>
-void launch(const bf16* src, int64_t src_stride, const int32_t* rows, int64_t n_rows,
+template <typename In, typename Out>
+void launch(const In* src, int64_t src_stride, const int32_t* rows, int64_t n_rows,
             int64_t n_cols, Out* dst, cudaStream_t stream) {
   DSPARK_CUDA_REQUIRE(n_rows >= 0 && n_rows <= 0x7fffffff && n_cols > 0 && src_stride >= n_cols,
                       "gather_rows: bad shape");
   if (n_rows == 0) return;
-  gather_rows_kernel<Out><<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(src, src_stride, rows,
+  gather_rows_kernel<In, Out><<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(src, src_stride, rows,
                                                                             n_cols, dst);
   DSPARK_CUDA_CHECK_LAUNCH();
 }
@@ -40,6 +41,10 @@ void gather_rows(const bf16* src, int64_t src_stride, const int32_t* rows, int64
   launch(src, src_stride, rows, n_rows, n_cols, dst, stream);
 }
 void gather_rows(const bf16* src, int64_t src_stride, const int32_t* rows, int64_t n_rows,
+                 int64_t n_cols, float* dst, cudaStream_t stream) {
+  launch(src, src_stride, rows, n_rows, n_cols, dst, stream);
+}
+void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n_rows,
                  int64_t n_cols, float* dst, cudaStream_t stream) {
   launch(src, src_stride, rows, n_rows, n_cols, dst, stream);
 }

@@ -1,0 +1,283 @@
+// The GPU forward pass and decode-graph replay (see gpu_runner.h).
+#include "engine/cuda/gpu_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda/argmax.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/gather_rows.h"
+#include "kernels/cuda/gemv.h"
+#include "kernels/cuda/rms_norm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/silu_mul.h"
+
+namespace dspark::cuda {
+
+namespace {
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw std::invalid_argument("gpu_runner: " + msg);
+}
+
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+}  // namespace
+
+gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gpu_kv_pool& kv,
+                       const gpu_runner_options& opt)
+    : c_(c), w_(w), kv_(kv), opt_(opt) {
+  validate_gpu_config(c_);
+  require(opt_.max_tokens > 0 && opt_.max_seqs > 0 && opt_.max_rows > 0 && opt_.max_blocks_per_seq > 0,
+          "limits must be positive");
+  require(opt_.max_seqs <= opt_.max_tokens, "max_seqs must not exceed max_tokens");
+  require(opt_.split_len > 0 && opt_.split_len % 32 == 0, "split_len must be a positive multiple of 32");
+  require(opt_.gemv_max_tokens >= 0 && opt_.gemv_max_tokens <= k_gemv_max_tokens, "gemv_max_tokens must be 0..8");
+  require(opt_.max_capture_layers >= 0, "max_capture_layers must be >= 0");
+
+  // Plan layout (int32 units), block tables last so a step copies only the rows it uses.
+  const size_t T = opt_.max_tokens, S = opt_.max_seqs, R = opt_.max_rows;
+  const size_t max_items = T;  // every item holds >= 1 token
+  size_t off = 0;
+  const size_t off_tokens = off; off += align256(T * 4);
+  const size_t off_positions = off; off += align256(T * 4);
+  const size_t off_slots = off; off += align256(T * 4);
+  const size_t off_rows = off; off += align256(R * 4);
+  const size_t off_cu = off; off += align256((S + 1) * 4);
+  const size_t off_kv = off; off += align256(S * 4);
+  off_items_ = off; off += align256(max_items * sizeof(attention_work_item));
+  off_block_tables_ = off; off += align256(S * opt_.max_blocks_per_seq * 4);
+  plan_bytes_ = off;
+  h_plan_ = pinned_buffer(plan_bytes_);
+  d_plan_ = device_buffer(plan_bytes_);
+  auto* hb = static_cast<unsigned char*>(h_plan_.data());
+  auto* db = static_cast<unsigned char*>(d_plan_.data());
+  plan_.tokens = reinterpret_cast<int32_t*>(hb + off_tokens);
+  plan_.positions = reinterpret_cast<int32_t*>(hb + off_positions);
+  plan_.slots = reinterpret_cast<int32_t*>(hb + off_slots);
+  plan_.logit_rows = reinterpret_cast<int32_t*>(hb + off_rows);
+  plan_.cu_q_lens = reinterpret_cast<int32_t*>(hb + off_cu);
+  plan_.kv_lens = reinterpret_cast<int32_t*>(hb + off_kv);
+  plan_.block_tables = reinterpret_cast<int32_t*>(hb + off_block_tables_);
+  d_tokens_ = reinterpret_cast<int32_t*>(db + off_tokens);
+  d_positions_ = reinterpret_cast<int32_t*>(db + off_positions);
+  d_slots_ = reinterpret_cast<int32_t*>(db + off_slots);
+  d_logit_rows_ = reinterpret_cast<int32_t*>(db + off_rows);
+  d_cu_q_lens_ = reinterpret_cast<int32_t*>(db + off_cu);
+  d_kv_lens_ = reinterpret_cast<int32_t*>(db + off_kv);
+  d_items_ = reinterpret_cast<attention_work_item*>(db + off_items_);
+  d_block_tables_ = reinterpret_cast<int32_t*>(db + off_block_tables_);
+
+  const size_t d = c_.n_embd, bf = sizeof(bf16_t);
+  x_ = device_buffer(T * d * 4);
+  h_ = device_buffer(T * d * bf);
+  scratch_ = device_buffer(T * std::max<size_t>(c_.qkv_dim(), 2ull * c_.n_ff) * bf);  // qkv, then gate|up
+  q_ = device_buffer(T * c_.q_dim() * bf);
+  attn_ = device_buffer(T * c_.q_dim() * bf);
+  delta_ = device_buffer(T * d * bf);
+  act_ = device_buffer(T * c_.n_ff * bf);
+  hsel_ = device_buffer(R * d * bf);
+  logits_ = device_buffer(R * c_.n_vocab * 4);
+  argmax_ = device_buffer(R * 4);
+  max_splits_ = attention_n_splits(opt_.max_blocks_per_seq * kv_.block_size(), opt_.split_len);
+  attn_ws_ = device_buffer(paged_attention_workspace_bytes(T, c_.n_head, c_.head_dim, max_splits_));
+  h_logits_ = pinned_buffer(R * c_.n_vocab * 4);
+  h_argmax_ = pinned_buffer(R * 4);
+  if (opt_.max_capture_layers > 0) {
+    hidden_ = device_buffer(static_cast<size_t>(opt_.max_capture_layers) * R * d * 4);
+    h_hidden_ = pinned_buffer(hidden_.bytes());
+  }
+  // Zero the residual and delta buffers once: graph padding rows then stay finite.
+  DSPARK_CUDA_CHECK(cudaMemset(x_.data(), 0, x_.bytes()));
+  DSPARK_CUDA_CHECK(cudaMemset(delta_.data(), 0, delta_.bytes()));
+}
+
+gpu_runner::~gpu_runner() {
+  for (auto& [b, g] : graphs_)
+    if (g.exec != nullptr) (void)cudaGraphExecDestroy(g.exec);
+}
+
+size_t gpu_runner::device_bytes() const {
+  return d_plan_.bytes() + x_.bytes() + h_.bytes() + scratch_.bytes() + q_.bytes() + attn_.bytes() +
+         delta_.bytes() + act_.bytes() + hsel_.bytes() + logits_.bytes() + argmax_.bytes() + hidden_.bytes() +
+         attn_ws_.bytes();
+}
+
+int32_t gpu_runner::graphs_captured() const {
+  int32_t n = 0;
+  for (const auto& [b, g] : graphs_) n += g.exec != nullptr;
+  return n;
+}
+
+void gpu_runner::linear(const bf16_t* w, const bf16_t* x, int32_t n, int32_t n_out, int32_t n_in, bf16_t* y,
+                        cudaStream_t stream) {
+  if (n <= opt_.gemv_max_tokens) gemv_bf16(w, x, n, n_out, n_in, y, stream);
+  else gemm_.gemm(w, x, n, n_out, n_in, y, stream);
+}
+
+void gpu_runner::enqueue(const shape& sh, cudaStream_t s) {
+  const int32_t n = sh.n_tokens, d = c_.n_embd, ff = c_.n_ff;
+  float* x = x_.as<float>();
+  bf16_t* h = h_.as<bf16_t>();
+  bf16_t* scratch = scratch_.as<bf16_t>();
+  bf16_t* delta = delta_.as<bf16_t>();
+  const size_t row_stride_d = static_cast<size_t>(opt_.max_rows) * d;
+  auto capture_after = [&](int32_t layer) {
+    for (size_t i = 0; i < sh.capture_layers.size(); ++i)
+      if (sh.capture_layers[i] == layer)
+        gather_rows(x, d, d_logit_rows_, sh.n_rows, d, hidden_.as<float>() + i * row_stride_d, s);
+  };
+
+  embedding_gather(w_.tok_embd, c_.n_vocab, d, d_tokens_, n, x, s);
+  for (int32_t l = 0; l < c_.n_layer; ++l) {
+    const gpu_layer& L = w_.layers[l];
+    rms_norm_residual(x, l == 0 ? nullptr : delta, L.attn_norm, c_.rms_eps, h, n, d, s);
+    if (l > 0) capture_after(l - 1);
+    linear(L.wqkv, h, n, c_.qkv_dim(), d, scratch, s);
+
+    rope_kv_params rp;
+    rp.qkv = scratch;
+    rp.qkv_stride = c_.qkv_dim();
+    rp.qkv_bias = L.qkv_bias;
+    rp.n_tokens = n;
+    rp.n_head = c_.n_head;
+    rp.n_kv_head = c_.n_kv_head;
+    rp.head_dim = c_.head_dim;
+    rp.n_rot = c_.n_rot;
+    rp.positions = d_positions_;
+    rp.inv_freq = w_.inv_freq;
+    rp.pairing = c_.pairing;
+    rp.q_norm = L.q_norm;
+    rp.k_norm = L.k_norm;
+    rp.norm_eps = c_.rms_eps;
+    rp.q_out = q_.as<bf16_t>();
+    rp.k_cache = kv_.k(l);
+    rp.v_cache = kv_.v(l);
+    rp.block_size = kv_.block_size();
+    rp.n_cache_slots = static_cast<int64_t>(kv_.n_blocks()) * kv_.block_size();
+    rp.slots = d_slots_;
+    rope_qk_norm_kv_write(rp, s);
+
+    paged_attention_params ap;
+    ap.q = q_.as<bf16_t>();
+    ap.k_cache = kv_.k(l);
+    ap.v_cache = kv_.v(l);
+    ap.out = attn_.as<bf16_t>();
+    ap.cu_q_lens = d_cu_q_lens_;
+    ap.kv_lens = d_kv_lens_;
+    ap.block_tables = d_block_tables_;
+    ap.max_blocks_per_seq = opt_.max_blocks_per_seq;
+    ap.items = d_items_;
+    ap.n_items = sh.n_items;
+    ap.n_tokens = n;
+    ap.n_head = c_.n_head;
+    ap.n_kv_head = c_.n_kv_head;
+    ap.head_dim = c_.head_dim;
+    ap.block_size = kv_.block_size();
+    ap.scale = 1.f / std::sqrt(static_cast<float>(c_.head_dim));
+    ap.variant = sh.variant;
+    ap.split_len = opt_.split_len;
+    ap.n_splits = sh.n_splits;
+    ap.workspace = attn_ws_.data();
+    paged_attention(ap, s);
+
+    linear(L.wo, attn_.as<bf16_t>(), n, d, c_.q_dim(), delta, s);
+    rms_norm_residual(x, delta, L.ffn_norm, c_.rms_eps, h, n, d, s);
+    linear(L.w_gate_up, h, n, 2 * ff, d, scratch, s);
+    silu_mul(scratch, scratch + ff, 2 * static_cast<int64_t>(ff), act_.as<bf16_t>(), n, ff, s);
+    linear(L.w_down, act_.as<bf16_t>(), n, d, ff, delta, s);
+  }
+  rms_norm_residual(x, delta, w_.output_norm, c_.rms_eps, h, n, d, s);
+  capture_after(c_.n_layer - 1);
+  gather_rows(h, d, d_logit_rows_, sh.n_rows, d, hsel_.as<bf16_t>(), s);
+  if (sh.n_rows <= opt_.gemv_max_tokens) gemv_bf16(w_.output, hsel_.as<bf16_t>(), sh.n_rows, c_.n_vocab, d, logits_.as<float>(), s);
+  else gemm_.gemm(w_.output, hsel_.as<bf16_t>(), sh.n_rows, c_.n_vocab, d, logits_.as<float>(), 0.f, s);
+  if (sh.argmax) argmax_rows(logits_.as<float>(), sh.n_rows, c_.n_vocab, c_.n_vocab, argmax_.as<int32_t>(), s);
+}
+
+void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
+  require(s.n_tokens > 0 && s.n_tokens <= opt_.max_tokens, "n_tokens " + std::to_string(s.n_tokens) + " out of 1.." +
+                                                               std::to_string(opt_.max_tokens));
+  require(s.n_seqs > 0 && s.n_seqs <= opt_.max_seqs, "n_seqs out of range");
+  require(s.n_rows >= 0 && s.n_rows <= opt_.max_rows, "n_rows out of range");
+  require(s.max_kv_len > 0 && s.max_kv_len <= opt_.max_blocks_per_seq * kv_.block_size(), "max_kv_len out of range");
+  require(static_cast<int32_t>(s.capture_layers.size()) <= opt_.max_capture_layers, "too many capture layers");
+  for (int32_t l : s.capture_layers) require(l >= 0 && l < c_.n_layer, "capture layer out of range");
+  require(plan_.cu_q_lens[0] == 0 && plan_.cu_q_lens[s.n_seqs] == s.n_tokens, "cu_q_lens inconsistent with n_tokens");
+
+  // Attention work items, written straight into the pinned plan.
+  std::vector<int32_t> q_lens(s.n_seqs);
+  bool all_single = true;
+  int32_t max_q = 0;
+  for (int32_t r = 0; r < s.n_seqs; ++r) {
+    q_lens[r] = plan_.cu_q_lens[r + 1] - plan_.cu_q_lens[r];
+    require(q_lens[r] >= 1, "sequence with no new tokens");
+    all_single &= q_lens[r] == 1;
+    max_q = std::max(max_q, q_lens[r]);
+  }
+  const int32_t G = c_.n_head / c_.n_kv_head;
+  const attention_variant variant =
+      max_q * G <= attention_rows_per_item(attention_variant::decode) && G <= attention_rows_per_item(attention_variant::decode)
+          ? attention_variant::decode
+          : attention_variant::general;
+  const auto items = plan_attention_items(q_lens.data(), s.n_seqs, G, variant);
+  std::copy(items.begin(), items.end(),
+            reinterpret_cast<attention_work_item*>(static_cast<unsigned char*>(h_plan_.data()) + off_items_));
+
+  const bool graphable = opt_.use_graphs && all_single && s.n_rows == s.n_seqs && s.capture_layers.empty();
+  shape sh{s.n_tokens, s.n_seqs, static_cast<int32_t>(items.size()), s.n_rows,
+           graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), variant,
+           s.capture_layers, s.argmax};
+
+  const size_t copy_bytes = off_block_tables_ + static_cast<size_t>(s.n_seqs) * opt_.max_blocks_per_seq * 4;
+  DSPARK_CUDA_CHECK(cudaMemcpyAsync(d_plan_.data(), h_plan_.data(), copy_bytes, cudaMemcpyHostToDevice, stream));
+
+  bool launched = false;
+  if (graphable) {
+    // Decode graphs are keyed by batch size and the argmax flag (bit 30).
+    const int32_t key = s.n_seqs | (s.argmax ? (1 << 30) : 0);
+    graph_entry& g = graphs_[key];
+    if (g.exec == nullptr && ++g.seen >= 2) {  // first time eager (warms cuBLASLt plans), then capture
+      cudaGraph_t graph = nullptr;
+      DSPARK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue(sh, stream);
+      } catch (...) {
+        (void)cudaStreamEndCapture(stream, &graph);
+        if (graph != nullptr) (void)cudaGraphDestroy(graph);
+        throw;
+      }
+      DSPARK_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      const cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
+      (void)cudaGraphDestroy(graph);
+      DSPARK_CUDA_CHECK(e);
+    }
+    if (g.exec != nullptr) {
+      DSPARK_CUDA_CHECK(cudaGraphLaunch(g.exec, stream));
+      launched = true;
+    }
+  }
+  if (!launched) enqueue(sh, stream);
+
+  if (s.copy_logits && s.n_rows > 0) {
+    DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_logits_.data(), logits_.data(), static_cast<size_t>(s.n_rows) * c_.n_vocab * 4,
+                                      cudaMemcpyDeviceToHost, stream));
+  }
+  if (s.argmax && s.n_rows > 0) {
+    DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_argmax_.data(), argmax_.data(), static_cast<size_t>(s.n_rows) * 4,
+                                      cudaMemcpyDeviceToHost, stream));
+  }
+  if (!s.capture_layers.empty() && s.n_rows > 0) {
+    const size_t per = static_cast<size_t>(opt_.max_rows) * c_.n_embd * 4;
+    for (size_t i = 0; i < s.capture_layers.size(); ++i) {
+      DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_hidden_.as<unsigned char>() + i * static_cast<size_t>(s.n_rows) * c_.n_embd * 4,
+                                        hidden_.as<unsigned char>() + i * per, static_cast<size_t>(s.n_rows) * c_.n_embd * 4,
+                                        cudaMemcpyDeviceToHost, stream));
+    }
+  }
+}
+
+}  // namespace dspark::cuda

@@ -1,0 +1,139 @@
+// The Llama-family forward pass on the GPU over a flattened ragged batch, with CUDA-graph
+// replay of decode steps.
+//
+// The runner owns every activation buffer (sized at construction for the largest step), a
+// pinned host "plan" the caller fills per step (tokens, positions, KV slots, block tables,
+// ...), and its device twin. run() uploads the plan with ONE copy, enqueues the whole forward
+// on the caller's stream and, optionally, copies logits / argmax back; it never allocates and
+// never synchronises: the caller syncs once when it needs the results.
+//
+// Per step (n = new tokens, d = n_embd; x is the float32 residual stream):
+//   x = embed(tokens)
+//   per layer: h = rmsnorm(x += mlp_out_prev); qkv = h Wqkv^T; (bias, q/k norm, RoPE, K/V ->
+//              cache); a = attention(q, cache); o = a Wo^T; h = rmsnorm(x += o);
+//              gu = h Wgu^T; m = silu(g) * u; mlp_out = m Wdown^T
+//   h = rmsnorm(x += mlp_out); logits = gather(h, logit_rows) Wout^T   (float32)
+// A step whose every sequence adds one token and asks for its logits (plain decoding) is
+// captured as a CUDA graph on its second occurrence per batch size and replayed after that.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/cuda/gpu_weights.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/paged_attention.h"
+
+namespace dspark::cuda {
+
+struct gpu_runner_options {
+  int32_t max_tokens = 512;        // new tokens in one step
+  int32_t max_seqs = 64;           // sequences in one step
+  int32_t max_rows = 512;          // logit rows in one step
+  int32_t max_blocks_per_seq = 0;  // block-table width = ceil(n_ctx / block_size)
+  int32_t max_capture_layers = 0;  // residual-stream captures per step
+  // Keys per attention split. Fixed for the runner's life: results of a token are then
+  // bit-identical whatever batch it is in (see paged_attention.h).
+  int32_t split_len = 512;
+  // Steps of at most this many tokens use the hand GEMV (bit-identical per row for 1..8 tokens),
+  // larger ones cuBLASLt. 0 = always cuBLASLt.
+  int32_t gemv_max_tokens = 8;
+  bool use_graphs = true;
+};
+
+// Shape of one step; the per-token and per-sequence arrays are in gpu_runner::plan().
+struct step_desc {
+  int32_t n_tokens = 0;
+  int32_t n_seqs = 0;
+  int32_t n_rows = 0;       // logit rows (indices in plan().logit_rows)
+  int32_t max_kv_len = 0;   // largest kv_lens[r] of the step
+  std::span<const int32_t> capture_layers;  // residual after these layers, for the logit rows
+  bool copy_logits = true;  // copy logits to host_logits()
+  bool argmax = false;      // compute per-row argmax and copy it to host_argmax()
+};
+
+class gpu_runner {
+ public:
+  // The pinned arrays the caller fills before run(). Indices of tokens are batch rows.
+  struct host_plan {
+    int32_t* tokens = nullptr;        // [max_tokens] token ids (< n_vocab, checked by the caller)
+    int32_t* positions = nullptr;     // [max_tokens] absolute position of each token
+    int32_t* slots = nullptr;         // [max_tokens] KV slot = block * block_size + offset, -1 = none
+    int32_t* logit_rows = nullptr;    // [max_rows] batch rows whose logits are wanted
+    int32_t* cu_q_lens = nullptr;     // [max_seqs + 1] prefix sums of new tokens per sequence
+    int32_t* kv_lens = nullptr;       // [max_seqs] cached tokens after this step
+    int32_t* block_tables = nullptr;  // [max_seqs, max_blocks_per_seq]
+  };
+
+  // `w` and `kv` must outlive the runner. Allocates all buffers; throws on bad options.
+  gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gpu_kv_pool& kv,
+             const gpu_runner_options& opt);
+  ~gpu_runner();
+  gpu_runner(const gpu_runner&) = delete;
+  gpu_runner& operator=(const gpu_runner&) = delete;
+
+  const host_plan& plan() const { return plan_; }
+  const gpu_runner_options& options() const { return opt_; }
+
+  // Enqueues the step described by `s` and plan() on `stream`. Throws std::invalid_argument
+  // when s exceeds the limits. Results are ready after the stream is synchronised.
+  void run(const step_desc& s, cudaStream_t stream);
+
+  const float* host_logits() const { return h_logits_.as<float>(); }   // [n_rows, n_vocab]
+  const int32_t* host_argmax() const { return h_argmax_.as<int32_t>(); }  // [n_rows]
+  const float* host_hidden() const { return h_hidden_.as<float>(); }   // [n_capture][n_rows][d]
+  const float* device_logits() const { return logits_.as<float>(); }
+
+  // Bytes of device memory the runner holds (activations, workspaces, plan).
+  size_t device_bytes() const;
+  int32_t graphs_captured() const;
+
+ private:
+  struct shape {
+    int32_t n_tokens, n_seqs, n_items, n_rows, n_splits;
+    attention_variant variant;
+    std::span<const int32_t> capture_layers;
+    bool argmax;
+  };
+  void enqueue(const shape& sh, cudaStream_t stream);
+  void linear(const bf16_t* w, const bf16_t* x, int32_t n, int32_t n_out, int32_t n_in, bf16_t* y,
+              cudaStream_t stream);
+
+  gpu_model_config c_;
+  const gpu_weights& w_;
+  const gpu_kv_pool& kv_;
+  gpu_runner_options opt_;
+  gemm_context gemm_;
+
+  // Plan: identical byte layout on host (pinned) and device, block tables last.
+  size_t off_items_ = 0, off_block_tables_ = 0, plan_bytes_ = 0;
+  pinned_buffer h_plan_;
+  device_buffer d_plan_;
+  host_plan plan_;
+  int32_t* d_tokens_ = nullptr;
+  int32_t* d_positions_ = nullptr;
+  int32_t* d_slots_ = nullptr;
+  int32_t* d_logit_rows_ = nullptr;
+  int32_t* d_cu_q_lens_ = nullptr;
+  int32_t* d_kv_lens_ = nullptr;
+  attention_work_item* d_items_ = nullptr;
+  int32_t* d_block_tables_ = nullptr;
+
+  device_buffer x_, h_, scratch_, q_, attn_, delta_, act_, hsel_, logits_, argmax_, hidden_, attn_ws_;
+  pinned_buffer h_logits_, h_argmax_, h_hidden_;
+  int32_t max_splits_ = 1;
+
+  struct graph_entry {
+    int32_t seen = 0;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::map<int32_t, graph_entry> graphs_;  // decode graphs by batch size
+};
+
+}  // namespace dspark::cuda
