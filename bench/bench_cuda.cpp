@@ -1,0 +1,438 @@
+// bench_cuda: GPU ceilings and end-to-end step times of the CUDA engine on 8B-class shapes.
+//
+//   bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models a,b] [--quick]
+//
+// Measures, on the current GPU, with CUDA events after warm-up, medians of N runs:
+//  (a) the ceilings: device-to-device copy bandwidth (bytes read + written) and the bf16 GEMM
+//      rate of cuBLASLt at 8192^3; then the hand GEMV against cuBLASLt on every linear shape
+//      of the model at 1..8 tokens (the runner uses the GEMV up to the largest token count at
+//      which it wins on the sum of the shapes);
+//  (b) decode tokens/s at batch 1, 8, 32, 128 (context --decode-ctx) for Qwen3-8B and
+//      Llama-3.1-8B shapes with RANDOM bf16 weights generated on the GPU, and the percentage of
+//      the bandwidth floor = (weight bytes + KV bytes read per step) / measured copy bandwidth;
+//  (c) the verify-cost curve: step time for B = 1..512 new tokens in one step (sequences of
+//      q_len = min(B, --verify-qlen) tokens), at contexts 512, 2048, 8192;
+//  (d) GPU memory use and KV capacity in tokens.
+// Writes DIR/bench_cuda.md (the tables, also printed) and DIR/bench_cuda.json.
+// Without a CUDA device it prints "no CUDA device" and exits 0.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#if DSPARK_HAVE_CUDA
+#include "kernels/cuda/cuda_check.h"
+#include "engine/cuda/gpu_runner.h"
+#include "engine/cuda/gpu_weights.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemv.h"
+#include "kernels/cuda/random_fill.h"
+#endif
+
+namespace {
+
+struct options {
+  std::string out = "bench_cuda_out";
+  int iters = 20;
+  int decode_ctx = 1024;
+  int verify_qlen = 8;
+  std::vector<std::string> models = {"qwen3-8b", "llama3.1-8b"};
+  bool quick = false;
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
+      return argv[++i];
+    };
+    if (a == "--out") o.out = next();
+    else if (a == "--iters") o.iters = std::max(3, std::stoi(next()));
+    else if (a == "--decode-ctx") o.decode_ctx = std::stoi(next());
+    else if (a == "--verify-qlen") o.verify_qlen = std::max(1, std::stoi(next()));
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--models") {
+      o.models.clear();
+      std::stringstream ss(next());
+      for (std::string m; std::getline(ss, m, ',');) o.models.push_back(m);
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick]\n");
+      std::exit(0);
+    } else {
+      throw std::invalid_argument("unknown argument " + a);
+    }
+  }
+  return o;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+}  // namespace
+
+#if DSPARK_HAVE_CUDA
+namespace {
+
+using namespace dspark::cuda;
+
+// Median milliseconds of `iters` runs of fn (each bracketed by events), after `warmup` runs.
+double time_ms(cudaStream_t s, int warmup, int iters, const std::function<void()>& fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  DSPARK_CUDA_CHECK(cudaStreamSynchronize(s));
+  event a, b;
+  std::vector<double> t;
+  for (int i = 0; i < iters; ++i) {
+    a.record(s);
+    fn();
+    b.record(s);
+    b.synchronize();
+    t.push_back(b.elapsed_ms_since(a));
+  }
+  return median(t);
+}
+
+gpu_model_config model_shape(const std::string& name) {
+  gpu_model_config c;
+  c.n_embd = 4096;
+  c.n_head = 32;
+  c.n_kv_head = 8;
+  c.head_dim = 128;
+  c.n_rot = 128;
+  c.pairing = rope_pairing::neox;
+  c.rms_eps = 1e-6f;
+  if (name == "qwen3-8b") {
+    c.n_layer = 36;
+    c.n_ff = 12288;
+    c.n_vocab = 151936;
+    c.qk_norm = true;
+    c.inv_freq.resize(64);
+    for (int i = 0; i < 64; ++i) c.inv_freq[i] = static_cast<float>(std::pow(1000000.0, -2.0 * i / 128));
+  } else if (name == "llama3.1-8b") {
+    c.n_layer = 32;
+    c.n_ff = 14336;
+    c.n_vocab = 128256;
+    c.inv_freq.resize(64);
+    for (int i = 0; i < 64; ++i) c.inv_freq[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / 128));
+  } else {
+    throw std::invalid_argument("unknown model " + name + " (known: qwen3-8b, llama3.1-8b)");
+  }
+  return c;
+}
+
+size_t kv_bytes_per_token(const gpu_model_config& c) {
+  return 2ull * c.n_layer * c.n_kv_head * c.head_dim * 2;
+}
+
+struct ceilings {
+  double copy_gbs = 0;     // GB/s, read + write
+  double gemm_tflops = 0;  // bf16, 8192^3
+};
+
+ceilings measure_ceilings(cudaStream_t s, int iters, nlohmann::json& j, std::string& md) {
+  ceilings c;
+  {
+    const size_t bytes = 1ull << 30;
+    device_buffer a(bytes), b(bytes);
+    fill_uniform(a.as<float>(), static_cast<int64_t>(bytes / 4), 1, -1.f, 1.f, s);
+    const double ms = time_ms(s, 3, iters, [&] {
+      DSPARK_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s));
+    });
+    c.copy_gbs = 2.0 * bytes / (ms * 1e-3) / 1e9;
+  }
+  {
+    const int64_t n = 8192;
+    device_buffer w(n * n * 2), x(n * n * 2), y(n * n * 2);
+    fill_uniform(w.as<bf16_t>(), n * n, 2, -1.f, 1.f, s);
+    fill_uniform(x.as<bf16_t>(), n * n, 3, -1.f, 1.f, s);
+    gemm_context g;
+    const double ms = time_ms(s, 3, std::max(5, iters / 2), [&] {
+      g.gemm(w.as<bf16_t>(), x.as<bf16_t>(), n, n, n, y.as<bf16_t>(), s);
+    });
+    c.gemm_tflops = 2.0 * n * n * n / (ms * 1e-3) / 1e12;
+  }
+  j["ceilings"] = {{"copy_GBps_read_plus_write", c.copy_gbs}, {"bf16_gemm_TFLOPs_8192", c.gemm_tflops}};
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "## Ceilings\n\n| copy bandwidth (GB/s, read+write) | bf16 GEMM 8192^3 (TFLOP/s) |\n|---|---|\n| %.0f | %.0f |\n\n",
+                c.copy_gbs, c.gemm_tflops);
+  md += buf;
+  return c;
+}
+
+// GEMV vs cuBLASLt on the model's linear shapes; returns the gemv_max_tokens to use.
+int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double copy_gbs, nlohmann::json& j,
+                 std::string& md) {
+  struct shp { const char* name; int64_t n_out, n_in; bool f32; };
+  const shp shapes[] = {{"qkv", c.qkv_dim(), c.n_embd, false},
+                        {"o", c.n_embd, c.q_dim(), false},
+                        {"gate_up", 2ll * c.n_ff, c.n_embd, false},
+                        {"down", c.n_embd, c.n_ff, false},
+                        {"lm_head", c.n_vocab, c.n_embd, true}};
+  int64_t max_w = 0, max_in = 0, max_out = 0;
+  for (const auto& sh : shapes) {
+    max_w = std::max(max_w, sh.n_out * sh.n_in);
+    max_in = std::max(max_in, sh.n_in);
+    max_out = std::max(max_out, sh.n_out);
+  }
+  // Several weight copies, rotated, so repeated runs do not hit a warm L2 (50 MB).
+  const int n_copies = 3;
+  std::vector<device_buffer> w;
+  for (int i = 0; i < n_copies; ++i) {
+    w.emplace_back(max_w * 2);
+    fill_uniform(w.back().as<bf16_t>(), max_w, 10 + i, -0.02f, 0.02f, s);
+  }
+  device_buffer x(8 * max_in * 2), y(8 * max_out * 4);
+  fill_uniform(x.as<bf16_t>(), 8 * max_in, 20, -1.f, 1.f, s);
+  gemm_context g;
+  md += "## GEMV vs cuBLASLt (" + std::to_string(c.n_embd) + "-wide shapes)\n\n| tokens | shape | GEMV us | GEMV GB/s | cuBLASLt us | cuBLASLt GB/s |\n|---|---|---|---|---|---|\n";
+  int best = 0;
+  bool still_winning = true;
+  for (int n = 1; n <= k_gemv_max_tokens; ++n) {
+    double sum_gemv = 0, sum_blas = 0;
+    for (const auto& sh : shapes) {
+      int k = 0;
+      auto pick = [&] { return w[(k++) % n_copies].as<bf16_t>(); };
+      const double t_gemv = time_ms(s, 3, iters, [&] {
+        if (sh.f32) gemv_bf16(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<float>(), s);
+        else gemv_bf16(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<bf16_t>(), s);
+      });
+      const double t_blas = time_ms(s, 3, iters, [&] {
+        if (sh.f32) g.gemm(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<float>(), 0.f, s);
+        else g.gemm(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<bf16_t>(), s);
+      });
+      sum_gemv += t_gemv;
+      sum_blas += t_blas;
+      const double bytes = 2.0 * sh.n_out * sh.n_in;
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "| %d | %s %lldx%lld | %.1f | %.0f | %.1f | %.0f |\n", n, sh.name,
+                    static_cast<long long>(sh.n_out), static_cast<long long>(sh.n_in), t_gemv * 1e3,
+                    bytes / (t_gemv * 1e-3) / 1e9, t_blas * 1e3, bytes / (t_blas * 1e-3) / 1e9);
+      md += buf;
+      j["gemv_vs_cublaslt"].push_back({{"tokens", n}, {"shape", sh.name}, {"n_out", sh.n_out}, {"n_in", sh.n_in},
+                                       {"gemv_us", t_gemv * 1e3}, {"cublaslt_us", t_blas * 1e3},
+                                       {"gemv_GBps", bytes / (t_gemv * 1e-3) / 1e9},
+                                       {"cublaslt_GBps", bytes / (t_blas * 1e-3) / 1e9},
+                                       {"copy_GBps", copy_gbs}});
+    }
+    if (still_winning && sum_gemv <= sum_blas) best = n;
+    else still_winning = false;
+  }
+  md += "\nGEMV used for steps of up to " + std::to_string(best) + " tokens.\n\n";
+  j["gemv_max_tokens_chosen"] = best;
+  return best;
+}
+
+// One model: weights, KV pool, runner; decode table and verify curve.
+void bench_model(const std::string& name, const options& o, const ceilings& ceil, cudaStream_t s,
+                 nlohmann::json& jall, std::string& md) {
+  const gpu_model_config c = model_shape(name);
+  nlohmann::json j;
+  j["model"] = name;
+  std::printf("[bench_cuda] %s: generating random weights...\n", name.c_str());
+  std::fflush(stdout);
+  size_t free0 = 0, total = 0;
+  DSPARK_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+
+  std::string gemv_md;
+  nlohmann::json jg;
+  const int gemv_max = compare_gemv(c, s, o.quick ? 5 : o.iters, ceil.copy_gbs, jg, gemv_md);
+
+  const gpu_weights w = gpu_weights::random(c, 1234, s);
+  const int32_t bs = 16;
+  const int32_t max_ctx = 8192 + 64;
+  gpu_runner_options ro;
+  ro.max_tokens = 512;
+  ro.max_seqs = 128;
+  ro.max_rows = 512;
+  ro.max_blocks_per_seq = (std::max(max_ctx, o.decode_ctx + 1) + bs - 1) / bs;
+  ro.split_len = 512;
+  ro.gemv_max_tokens = gemv_max;
+  // KV pool: 85% of the free memory left after the weights, an upper bound of the runner's
+  // buffers (the runner is built after the pool, which it references) and a 1 GiB margin.
+  std::unique_ptr<gpu_kv_pool> kv_holder;
+  const size_t d = c.n_embd;
+  const size_t runner_bound =
+      ro.max_rows * (c.n_vocab * 8ull + d * 2) + ro.max_tokens * (d * 12ull + c.q_dim() * 4ull + 6ull * c.n_ff) +
+      paged_attention_workspace_bytes(ro.max_tokens, c.n_head, c.head_dim,
+                                      attention_n_splits(ro.max_blocks_per_seq * bs, ro.split_len)) +
+      (64ull << 20);
+  size_t free1 = 0;
+  DSPARK_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  const size_t margin = 1ull << 30;
+  const size_t pool_bytes = free1 > runner_bound + margin ? static_cast<size_t>(0.85 * (free1 - runner_bound - margin)) : 0;
+  const int32_t n_blocks = static_cast<int32_t>(std::min<size_t>(pool_bytes / gpu_kv_pool::bytes_per_block(c, bs), 1u << 30));
+  if (n_blocks < 1024) throw std::runtime_error("not enough GPU memory for a KV pool");
+  kv_holder = std::make_unique<gpu_kv_pool>(c, bs, n_blocks);
+  const gpu_kv_pool& kv = *kv_holder;
+  fill_uniform(kv.k(0), static_cast<int64_t>(kv.bytes() / 2), 99, -1.f, 1.f, s);  // K and V of all layers: random
+  gpu_runner run(c, w, kv, ro);
+  size_t free2 = 0;
+  DSPARK_CUDA_CHECK(cudaMemGetInfo(&free2, &total));
+
+  const double kvb = static_cast<double>(kv_bytes_per_token(c));
+  const double wbytes = static_cast<double>(c.matrix_bytes_per_step());
+  j["memory"] = {{"gpu_total_bytes", total},
+                 {"weights_bytes", w.bytes()},
+                 {"kv_pool_bytes", kv.bytes()},
+                 {"runner_bytes", run.device_bytes()},
+                 {"free_after_bytes", free2},
+                 {"kv_capacity_tokens", static_cast<int64_t>(kv.n_blocks()) * bs},
+                 {"kv_bytes_per_token", kv_bytes_per_token(c)},
+                 {"weights_streamed_per_step_bytes", c.matrix_bytes_per_step()}};
+
+  // Fills the plan for n_seqs sequences of q_len new tokens after `ctx` cached tokens. Sequence
+  // r gets blocks r*bps .. (mod pool size: aliased when the pool is too small; noted).
+  auto fill_plan = [&](int n_seqs, int q_len, int ctx, bool& aliased) {
+    const auto& p = run.plan();
+    const int kv_len = ctx + q_len;
+    const int bps = (kv_len + bs - 1) / bs;
+    aliased = static_cast<int64_t>(n_seqs) * bps > kv.n_blocks();
+    p.cu_q_lens[0] = 0;
+    uint32_t rng = 12345;
+    for (int r = 0; r < n_seqs; ++r) {
+      p.cu_q_lens[r + 1] = p.cu_q_lens[r] + q_len;
+      p.kv_lens[r] = kv_len;
+      for (int b = 0; b < ro.max_blocks_per_seq; ++b)
+        p.block_tables[static_cast<size_t>(r) * ro.max_blocks_per_seq + b] =
+            b < bps ? static_cast<int32_t>((static_cast<int64_t>(r) * bps + b) % kv.n_blocks()) : 0;
+      for (int i = 0; i < q_len; ++i) {
+        const int t = r * q_len + i, pos = ctx + i;
+        rng = rng * 1664525u + 1013904223u;
+        p.tokens[t] = static_cast<int32_t>(rng % static_cast<uint32_t>(c.n_vocab));
+        p.positions[t] = pos;
+        p.slots[t] = p.block_tables[static_cast<size_t>(r) * ro.max_blocks_per_seq + pos / bs] * bs + pos % bs;
+        p.logit_rows[t] = t;
+      }
+    }
+  };
+
+  // (b) decode
+  md += "## " + name + ": decode (random bf16 weights, context " + std::to_string(o.decode_ctx) + ", CUDA graphs)\n\n";
+  md += "| batch | step ms | tok/s | floor ms | % of floor |\n|---|---|---|---|---|\n";
+  for (int B : {1, 8, 32, 128}) {
+    bool aliased = false;
+    fill_plan(B, 1, o.decode_ctx - 1, aliased);
+    dspark::cuda::step_desc sd;
+    sd.n_tokens = B;
+    sd.n_seqs = B;
+    sd.n_rows = B;
+    sd.max_kv_len = o.decode_ctx;
+    sd.copy_logits = false;
+    sd.argmax = true;
+    const double ms = time_ms(s, 3, o.iters, [&] { run.run(sd, s); });
+    const double bytes = wbytes + kvb * B * o.decode_ctx;
+    const double floor_ms = bytes / (ceil.copy_gbs * 1e9) * 1e3;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "| %d | %.3f | %.1f | %.3f | %.1f%%%s |\n", B, ms, B / (ms * 1e-3), floor_ms,
+                  100.0 * floor_ms / ms, aliased ? " (KV aliased)" : "");
+    md += buf;
+    std::printf("%s", buf);
+    std::fflush(stdout);
+    j["decode"].push_back({{"batch", B}, {"context", o.decode_ctx}, {"step_ms", ms}, {"tokens_per_s", B / (ms * 1e-3)},
+                           {"floor_bytes", bytes}, {"floor_ms", floor_ms}, {"pct_of_floor", 100.0 * floor_ms / ms},
+                           {"kv_aliased", aliased}});
+  }
+  md += "\n";
+
+  // (c) verify-cost curve
+  md += "## " + name + ": verify cost (B new tokens in one step, q_len = min(B, " + std::to_string(o.verify_qlen) +
+        ") per sequence, logits for all B)\n\n| context | B | seqs | step ms | steps/s | tok/s | bytes-floor ms | flops-floor ms |\n|---|---|---|---|---|---|---|---|\n";
+  const std::vector<int> Bs = o.quick ? std::vector<int>{1, 8, 64, 512} : std::vector<int>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+  for (int ctx : {512, 2048, 8192}) {
+    for (int B : Bs) {
+      const int q_len = std::min(B, o.verify_qlen);
+      const int n_seqs = B / q_len;
+      if (n_seqs > ro.max_seqs) continue;
+      bool aliased = false;
+      fill_plan(n_seqs, q_len, ctx, aliased);
+      dspark::cuda::step_desc sd;
+      sd.n_tokens = n_seqs * q_len;
+      sd.n_seqs = n_seqs;
+      sd.n_rows = sd.n_tokens;
+      sd.max_kv_len = ctx + q_len;
+      sd.copy_logits = false;
+      sd.argmax = true;
+      const int it = o.quick ? 5 : std::max(5, o.iters / 2);
+      const double ms = time_ms(s, 2, it, [&] { run.run(sd, s); });
+      const double bytes = wbytes + kvb * n_seqs * (ctx + q_len);
+      const double flops = 2.0 * (wbytes / 2) * sd.n_tokens +
+                           4.0 * c.n_layer * c.n_head * c.head_dim * static_cast<double>(sd.n_tokens) * (ctx + 0.5 * q_len);
+      const double floor_b = bytes / (ceil.copy_gbs * 1e9) * 1e3, floor_f = flops / (ceil.gemm_tflops * 1e12) * 1e3;
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "| %d | %d | %d | %.3f | %.1f | %.0f | %.3f | %.3f |%s\n", ctx, sd.n_tokens, n_seqs, ms,
+                    1e3 / ms, sd.n_tokens / (ms * 1e-3), floor_b, floor_f, aliased ? " KV aliased" : "");
+      md += buf;
+      std::printf("%s", buf);
+      std::fflush(stdout);
+      j["verify"].push_back({{"context", ctx}, {"new_tokens", sd.n_tokens}, {"seqs", n_seqs}, {"q_len", q_len},
+                             {"step_ms", ms}, {"steps_per_s", 1e3 / ms}, {"bytes_floor_ms", floor_b},
+                             {"flops_floor_ms", floor_f}, {"kv_aliased", aliased}});
+    }
+  }
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "\n## %s: memory\n\n| GPU total GiB | weights GiB | KV pool GiB | runner GiB | free after GiB | KV capacity (tokens) |\n|---|---|---|---|---|---|\n| %.1f | %.2f | %.2f | %.2f | %.2f | %lld |\n\n",
+                name.c_str(), total / 1073741824.0, w.bytes() / 1073741824.0, kv.bytes() / 1073741824.0,
+                run.device_bytes() / 1073741824.0, free2 / 1073741824.0,
+                static_cast<long long>(kv.n_blocks()) * bs);
+  md += buf;
+  md += gemv_md;
+  j["gemv"] = jg;
+  j["graphs_captured"] = run.graphs_captured();
+  jall["models"].push_back(j);
+}
+
+int run_all(const options& o) {
+  cudaDeviceProp prop{};
+  DSPARK_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  stream st;
+  nlohmann::json j;
+  j["device"] = {{"name", prop.name}, {"sm_count", prop.multiProcessorCount}, {"l2_bytes", prop.l2CacheSize},
+                 {"cc", std::to_string(prop.major) + "." + std::to_string(prop.minor)}};
+  std::string md = std::string("# bench_cuda on ") + prop.name + "\n\n";
+  const ceilings c = measure_ceilings(st.get(), o.iters, j, md);
+  std::printf("[bench_cuda] copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", c.copy_gbs, c.gemm_tflops);
+  for (const auto& m : o.models) bench_model(m, o, c, st.get(), j, md);
+  std::filesystem::create_directories(o.out);
+  std::ofstream(o.out + "/bench_cuda.md") << md;
+  std::ofstream(o.out + "/bench_cuda.json") << j.dump(2) << "\n";
+  std::printf("\n%s", md.c_str());
+  return 0;
+}
+
+}  // namespace
+#endif
+
+int main(int argc, char** argv) {
+  try {
+    const options o = parse(argc, argv);
+#if DSPARK_HAVE_CUDA
+    if (!dspark::cuda::device_available()) {
+      std::printf("no CUDA device\n");
+      return 0;
+    }
+    return run_all(o);
+#else
+    (void)o;
+    std::printf("no CUDA device (built without CUDA)\n");
+    return 0;
+#endif
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    return 1;
+  }
+}
