@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The CUDA suite, run ON the GPU machine from the repository root: configure and build with
+# CUDA (sm_90, Release, -j16), run the CUDA tests, run bench_cuda; logs and results in $OUT
+# (at most 7 files: nvidia-smi.txt, build.log, test.log, bench.log, bench_cuda.md,
+# bench_cuda.json, summary.txt). Each stage has its own time limit so the whole run stays well
+# inside 9 minutes (build 270 s, tests 100 s, bench 150 s).
+#
+# The GPU machine has no package registry. If it lacks a build dependency (nlohmann-json,
+# PCRE2 + pkg-config, GoogleTest), the copies staged HERE beforehand are used:
+#   here:  scripts/device/gpu_suite.sh --stage      (writes build-devdeps/, git-ignored)
+#   there: scripts/device/gpu_suite.sh              (call with carry: ["build-devdeps"])
+# A staged default model (scripts/device/stage_model.sh) in /tmp/dspark-model is used by
+# model tests when present.
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+deps="$root/build-devdeps"
+
+if [ "${1:-}" = "--stage" ]; then
+  set -e
+  rm -rf "$deps" && mkdir -p "$deps/include" "$deps/lib/pkgconfig" "$deps/share/cmake" "$deps/bin"
+  cp -r /usr/include/nlohmann "$deps/include/"
+  cp -r /usr/share/cmake/nlohmann_json "$deps/share/cmake/"
+  cp /usr/include/pcre2.h "$deps/include/"
+  cp /usr/lib/x86_64-linux-gnu/libpcre2-8.a "$deps/lib/"
+  cp -r /usr/src/googletest "$deps/googletest-src"
+  # A minimal pkg-config that answers CMake's FindPkgConfig for libpcre2-8 only (the machine
+  # may have no pkg-config at all). Paths are resolved at run time from the script's place.
+  cat > "$deps/bin/pkg-config" <<'PKG'
+#!/usr/bin/env bash
+d="$(cd "$(dirname "$0")/.." && pwd)"
+mods=(); out=()
+for a in "$@"; do
+  case "$a" in
+    --version) echo "0.29.2"; exit 0 ;;
+    --modversion) out+=("10.42") ;;
+    --exists|--print-errors|--short-errors|--static|--errors-to-stdout) ;;
+    --cflags|--cflags-only-I) out+=("-I$d/include") ;;
+    --cflags-only-other|--libs-only-other) out+=("") ;;
+    --libs) out+=("-L$d/lib -lpcre2-8") ;;
+    --libs-only-L) out+=("-L$d/lib") ;;
+    --libs-only-l) out+=("-lpcre2-8") ;;
+    --variable=prefix|--variable=exec_prefix) out+=("$d") ;;
+    --variable=includedir) out+=("$d/include") ;;
+    --variable=libdir) out+=("$d/lib") ;;
+    --variable=*) out+=("") ;;
+    -*) ;;
+    *) mods+=("$a") ;;
+  esac
+done
+for m in "${mods[@]}"; do [ "$m" = "libpcre2-8" ] || { echo "Package $m was not found" >&2; exit 1; }; done
+[ ${#out[@]} -gt 0 ] && echo "${out[*]}"
+exit 0
+PKG
+  chmod +x "$deps/bin/pkg-config"
+  du -sh "$deps"
+  exit 0
+fi
+
+OUT="${OUT:-$root/build-gpu-out}"
+mkdir -p "$OUT"
+build="$root/build-gpu"
+summary="$OUT/summary.txt"
+: > "$summary"
+note() { echo "$*" | tee -a "$summary"; }
+start=$(date +%s)
+
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+note "gpu_suite: $(head -c 300 "$OUT/nvidia-smi.txt" | grep -m1 -o 'Driver Version: [0-9.]*' || echo 'nvidia-smi failed')"
+note "gpu_suite: cmake $(cmake --version | head -1), nvcc $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo '?'), g++ $(g++ -dumpversion 2>/dev/null)"
+
+# --- dependencies: the machine's own, else the staged ones --------------------------------
+prefix_path=""
+have_hdr() { echo "#include <$1>" | g++ -x c++ -fsyntax-only - >/dev/null 2>&1; }
+if ! have_hdr nlohmann/json.hpp; then
+  [ -d "$deps/include/nlohmann" ] || { note "FAIL: nlohmann-json missing and not staged (run --stage here, carry build-devdeps)"; exit 1; }
+  prefix_path="$deps"
+  note "deps: nlohmann-json from build-devdeps"
+fi
+if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8; }; then
+  [ -x "$deps/bin/pkg-config" ] || { note "FAIL: PCRE2/pkg-config missing and not staged"; exit 1; }
+  export PATH="$deps/bin:$PATH"
+  note "deps: PCRE2 + pkg-config shim from build-devdeps"
+fi
+if ! { have_hdr gtest/gtest.h && ls /usr/lib/*/libgtest.a /usr/lib/libgtest.a /usr/local/lib/libgtest.a >/dev/null 2>&1; }; then
+  [ -d "$deps/googletest-src" ] || { note "FAIL: GoogleTest missing and not staged"; exit 1; }
+  gt="/tmp/dspark-gtest"
+  if [ ! -f "$gt/lib/libgtest.a" ] && [ ! -f "$gt/lib64/libgtest.a" ]; then
+    cmake -S "$deps/googletest-src" -B /tmp/dspark-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$gt" -DBUILD_GMOCK=ON > "$OUT/build.log" 2>&1 &&
+      cmake --build /tmp/dspark-gtest-build -j16 >> "$OUT/build.log" 2>&1 &&
+      cmake --install /tmp/dspark-gtest-build >> "$OUT/build.log" 2>&1 ||
+      { note "FAIL: building GoogleTest (see build.log)"; exit 1; }
+  fi
+  prefix_path="${prefix_path:+$prefix_path;}$gt"
+  note "deps: GoogleTest built from build-devdeps"
+fi
+
+# --- configure + build ----------------------------------------------------------------------
+# CMAKE_CUDA_ARCHITECTURES is explicit: enable_language(CUDA) otherwise defaults it to the
+# compiler's own (sm_75 for nvcc 13) before cmake/cuda.cmake can choose 90. The CUDA20 options
+# teach CMake < 3.26, which does not know nvcc's C++20 flag, what to pass.
+timeout 60 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSPARK_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
+  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 ${prefix_path:+-DCMAKE_PREFIX_PATH="$prefix_path"} \
+  >> "$OUT/build.log" 2>&1 || { note "FAIL: configure (see build.log)"; tail -30 "$OUT/build.log"; exit 1; }
+grep -q "CUDA backend ON" "$OUT/build.log" || { note "FAIL: CUDA backend not enabled"; tail -30 "$OUT/build.log"; exit 1; }
+timeout 270 cmake --build "$build" -j16 --target test_cuda bench_cuda >> "$OUT/build.log" 2>&1
+rc=$?
+note "build: rc=$rc after $(( $(date +%s) - start )) s"
+if [ $rc -ne 0 ]; then grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; fi
+
+# --- tests ----------------------------------------------------------------------------------
+model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] && export DSPARK_MODEL="$model"
+(
+  cd "$build" || exit 1
+  timeout 100 ctest -L cuda --output-on-failure --timeout 90 > "$OUT/test.log" 2>&1
+  trc=$?
+  if grep -q "No tests were found" "$OUT/test.log"; then
+    echo "ctest -L cuda found no tests (label not applied); running test_cuda directly" >> "$OUT/test.log"
+    timeout 100 ./tests/test_cuda >> "$OUT/test.log" 2>&1
+    trc=$?
+  fi
+  exit $trc
+)
+trc=$?
+note "tests: rc=$trc after $(( $(date +%s) - start )) s"
+grep -E "tests passed|PASSED|FAILED|SKIPPED|Failed" "$OUT/test.log" | tail -25 | tee -a "$summary"
+
+# --- bench ----------------------------------------------------------------------------------
+timeout 150 "$build/bench/bench_cuda" --out "$OUT" --iters 15 > "$OUT/bench.log" 2>&1
+brc=$?
+note "bench: rc=$brc after $(( $(date +%s) - start )) s"
+if [ -f "$OUT/bench_cuda.md" ]; then cat "$OUT/bench_cuda.md"; else tail -40 "$OUT/bench.log"; fi
+[ $trc -eq 0 ] && [ $brc -eq 0 ]
