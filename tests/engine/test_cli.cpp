@@ -1,0 +1,125 @@
+// The dspark CLI as a user runs it: help, exit codes for bad arguments (2) and unloadable
+// models (1), and the --json output shape on the real model. The binary is found next to this
+// test's build directory (<build>/services/dspark); tests skip, naming it, when it is not built.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/engine/test_model_tiny.h"
+#include "tests/test_support.h"
+
+namespace dspark {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string dspark_binary() {
+  const fs::path exe = fs::read_symlink("/proc/self/exe");
+  const fs::path bin = exe.parent_path().parent_path() / "services" / "dspark";
+  return fs::exists(bin) ? bin.string() : std::string();
+}
+
+#define REQUIRE_CLI(var)                                                                    \
+  const std::string var = dspark_binary();                                                 \
+  if (var.empty()) GTEST_SKIP() << "dspark binary not built (cmake --build <dir> --target dspark)";
+
+struct cli_result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+cli_result run_cli(const std::string& bin, const std::vector<std::string>& args) {
+  const std::string err_file = test::scratch_dir("cli") + "/stderr.txt";
+  std::string cmd = quote(bin);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " 2>" + quote(err_file);
+  cli_result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream f(err_file);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.err = ss.str();
+  return r;
+}
+
+TEST(Cli, HelpListsTheCommands) {
+  REQUIRE_CLI(bin);
+  const auto r = run_cli(bin, {"--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("generate"), std::string::npos) << r.out;
+  const auto g = run_cli(bin, {"generate", "--help"});
+  EXPECT_EQ(g.code, 0);
+  EXPECT_NE(g.out.find("--max-tokens"), std::string::npos) << g.out;
+}
+
+TEST(Cli, BadArgumentsExitWith2) {
+  REQUIRE_CLI(bin);
+  EXPECT_EQ(run_cli(bin, {}).code, 2);
+  EXPECT_EQ(run_cli(bin, {"frobnicate"}).code, 2);
+  EXPECT_EQ(run_cli(bin, {"generate", "--prompt", "hi"}).code, 2);  // no --model
+  const auto unknown = run_cli(bin, {"generate", "--model", "m", "--prompt", "p", "--bogus"});
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.err.find("--bogus"), std::string::npos) << unknown.err;
+  const auto not_int = run_cli(bin, {"generate", "--model", "m", "--prompt", "p", "--max-tokens", "lots"});
+  EXPECT_EQ(not_int.code, 2);
+  EXPECT_NE(not_int.err.find("max-tokens"), std::string::npos) << not_int.err;
+  const auto bad_t = run_cli(bin, {"generate", "--model", "m", "--prompt", "p", "--temperature", "-1"});
+  EXPECT_EQ(bad_t.code, 2);
+  EXPECT_NE(bad_t.err.find("[0, 100]"), std::string::npos) << bad_t.err;
+  EXPECT_EQ(run_cli(bin, {"generate", "--model", "m", "--prompt", "p", "--top-p", "0"}).code, 2);
+}
+
+TEST(Cli, UnloadableModelExitsWith1) {
+  REQUIRE_CLI(bin);
+  const auto r = run_cli(bin, {"generate", "--model", "/nonexistent/x.gguf", "--prompt", "hi"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("/nonexistent/x.gguf"), std::string::npos) << r.err;
+  const std::string junk = test::scratch_dir("cli_junk") + "/junk.gguf";
+  std::ofstream(junk) << "not a gguf file at all";
+  EXPECT_EQ(run_cli(bin, {"generate", "--model", junk, "--prompt", "hi"}).code, 1);
+}
+
+TEST(Cli, JsonOutputOnTheRealModel) {
+  REQUIRE_CLI(bin);
+  DSPARK_REQUIRE_MODEL(model);
+  const auto r = run_cli(bin, {"generate", "--model", model, "--chat", "--prompt", "Say hello.",
+                               "--max-tokens", "8", "--threads", "2", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);  // stdout is exactly one JSON object
+  ASSERT_TRUE(j.is_object());
+  EXPECT_TRUE(j["text"].is_string());
+  ASSERT_TRUE(j["token_ids"].is_array());
+  EXPECT_GE(j["token_ids"].size(), 1u);
+  EXPECT_LE(j["token_ids"].size(), 8u);
+  ASSERT_TRUE(j["prompt_token_ids"].is_array());
+  EXPECT_EQ(j["prompt_token_ids"][0], 1);  // <|im_start|> opens the chat template
+  const auto& s = j["stats"];
+  EXPECT_EQ(s["prompt_tokens"], j["prompt_token_ids"].size());
+  EXPECT_GE(s["generated_tokens"].get<int>(), static_cast<int>(j["token_ids"].size()));
+  EXPECT_GT(s["prefill_tok_s"].get<double>(), 0.0);
+  EXPECT_TRUE(s["decode_tok_s"].is_number());
+}
+
+}  // namespace
+}  // namespace dspark
