@@ -62,6 +62,27 @@ TEST(KernelsThreadPool, WakesSleepingWorkers) {
   EXPECT_EQ(total.load(), 3000);
 }
 
+// The caller's chunk waits for a worker's chunk: passes only if workers really take part
+// (twice: once with workers spinning, once after they went to sleep).
+TEST(KernelsThreadPool, WorkersParticipate) {
+  thread_pool pool(2);
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::atomic<bool> worker_ran{false};
+    bool caller_saw_worker = false;
+    pool.parallel_for(2, 1, [&](int64_t b, int64_t, int ti) {
+      if (ti != 0) {
+        worker_ran = true;
+      } else if (b == 0) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!worker_ran && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        caller_saw_worker = worker_ran;
+      }
+    });
+    EXPECT_TRUE(caller_saw_worker) << "round " << round;
+  }
+}
+
 TEST(KernelsThreadPool, RejectsBadThreadCount) {
   EXPECT_THROW(thread_pool(0), std::exception);
 }
