@@ -264,12 +264,7 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
   // KV pool: 85% of the free memory left after the weights, an upper bound of the runner's
   // buffers (the runner is built after the pool, which it references) and a 1 GiB margin.
   std::unique_ptr<gpu_kv_pool> kv_holder;
-  const size_t d = c.n_embd;
-  const size_t runner_bound =
-      ro.max_rows * (c.n_vocab * 8ull + d * 2) + ro.max_tokens * (d * 12ull + c.q_dim() * 4ull + 6ull * c.n_ff) +
-      paged_attention_workspace_bytes(ro.max_tokens, c.n_head, c.head_dim,
-                                      attention_n_splits(ro.max_blocks_per_seq * bs, ro.split_len)) +
-      (64ull << 20);
+  const size_t runner_bound = gpu_runner::device_bytes_for(c, ro, bs) + (64ull << 20);
   size_t free1 = 0;
   DSPARK_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
   const size_t margin = 1ull << 30;

@@ -100,6 +100,18 @@ gpu_runner::~gpu_runner() {
     if (g.exec != nullptr) (void)cudaGraphExecDestroy(g.exec);
 }
 
+size_t gpu_runner::device_bytes_for(const gpu_model_config& c, const gpu_runner_options& o, int32_t block_size) {
+  const size_t T = o.max_tokens, S = o.max_seqs, R = o.max_rows, d = c.n_embd, bf = sizeof(bf16_t);
+  const size_t plan = 8 * 256 + (4 * T + R + S + 1 + S) * 4 + T * sizeof(attention_work_item) +
+                      S * static_cast<size_t>(o.max_blocks_per_seq) * 4;
+  const size_t acts = T * d * 4 + T * d * bf + T * std::max<size_t>(c.qkv_dim(), 2ull * c.n_ff) * bf +
+                      2 * T * c.q_dim() * bf + T * d * bf + T * c.n_ff * bf + R * d * bf + R * c.n_vocab * 4 + R * 4 +
+                      static_cast<size_t>(o.max_capture_layers) * R * d * 4;
+  const size_t ws = paged_attention_workspace_bytes(
+      T, c.n_head, c.head_dim, attention_n_splits(o.max_blocks_per_seq * block_size, o.split_len));
+  return plan + acts + ws + (32u << 20) /* cuBLASLt workspace */ + 16 * 256 /* alignment */;
+}
+
 size_t gpu_runner::device_bytes() const {
   return d_plan_.bytes() + x_.bytes() + h_.bytes() + scratch_.bytes() + q_.bytes() + attn_.bytes() +
          delta_.bytes() + act_.bytes() + hsel_.bytes() + logits_.bytes() + argmax_.bytes() + hidden_.bytes() +

@@ -92,6 +92,9 @@ class gpu_runner {
 
   // Bytes of device memory the runner holds (activations, workspaces, plan).
   size_t device_bytes() const;
+  // Device bytes a runner with these options will allocate (cuBLASLt workspace included), so
+  // a caller can size the KV pool before building the runner that references it.
+  static size_t device_bytes_for(const gpu_model_config& c, const gpu_runner_options& opt, int32_t block_size);
   int32_t graphs_captured() const;
 
  private:

@@ -1,0 +1,268 @@
+// The CUDA backend (see cuda_backend.h).
+#include "engine/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/error.h"
+#include "engine/cuda/gpu_runner.h"
+#include "engine/cuda/gpu_weights.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_buffer.h"
+#include "models/arch/llama_weights.h"
+#include "models/arch/model_config.h"
+
+namespace dspark::cuda {
+
+struct cuda_backend::state {
+  gpu_model_config cfg;
+  cuda_backend_options opt;
+  stream st;
+  gpu_weights weights;
+  std::unique_ptr<gpu_kv_pool> kv;
+  std::unique_ptr<gpu_runner> runner;
+  int32_t max_blocks_per_seq = 0;
+
+  struct sequence {
+    bool open = false;
+    int32_t length = 0;
+    std::vector<int32_t> blocks;
+  };
+  std::vector<sequence> seqs;
+  std::vector<int32_t> free_blocks;  // stack
+  std::vector<uint8_t> seen;         // per seq id, for batch validation
+};
+
+namespace {
+
+int32_t bucket_for(int32_t n, int32_t max) {
+  int32_t b = 1;
+  while (b < n) b *= 2;
+  return std::min(b, max);
+}
+
+}  // namespace
+
+cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const cuda_backend_options& opt)
+    : st_(std::make_unique<state>()) {
+  state& s = *st_;
+  s.opt = opt;
+  if (opt.n_seq_max <= 0 || opt.max_tokens_per_step <= 0 || opt.max_logit_rows < 0 || opt.max_capture_layers < 0 ||
+      opt.kv_block_size <= 0 || opt.kv_blocks < 0 || !(opt.kv_memory_fraction > 0 && opt.kv_memory_fraction <= 1))
+    throw invalid_argument_error("cuda_backend: invalid options (sizes must be positive, kv_memory_fraction in (0, 1])");
+  if (opt.n_seq_max > opt.max_tokens_per_step)
+    throw invalid_argument_error("cuda_backend: n_seq_max (" + std::to_string(opt.n_seq_max) +
+                                 ") must not exceed max_tokens_per_step (" + std::to_string(opt.max_tokens_per_step) + ")");
+  if (!device_available()) throw cuda_error("cuda_backend: no CUDA device");
+  DSPARK_CUDA_CHECK(cudaSetDevice(opt.device));
+  try {
+    s.cfg = gpu_config_from(c);
+  } catch (const std::invalid_argument& e) {
+    throw invalid_argument_error(std::string("cuda_backend: ") + e.what());
+  }
+  const int32_t n_ctx = opt.n_ctx > 0 ? opt.n_ctx : static_cast<int32_t>(std::min<int64_t>(c.n_ctx_train > 0 ? c.n_ctx_train : 4096, 8192));
+  const int32_t bs = opt.kv_block_size;
+  s.max_blocks_per_seq = (n_ctx + bs - 1) / bs;
+
+  limits_.max_tokens_per_step = opt.max_tokens_per_step;
+  limits_.max_logit_rows = opt.max_logit_rows > 0 ? opt.max_logit_rows : opt.max_tokens_per_step;
+  limits_.max_capture_layers = opt.max_capture_layers;
+  limits_.n_seq_max = opt.n_seq_max;
+  limits_.n_ctx = n_ctx;
+  limits_.n_vocab = c.n_vocab;
+  limits_.n_embd = c.n_embd;
+
+  s.weights = gpu_weights::upload(s.cfg, w, s.st.get());
+
+  gpu_runner_options ro;
+  ro.max_tokens = opt.max_tokens_per_step;
+  ro.max_seqs = opt.n_seq_max;
+  ro.max_rows = std::max(limits_.max_logit_rows, opt.n_seq_max);  // padded decode buckets want a row each
+  ro.max_blocks_per_seq = s.max_blocks_per_seq;
+  ro.max_capture_layers = opt.max_capture_layers;
+  ro.split_len = opt.attention_split_len;
+  ro.gemv_max_tokens = opt.gemv_max_tokens;
+  ro.use_graphs = opt.use_graphs;
+
+  int32_t n_blocks = opt.kv_blocks;
+  if (n_blocks == 0) {
+    size_t free_b = 0, total_b = 0;
+    DSPARK_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const size_t reserve = gpu_runner::device_bytes_for(s.cfg, ro, bs) + (256u << 20);  // + context/driver slack
+    const size_t avail = free_b > reserve ? free_b - reserve : 0;
+    const size_t per_block = gpu_kv_pool::bytes_per_block(s.cfg, bs);
+    const size_t want = static_cast<size_t>(opt.kv_memory_fraction * static_cast<double>(avail)) / per_block;
+    // Never more than every sequence at n_ctx would use.
+    const size_t cap = static_cast<size_t>(opt.n_seq_max) * s.max_blocks_per_seq;
+    n_blocks = static_cast<int32_t>(std::min<size_t>({want, cap, 0x7fffffffu / static_cast<size_t>(bs)}));
+    if (n_blocks < s.max_blocks_per_seq)
+      throw cuda_error("cuda_backend: only " + std::to_string(n_blocks) + " KV blocks fit in free device memory; one sequence of n_ctx needs " +
+                       std::to_string(s.max_blocks_per_seq));
+  }
+  s.kv = std::make_unique<gpu_kv_pool>(s.cfg, bs, n_blocks);
+  s.runner = std::make_unique<gpu_runner>(s.cfg, s.weights, *s.kv, ro);
+  s.seqs.resize(opt.n_seq_max);
+  for (auto& q : s.seqs) q.blocks.reserve(s.max_blocks_per_seq);
+  s.seen.assign(opt.n_seq_max, 0);
+  s.free_blocks.resize(n_blocks);
+  for (int32_t i = 0; i < n_blocks; ++i) s.free_blocks[i] = n_blocks - 1 - i;  // pop gives 0, 1, 2, ...
+}
+
+cuda_backend::~cuda_backend() = default;
+
+int32_t cuda_backend::kv_blocks_total() const { return st_->kv->n_blocks(); }
+int32_t cuda_backend::kv_blocks_free() const { return static_cast<int32_t>(st_->free_blocks.size()); }
+int32_t cuda_backend::kv_block_size() const { return st_->kv->block_size(); }
+
+void cuda_backend::check_seq(int32_t seq, const char* what) const {
+  if (seq < 0 || seq >= static_cast<int32_t>(st_->seqs.size()) || !st_->seqs[seq].open)
+    throw invalid_argument_error(std::string(what) + ": sequence " + std::to_string(seq) + " is not open");
+}
+
+std::optional<int32_t> cuda_backend::open_sequence() {
+  for (size_t i = 0; i < st_->seqs.size(); ++i) {
+    auto& q = st_->seqs[i];
+    if (!q.open) {
+      q.open = true;
+      q.length = 0;
+      q.blocks.clear();
+      return static_cast<int32_t>(i);
+    }
+  }
+  return std::nullopt;
+}
+
+void cuda_backend::free_sequence(int32_t seq) {
+  check_seq(seq, "free_sequence");
+  auto& q = st_->seqs[seq];
+  for (auto it = q.blocks.rbegin(); it != q.blocks.rend(); ++it) st_->free_blocks.push_back(*it);
+  q.blocks.clear();
+  q.length = 0;
+  q.open = false;
+}
+
+int32_t cuda_backend::sequence_length(int32_t seq) const {
+  check_seq(seq, "sequence_length");
+  return st_->seqs[seq].length;
+}
+
+void cuda_backend::truncate(int32_t seq, int32_t new_len) {
+  check_seq(seq, "truncate");
+  auto& q = st_->seqs[seq];
+  if (new_len < 0 || new_len > q.length)
+    throw invalid_argument_error("truncate: new length " + std::to_string(new_len) + " outside [0, " +
+                                 std::to_string(q.length) + "]");
+  q.length = new_len;  // blocks stay; the next step overwrites the rolled-back slots
+}
+
+forward_output cuda_backend::forward(const forward_batch& b) {
+  state& s = *st_;
+  // --- validate (nothing changes before this passes) ---
+  if (b.seqs.empty()) throw invalid_argument_error("forward: the batch has no sequences");
+  std::fill(s.seen.begin(), s.seen.end(), 0);
+  int64_t n_tok = 0, n_rows = 0;
+  bool decode_only = b.capture_layers.empty();
+  for (const batch_sequence& q : b.seqs) {
+    check_seq(q.seq_id, "forward");
+    if (s.seen[q.seq_id]++) throw invalid_argument_error("forward: sequence " + std::to_string(q.seq_id) + " appears twice in the batch");
+    if (q.n_tokens < 1) throw invalid_argument_error("forward: n_tokens must be >= 1, got " + std::to_string(q.n_tokens));
+    if (q.n_logits < 0 || q.n_logits > q.n_tokens)
+      throw invalid_argument_error("forward: n_logits must be in [0, n_tokens = " + std::to_string(q.n_tokens) + "], got " +
+                                   std::to_string(q.n_logits));
+    decode_only &= q.n_tokens == 1 && q.n_logits == 1;
+    n_tok += q.n_tokens;
+    n_rows += q.n_logits;
+  }
+  if (n_tok != static_cast<int64_t>(b.tokens.size()))
+    throw invalid_argument_error("forward: sum of n_tokens (" + std::to_string(n_tok) + ") differs from the token count (" +
+                                 std::to_string(b.tokens.size()) + ")");
+  if (n_tok > limits_.max_tokens_per_step)
+    throw invalid_argument_error("forward: " + std::to_string(n_tok) + " tokens in one step, at most max_tokens_per_step = " +
+                                 std::to_string(limits_.max_tokens_per_step));
+  if (n_rows > limits_.max_logit_rows)
+    throw invalid_argument_error("forward: " + std::to_string(n_rows) + " logit rows in one step, at most max_logit_rows = " +
+                                 std::to_string(limits_.max_logit_rows));
+  for (int32_t t : b.tokens)
+    if (t < 0 || t >= limits_.n_vocab)
+      throw invalid_argument_error("forward: token id " + std::to_string(t) + " outside [0, " + std::to_string(limits_.n_vocab) + ")");
+  if (static_cast<int64_t>(b.capture_layers.size()) > limits_.max_capture_layers)
+    throw invalid_argument_error("forward: " + std::to_string(b.capture_layers.size()) +
+                                 " capture layers, at most max_capture_layers = " + std::to_string(limits_.max_capture_layers));
+  for (int32_t l : b.capture_layers)
+    if (l < 0 || l >= s.cfg.n_layer)
+      throw invalid_argument_error("forward: capture layer " + std::to_string(l) + " outside [0, " + std::to_string(s.cfg.n_layer) + ")");
+
+  // --- reserve KV blocks: all or nothing ---
+  const int32_t bs = s.kv->block_size();
+  int64_t need = 0;
+  for (const batch_sequence& q : b.seqs) {
+    const auto& sq = s.seqs[q.seq_id];
+    const int32_t n_total = sq.length + q.n_tokens;
+    if (n_total > limits_.n_ctx) return {forward_status::out_of_kv, 0, nullptr, nullptr};
+    need += std::max<int64_t>(0, (n_total + bs - 1) / bs - static_cast<int64_t>(sq.blocks.size()));
+  }
+  if (need > static_cast<int64_t>(s.free_blocks.size())) return {forward_status::out_of_kv, 0, nullptr, nullptr};
+  for (const batch_sequence& q : b.seqs) {
+    auto& sq = s.seqs[q.seq_id];
+    const int32_t n_total = sq.length + q.n_tokens;
+    while (static_cast<int64_t>(sq.blocks.size()) * bs < n_total) {
+      sq.blocks.push_back(s.free_blocks.back());
+      s.free_blocks.pop_back();
+    }
+  }
+
+  // --- plan ---
+  const gpu_runner::host_plan& p = s.runner->plan();
+  const int32_t mbps = s.max_blocks_per_seq;
+  const int32_t n_real = static_cast<int32_t>(b.seqs.size());
+  const int32_t n_seqs = decode_only && s.opt.use_graphs ? bucket_for(n_real, s.opt.n_seq_max) : n_real;
+  int32_t t = 0, r = 0, max_kv = 0;
+  p.cu_q_lens[0] = 0;
+  for (int32_t i = 0; i < n_real; ++i) {
+    const batch_sequence& q = b.seqs[i];
+    const auto& sq = s.seqs[q.seq_id];
+    int32_t* bt = p.block_tables + static_cast<size_t>(i) * mbps;
+    std::copy(sq.blocks.begin(), sq.blocks.end(), bt);
+    std::fill(bt + sq.blocks.size(), bt + mbps, 0);
+    for (int32_t j = 0; j < q.n_tokens; ++j, ++t) {
+      const int32_t pos = sq.length + j;
+      p.tokens[t] = b.tokens[t];
+      p.positions[t] = pos;
+      p.slots[t] = sq.blocks[pos / bs] * bs + pos % bs;
+      if (j >= q.n_tokens - q.n_logits) p.logit_rows[r++] = t;
+    }
+    p.cu_q_lens[i + 1] = t;
+    p.kv_lens[i] = sq.length + q.n_tokens;
+    max_kv = std::max(max_kv, p.kv_lens[i]);
+  }
+  for (int32_t i = n_real; i < n_seqs; ++i) {  // graph-bucket padding: reads block 0, writes nothing
+    std::fill(p.block_tables + static_cast<size_t>(i) * mbps, p.block_tables + static_cast<size_t>(i + 1) * mbps, 0);
+    p.tokens[t] = 0;
+    p.positions[t] = 0;
+    p.slots[t] = -1;
+    p.logit_rows[r++] = t;
+    ++t;
+    p.cu_q_lens[i + 1] = t;
+    p.kv_lens[i] = 1;
+  }
+
+  step_desc sd;
+  sd.n_tokens = t;
+  sd.n_seqs = n_seqs;
+  sd.n_rows = r;
+  sd.max_kv_len = std::max(max_kv, 1);
+  sd.capture_layers = b.capture_layers;
+  sd.copy_logits = true;
+  s.runner->run(sd, s.st.get());
+  s.st.synchronize();  // the one host sync of the step
+
+  for (const batch_sequence& q : b.seqs) s.seqs[q.seq_id].length += q.n_tokens;
+  forward_output out;
+  out.status = forward_status::ok;
+  out.n_rows = n_rows;
+  out.logits = s.runner->host_logits();
+  out.hidden = b.capture_layers.empty() ? nullptr : s.runner->host_hidden();
+  return out;
+}
+
+}  // namespace dspark::cuda

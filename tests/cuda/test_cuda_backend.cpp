@@ -1,0 +1,221 @@
+// The CUDA backend (engine/cuda/cuda_backend) against the CPU backend on the same tiny random
+// model (bf16 weights held in host memory as tensor views, no model file needed), plus the
+// backend contract: O(1) truncate and re-decode, out-of-KV with no state change, invalid
+// batches, and residual-stream capture.
+//
+// Tolerance GPU vs CPU (f32 activations): relative L2 error per logits row <= 3e-2 (the GPU
+// rounds activations to bf16 between GEMMs, the CPU keeps float32).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+#include "engine/cpu_backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "models/arch/llama_weights.h"
+#include "models/arch/model_config.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace dspark::cuda::test {
+namespace {
+
+// A tiny Qwen3-like model (q/k norm, QKV bias) whose matrices live in this struct.
+struct tiny_model {
+  model_config cfg;
+  llama_weights w;
+  std::vector<std::vector<uint16_t>> store;  // bf16 bits of every matrix
+
+  explicit tiny_model(uint32_t seed) {
+    cfg.arch = model_arch::qwen3;
+    cfg.n_vocab = 384;
+    cfg.n_embd = 256;
+    cfg.n_layer = 2;
+    cfg.n_head = 4;
+    cfg.n_head_kv = 2;
+    cfg.head_dim = 64;
+    cfg.n_ff = 320;
+    cfg.n_ctx_train = 512;
+    cfg.n_rot = 64;
+    cfg.rope_theta = 10000.0;
+    cfg.rope = rope_style::neox;
+    cfg.rms_eps = 1e-6;
+    cfg.qkv_bias = true;
+    cfg.qk_norm = true;
+    std::mt19937 rng(seed);
+    store.reserve(64);
+    auto mat = [&](const char* name, int64_t rows, int64_t cols) {
+      const float a = 1.f / std::sqrt(static_cast<float>(cols));
+      store.push_back(to_bf16(random_floats(rng, rows * cols, -a, a)));
+      tensor_view t;
+      t.name = name;
+      t.type = dtype::bf16;
+      t.shape = {rows, cols};
+      t.data = reinterpret_cast<const uint8_t*>(store.back().data());
+      t.n_bytes = static_cast<size_t>(rows * cols * 2);
+      return t;
+    };
+    auto gains = [&](int64_t n) { return random_floats(rng, n, 0.8f, 1.2f); };
+    const int64_t d = cfg.n_embd, q = cfg.q_dim(), kv = cfg.kv_dim();
+    w.token_embd = mat("token_embd", cfg.n_vocab, d);
+    store.push_back(to_bf16(random_floats(rng, cfg.n_vocab * d, -1.f, 1.f)));  // embeddings O(1)
+    w.token_embd.data = reinterpret_cast<const uint8_t*>(store.back().data());
+    w.output = mat("output", cfg.n_vocab, d);
+    w.output_norm = gains(d);
+    for (int l = 0; l < cfg.n_layer; ++l) {
+      layer_weights L;
+      L.attn_norm = gains(d);
+      L.wq = mat("wq", q, d);
+      L.wk = mat("wk", kv, d);
+      L.wv = mat("wv", kv, d);
+      L.wo = mat("wo", d, q);
+      L.bq = random_floats(rng, q, -0.1f, 0.1f);
+      L.bk = random_floats(rng, kv, -0.1f, 0.1f);
+      L.bv = random_floats(rng, kv, -0.1f, 0.1f);
+      L.q_norm = gains(cfg.head_dim);
+      L.k_norm = gains(cfg.head_dim);
+      L.ffn_norm = gains(d);
+      L.w_gate = mat("w_gate", cfg.n_ff, d);
+      L.w_up = mat("w_up", cfg.n_ff, d);
+      L.w_down = mat("w_down", d, cfg.n_ff);
+      w.layers.push_back(std::move(L));
+    }
+  }
+};
+
+cuda_backend_options small_opts() {
+  cuda_backend_options o;
+  o.n_seq_max = 4;
+  o.n_ctx = 256;
+  o.max_tokens_per_step = 64;
+  o.max_capture_layers = 2;
+  o.kv_blocks = 64;
+  o.attention_split_len = 64;
+  return o;
+}
+
+std::vector<float> rows_of(const forward_output& o, int64_t n_vocab) {
+  return std::vector<float>(o.logits, o.logits + o.n_rows * n_vocab);
+}
+
+double row_err(const std::vector<float>& a, const std::vector<float>& b, int64_t row, int64_t n) {
+  std::vector<double> ref(b.begin() + row * n, b.begin() + (row + 1) * n);
+  std::vector<float> got(a.begin() + row * n, a.begin() + (row + 1) * n);
+  return rel_l2(got, ref);
+}
+
+TEST(cuda_backend, matches_cpu_backend_over_ragged_steps) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(3);
+  cuda_backend gpu(m.cfg, m.w, small_opts());
+  cpu_backend_options co;
+  co.n_threads = 2;
+  co.n_seq_max = 4;
+  co.n_ctx = 256;
+  co.max_tokens_per_step = 64;
+  co.max_capture_layers = 2;
+  co.kv_block_size = 16;
+  co.precision = matmul_precision::f32_activations;
+  cpu_backend cpu(m.cfg, m.w, co);
+  const int64_t V = m.cfg.n_vocab;
+  std::mt19937 rng(8);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
+
+  const int32_t a = *gpu.open_sequence(), b = *gpu.open_sequence(), c = *gpu.open_sequence();
+  ASSERT_EQ(a, *cpu.open_sequence());
+  ASSERT_EQ(b, *cpu.open_sequence());
+  ASSERT_EQ(c, *cpu.open_sequence());
+  auto both = [&](const std::vector<batch_sequence>& seqs, std::span<const int32_t> capture = {}) {
+    std::vector<int32_t> toks;
+    for (const auto& s : seqs)
+      for (int i = 0; i < s.n_tokens; ++i) toks.push_back(tok(rng));
+    const forward_batch fb{toks, seqs, capture};
+    const forward_output og = gpu.forward(fb);
+    const auto lg = rows_of(og, V);
+    const std::vector<float> hg(og.hidden ? og.hidden : nullptr,
+                                og.hidden ? og.hidden + capture.size() * og.n_rows * m.cfg.n_embd : nullptr);
+    const forward_output oc = cpu.forward(fb);
+    ASSERT_EQ(og.status, forward_status::ok);
+    ASSERT_EQ(og.n_rows, oc.n_rows);
+    const auto lc = rows_of(oc, V);
+    for (int64_t r = 0; r < og.n_rows; ++r) EXPECT_LE(row_err(lg, lc, r, V), 3e-2) << "row " << r;
+    if (!capture.empty()) {
+      std::vector<double> hc(oc.hidden, oc.hidden + hg.size());
+      EXPECT_LE(rel_l2(hg, hc), 3e-2) << "captured hidden states";
+    }
+  };
+  both({{a, 20, 1}, {b, 9, 9}, {c, 1, 1}});             // prefill (cuBLASLt path)
+  both({{a, 1, 1}, {b, 1, 1}, {c, 1, 1}});              // decode, bucket 4 (one padding row), eager
+  both({{a, 1, 1}, {b, 1, 1}, {c, 1, 1}});              // captured
+  both({{c, 1, 1}, {a, 1, 1}, {b, 1, 1}});              // replayed, other order
+  both({{b, 5, 5}, {a, 1, 1}});                         // verify + decode (GEMV path, 6 tokens)
+  const int32_t cap[] = {0, 1};
+  both({{a, 3, 2}, {c, 2, 1}}, cap);                    // captures
+}
+
+TEST(cuda_backend, truncate_then_redecode_is_bitwise_stable) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(4);
+  cuda_backend gpu(m.cfg, m.w, small_opts());
+  const int64_t V = m.cfg.n_vocab;
+  const int32_t s = *gpu.open_sequence();
+  const std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 7, 42};
+  const batch_sequence ps{s, 7, 1};
+  gpu.forward({prompt, {&ps, 1}, {}});
+  const std::vector<int32_t> drafts = {11, 12, 13};
+  const batch_sequence vs{s, 3, 3};
+  const auto first = rows_of(gpu.forward({drafts, {&vs, 1}, {}}), V);
+  EXPECT_EQ(gpu.sequence_length(s), 10);
+  gpu.truncate(s, 9);  // reject the last draft (13 at position 9)
+  EXPECT_EQ(gpu.sequence_length(s), 9);
+  const std::vector<int32_t> again = {13, 77};  // re-feed 13 at position 9, then a new token
+  const batch_sequence as{s, 2, 2};
+  const auto second = rows_of(gpu.forward({again, {&as, 1}, {}}), V);
+  // Position 9 saw the same prefix and the same token: bit-identical logits.
+  EXPECT_EQ(0, std::memcmp(first.data() + 2 * V, second.data(), V * 4));
+  EXPECT_EQ(gpu.sequence_length(s), 11);
+  EXPECT_THROW(gpu.truncate(s, 12), invalid_argument_error);
+}
+
+TEST(cuda_backend, out_of_kv_changes_nothing) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(5);
+  cuda_backend_options o = small_opts();
+  o.kv_blocks = 4;  // 64 positions in all
+  o.n_ctx = 64;
+  cuda_backend gpu(m.cfg, m.w, o);
+  const int32_t a = *gpu.open_sequence(), b = *gpu.open_sequence();
+  std::vector<int32_t> t40(40, 1), t30(30, 2);
+  const batch_sequence sa{a, 40, 1}, sb{b, 30, 1};
+  EXPECT_EQ(gpu.forward({t40, {&sa, 1}, {}}).status, forward_status::ok);
+  EXPECT_EQ(gpu.kv_blocks_free(), 1);
+  EXPECT_EQ(gpu.forward({t30, {&sb, 1}, {}}).status, forward_status::out_of_kv);
+  EXPECT_EQ(gpu.kv_blocks_free(), 1);
+  EXPECT_EQ(gpu.sequence_length(b), 0);
+  EXPECT_EQ(gpu.sequence_length(a), 40);
+  const batch_sequence too_long{a, 30, 1};
+  EXPECT_EQ(gpu.forward({t30, {&too_long, 1}, {}}).status, forward_status::out_of_kv);  // past n_ctx
+  gpu.free_sequence(a);
+  EXPECT_EQ(gpu.kv_blocks_free(), 4);
+  EXPECT_EQ(gpu.forward({t30, {&sb, 1}, {}}).status, forward_status::ok);
+}
+
+TEST(cuda_backend, rejects_malformed_batches) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(6);
+  cuda_backend gpu(m.cfg, m.w, small_opts());
+  const int32_t a = *gpu.open_sequence();
+  const std::vector<int32_t> one = {1}, two = {1, 2}, bad = {static_cast<int32_t>(m.cfg.n_vocab)};
+  const batch_sequence sa{a, 1, 1}, s_closed{3, 1, 1}, s_many{a, 1, 2};
+  const batch_sequence twice[] = {{a, 1, 1}, {a, 1, 1}};
+  EXPECT_THROW(gpu.forward({one, {&s_closed, 1}, {}}), invalid_argument_error);
+  EXPECT_THROW(gpu.forward({bad, {&sa, 1}, {}}), invalid_argument_error);
+  EXPECT_THROW(gpu.forward({two, twice, {}}), invalid_argument_error);
+  EXPECT_THROW(gpu.forward({one, {&s_many, 1}, {}}), invalid_argument_error);
+  EXPECT_THROW(gpu.forward({two, {&sa, 1}, {}}), invalid_argument_error);  // token count mismatch
+  EXPECT_EQ(gpu.sequence_length(a), 0);
+  EXPECT_EQ(gpu.kv_blocks_free(), 64);
+}
+
+}  // namespace
+}  // namespace dspark::cuda::test
