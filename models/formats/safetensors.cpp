@@ -53,17 +53,21 @@ json parse_json(const char* begin, const char* end, const std::string& what) {
 }
 
 json read_json_file(const std::filesystem::path& p) {
+  // Built by appends: GCC 12 gives a false -Wrestrict on "'" + std::string&& here.
+  std::string quoted(1, '\'');
+  quoted += p.string();
+  quoted += '\'';
   std::error_code ec;
   if (!std::filesystem::is_regular_file(p, ec)) {
-    throw format_error("'" + p.string() + "' is missing or not a regular file");
+    throw format_error(quoted + " is missing or not a regular file");
   }
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
-  if (!in) throw format_error("cannot read '" + p.string() + "'");
+  if (!in) throw format_error("cannot read " + quoted);
   const std::string text = ss.str();
-  json j = parse_json(text.data(), text.data() + text.size(), "'" + p.string() + "'");
-  if (!j.is_object()) throw format_error("'" + p.string() + "' is not a JSON object");
+  json j = parse_json(text.data(), text.data() + text.size(), quoted);
+  if (!j.is_object()) throw format_error(quoted + " is not a JSON object");
   return j;
 }
 
@@ -138,7 +142,9 @@ safetensors_file safetensors_file::open(const std::string& path) {
       if (name == "__metadata__") {
         if (!entry.is_object()) throw format_error("__metadata__ is not an object");
         for (const auto& [k, v] : entry.items()) {
-          if (!v.is_string()) throw format_error("__metadata__ value of '" + k + "' is not a string");
+          if (!v.is_string()) {
+            throw format_error("__metadata__ value of '" + k + "' is not a string");
+          }
           f.metadata_.emplace(k, v.get<std::string>());
         }
         continue;
@@ -256,7 +262,8 @@ void safetensors_folder::build_index() {
   for (const safetensors_file& shard : shards_) {
     for (const tensor_view& t : shard.tensors()) {
       if (!index_.emplace(t.name, &t).second) {
-        throw format_error("'" + dir_ + "': tensor '" + t.name + "' appears in more than one shard");
+        throw format_error("'" + dir_ + "': tensor '" + t.name +
+                           "' appears in more than one shard");
       }
     }
   }

@@ -25,7 +25,9 @@ namespace dspark::test {
 
 inline std::vector<uint8_t> from_hex(const std::string& hex) {
   std::vector<uint8_t> out(hex.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+  }
   return out;
 }
 
@@ -142,7 +144,8 @@ struct gguf_builder {
     for (const auto& x : v) put_str(p, x);
     kv_raw(key, 9, p);
   }
-  void add_tensor(const std::string& name, std::vector<int64_t> ne, uint32_t type, std::string data) {
+  void add_tensor(const std::string& name, std::vector<int64_t> ne, uint32_t type,
+                  std::string data) {
     tensors.push_back({name, std::move(ne), type, std::move(data)});
   }
 
