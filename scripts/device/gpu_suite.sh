@@ -82,7 +82,7 @@ if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8; }; th
   export PATH="$deps/bin:$PATH"
   note "deps: PCRE2 + pkg-config shim from build-devdeps"
 fi
-if ! { have_hdr gtest/gtest.h && ls /usr/lib/*/libgtest.a /usr/lib/libgtest.a /usr/local/lib/libgtest.a >/dev/null 2>&1; }; then
+if ! { have_hdr gtest/gtest.h && ls /usr/lib/*/libgtest.* /usr/lib/libgtest.* /usr/local/lib*/libgtest.* 2>/dev/null | grep -q .; }; then
   [ -d "$deps/googletest-src" ] || { note "FAIL: GoogleTest missing and not staged"; exit 1; }
   gt="/tmp/dspark-gtest"
   if [ ! -f "$gt/lib/libgtest.a" ] && [ ! -f "$gt/lib64/libgtest.a" ]; then
