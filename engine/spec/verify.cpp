@@ -4,19 +4,14 @@
 #include <string>
 
 #include "common/error.h"
+#include "kernels/cpu/ops.h"
 
 namespace dspark {
 
 int32_t argmax_index(std::span<const float> row) {
-  int32_t best = 0;
-  float best_v = row.empty() ? 0.0f : row[0];
-  for (size_t i = 1; i < row.size(); ++i) {
-    if (row[i] > best_v) {  // strict: ties keep the lowest index
-      best_v = row[i];
-      best = static_cast<int32_t>(i);
-    }
-  }
-  return best;
+  // The kernels' argmax, the one plain greedy decoding uses (engine/sampler.h): the same
+  // tie-breaking (lowest id) and NaN handling, so greedy verification cannot diverge from it.
+  return static_cast<int32_t>(argmax(row.data(), static_cast<int64_t>(row.size())));
 }
 
 int32_t sample_index(std::span<const float> w, double u) {

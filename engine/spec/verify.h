@@ -41,7 +41,8 @@ struct verify_result {
   int32_t token = -1;      // correction (n_accepted < n_drafts) or bonus (n_accepted == n_drafts)
 };
 
-// Index of the largest value; ties go to the lowest index (the same rule as plain greedy).
+// Index of the largest value; ties go to the lowest index, NaNs are skipped (the kernels'
+// argmax, which plain greedy decoding uses).
 int32_t argmax_index(std::span<const float> row);
 
 // Inverse-CDF draw from a non-negative, not necessarily normalised row with u in [0, 1).

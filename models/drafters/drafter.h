@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/sampler.h"
 #include "engine/spec/counter_rng.h"
 #include "engine/spec/draft_batch.h"
 
@@ -88,6 +89,10 @@ struct propose_request {
   int32_t max_drafts = 0;             // propose at most this many (the policy's budget)
   std::span<const int32_t> context;   // prompt + committed tokens; context.back() is x0
   rng_key rng;                        // (seed, round) for stochastic drafters; use rng_purpose::draft
+  // The request's sampling parameters: a drafter that samples should draw from the same
+  // filtered, temperature-scaled distribution (engine/sampler.h) for high acceptance. Null or
+  // temperature 0: draft greedily.
+  const sampling_params* sampling = nullptr;
 };
 
 // What a drafter needs from the decoder, declared once at construction.

@@ -52,8 +52,8 @@ TEST(SpecNgram, ProposeWritesOneHotDraftsPerSlot) {
   const std::vector<int32_t> b = {1, 2, 3};
   d.begin(0, a);
   d.begin(2, b);
-  const propose_request reqs[] = {{.slot = 0, .max_drafts = 2, .context = a, .rng = {}},
-                                  {.slot = 2, .max_drafts = 4, .context = b, .rng = {}}};
+  const propose_request reqs[] = {{.slot = 0, .max_drafts = 2, .context = a, .rng = {}, .sampling = nullptr},
+                                  {.slot = 2, .max_drafts = 4, .context = b, .rng = {}, .sampling = nullptr}};
   out.clear();
   d.propose(reqs, out);
   ASSERT_EQ(out.length(0), 2);

@@ -1,0 +1,416 @@
+// spec_decoder: prefill, propose, plan, one ragged verify forward, verify, commit, roll back.
+#include "engine/spec/spec_decoder.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "common/error.h"
+#include "engine/spec/verify.h"
+
+namespace dspark {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds(clock_type::time_point t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+struct spec_decoder::request {
+  int32_t id = 0;
+  int32_t seq = -1;                 // backend sequence, -1 once freed
+  bool prefilled = false;
+  bool done = false;
+  bool cancelled = false;
+  int32_t prompt_len = 0;
+  std::vector<int32_t> ctx;         // prompt + kept tokens; capacity reserved at add()
+  sampling_params params;
+  std::optional<sampler> smp;
+  std::optional<request_output> out;
+  spec_metrics metrics;
+  uint64_t round = 0;               // verify rounds done; the prefill's draw uses round 0
+  clock_type::time_point t_add, t_first;
+  // This step:
+  int32_t n_proposed = 0;
+  int32_t n_verify = 0;
+};
+
+struct spec_decoder::step_buffers {
+  std::vector<request*> active;            // [max_requests]
+  std::vector<propose_request> propose;    // [max_requests]
+  std::vector<policy_request> plan;        // [max_requests]
+  std::vector<int32_t> n_verify;           // [max_requests]
+  std::vector<int32_t> tokens;             // [max_requests * (gamma_max + 1)] forward tokens
+  std::vector<batch_sequence> seqs;        // [max_requests]
+  std::vector<float> probs;                // [(gamma_max + 1) * n_vocab] target distributions
+  std::vector<int32_t> commit;             // [gamma_max + 1] tokens committed this round
+  std::vector<request*> single;            // [1] for one-request retries
+  std::optional<draft_batch> drafts;       // [max_requests][gamma_max]
+};
+
+spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
+                           std::span<const int32_t> stop_ids, const spec_decoder_options& opt)
+    : be_(be), drafter_(d), policy_(policy), tok_(tok), stop_ids_(stop_ids), opt_(opt) {
+  const backend_limits& lim = be.limits();
+  if (opt.max_requests < 1 || opt.max_requests > lim.n_seq_max)
+    throw invalid_argument_error("spec_decoder: max_requests " + std::to_string(opt.max_requests) +
+                                 " out of range [1, n_seq_max = " + std::to_string(lim.n_seq_max) + "]");
+  const int32_t row_cap = std::min(lim.max_tokens_per_step, lim.max_logit_rows);
+  gamma_max_ = d ? policy.draft_budget() : 0;
+  if (gamma_max_ + 1 > row_cap)
+    throw invalid_argument_error("spec_decoder: draft budget " + std::to_string(gamma_max_) +
+                                 " needs " + std::to_string(gamma_max_ + 1) +
+                                 " rows per step; the backend allows " + std::to_string(row_cap));
+  if (d && static_cast<int32_t>(d->caps().capture_layers.size()) > lim.max_capture_layers)
+    throw invalid_argument_error("spec_decoder: the drafter needs " +
+                                 std::to_string(d->caps().capture_layers.size()) +
+                                 " captured layers; the backend allows " + std::to_string(lim.max_capture_layers));
+  reqs_.resize(static_cast<size_t>(opt.max_requests));
+  total_ = spec_metrics(gamma_max_);
+  buf_ = std::make_unique<step_buffers>();
+  step_buffers& b = *buf_;
+  const size_t R = static_cast<size_t>(opt.max_requests), G = static_cast<size_t>(gamma_max_) + 1;
+  b.active.reserve(R);
+  b.propose.resize(R);
+  b.plan.resize(R);
+  b.n_verify.resize(R);
+  b.tokens.resize(R * G);
+  b.seqs.resize(R);
+  b.probs.resize(G * static_cast<size_t>(lim.n_vocab));
+  b.commit.resize(G);
+  b.single.resize(1);
+  draft_batch_params dp;
+  dp.max_slots = opt.max_requests;
+  dp.gamma_max = std::max(1, gamma_max_);
+  dp.n_vocab = lim.n_vocab;
+  if (d) {
+    dp.kind = d->caps().dist_kind;
+    dp.max_sparse = d->caps().max_sparse;
+  }
+  b.drafts.emplace(dp);
+}
+
+spec_decoder::~spec_decoder() {
+  for (auto& r : reqs_)
+    if (r && !r->done) {
+      if (r->seq >= 0) be_.free_sequence(r->seq);
+      if (drafter_ && r->prefilled) drafter_->end(r->id);
+    }
+}
+
+spec_decoder::request& spec_decoder::get(int32_t id, const char* who) {
+  if (id < 0 || id >= opt_.max_requests || !reqs_[static_cast<size_t>(id)])
+    throw invalid_argument_error(std::string(who) + ": no request with id " + std::to_string(id));
+  return *reqs_[static_cast<size_t>(id)];
+}
+
+int32_t spec_decoder::add(std::span<const int32_t> prompt, const sampling_params& params,
+                          token_callback on_token) {
+  validate(params);
+  const backend_limits& lim = be_.limits();
+  if (prompt.empty()) throw invalid_argument_error("spec_decoder: the prompt is empty");
+  if (static_cast<int64_t>(prompt.size()) >= lim.n_ctx)
+    throw invalid_argument_error("spec_decoder: the prompt has " + std::to_string(prompt.size()) +
+                                 " tokens but the context holds " + std::to_string(lim.n_ctx) +
+                                 " (at most " + std::to_string(lim.n_ctx - 1) + " prompt tokens)");
+  if (!params.stop.empty() && tok_ == nullptr)
+    throw invalid_argument_error("spec_decoder: stop strings need a tokenizer");
+  for (int32_t t : prompt)
+    if (t < 0 || t >= lim.n_vocab)
+      throw invalid_argument_error("spec_decoder: prompt token " + std::to_string(t) + " out of range [0, " +
+                                   std::to_string(lim.n_vocab) + ")");
+  int32_t id = -1;
+  for (int32_t i = 0; i < opt_.max_requests && id < 0; ++i)
+    if (!reqs_[static_cast<size_t>(i)]) id = i;
+  if (id < 0)
+    throw invalid_argument_error("spec_decoder: all " + std::to_string(opt_.max_requests) +
+                                 " request slots are in use");
+  const std::optional<int32_t> seq = be_.open_sequence();
+  if (!seq) throw invalid_argument_error("spec_decoder: no free sequence in the backend");
+  auto r = std::make_unique<request>();
+  r->id = id;
+  r->seq = *seq;
+  r->prompt_len = static_cast<int32_t>(prompt.size());
+  r->params = params;
+  r->ctx.reserve(prompt.size() + static_cast<size_t>(params.max_tokens) + 1);
+  r->ctx.assign(prompt.begin(), prompt.end());
+  r->smp.emplace(lim.n_vocab, params);
+  r->out.emplace(tok_, stop_ids_, params, lim.n_ctx, r->prompt_len, std::move(on_token));
+  r->metrics = spec_metrics(gamma_max_);
+  r->t_add = clock_type::now();
+  reqs_[static_cast<size_t>(id)] = std::move(r);
+  return id;
+}
+
+void spec_decoder::prefill(request& r) {
+  const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, be_.limits().max_tokens_per_step));
+  const std::span<const int32_t> prompt(r.ctx.data(), static_cast<size_t>(r.prompt_len));
+  const float* logits = nullptr;
+  for (size_t i = 0; i < prompt.size(); i += static_cast<size_t>(chunk)) {
+    const size_t n = std::min(prompt.size() - i, static_cast<size_t>(chunk));
+    const bool last = i + n == prompt.size();
+    const batch_sequence s{r.seq, static_cast<int32_t>(n), last ? 1 : 0};
+    forward_batch fb;
+    fb.tokens = prompt.subspan(i, n);
+    fb.seqs = std::span<const batch_sequence>(&s, 1);
+    const forward_output o = be_.forward(fb);
+    if (o.status != forward_status::ok) {
+      r.out->result().finish = finish_reason::context_full;
+      finish(r);
+      return;
+    }
+    if (last) logits = o.logits;
+  }
+  r.prefilled = true;
+  if (drafter_) drafter_->begin(r.id, prompt);
+  // x0: argmax, or a draw from the filtered distribution keyed by (seed, round 0, position).
+  int32_t x0;
+  if (r.smp->greedy()) {
+    x0 = argmax_index({logits, static_cast<size_t>(be_.limits().n_vocab)});
+  } else {
+    r.smp->distribution(logits, buf_->probs.data());
+    const rng_key key{r.params.seed, 0};
+    x0 = sample_index({buf_->probs.data(), static_cast<size_t>(be_.limits().n_vocab)},
+                      key.uniform(static_cast<uint64_t>(r.prompt_len), rng_purpose::sample));
+  }
+  r.t_first = clock_type::now();
+  r.out->result().stats.prefill_s = std::chrono::duration<double>(r.t_first - r.t_add).count();
+  const bool go_on = r.out->push(x0);
+  if (!go_on) {
+    finish(r);
+    return;
+  }
+  r.ctx.push_back(x0);
+  if (drafter_) {
+    commit_info c;
+    c.tokens = std::span<const int32_t>(&r.ctx.back(), 1);
+    drafter_->on_commit(r.id, c);
+  }
+}
+
+int32_t spec_decoder::step() {
+  step_buffers& b = *buf_;
+  for (auto& r : reqs_)
+    if (r && !r->done && !r->prefilled) prefill(*r);
+  b.active.clear();
+  for (auto& r : reqs_)
+    if (r && !r->done && r->prefilled) b.active.push_back(r.get());
+  if (!b.active.empty()) verify_round(b.active);
+  int32_t n = 0;
+  for (auto& r : reqs_) n += (r && !r->done) ? 1 : 0;
+  return n;
+}
+
+void spec_decoder::run() {
+  while (step() > 0) {
+  }
+}
+
+void spec_decoder::verify_round(std::span<request*> reqs) {
+  step_buffers& b = *buf_;
+  draft_batch& drafts = *b.drafts;
+  const int32_t n_ctx = be_.limits().n_ctx;
+  // Propose: the budget is capped so a round cannot commit past max_tokens or the context.
+  size_t n_prop = 0;
+  for (request* r : reqs) {
+    drafts.clear(r->id);
+    const int32_t room = std::min(r->out->remaining() - 1, n_ctx - static_cast<int32_t>(r->ctx.size()));
+    const int32_t budget = std::max(0, std::min(gamma_max_, room));
+    r->n_verify = budget;  // the cap the policy sees
+    if (drafter_ && budget > 0)
+      b.propose[n_prop++] =
+          propose_request{r->id, budget, r->ctx, rng_key{r->params.seed, r->round + 1}, &r->params};
+  }
+  if (drafter_ && n_prop > 0) drafter_->propose({b.propose.data(), n_prop}, drafts);
+  // Plan: the policy sees every request's proposal at once.
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    request* r = reqs[i];
+    r->n_proposed = drafts.length(r->id);
+    b.plan[i] = policy_request{r->id, drafts.confidences(r->id), r->n_verify};
+  }
+  policy_.plan({b.plan.data(), reqs.size()}, {b.n_verify.data(), reqs.size()});
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    request* r = reqs[i];
+    r->n_verify = std::max(0, std::min({b.n_verify[i], r->n_proposed, r->n_verify}));
+    drafts.truncate(r->id, r->n_verify);
+  }
+  // Forward in as few ragged batches as the backend's per-step limits allow (usually one).
+  const backend_limits& lim = be_.limits();
+  size_t begin = 0;
+  while (begin < reqs.size()) {
+    size_t end = begin;
+    int64_t tokens = 0;
+    while (end < reqs.size() && tokens + reqs[end]->n_verify + 1 <= std::min(lim.max_tokens_per_step, lim.max_logit_rows)) {
+      tokens += reqs[end]->n_verify + 1;
+      ++end;
+    }
+    run_forward(reqs.subspan(begin, end - begin));
+    begin = end;
+  }
+}
+
+void spec_decoder::run_forward(std::span<request*> reqs) {
+  step_buffers& b = *buf_;
+  draft_batch& drafts = *b.drafts;
+  size_t n_tok = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    request* r = reqs[i];
+    b.tokens[n_tok++] = r->ctx.back();  // x0
+    for (int32_t t : drafts.tokens(r->id)) b.tokens[n_tok++] = t;
+    b.seqs[i] = batch_sequence{r->seq, r->n_verify + 1, r->n_verify + 1};
+  }
+  forward_batch fb;
+  fb.tokens = {b.tokens.data(), n_tok};
+  fb.seqs = {b.seqs.data(), reqs.size()};
+  if (drafter_) fb.capture_layers = drafter_->caps().capture_layers;
+  const forward_output out = be_.forward(fb);
+  if (out.status == forward_status::out_of_kv) {
+    // No state changed. Retry one request at a time, then without drafts; a request that cannot
+    // fit even x0 ends as context_full.
+    if (reqs.size() > 1) {
+      for (request* r : reqs) {
+        b.single[0] = r;
+        run_forward(b.single);
+      }
+    } else if (reqs[0]->n_verify > 0) {
+      reqs[0]->n_verify = 0;
+      drafts.truncate(reqs[0]->id, 0);
+      run_forward(reqs);
+    } else {
+      reqs[0]->out->result().finish = finish_reason::context_full;
+      finish(*reqs[0]);
+    }
+    return;
+  }
+  int64_t row0 = 0;
+  for (request* r : reqs) {
+    commit_round(*r, out, row0);
+    row0 += r->n_verify + 1;
+  }
+}
+
+void spec_decoder::commit_round(request& r, const forward_output& out, int64_t row0) {
+  step_buffers& b = *buf_;
+  draft_batch& drafts = *b.drafts;
+  const int64_t nv = be_.limits().n_vocab;
+  const float* rows = out.logits + row0 * nv;
+  const int32_t l = r.n_verify;
+  ++r.round;
+  verify_result v;
+  if (r.smp->greedy()) {
+    v = verify_greedy(drafts.tokens(r.id), rows, nv);
+  } else {
+    for (int32_t k = 0; k <= l; ++k) r.smp->distribution(rows + k * nv, b.probs.data() + k * nv);
+    v = verify_rejection(drafts, r.id, b.probs.data(), nv, rng_key{r.params.seed, r.round},
+                         static_cast<int64_t>(r.ctx.size()));
+  }
+  // Commit x_1..x_a then y through the generator's stop rules; the first stop drops the rest.
+  const std::span<const int32_t> d = drafts.tokens(r.id);
+  const size_t ctx_before = r.ctx.size();
+  int32_t n_commit = 0;
+  bool go_on = true;
+  int32_t accepted_counted = v.n_accepted;
+  bool emitted_next = true;
+  for (int32_t k = 0; k <= v.n_accepted && go_on; ++k) {
+    const int32_t t = k < v.n_accepted ? d[static_cast<size_t>(k)] : v.token;
+    const size_t kept_before = r.out->result().token_ids.size();
+    go_on = r.out->push(t);
+    if (r.out->result().token_ids.size() > kept_before) {
+      r.ctx.push_back(t);
+      b.commit[static_cast<size_t>(n_commit++)] = t;
+    }
+    if (!go_on && k < v.n_accepted && r.out->result().finish == finish_reason::stop_id) {
+      accepted_counted = k + 1;  // an accepted stop token ends the round with no bonus
+      emitted_next = false;
+    }
+  }
+  r.metrics.record_round(r.n_proposed, l, accepted_counted, emitted_next);
+  if (!go_on) {
+    finish(r);
+    return;
+  }
+  // The KV keeps x0 and the accepted drafts; y (= ctx.back()) is the next round's x0.
+  be_.truncate(r.seq, static_cast<int32_t>(ctx_before) + v.n_accepted);
+  if (drafter_) {
+    commit_info c;
+    c.tokens = {b.commit.data(), static_cast<size_t>(n_commit)};
+    c.n_accepted = v.n_accepted;
+    c.n_proposed = l;
+    if (out.hidden) {
+      const backend_limits& lim = be_.limits();
+      c.features.data = out.hidden;
+      c.features.n_layers = static_cast<int32_t>(drafter_->caps().capture_layers.size());
+      c.features.n_rows = v.n_accepted + 1;
+      c.features.row0 = row0;
+      c.features.n_embd = lim.n_embd;
+      c.features.layer_stride = out.n_rows * lim.n_embd;
+    }
+    drafter_->on_commit(r.id, c);
+  }
+}
+
+void spec_decoder::finish(request& r) {
+  if (r.done) return;
+  r.done = true;
+  if (r.seq >= 0) {
+    be_.free_sequence(r.seq);
+    r.seq = -1;
+  }
+  if (drafter_ && r.prefilled) drafter_->end(r.id);
+  r.out->close();
+  const auto t_end = clock_type::now();
+  generation_stats& s = r.out->result().stats;
+  const bool has_first = r.prefilled && s.generated_tokens > 0;
+  s.ttft_s = has_first ? std::chrono::duration<double>(r.t_first - r.t_add).count() : 0.0;
+  s.decode_s = has_first ? std::chrono::duration<double>(t_end - r.t_first).count() : 0.0;
+  s.prefill_tok_s = s.prefill_s > 0 ? s.prompt_tokens / s.prefill_s : 0;
+  s.decode_tok_s = s.decode_s > 0 && s.generated_tokens > 1 ? (s.generated_tokens - 1) / s.decode_s : 0;
+  request_timing t;
+  t.t_start = seconds(r.t_add);
+  t.t_first_token = has_first ? seconds(r.t_first) : seconds(t_end);
+  t.t_end = seconds(t_end);
+  t.prompt_tokens = r.prompt_len;
+  t.generated_tokens = s.generated_tokens;
+  r.metrics.record_request(t);
+}
+
+bool spec_decoder::finished(int32_t id) const {
+  if (id < 0 || id >= opt_.max_requests || !reqs_[static_cast<size_t>(id)])
+    throw invalid_argument_error("spec_decoder: no request with id " + std::to_string(id));
+  return reqs_[static_cast<size_t>(id)]->done;
+}
+
+void spec_decoder::cancel(int32_t id) {
+  request& r = get(id, "spec_decoder::cancel");
+  if (r.done) return;
+  r.cancelled = true;
+  finish(r);
+}
+
+spec_result spec_decoder::take(int32_t id) {
+  request& r = get(id, "spec_decoder::take");
+  if (!r.done)
+    throw invalid_argument_error("spec_decoder::take: request " + std::to_string(id) + " is still running");
+  spec_result res;
+  res.gen = std::move(r.out->result());
+  res.metrics = std::move(r.metrics);
+  res.cancelled = r.cancelled;
+  total_.merge(res.metrics);
+  reqs_[static_cast<size_t>(id)].reset();
+  return res;
+}
+
+spec_result spec_generate(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
+                          std::span<const int32_t> stop_ids, std::span<const int32_t> prompt,
+                          const sampling_params& params, const token_callback& on_token) {
+  spec_decoder dec(be, d, policy, tok, stop_ids);
+  const int32_t id = dec.add(prompt, params, on_token);
+  dec.run();
+  return dec.take(id);
+}
+
+}  // namespace dspark

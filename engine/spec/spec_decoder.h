@@ -1,0 +1,120 @@
+// The speculative generation loop over a backend: a batch of requests, each step one ragged
+// target forward that verifies every request's drafts at once.
+//
+// Per step:
+//   1. prefill newly added requests (chunked like generate()), sample x0 from the last row;
+//   2. drafter.propose for every decoding request (up to the policy's budget, capped by the
+//      tokens left before max_tokens and the context);
+//   3. policy.plan truncates each chain to l_r drafts (it sees the whole batch);
+//   4. ONE forward over [x0, x_1..x_l] per request (split only when the backend's per-step
+//      limits are exceeded), l + 1 logit rows each (+ captured features for the drafter);
+//   5. verify: greedy at temperature 0, rejection sampling otherwise, against the sampler's
+//      filtered distribution (engine/sampler.h), keyed by (seed, round, position);
+//   6. commit accepted drafts + correction/bonus through the plain generator's stop rules;
+//   7. truncate the target KV to the committed length (O(1)), on_commit the drafter.
+//
+// Sequence layout of one request between steps (ctx = prompt + committed tokens):
+//
+//   ctx:      [ p_0 ... p_{P-1} | t_0 ... t_{k-1} ]     x0 = t_{k-1} = ctx.back()
+//   KV holds:  ctx[0 .. len-1)                          x0 is fed by the next verify forward
+//   verify:    appends x0, x_1..x_l at positions len-1 .. len-1+l, then truncates to
+//              len-1 + 1 + a (x0 and the a accepted drafts stay; rejected rows roll back)
+//
+// Lossless at temperature 0: every committed token is the target argmax given the committed
+// prefix, and stop conditions are the generator's, so the output equals generate() token for
+// token whenever the backend's logits for a row do not depend on the other rows of its batch.
+//
+// The hot path allocates nothing of its own: every per-step buffer is sized at construction for
+// max_requests x (gamma_max + 1); only the tokenizer's text streaming allocates strings.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/generator.h"
+#include "engine/sampler.h"
+#include "engine/spec/draft_batch.h"
+#include "engine/spec/metrics.h"
+#include "engine/spec/policy.h"
+#include "engine/spec/request_output.h"
+#include "models/drafters/drafter.h"
+
+namespace dspark {
+
+class tokenizer;
+
+struct spec_decoder_options {
+  int32_t max_requests = 1;    // requests decoded together, [1, backend n_seq_max]
+  int32_t prefill_chunk = 256; // prompt tokens per prefill forward (as generate_options)
+};
+
+// A finished request: the plain generator's result plus speculative metrics.
+struct spec_result {
+  generation_result gen;
+  spec_metrics metrics;
+  bool cancelled = false;
+};
+
+class spec_decoder {
+ public:
+  // be, policy (and drafter, tok when non-null) must outlive the decoder. drafter null: no
+  // drafts (plain decoding through this loop). Throws invalid_argument_error when
+  // max_requests is out of range or the policy's budget does not fit the backend's limits.
+  spec_decoder(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
+               std::span<const int32_t> stop_ids, const spec_decoder_options& opt = {});
+  ~spec_decoder();
+  spec_decoder(const spec_decoder&) = delete;
+  spec_decoder& operator=(const spec_decoder&) = delete;
+
+  // Queues a request and returns its id. Throws invalid_argument_error for invalid params
+  // (validate()), an empty prompt, a prompt leaving no room in the context, stop strings
+  // without a tokenizer, or no free request slot.
+  int32_t add(std::span<const int32_t> prompt, const sampling_params& params,
+              token_callback on_token = {});
+  // One step for every active request (prefill of new ones, one verify round for the rest).
+  // Returns the number of requests still active.
+  int32_t step();
+  // Steps until no request is active.
+  void run();
+  // True once the request stopped (or was cancelled); its result is ready to take().
+  bool finished(int32_t id) const;
+  // Stops the request now: frees its KV and drafter state; take() returns what was committed.
+  void cancel(int32_t id);
+  // The finished request's result; frees its id for reuse.
+  spec_result take(int32_t id);
+  // Metrics merged over every request taken so far.
+  const spec_metrics& metrics() const { return total_; }
+  int32_t gamma_max() const { return gamma_max_; }
+
+ private:
+  struct request;
+  struct step_buffers;
+  request& get(int32_t id, const char* who);
+  void prefill(request& r);
+  void verify_round(std::span<request*> reqs);
+  void run_forward(std::span<request*> reqs);
+  void commit_round(request& r, const forward_output& out, int64_t row0);
+  void finish(request& r);
+
+  backend& be_;
+  drafter* drafter_;
+  spec_policy& policy_;
+  const tokenizer* tok_;
+  std::span<const int32_t> stop_ids_;
+  spec_decoder_options opt_;
+  int32_t gamma_max_ = 0;
+  std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
+  std::unique_ptr<step_buffers> buf_;
+  spec_metrics total_;
+};
+
+// Generates one request speculatively on a fresh sequence (the counterpart of generate()).
+spec_result spec_generate(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
+                          std::span<const int32_t> stop_ids, std::span<const int32_t> prompt,
+                          const sampling_params& params, const token_callback& on_token = {});
+
+}  // namespace dspark

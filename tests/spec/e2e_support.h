@@ -1,0 +1,96 @@
+// Shared setup of the end-to-end speculative tests: the default model loaded once, a CPU
+// backend, evaluation prompts from the shared prompt sets, and a batched runner.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_backend.h"
+#include "engine/model.h"
+#include "engine/spec/prompt_set.h"
+#include "engine/spec/spec_decoder.h"
+#include "models/tokenizer/tokenizer.h"
+#include "tests/test_support.h"
+
+namespace dspark::test {
+
+// The shared prompt sets: $DSPARK_SOURCE_DIR/../shared/data; empty when absent.
+inline std::string prompt_data_dir() {
+  const std::string d = source_dir() + "/../shared/data";
+  return std::filesystem::exists(d + "/gsm8k.jsonl") ? d : std::string();
+}
+
+// Up to n chat-encoded prompts of at most max_tokens tokens, taken round-robin from the math
+// and code sets (so both domains are covered), in file order.
+inline std::vector<std::vector<int32_t>> mixed_prompts(const tokenizer& tok, size_t n, size_t max_tokens) {
+  const std::string dir = prompt_data_dir();
+  std::vector<std::vector<std::string>> sets;
+  for (const char* f : {"gsm8k", "mbpp", "math500", "humaneval", "lbpp", "livecodebench"})
+    sets.push_back(read_first_turns(dir + "/" + f + ".jsonl", 400));
+  std::vector<std::vector<int32_t>> out;
+  std::vector<size_t> next(sets.size(), 0);
+  bool any = true;
+  while (out.size() < n && any) {
+    any = false;
+    for (size_t s = 0; s < sets.size() && out.size() < n; ++s) {
+      while (next[s] < sets[s].size()) {
+        std::vector<int32_t> p = encode_chat_prompt(tok, sets[s][next[s]++]);
+        any = true;
+        if (p.size() <= max_tokens) {
+          out.push_back(std::move(p));
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Runs every prompt through `dec` (max_requests at a time) and returns results in prompt order.
+inline std::vector<spec_result> run_batched(spec_decoder& dec, const std::vector<std::vector<int32_t>>& prompts,
+                                            const sampling_params& params, int32_t max_requests) {
+  std::vector<spec_result> out(prompts.size());
+  std::vector<int32_t> id_to_prompt(static_cast<size_t>(max_requests), -1);
+  size_t next = 0, done = 0;
+  while (done < prompts.size()) {
+    for (int32_t id = 0; id < max_requests && next < prompts.size(); ++id) {
+      if (id_to_prompt[static_cast<size_t>(id)] >= 0) continue;
+      const int32_t got = dec.add(prompts[next], params);
+      id_to_prompt[static_cast<size_t>(got)] = static_cast<int32_t>(next++);
+    }
+    dec.step();
+    for (int32_t id = 0; id < max_requests; ++id) {
+      const int32_t p = id_to_prompt[static_cast<size_t>(id)];
+      if (p < 0 || !dec.finished(id)) continue;
+      out[static_cast<size_t>(p)] = dec.take(id);
+      id_to_prompt[static_cast<size_t>(id)] = -1;
+      ++done;
+    }
+  }
+  return out;
+}
+
+// The default model, loaded once per test binary; null when absent.
+inline const model* shared_model() {
+  static std::unique_ptr<model> m = [] {
+    const std::string p = default_model_path();
+    return p.empty() ? nullptr : std::make_unique<model>(load_model(p));
+  }();
+  return m.get();
+}
+
+inline cpu_backend_options e2e_backend_options(int32_t n_seq) {
+  cpu_backend_options o;
+  o.n_seq_max = n_seq;
+  o.n_ctx = 1024;
+  o.max_tokens_per_step = 256;
+  return o;
+}
+
+}  // namespace dspark::test

@@ -1,0 +1,129 @@
+// End to end on the real model (skips without it, or without the shared prompt sets): at
+// temperature 0 speculative decoding is token-identical to plain generate() on 100 prompts of
+// the evaluation sets, for the n-gram and layer-skip drafters at gamma 1, 3 and 7, batched.
+//
+// Precondition, checked first: a row of a multi-token verify forward has bitwise the logits of
+// the same token decoded alone. Only then can greedy verification reproduce plain decoding
+// exactly. The f32-activation backend has this property, and these tests use it. The default
+// q8-activation matmuls do not yet (their multi-token and one-token kernels differ), see the
+// disabled test below.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "e2e_support.h"
+#include "engine/generator.h"
+#include "engine/spec/policy.h"
+#include "models/drafters/layerskip_drafter.h"
+#include "models/drafters/ngram_drafter.h"
+
+namespace dspark {
+namespace {
+
+using test::shared_model;
+
+constexpr int32_t kBatch = 4;
+constexpr int32_t kLayerSkipK = 8;
+
+cpu_backend_options f32_options(int32_t n_seq) {
+  cpu_backend_options o = test::e2e_backend_options(n_seq);
+  o.precision = matmul_precision::f32_activations;
+  return o;
+}
+
+// Max |difference| between the logits of 5 tokens fed one by one and in one forward.
+double row_invariance_gap(const model& m, matmul_precision prec) {
+  cpu_backend_options o = test::e2e_backend_options(2);
+  o.precision = prec;
+  cpu_backend be(m.config(), m.weights(), o);
+  const std::vector<int32_t> prompt = encode_chat_prompt(m.tokenizer(), "Name a prime number.");
+  const std::vector<int32_t> ext = {504, 3575, 282, 4649, 314};
+  const int64_t nv = be.limits().n_vocab;
+  std::vector<float> one, all;
+  for (int pass = 0; pass < 2; ++pass) {
+    const int32_t seq = *be.open_sequence();
+    batch_sequence s{seq, static_cast<int32_t>(prompt.size()), 1};
+    forward_batch fb;
+    fb.tokens = prompt;
+    fb.seqs = std::span<const batch_sequence>(&s, 1);
+    be.forward(fb);
+    if (pass == 0) {
+      for (const int32_t& t : ext) {
+        s = {seq, 1, 1};
+        fb.tokens = std::span<const int32_t>(&t, 1);
+        const forward_output out = be.forward(fb);
+        one.insert(one.end(), out.logits, out.logits + nv);
+      }
+    } else {
+      s = {seq, 5, 5};
+      fb.tokens = ext;
+      const forward_output out = be.forward(fb);
+      all.assign(out.logits, out.logits + 5 * nv);
+    }
+    be.free_sequence(seq);
+  }
+  double gap = 0.0;
+  for (size_t i = 0; i < one.size(); ++i) gap = std::max(gap, static_cast<double>(std::fabs(one[i] - all[i])));
+  return gap;
+}
+
+TEST(SpecE2E, VerifyRowsEqualDecodeRowsF32) {
+  DSPARK_REQUIRE_MODEL(path);
+  EXPECT_EQ(row_invariance_gap(*shared_model(), matmul_precision::f32_activations), 0.0);
+}
+
+// Enable once the q8-activation multi-token matmul computes each row exactly as the one-token
+// kernel does; then lossless greedy speculation also holds with the default precision.
+TEST(SpecE2E, DISABLED_VerifyRowsEqualDecodeRowsQ8) {
+  DSPARK_REQUIRE_MODEL(path);
+  EXPECT_EQ(row_invariance_gap(*shared_model(), matmul_precision::q8_activations), 0.0);
+}
+
+TEST(SpecE2E, GreedyIsTokenIdenticalToPlainDecoding) {
+  DSPARK_REQUIRE_MODEL(path);
+  if (test::prompt_data_dir().empty())
+    GTEST_SKIP() << "prompt sets not found at $DSPARK_SOURCE_DIR/../shared/data";
+  const model& m = *shared_model();
+  const auto prompts = test::mixed_prompts(m.tokenizer(), 100, 80);
+  ASSERT_EQ(prompts.size(), 100u);
+  cpu_backend be(m.config(), m.weights(), f32_options(kBatch));
+  sampling_params sp;
+  sp.max_tokens = 32;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<generation_result> plain;
+  for (const auto& p : prompts) plain.push_back(generate(m, be, p, sp));
+  std::printf("plain: %zu prompts x %d tokens in %.1fs\n", prompts.size(), sp.max_tokens,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  for (const char* kind : {"ngram", "layerskip"}) {
+    for (int gamma : {1, 3, 7}) {
+      std::unique_ptr<drafter> d;
+      if (std::string(kind) == "ngram") {
+        d = std::make_unique<ngram_drafter>(ngram_drafter_params{.min_n = 1, .max_n = 4, .max_slots = kBatch});
+      } else {
+        d = std::make_unique<layerskip_drafter>(
+            m.config(), m.weights(), layerskip_drafter_params{.n_layers = kLayerSkipK, .max_slots = kBatch, .sampled = true},
+            [](const model_config& c, const llama_weights& w) { return std::make_unique<cpu_backend>(c, w, f32_options(kBatch)); });
+      }
+      fixed_gamma_policy pol(gamma);
+      spec_decoder dec(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), {.max_requests = kBatch});
+      const auto t1 = std::chrono::steady_clock::now();
+      const std::vector<spec_result> res = test::run_batched(dec, prompts, sp, kBatch);
+      int identical = 0;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        const bool same = res[i].gen.token_ids == plain[i].token_ids && res[i].gen.text == plain[i].text &&
+                          res[i].gen.finish == plain[i].finish;
+        identical += same;
+        EXPECT_TRUE(same) << kind << " gamma " << gamma << " prompt " << i;
+      }
+      std::printf("%s gamma %d: %d/%zu identical, tau %.3f, %lld verify steps, %.1fs\n", kind, gamma, identical,
+                  prompts.size(), dec.metrics().acceptance_length(), static_cast<long long>(dec.metrics().verify_steps()),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
+      EXPECT_GT(dec.metrics().verify_steps(), 0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dspark

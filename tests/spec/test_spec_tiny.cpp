@@ -1,0 +1,246 @@
+// The speculative loop end to end on a tiny in-memory model (always runs, no files needed):
+//   - at temperature > 0 the generated tokens follow the target's exact joint distribution
+//     (chi-square over 2e4 generations, reject at p < 1e-3), with a negative control: the same
+//     counts against the unfiltered distribution (top_k ignored) must be rejected;
+//   - a layer-skip drafter using every layer IS the target: 100% acceptance;
+//   - at temperature 0 the output equals plain generate() token for token;
+//   - cancelling frees every KV block (target and draft caches); bad parameters are rejected.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+#include <vector>
+
+#include "common/error.h"
+#include "engine/generator.h"
+#include "engine/spec/policy.h"
+#include "engine/spec/spec_decoder.h"
+#include "models/drafters/layerskip_drafter.h"
+#include "models/drafters/ngram_drafter.h"
+#include "stats.h"
+#include "tiny_model.h"
+
+namespace dspark {
+namespace {
+
+using test::tiny_model;
+
+draft_backend_factory tiny_factory(int32_t n_seq) {
+  return [n_seq](const model_config& c, const llama_weights& w) {
+    return std::make_unique<cpu_backend>(c, w, tiny_model::options(n_seq));
+  };
+}
+
+// Target distribution of the next token after `ctx`, with the request's filters.
+std::vector<float> target_probs(backend& be, const sampling_params& sp, const std::vector<int32_t>& ctx) {
+  const int32_t seq = *be.open_sequence();
+  const batch_sequence s{seq, static_cast<int32_t>(ctx.size()), 1};
+  forward_batch fb;
+  fb.tokens = ctx;
+  fb.seqs = std::span<const batch_sequence>(&s, 1);
+  const forward_output o = be.forward(fb);
+  std::vector<float> p(static_cast<size_t>(be.limits().n_vocab));
+  sampler(be.limits().n_vocab, sp).distribution(o.logits, p.data());
+  be.free_sequence(seq);
+  return p;
+}
+
+// Exact probability of every 3-token continuation of `prompt` (index x0 * V^2 + x1 * V + x2).
+std::vector<double> exact_joint3(backend& be, const sampling_params& sp, const std::vector<int32_t>& prompt) {
+  const int64_t V = be.limits().n_vocab;
+  std::vector<double> joint(static_cast<size_t>(V * V * V), 0.0);
+  const std::vector<float> p0 = target_probs(be, sp, prompt);
+  for (int32_t a = 0; a < V; ++a) {
+    if (p0[a] == 0.0f) continue;
+    std::vector<int32_t> c1 = prompt;
+    c1.push_back(a);
+    const std::vector<float> p1 = target_probs(be, sp, c1);
+    for (int32_t b = 0; b < V; ++b) {
+      if (p1[b] == 0.0f) continue;
+      std::vector<int32_t> c2 = c1;
+      c2.push_back(b);
+      const std::vector<float> p2 = target_probs(be, sp, c2);
+      for (int32_t c = 0; c < V; ++c) joint[static_cast<size_t>((a * V + b) * V + c)] = double(p0[a]) * p1[b] * p2[c];
+    }
+  }
+  return joint;
+}
+
+constexpr double kAlpha = 1e-3;
+
+struct sampled_case {
+  const char* drafter;  // "ngram", "layerskip"
+  int gamma;
+};
+
+class SpecTinySampled : public ::testing::TestWithParam<sampled_case> {};
+
+TEST_P(SpecTinySampled, GeneratedTokensFollowTheTarget) {
+  const sampled_case c = GetParam();
+  tiny_model tm;
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(2));
+  const std::vector<int32_t> prompt = {1, 2, 3, 1, 2};
+  sampling_params sp;
+  sp.temperature = 1.0f;
+  sp.top_k = 4;  // filtering is part of the target distribution
+  sp.max_tokens = 3;
+  std::unique_ptr<drafter> d;
+  if (std::string(c.drafter) == "ngram")
+    d = std::make_unique<ngram_drafter>(ngram_drafter_params{.min_n = 1, .max_n = 2, .max_slots = 1});
+  else
+    d = std::make_unique<layerskip_drafter>(tm.cfg, tm.w, layerskip_drafter_params{.n_layers = 1, .max_slots = 1, .sampled = true},
+                                            tiny_factory(1));
+  fixed_gamma_policy pol(c.gamma);
+  const int64_t V = tm.cfg.n_vocab;
+  std::vector<int64_t> counts(static_cast<size_t>(V * V * V), 0);
+  spec_decoder dec(be, d.get(), pol, nullptr, {});
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    sp.seed = 5000 + static_cast<uint64_t>(i);
+    const int32_t id = dec.add(prompt, sp);
+    dec.run();
+    const spec_result r = dec.take(id);
+    ASSERT_EQ(r.gen.token_ids.size(), 3u);
+    const auto& t = r.gen.token_ids;
+    ++counts[static_cast<size_t>((t[0] * V + t[1]) * V + t[2])];
+  }
+  const spec_metrics& m = dec.metrics();
+  const test::chi_square_result chi = test::chi_square_test(counts, exact_joint3(be, sp, prompt));
+  std::printf("%s gamma %d: chi2 %.1f dof %d p %.3f, tau %.2f, drafts accepted %lld / %lld\n", c.drafter, c.gamma,
+              chi.stat, chi.dof, chi.p_value, m.acceptance_length(), static_cast<long long>(m.draft_tokens_accepted()),
+              static_cast<long long>(m.draft_tokens_verified()));
+  EXPECT_GE(chi.p_value, kAlpha);
+  EXPECT_GT(m.draft_tokens_verified(), 0);  // the verifier was exercised, not only prefill sampling
+  // Negative control: the unfiltered distribution (top_k off) is not what was sampled.
+  sampling_params unfiltered = sp;
+  unfiltered.top_k = 0;
+  const test::chi_square_result wrong = test::chi_square_test(counts, exact_joint3(be, unfiltered, prompt));
+  EXPECT_LT(wrong.p_value, kAlpha) << "chi2 " << wrong.stat;
+}
+
+INSTANTIATE_TEST_SUITE_P(Drafters, SpecTinySampled,
+                         ::testing::Values(sampled_case{"ngram", 2}, sampled_case{"layerskip", 2}),
+                         [](const auto& info) { return std::string(info.param.drafter); });
+
+TEST(SpecTiny, FullDepthLayerSkipIsFullyAccepted) {
+  tiny_model tm;
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(1));
+  layerskip_drafter d(tm.cfg, tm.w, {.n_layers = static_cast<int32_t>(tm.cfg.n_layer), .max_slots = 1, .sampled = true},
+                      tiny_factory(1));
+  fixed_gamma_policy pol(3);
+  for (float temp : {0.0f, 1.0f}) {
+    sampling_params sp;
+    sp.temperature = temp;
+    sp.max_tokens = 29;  // x0 + 7 rounds of 3 accepted drafts + bonus
+    sp.seed = 3;
+    const spec_result r = spec_generate(be, &d, pol, nullptr, {}, std::vector<int32_t>{4, 1, 5}, sp);
+    EXPECT_GT(r.metrics.draft_tokens_verified(), 0);
+    EXPECT_EQ(r.metrics.draft_tokens_accepted(), r.metrics.draft_tokens_verified()) << "temperature " << temp;
+    EXPECT_EQ(r.gen.token_ids.size(), 29u);
+    EXPECT_DOUBLE_EQ(r.metrics.acceptance_length(), 4.0) << "gamma 3 + bonus every round";
+  }
+}
+
+TEST(SpecTiny, GreedyEqualsPlainGenerate) {
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/9);
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(4));
+  sampling_params sp;
+  sp.max_tokens = 40;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int32_t i = 0; i < 8; ++i) prompts.push_back({i, (i * 7) % 16, 3, i % 5});
+  std::vector<std::vector<int32_t>> plain;
+  for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
+  for (int gamma : {1, 3, 7}) {
+    ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 4});
+    layerskip_drafter ls(tm.cfg, tm.w, {.n_layers = 1, .max_slots = 4, .sampled = true}, tiny_factory(4));
+    for (drafter* d : {static_cast<drafter*>(&ng), static_cast<drafter*>(&ls)}) {
+      fixed_gamma_policy pol(gamma);
+      spec_decoder dec(be, d, pol, nullptr, {}, {.max_requests = 4});
+      std::vector<int32_t> ids;
+      for (int32_t i = 0; i < 4; ++i) ids.push_back(dec.add(prompts[i], sp));
+      int next = 4;
+      std::map<int32_t, size_t> which = {{0, 0}, {1, 1}, {2, 2}, {3, 3}};
+      size_t done = 0;
+      while (done < prompts.size()) {
+        dec.step();
+        for (int32_t id = 0; id < 4; ++id) {
+          if (!which.count(id) || !dec.finished(id)) continue;
+          const spec_result r = dec.take(id);
+          EXPECT_EQ(r.gen.token_ids, plain[which[id]]) << d->caps().name << " gamma " << gamma << " prompt " << which[id];
+          which.erase(id);
+          ++done;
+          if (next < static_cast<int>(prompts.size())) which[dec.add(prompts[static_cast<size_t>(next)], sp)] = static_cast<size_t>(next), ++next;
+        }
+      }
+      EXPECT_GT(dec.metrics().verify_steps(), 0);
+    }
+  }
+}
+
+TEST(SpecTiny, CancelFreesEveryKvBlock) {
+  tiny_model tm;
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(2));
+  layerskip_drafter d(tm.cfg, tm.w, {.n_layers = 1, .max_slots = 2, .sampled = true}, tiny_factory(2));
+  const auto& draft_kv = static_cast<cpu_backend&>(d.draft_backend()).kv();
+  const int32_t free0 = be.kv().free_blocks(), draft_free0 = draft_kv.free_blocks();
+  fixed_gamma_policy pol(3);
+  spec_decoder dec(be, &d, pol, nullptr, {}, {.max_requests = 2});
+  sampling_params sp;
+  sp.max_tokens = 50;
+  sp.temperature = 0.7f;
+  const std::vector<int32_t> prompt(20, 2);  // 20 tokens: more than one 16-position block
+  const int32_t a = dec.add(prompt, sp), b = dec.add(prompt, sp);
+  for (int i = 0; i < 3; ++i) dec.step();
+  ASSERT_FALSE(dec.finished(a));
+  const int32_t free_mid = be.kv().free_blocks();
+  EXPECT_LT(free_mid, free0);
+  dec.cancel(a);
+  EXPECT_TRUE(dec.finished(a));
+  EXPECT_GT(be.kv().free_blocks(), free_mid);
+  const spec_result ra = dec.take(a);
+  EXPECT_TRUE(ra.cancelled);
+  EXPECT_GT(ra.gen.token_ids.size(), 0u);
+  dec.step();  // b goes on alone
+  dec.cancel(b);
+  EXPECT_EQ(be.kv().free_blocks(), free0);
+  EXPECT_EQ(draft_kv.free_blocks(), draft_free0);
+  EXPECT_TRUE(dec.take(b).cancelled);
+}
+
+TEST(SpecTiny, InvalidParametersRejected) {
+  tiny_model tm;
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(1));
+  ngram_drafter d({.min_n = 1, .max_n = 2, .max_slots = 1});
+  fixed_gamma_policy pol(2);
+  spec_decoder dec(be, &d, pol, nullptr, {});
+  const int32_t free0 = be.kv().free_blocks();
+  const std::vector<int32_t> prompt = {1, 2};
+  auto bad = [&](auto edit) {
+    sampling_params sp;
+    edit(sp);
+    EXPECT_THROW(dec.add(prompt, sp), invalid_argument_error);
+  };
+  bad([](sampling_params& p) { p.temperature = -0.5f; });
+  bad([](sampling_params& p) { p.top_p = 0.0f; });
+  bad([](sampling_params& p) { p.min_p = 1.5f; });
+  bad([](sampling_params& p) { p.top_k = -1; });
+  bad([](sampling_params& p) { p.max_tokens = 0; });
+  bad([](sampling_params& p) { p.stop = {"x"}; });  // stop strings need a tokenizer
+  EXPECT_THROW(dec.add(std::vector<int32_t>{}, sampling_params{}), invalid_argument_error);
+  EXPECT_THROW(dec.add(std::vector<int32_t>{1, 99}, sampling_params{}), invalid_argument_error);
+  EXPECT_THROW(dec.add(std::vector<int32_t>(64, 1), sampling_params{}), invalid_argument_error);  // no room
+  EXPECT_EQ(be.kv().free_blocks(), free0);
+  // Nothing leaked: the one slot still works.
+  const int32_t id = dec.add(prompt, sampling_params{});
+  dec.run();
+  EXPECT_FALSE(dec.take(id).gen.token_ids.empty());
+  EXPECT_THROW(fixed_gamma_policy(-2), invalid_argument_error);
+  EXPECT_THROW(spec_decoder(be, &d, pol, nullptr, {}, {.max_requests = 2}), invalid_argument_error);  // > n_seq_max
+  fixed_gamma_policy huge(200);
+  EXPECT_THROW(spec_decoder(be, &d, huge, nullptr, {}), invalid_argument_error);  // budget > step rows
+  EXPECT_THROW(layerskip_drafter(tm.cfg, tm.w, {.n_layers = 3, .max_slots = 1, .sampled = true}, tiny_factory(1)),
+               invalid_argument_error);
+}
+
+}  // namespace
+}  // namespace dspark
