@@ -8,6 +8,7 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
@@ -32,7 +33,15 @@ struct plan {
   }
 };
 
-using plan_key = std::tuple<int64_t, int64_t, int64_t, int>;  // n_tokens, n_out, n_in, out type
+// n_tokens, n_out, n_in, out type, common pointer alignment (bytes, power of two <= 256)
+using plan_key = std::tuple<int64_t, int64_t, int64_t, int, uint32_t>;
+
+uint32_t alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al >>= 1;
+  return al;
+}
 
 }  // namespace
 
@@ -47,9 +56,9 @@ struct gemm_context::impl {
     if (handle) cublasLtDestroy(handle);
   }
 
-  const plan& get(int64_t n_tokens, int64_t n_out, int64_t n_in, cudaDataType_t out_type) {
+  const plan& get(int64_t n_tokens, int64_t n_out, int64_t n_in, cudaDataType_t out_type, uint32_t align) {
     std::lock_guard<std::mutex> lock(mu);
-    const plan_key key{n_tokens, n_out, n_in, static_cast<int>(out_type)};
+    const plan_key key{n_tokens, n_out, n_in, static_cast<int>(out_type), align};
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
     plan p;
@@ -66,8 +75,13 @@ struct gemm_context::impl {
       const size_t ws = workspace.bytes();
       cublasLtMatmulHeuristicResult_t result{};
       int n_results = 0;
-      const cublasStatus_t st1 = cublasLtMatmulPreferenceSetAttribute(
+      cublasStatus_t st1 = cublasLtMatmulPreferenceSetAttribute(
           pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+      // The heuristic assumes 256-byte aligned operands unless told otherwise.
+      for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+        if (st1 == CUBLAS_STATUS_SUCCESS) st1 = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align);
+      }
       const cublasStatus_t st2 = st1 == CUBLAS_STATUS_SUCCESS
                                      ? cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref, 1,
                                                                       &result, &n_results)
@@ -92,7 +106,8 @@ struct gemm_context::impl {
                         "gemm: bad shape (n_in must be a positive multiple of 8)");
     if (n_tokens == 0) return;
     DSPARK_CUDA_REQUIRE(w && x && y, "gemm: null pointer");
-    const plan& p = get(n_tokens, n_out, n_in, out_type);
+    const uint32_t align = std::min({alignment_of(w), alignment_of(x), alignment_of(y)});
+    const plan& p = get(n_tokens, n_out, n_in, out_type, align);
     const float alpha = 1.f;
     DSPARK_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                                        workspace.data(), workspace.bytes(), stream));

@@ -27,7 +27,7 @@ class gemm_context {
   // y[t, o] = sum_i x[t, i] * w[o, i]  (+ beta * y[t, o] for the float32 form)
   //   w: device [n_out, n_in] bf16;  x: device [n_tokens, n_in] bf16 (row stride n_in)
   //   y: device [n_tokens, n_out] bf16 or f32 (row stride n_out)
-  // Pointers 16-byte aligned, n_in % 8 == 0. Throws cuda_error when cuBLASLt finds no algorithm
+  // n_in % 8 == 0; any pointer alignment (plans are cached per alignment, 256 is fastest). Throws cuda_error when cuBLASLt finds no algorithm
   // or fails. Asynchronous on `stream`.
   void gemm(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
             int64_t n_in, __nv_bfloat16* y, cudaStream_t stream);
