@@ -1,0 +1,90 @@
+// Speculative-decoding CLI options: drafter and policy construction, stats.
+#include "services/dspark/spec_cli.h"
+
+#include <string>
+
+#include "engine/model.h"
+#include "models/drafters/layerskip_drafter.h"
+#include "models/drafters/ngram_drafter.h"
+#include "models/tokenizer/tokenizer.h"
+
+namespace dspark::cli {
+
+std::vector<option_spec> spec_option_specs() {
+  return {
+      {"draft", true, false, "none|ngram|layerskip:K  speculative drafter (default none)"},
+      {"gamma", true, false, "G  draft tokens verified per step, [1, 64] (default 4)"},
+      {"threshold", true, false, "C  stop a chain where its cumulative confidence < C, [0, 1] (default 0)"},
+      {"ngram-min", true, false, "N  shortest n-gram to match (default 1)"},
+      {"ngram-max", true, false, "N  longest n-gram to match (default 4)"},
+  };
+}
+
+spec_setup make_spec_setup(const parsed_args& a, const model& m, const cpu_backend_options& opt,
+                           int32_t max_slots) {
+  spec_setup s;
+  s.draft = a.get("draft").value_or("none");
+  const int32_t gamma = static_cast<int32_t>(a.get_int("gamma", 4, 1, 64));
+  const double threshold = a.get_double("threshold", 0.0);
+  if (!(threshold >= 0.0 && threshold <= 1.0))
+    throw usage_error("--threshold must be in [0, 1], got " + std::to_string(threshold));
+  if (threshold > 0.0)
+    s.policy = std::make_unique<threshold_policy>(gamma, static_cast<float>(threshold));
+  else
+    s.policy = std::make_unique<fixed_gamma_policy>(gamma);
+  if (s.draft == "none") return s;
+  if (s.draft == "ngram") {
+    ngram_drafter_params p;
+    p.min_n = static_cast<int32_t>(a.get_int("ngram-min", 1, 1, 64));
+    p.max_n = static_cast<int32_t>(a.get_int("ngram-max", 4, p.min_n, 64));
+    p.max_slots = max_slots;
+    s.d = std::make_unique<ngram_drafter>(p);
+    return s;
+  }
+  const std::string prefix = "layerskip:";
+  if (s.draft.rfind(prefix, 0) == 0) {
+    const std::string k = s.draft.substr(prefix.size());
+    const int64_t n_layer = m.config().n_layer;
+    int64_t kv = 0;
+    try {
+      size_t used = 0;
+      kv = std::stoll(k, &used);
+      if (used != k.size()) kv = 0;
+    } catch (const std::exception&) {
+      kv = 0;
+    }
+    if (kv < 1 || kv > n_layer)
+      throw usage_error("--draft layerskip:K needs K in [1, " + std::to_string(n_layer) + "], got '" + k + "'");
+    layerskip_drafter_params p;
+    p.n_layers = static_cast<int32_t>(kv);
+    p.max_slots = max_slots;
+    cpu_backend_options dopt = opt;
+    dopt.n_seq_max = max_slots;
+    s.d = std::make_unique<layerskip_drafter>(
+        m.config(), m.weights(), p,
+        [dopt](const model_config& c, const llama_weights& w) { return std::make_unique<cpu_backend>(c, w, dopt); });
+    return s;
+  }
+  throw usage_error("--draft must be none, ngram or layerskip:K, got '" + s.draft + "'");
+}
+
+spec_result run_spec_generate(const model& m, backend& be, spec_setup& s, std::span<const int32_t> prompt,
+                              const sampling_params& params, const token_callback& on_token) {
+  return spec_generate(be, s.d.get(), *s.policy, m.has_tokenizer() ? &m.tokenizer() : nullptr, m.stop_ids(),
+                       prompt, params, on_token);
+}
+
+nlohmann::json spec_stats_json(const spec_metrics& m) {
+  nlohmann::json j;
+  j["acceptance_length"] = m.acceptance_length();
+  j["verify_steps"] = m.verify_steps();
+  j["draft_tokens_proposed"] = m.draft_tokens_proposed();
+  j["draft_tokens_verified"] = m.draft_tokens_verified();
+  j["draft_tokens_accepted"] = m.draft_tokens_accepted();
+  nlohmann::json cond = nlohmann::json::array();
+  for (int32_t k = 0; k < m.positions(); ++k) cond.push_back(m.conditional_acceptance(k));
+  j["acceptance_conditional"] = cond;
+  return j;
+}
+
+}  // namespace dspark::cli

@@ -1,0 +1,57 @@
+// Speculative-decoding options shared by `dspark generate` and `dspark bench-spec`:
+//   --draft none|ngram|layerskip:K   the drafter (default none)
+//   --gamma G                        drafts verified per step (default 4)
+//   --threshold C                    truncate chains at cumulative confidence < C (default 0)
+//   --ngram-min N, --ngram-max N     n-gram match lengths (default 1..4)
+//
+// generate_command.cpp adds spec_option_specs() to its options and, when --draft is not
+// "none", calls run_spec_generate() instead of generate(); --json adds spec_stats_json().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/cpu_backend.h"
+#include "engine/generator.h"
+#include "engine/spec/metrics.h"
+#include "engine/spec/policy.h"
+#include "engine/spec/spec_decoder.h"
+#include "models/drafters/drafter.h"
+#include "services/dspark/cli_args.h"
+
+namespace dspark {
+class model;
+}
+
+namespace dspark::cli {
+
+// The options above, for a subcommand's option table.
+std::vector<option_spec> spec_option_specs();
+
+// A drafter and a policy built from the options; drafter null for --draft none.
+struct spec_setup {
+  std::string draft = "none";
+  std::unique_ptr<drafter> d;
+  std::unique_ptr<spec_policy> policy;
+};
+
+// Parses --draft/--gamma/--threshold/--ngram-*; usage_error for a bad value (naming the valid
+// forms and ranges). A layer-skip drafter gets its own CPU backend built with `opt` and
+// max_slots sequences.
+spec_setup make_spec_setup(const parsed_args& a, const model& m, const cpu_backend_options& opt,
+                           int32_t max_slots);
+
+// One prompt through the speculative decoder (the counterpart of generate()).
+spec_result run_spec_generate(const model& m, backend& be, spec_setup& s, std::span<const int32_t> prompt,
+                              const sampling_params& params, const token_callback& on_token = {});
+
+// The --json stats the issue asks for: acceptance_length, verify_steps, draft_tokens_proposed,
+// draft_tokens_accepted (plus verified drafts and per-position acceptance).
+nlohmann::json spec_stats_json(const spec_metrics& m);
+
+}  // namespace dspark::cli
