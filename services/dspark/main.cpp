@@ -7,13 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "services/dspark/bench_spec_command.h"
 #include "services/dspark/commands.h"
 
 namespace dspark::cli {
 
 std::span<const command> all_commands() {
-  static const std::array<command, 1> k_commands = {{
+  static const std::array<command, 2> k_commands = {{
       {"generate", "generate a continuation of one prompt, streamed to stdout", generate_command},
+      {"bench-spec", "speculative decoding on a prompt set: acceptance and speedup", bench_spec_command},
   }};
   return k_commands;
 }
