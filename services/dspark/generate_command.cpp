@@ -5,6 +5,7 @@
 // stats).
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,13 +19,15 @@
 #include "models/tokenizer/tokenizer.h"
 #include "services/dspark/cli_args.h"
 #include "services/dspark/commands.h"
+#include "services/dspark/spec_cli.h"
 
 namespace dspark::cli {
 
 namespace {
 
 const std::vector<option_spec>& generate_options() {
-  static const std::vector<option_spec> k_specs = {
+  static const std::vector<option_spec> k_specs = [] {
+    std::vector<option_spec> s = {
       {"model", true, false, "PATH  .gguf file or Hugging Face folder (required)"},
       {"prompt", true, false, "TEXT  the prompt (required)"},
       {"chat", false, false, "wrap the prompt as a user turn with the model's chat template"},
@@ -41,7 +44,10 @@ const std::vector<option_spec>& generate_options() {
       {"precision", true, false, "q8|f32  activation precision of quantized matmuls (default q8)"},
       {"json", false, false, "print one JSON object instead of streaming text"},
       {"help", false, false, "this message"},
-  };
+    };
+    for (auto& o : spec_option_specs()) s.push_back(o);  // --draft, --gamma, ... (spec_cli.h)
+    return s;
+  }();
   return k_specs;
 }
 
@@ -115,9 +121,15 @@ int run_generate(const parsed_args& a) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     };
-  const generation_result r = generate(m, be, prompt_ids, params, stream);
+  // --draft other than none: the speculative decoder (same output rules; spec_cli.h).
+  spec_setup spec = make_spec_setup(a, m, opt, 1);
+  std::optional<spec_result> sr;
+  if (spec.d) sr = run_spec_generate(m, be, spec, prompt_ids, params, stream);
+  const generation_result r = sr ? sr->gen : generate(m, be, prompt_ids, params, stream);
   if (json) {
-    std::printf("%s\n", to_json(r, prompt_ids).dump().c_str());
+    nlohmann::json j = to_json(r, prompt_ids);
+    if (sr) j["stats"].update(spec_stats_json(sr->metrics));
+    std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("\n");
     std::fflush(stdout);  // the text ends before the speeds on a shared terminal
