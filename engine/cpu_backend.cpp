@@ -7,6 +7,8 @@
 #include <string>
 #include <thread>
 
+#include <sched.h>
+
 #include "common/error.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/ops.h"
@@ -30,6 +32,9 @@ std::vector<float> inv_freqs_of(const model_config& c) {
 }  // namespace
 
 int default_thread_count() {
+  // The CPUs this process may run on (taskset / container limits), else all of them.
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }

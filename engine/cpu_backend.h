@@ -36,7 +36,7 @@ struct cpu_backend_options {
   matmul_precision precision = matmul_precision::q8_activations;
 };
 
-// Hardware cores available to this process (at least 1).
+// CPUs available to this process (its affinity mask; at least 1).
 int default_thread_count();
 
 class cpu_backend final : public backend {

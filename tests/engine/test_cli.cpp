@@ -100,6 +100,31 @@ TEST(Cli, UnloadableModelExitsWith1) {
   EXPECT_EQ(run_cli(bin, {"generate", "--model", junk, "--prompt", "hi"}).code, 1);
 }
 
+// The whole CLI path (HF folder, tokenizer.json, chat template, sampling, JSON) on a tiny
+// random model, so it runs without the real model too.
+TEST(Cli, JsonOutputOnATinyHfModel) {
+  REQUIRE_CLI(bin);
+  test::tiny_spec s;
+  const std::string dir = test::write_tiny_hf(test::scratch_dir("cli_tiny"), s, test::make_tiny_weights(s));
+  test::write_tiny_tokenizer(dir);
+  const auto r = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "6",
+                               "--temperature", "0.9", "--seed", "3", "--threads", "1", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prompt_token_ids"], (std::vector<int32_t>{4, 5, 6}));
+  EXPECT_LE(j["token_ids"].size(), 6u);
+  EXPECT_TRUE(j["text"].is_string());
+  EXPECT_EQ(j["stats"]["prompt_tokens"], 3);
+  const auto again = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "6",
+                                   "--temperature", "0.9", "--seed", "3", "--threads", "2", "--json"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["token_ids"], j["token_ids"]) << "same seed, same tokens";
+  // Streaming mode prints the text on stdout and the speeds on stderr.
+  const auto plain = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "4"});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_NE(plain.err.find("tok/s"), std::string::npos) << plain.err;
+}
+
 TEST(Cli, JsonOutputOnTheRealModel) {
   REQUIRE_CLI(bin);
   DSPARK_REQUIRE_MODEL(model);

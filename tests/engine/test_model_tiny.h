@@ -154,6 +154,43 @@ inline std::string write_tiny_hf(const std::string& dir, const tiny_spec& s, con
   return dir;
 }
 
+// The tiny models' 64-token character vocabulary: <unk> <s> </s> (control), "Ġ" (space), a-z,
+// A-Z, 0-7, in id order.
+inline std::vector<std::string> tiny_vocab() {
+  std::vector<std::string> v = {"<unk>", "<s>", "</s>", "\xC4\xA0"};
+  for (char c = 'a'; c <= 'z'; ++c) v.emplace_back(1, c);
+  for (char c = 'A'; c <= 'Z'; ++c) v.emplace_back(1, c);
+  for (char c = '0'; c <= '7'; ++c) v.emplace_back(1, c);
+  return v;
+}
+
+// Adds tokenizer.json (byte-level BPE, no merges) and tokenizer_config.json (ChatML template,
+// EOS </s>) for tiny_vocab() to an HF folder.
+inline void write_tiny_tokenizer(const std::string& dir) {
+  const auto vocab = tiny_vocab();
+  nlohmann::json v = nlohmann::json::object();
+  for (size_t i = 0; i < vocab.size(); ++i) v[vocab[i]] = i;
+  nlohmann::json added = nlohmann::json::array();
+  for (int i = 0; i < 3; ++i)
+    added.push_back({{"id", i}, {"content", vocab[i]}, {"special", true}, {"single_word", false},
+                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}});
+  const nlohmann::json tok = {{"version", "1.0"},
+                              {"added_tokens", added},
+                              {"normalizer", nullptr},
+                              {"pre_tokenizer", nullptr},
+                              {"post_processor", nullptr},
+                              {"decoder", {{"type", "ByteLevel"}}},
+                              {"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}}};
+  std::ofstream(dir + "/tokenizer.json") << tok.dump();
+  const std::string chatml =
+      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+      "{% endif %}";
+  const nlohmann::json cfg = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"add_bos_token", false},
+                              {"chat_template", chatml}};
+  std::ofstream(dir + "/tokenizer_config.json") << cfg.dump();
+}
+
 // A scratch directory unique to the running test.
 inline std::string scratch_dir(const std::string& name) {
   const auto p = std::filesystem::temp_directory_path() /

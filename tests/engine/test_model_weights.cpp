@@ -121,6 +121,21 @@ TEST(ModelWeights, TinyGgufLoadsAndCorruptionIsAFormatError) {
   EXPECT_THROW(load_model(dir + "/t.gguf", k_no_tokenizer), format_error);
 }
 
+TEST(ModelWeights, HfFolderWithTokenizerAndGenerationConfig) {
+  test::tiny_spec s;
+  const std::string dir = test::write_tiny_hf(test::scratch_dir("with_tok"), s, test::make_tiny_weights(s));
+  test::write_tiny_tokenizer(dir);
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": [2, 9]})";
+  const model m = load_model(dir);
+  ASSERT_TRUE(m.has_tokenizer());
+  EXPECT_EQ(m.tokenizer().encode("ab C"), (std::vector<int32_t>{4, 5, 3, 32}));
+  EXPECT_EQ(m.config().eos_ids, (std::vector<int32_t>{2, 9}));
+  EXPECT_NE(std::find(m.stop_ids().begin(), m.stop_ids().end(), 9), m.stop_ids().end());
+
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": 640})";
+  EXPECT_NE(load_error(dir).find("640"), std::string::npos);
+}
+
 TEST(ModelWeights, MissingPathsAreFormatErrors) {
   EXPECT_THROW(load_model("/nonexistent/model.gguf"), format_error);
   const std::string empty = test::scratch_dir("empty_folder");
