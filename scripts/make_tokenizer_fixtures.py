@@ -160,6 +160,11 @@ def smollm2_fixture(model_path):
     cases = encode_cases(backend, strings)
     for c in cases:  # HF itself must round-trip, or the string is a bad test input
         assert backend.decode(c["ids"], skip_special_tokens=False) == c["text"], c["text"]
+    # parse_special=false: HF's encode_special_tokens makes control tokens plain text.
+    backend.encode_special_tokens = True
+    no_special = [{"text": t, "ids": backend.encode(t, add_special_tokens=False).ids}
+                  for t in strings if "<" in t and ">" in t]
+    backend.encode_special_tokens = False
     vocab = backend.get_vocab()
     decodes = [{"ids": ids, "text": backend.decode(ids, skip_special_tokens=False)}
                for ids in odd_decodes(vocab, [0, 1, 2])]
@@ -172,7 +177,7 @@ def smollm2_fixture(model_path):
                       + __import__("tokenizers").__version__,
             "model": os.path.basename(model_path), "n_vocab": backend.get_vocab_size(),
             "chat_template": get("tokenizer.chat_template"),
-            "encode": cases, "decode": decodes, "chat": chats}
+            "encode": cases, "encode_no_special": no_special, "decode": decodes, "chat": chats}
 
 
 def corpus():

@@ -1,6 +1,8 @@
 // The tokenizer.json loader (and the GGUF loader on the same tiny vocabulary) against Hugging
 // Face: small BPEs trained by scripts/make_tokenizer_fixtures.py with the `tokenizers` library,
 // whose ids, decodes and chat renderings are in data/tiny_*/cases.json. They need no model.
+#include <random>
+
 #include <gtest/gtest.h>
 
 #include "models/formats/gguf.h"
@@ -70,6 +72,20 @@ TEST(TokenizerHfJson, Llama3StyleIgnoreMergesAndBosPostProcessor) {
   expect_cases(tok, test::load_fixture("tiny_llama3/cases.json"));
   EXPECT_TRUE(tok.is_stop(tok.token_to_id("<|eot_id|>")));
   EXPECT_EQ(tok.eot_id(), tok.token_to_id("<|eot_id|>"));
+}
+
+TEST(TokenizerHfJson, ArbitraryBytesRoundTripThroughTokenBytes) {
+  // The tiny vocabularies hold all 256 byte tokens, so even invalid UTF-8 input survives:
+  // invalid bytes bypass the regexes and are encoded byte by byte.
+  const tokenizer tok = load_tiny("tiny_qwen2", false);
+  std::mt19937 rng(99);
+  for (int round = 0; round < 300; ++round) {
+    std::string in(rng() % 64, '\0');
+    for (char& c : in) c = char(rng() % 4 == 0 ? 0x80 + rng() % 0x80 : rng() % 0x80);
+    std::string bytes;
+    for (int32_t id : tok.encode(in)) bytes += tok.token_bytes(id);
+    EXPECT_EQ(bytes, in) << escaped(in);
+  }
 }
 
 TEST(TokenizerTinyGguf, GgufLoaderMatchesHuggingFace) {
