@@ -4,7 +4,7 @@
 set -euo pipefail
 
 apt_packages=(cmake ninja-build g++ make libcaf-dev libzmq3-dev cppzmq-dev nlohmann-json3-dev
-              libgtest-dev libgmock-dev python3 python3-pip)
+              libgtest-dev libgmock-dev libpcre2-dev pkg-config python3 python3-pip)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
