@@ -6,6 +6,8 @@ Why: our C++ byte-level BPE must give exactly the ids Hugging Face gives. This s
 the C++ tests (tests/tokenizer/) only read those files.
 
 What it writes:
+  pre_tokenizer_cases.json  pieces HF's pre-tokenizers cut: each Split behavior (with invert)
+                      and the gpt2 / smollm / llama3 / qwen2 presets (byte-level spelled).
   smollm2_cases.json  ids of ~250 strings, decodes of odd id sequences, and chat renderings for
                       the default model. The HF tokenizer is built by transformers' own GGUF
                       converter (vocab, merges, control tokens) from the GGUF file, with the
@@ -270,6 +272,36 @@ def tiny_fixtures():
     write_tiny("tiny_llama3", t, False, None)
 
 
+def pre_tokenizer_fixture():
+    """Pieces HF's pre-tokenizers cut: every Split behavior, and the named presets."""
+    behaviors = ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"]
+    patterns = [(r"-", False), (r"\s+", True), (r"\p{N}", True), (r"ab", False)]
+    texts = ["the--final-countdown-", "-lead and trail-", "  two  spaces  ", "a1b22c333", "abab cab",
+             "", "no delimiters", "日本 語-😀"]
+    split = []
+    for pattern, is_regex in patterns:
+        for b in behaviors:
+            for inv in (False, True):
+                p = pre_tokenizers.Split(Regex(pattern) if is_regex else pattern, behavior=b, invert=inv)
+                for t in texts:
+                    split.append({"pattern": pattern, "regex": is_regex, "behavior": b, "invert": inv, "text": t,
+                                  "pieces": [x[0] for x in p.pre_tokenize_str(t)]})
+    def seq(*steps):
+        return pre_tokenizers.Sequence(list(steps))
+    no_regex = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    presets = {
+        "gpt2": pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        "smollm": seq(pre_tokenizers.Digits(individual_digits=True),
+                      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)),
+        "llama3": seq(pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"), no_regex),
+        "qwen2": seq(pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"), no_regex),
+    }
+    strings = test_strings()[::3]
+    return {"source": "tokenizers " + __import__("tokenizers").__version__, "split": split,
+            "presets": {name: [{"text": t, "pieces": [x[0] for x in p.pre_tokenize_str(t)]} for t in strings]
+                        for name, p in presets.items()}}
+
+
 def write_gguf(path, tokens, types, merges, model="gpt2", pre="smollm", extra=None):
     w = gguf.GGUFWriter(path, "llama")
     if model is not None:
@@ -339,6 +371,8 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "smollm2_cases.json"), "w", encoding="utf-8") as f:
         json.dump(smollm2_fixture(args.model), f, ensure_ascii=False, indent=0)
+    with open(os.path.join(OUT, "pre_tokenizer_cases.json"), "w", encoding="utf-8") as f:
+        json.dump(pre_tokenizer_fixture(), f, ensure_ascii=False, separators=(",", ":"))
     tiny_fixtures()
     gguf_fixtures()
     for root, _, files in os.walk(OUT):

@@ -87,9 +87,11 @@ void split_piece(const pre_tokenizer_step& step, std::string_view text, text_spa
       break;
     }
     case split_behavior::contiguous:
-      // Runs of adjacent delimiters become one piece.
-      for (const auto& m : scratch) {
-        if (m.delimiter && previous_delim && out.size() > first_out) {
+      // Adjacent pieces of the same kind become one. Only matches can be adjacent (gaps are
+      // maximal), so this joins runs of matches, whether they are delimiters or, inverted, not.
+      for (size_t i = 0; i < scratch.size(); ++i) {
+        const auto& m = scratch[i];
+        if (i > 0 && m.delimiter == previous_delim) {
           out.back().end = m.span.end;
         } else {
           out.push_back(m.span);

@@ -36,8 +36,8 @@ struct regex::impl {
 regex::regex(const std::string& pattern, bool literal) : pattern_(pattern), impl_(new impl) {
   int err = 0;
   PCRE2_SIZE err_off = 0;
-  uint32_t opts = PCRE2_UTF | PCRE2_UCP;
-  if (literal) opts |= PCRE2_LITERAL;
+  // Literal patterns need no character classes, and PCRE2 rejects UCP together with LITERAL.
+  const uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
   impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), opts,
                               &err, &err_off, nullptr);
   if (!impl_->code) {
