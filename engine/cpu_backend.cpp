@@ -173,10 +173,15 @@ void cpu_backend::validate(const forward_batch& b) {
     throw invalid_argument_error("forward: " + std::to_string(b.capture_layers.size()) +
                                  " capture layers, at most max_capture_layers = " +
                                  std::to_string(limits_.max_capture_layers));
-  for (int32_t l : b.capture_layers)
+  for (size_t i = 0; i < b.capture_layers.size(); ++i) {
+    const int32_t l = b.capture_layers[i];
     if (l < 0 || l >= c_.n_layer)
       throw invalid_argument_error("forward: capture layer " + std::to_string(l) +
                                    " outside [0, " + std::to_string(c_.n_layer) + ")");
+    for (size_t j = 0; j < i; ++j)
+      if (b.capture_layers[j] == l)
+        throw invalid_argument_error("forward: capture layer " + std::to_string(l) + " given twice");
+  }
 }
 
 // Two-phase: checks every sequence fits before taking any block, so a failure changes nothing.

@@ -302,6 +302,8 @@ TEST_F(RaggedBatch, MalformedBatchesThrow) {
   EXPECT_THROW(be.forward({bad_id, {&ok, 1}, {}}), invalid_argument_error);
   const std::vector<int32_t> bad_layer = {2};
   EXPECT_THROW(be.forward({t, {&ok, 1}, bad_layer}), invalid_argument_error);
+  const std::vector<int32_t> twice_layer = {1, 1};
+  EXPECT_THROW(be.forward({t, {&ok, 1}, twice_layer}), invalid_argument_error);
   EXPECT_EQ(be.sequence_length(a), 0);
 }
 
