@@ -191,11 +191,22 @@ inline void write_tiny_tokenizer(const std::string& dir) {
   std::ofstream(dir + "/tokenizer_config.json") << cfg.dump();
 }
 
-// A scratch directory unique to the running test.
+// Removes the scratch directories of this process when it exits.
+struct scratch_cleanup {
+  std::vector<std::filesystem::path> dirs;
+  ~scratch_cleanup() {
+    std::error_code ec;
+    for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+  }
+};
+inline scratch_cleanup g_scratch_cleanup;
+
+// A scratch directory unique to the running process and `name`, removed at exit.
 inline std::string scratch_dir(const std::string& name) {
   const auto p = std::filesystem::temp_directory_path() /
                  ("dspark_engine_test_" + std::to_string(::getpid()) + "_" + name);
   std::filesystem::create_directories(p);
+  g_scratch_cleanup.dirs.push_back(p);
   return p.string();
 }
 
