@@ -1,6 +1,13 @@
 // bench_cuda: GPU ceilings and end-to-end step times of the CUDA engine on 8B-class shapes.
 //
-//   bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models a,b] [--quick]
+//   bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models a,b] [--quick] [--profile] [--split-len L]
+//
+// --quick: the first model only, GEMV table at 1/2/4/8 tokens, decode at batch 1 and 8, the
+// verify curve for B = 1..32 at context 2048 (about a minute on an H100).
+// --profile: no tables; after warm-up, one EAGER decode step (batch 1) and one eager 8-token
+// verify step, context 2048, between cudaProfilerStart/Stop (run under
+// `ncu --profile-from-start off` for per-kernel times); with attention split_len 512 (the first
+// H100 run's setting), then --split-len.
 //
 // Measures, on the current GPU, with CUDA events after warm-up, medians of N runs:
 //  (a) the ceilings: device-to-device copy bandwidth (bytes read + written) and the bf16 GEMM
@@ -37,6 +44,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
 #include "kernels/cuda/random_fill.h"
+#include <cuda_profiler_api.h>
 #endif
 
 namespace {
@@ -46,8 +54,10 @@ struct options {
   int iters = 20;
   int decode_ctx = 1024;
   int verify_qlen = 8;
+  int split_len = 128;  // attention keys per split (cuda_backend's default)
   std::vector<std::string> models = {"qwen3-8b", "llama3.1-8b"};
   bool quick = false;
+  bool profile = false;  // one eager decode step and one eager 8-token verify step, for ncu
 };
 
 options parse(int argc, char** argv) {
@@ -63,12 +73,14 @@ options parse(int argc, char** argv) {
     else if (a == "--decode-ctx") o.decode_ctx = std::stoi(next());
     else if (a == "--verify-qlen") o.verify_qlen = std::max(1, std::stoi(next()));
     else if (a == "--quick") o.quick = true;
+    else if (a == "--profile") o.profile = true;
+    else if (a == "--split-len") o.split_len = std::stoi(next());
     else if (a == "--models") {
       o.models.clear();
       std::stringstream ss(next());
       for (std::string m; std::getline(ss, m, ',');) o.models.push_back(m);
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick]\n");
+      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L]\n");
       std::exit(0);
     } else {
       throw std::invalid_argument("unknown argument " + a);
@@ -174,8 +186,8 @@ ceilings measure_ceilings(cudaStream_t s, int iters, nlohmann::json& j, std::str
 }
 
 // GEMV vs cuBLASLt on the model's linear shapes; returns the gemv_max_tokens to use.
-int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double copy_gbs, nlohmann::json& j,
-                 std::string& md) {
+int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double copy_gbs, bool quick,
+                 nlohmann::json& j, std::string& md) {
   struct shp { const char* name; int64_t n_out, n_in; bool f32; };
   const shp shapes[] = {{"qkv", c.qkv_dim(), c.n_embd, false},
                         {"o", c.n_embd, c.q_dim(), false},
@@ -202,6 +214,7 @@ int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double co
   int best = 0;
   bool still_winning = true;
   for (int n = 1; n <= k_gemv_max_tokens; ++n) {
+    if (quick && n != 1 && n != 2 && n != 4 && n != 8) continue;
     double sum_gemv = 0, sum_blas = 0;
     for (const auto& sh : shapes) {
       int k = 0;
@@ -231,7 +244,8 @@ int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double co
     if (still_winning && sum_gemv <= sum_blas) best = n;
     else still_winning = false;
   }
-  md += "\nGEMV used for steps of up to " + std::to_string(best) + " tokens.\n\n";
+  md += "\nGEMV at least as fast as cuBLASLt (sum of the shapes) up to " + std::to_string(best) +
+        " tokens; the runner uses the GEMV up to 8 tokens regardless (bitwise batch invariance).\n\n";
   j["gemv_max_tokens_chosen"] = best;
   return best;
 }
@@ -249,7 +263,7 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
 
   std::string gemv_md;
   nlohmann::json jg;
-  const int gemv_max = compare_gemv(c, s, o.quick ? 5 : o.iters, ceil.copy_gbs, jg, gemv_md);
+  if (!o.profile) (void)compare_gemv(c, s, o.quick ? 5 : o.iters, ceil.copy_gbs, o.quick, jg, gemv_md);
 
   const gpu_weights w = gpu_weights::random(c, 1234, s);
   const int32_t bs = 16;
@@ -259,8 +273,9 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
   ro.max_seqs = 128;
   ro.max_rows = 512;
   ro.max_blocks_per_seq = (std::max(max_ctx, o.decode_ctx + 1) + bs - 1) / bs;
-  ro.split_len = 512;
-  ro.gemv_max_tokens = gemv_max;
+  ro.split_len = o.split_len;
+  // The production setting: GEMV up to 8 tokens, so verify steps are bit-identical to decode.
+  ro.gemv_max_tokens = k_gemv_max_tokens;
   // KV pool: 85% of the free memory left after the weights, an upper bound of the runner's
   // buffers (the runner is built after the pool, which it references) and a 1 GiB margin.
   std::unique_ptr<gpu_kv_pool> kv_holder;
@@ -291,8 +306,8 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
 
   // Fills the plan for n_seqs sequences of q_len new tokens after `ctx` cached tokens. Sequence
   // r gets blocks r*bps .. (mod pool size: aliased when the pool is too small; noted).
-  auto fill_plan = [&](int n_seqs, int q_len, int ctx, bool& aliased) {
-    const auto& p = run.plan();
+  auto fill_plan = [&](gpu_runner& target, int n_seqs, int q_len, int ctx, bool& aliased) {
+    const auto& p = target.plan();
     const int kv_len = ctx + q_len;
     const int bps = (kv_len + bs - 1) / bs;
     aliased = static_cast<int64_t>(n_seqs) * bps > kv.n_blocks();
@@ -315,12 +330,42 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
     }
   };
 
+  if (o.profile) {
+    // Eager steps (a second runner without graphs shares weights and cache) so every kernel is
+    // a separate launch for ncu; warmed up first (cuBLASLt plans, caches).
+    for (int sl : {512, o.split_len}) {
+      for (int q : {1, 8}) {
+        gpu_runner_options pro = ro;
+        pro.use_graphs = false;
+        pro.split_len = sl;
+        gpu_runner prun(c, w, kv, pro);
+        bool aliased = false;
+        fill_plan(prun, 1, q, 2048, aliased);
+        dspark::cuda::step_desc sd;
+        sd.n_tokens = q;
+        sd.n_seqs = 1;
+        sd.n_rows = q;
+        sd.max_kv_len = 2048 + q;
+        sd.copy_logits = false;
+        sd.argmax = true;
+        for (int i = 0; i < 3; ++i) prun.run(sd, s);
+        DSPARK_CUDA_CHECK(cudaStreamSynchronize(s));
+        DSPARK_CUDA_CHECK(cudaProfilerStart());
+        prun.run(sd, s);
+        DSPARK_CUDA_CHECK(cudaStreamSynchronize(s));
+        DSPARK_CUDA_CHECK(cudaProfilerStop());
+      }
+    }
+    std::printf("[bench_cuda] profile steps done\n");
+    return;
+  }
+
   // (b) decode
   md += "## " + name + ": decode (random bf16 weights, context " + std::to_string(o.decode_ctx) + ", CUDA graphs)\n\n";
   md += "| batch | step ms | tok/s | floor ms | % of floor |\n|---|---|---|---|---|\n";
-  for (int B : {1, 8, 32, 128}) {
+  for (int B : o.quick ? std::vector<int>{1, 8} : std::vector<int>{1, 8, 32, 128}) {
     bool aliased = false;
-    fill_plan(B, 1, o.decode_ctx - 1, aliased);
+    fill_plan(run, B, 1, o.decode_ctx - 1, aliased);
     dspark::cuda::step_desc sd;
     sd.n_tokens = B;
     sd.n_seqs = B;
@@ -342,18 +387,46 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
                            {"kv_aliased", aliased}});
   }
   md += "\n";
+  {
+    // The same batch-1 decode step and 8-token verify step without programmatic dependent
+    // launch (separate runner, same weights and cache): what PDL is worth.
+    gpu_runner_options ro2 = ro;
+    ro2.use_pdl = false;
+    gpu_runner run2(c, w, kv, ro2);
+    md += "| step (context " + std::to_string(o.decode_ctx) + ", graphs) | PDL on ms | PDL off ms |\n|---|---|---|\n";
+    for (int q : {1, 8}) {
+      bool aliased = false;
+      dspark::cuda::step_desc sd;
+      sd.n_tokens = q;
+      sd.n_seqs = 1;
+      sd.n_rows = q;
+      sd.max_kv_len = o.decode_ctx;
+      sd.copy_logits = false;
+      sd.argmax = true;
+      fill_plan(run, 1, q, o.decode_ctx - q, aliased);
+      const double on = time_ms(s, 3, o.iters, [&] { run.run(sd, s); });
+      fill_plan(run2, 1, q, o.decode_ctx - q, aliased);
+      const double off = time_ms(s, 3, o.iters, [&] { run2.run(sd, s); });
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "| %d new token%s | %.3f | %.3f |\n", q, q > 1 ? "s" : "", on, off);
+      md += buf;
+      std::printf("%s", buf);
+      j["pdl_ab"].push_back({{"q_len", q}, {"context", o.decode_ctx}, {"pdl_on_ms", on}, {"pdl_off_ms", off}});
+    }
+    md += "\n";
+  }
 
   // (c) verify-cost curve
   md += "## " + name + ": verify cost (B new tokens in one step, q_len = min(B, " + std::to_string(o.verify_qlen) +
         ") per sequence, logits for all B)\n\n| context | B | seqs | step ms | steps/s | tok/s | bytes-floor ms | flops-floor ms |\n|---|---|---|---|---|---|---|---|\n";
-  const std::vector<int> Bs = o.quick ? std::vector<int>{1, 8, 64, 512} : std::vector<int>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
-  for (int ctx : {512, 2048, 8192}) {
+  const std::vector<int> Bs = o.quick ? std::vector<int>{1, 2, 4, 8, 16, 32} : std::vector<int>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+  for (int ctx : o.quick ? std::vector<int>{2048} : std::vector<int>{512, 2048, 8192}) {
     for (int B : Bs) {
       const int q_len = std::min(B, o.verify_qlen);
       const int n_seqs = B / q_len;
       if (n_seqs > ro.max_seqs) continue;
       bool aliased = false;
-      fill_plan(n_seqs, q_len, ctx, aliased);
+      fill_plan(run, n_seqs, q_len, ctx, aliased);
       dspark::cuda::step_desc sd;
       sd.n_tokens = n_seqs * q_len;
       sd.n_seqs = n_seqs;
@@ -362,7 +435,7 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
       sd.copy_logits = false;
       sd.argmax = true;
       const int it = o.quick ? 5 : std::max(5, o.iters / 2);
-      const double ms = time_ms(s, 2, it, [&] { run.run(sd, s); });
+      const double ms = time_ms(s, 3, it, [&] { run.run(sd, s); });  // 3 warm-ups: eager, capture, replay
       const double bytes = wbytes + kvb * n_seqs * (ctx + q_len);
       const double flops = 2.0 * (wbytes / 2) * sd.n_tokens +
                            4.0 * c.n_layer * c.n_head * c.head_dim * static_cast<double>(sd.n_tokens) * (ctx + 0.5 * q_len);
@@ -401,7 +474,10 @@ int run_all(const options& o) {
   std::string md = std::string("# bench_cuda on ") + prop.name + "\n\n";
   const ceilings c = measure_ceilings(st.get(), o.iters, j, md);
   std::printf("[bench_cuda] copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", c.copy_gbs, c.gemm_tflops);
-  for (const auto& m : o.models) bench_model(m, o, c, st.get(), j, md);
+  for (const auto& m : o.models) {
+    bench_model(m, o, c, st.get(), j, md);
+    if (o.quick || o.profile) break;  // first model only
+  }
   std::filesystem::create_directories(o.out);
   std::ofstream(o.out + "/bench_cuda.md") << md;
   std::ofstream(o.out + "/bench_cuda.json") << j.dump(2) << "\n";

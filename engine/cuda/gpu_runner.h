@@ -13,13 +13,15 @@
 //              cache); a = attention(q, cache); o = a Wo^T; h = rmsnorm(x += o);
 //              gu = h Wgu^T; m = silu(g) * u; mlp_out = m Wdown^T
 //   h = rmsnorm(x += mlp_out); logits = gather(h, logit_rows) Wout^T   (float32)
-// A step whose every sequence adds one token and asks for its logits (plain decoding) is
-// captured as a CUDA graph on its second occurrence per batch size and replayed after that.
+// A step of at most 128 new tokens without residual captures (plain decoding, speculative
+// verification) is captured as a CUDA graph on the second occurrence of its shape and replayed
+// after that.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <compare>
 #include <map>
 #include <memory>
 #include <span>
@@ -45,6 +47,9 @@ struct gpu_runner_options {
   // larger ones cuBLASLt. 0 = always cuBLASLt.
   int32_t gemv_max_tokens = 8;
   bool use_graphs = true;
+  // Programmatic dependent launch for the runner's own kernels (kernels/cuda/pdl.h): each may
+  // start while its predecessor drains; the GEMV prefetches weights meanwhile.
+  bool use_pdl = true;
 };
 
 // Shape of one step; the per-token and per-sequence arrays are in gpu_runner::plan().
@@ -136,7 +141,19 @@ class gpu_runner {
     int32_t seen = 0;
     cudaGraphExec_t exec = nullptr;
   };
-  std::map<int32_t, graph_entry> graphs_;  // decode graphs by batch size
+  // Everything enqueue() depends on besides the device plan.
+  struct graph_key {
+    int32_t n_tokens, n_seqs, n_items, n_rows, variant;
+    bool argmax;
+    auto operator<=>(const graph_key&) const = default;
+  };
+  // Steps of up to this many new tokens are captured (decode batches and verify steps); larger
+  // ones are GPU-bound and run eagerly. The cap on graphs bounds memory for varied shapes.
+  static constexpr int32_t k_graph_max_tokens = 128;
+  static constexpr size_t k_max_graphs = 96;
+  // Sequences whose q_len x group size fits this many decode-variant items use that variant.
+  static constexpr int32_t k_decode_variant_max_items = 4;
+  std::map<graph_key, graph_entry> graphs_;
 };
 
 }  // namespace dspark::cuda

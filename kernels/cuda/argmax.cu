@@ -6,6 +6,7 @@
 #include <cfloat>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace dspark::cuda {
 namespace {
@@ -19,6 +20,8 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
 __global__ void __launch_bounds__(k_threads)
 argmax_kernel(const float* __restrict__ logits, int64_t n_cols, int64_t row_stride,
               int32_t* __restrict__ out) {
+  pdl_wait();
+  pdl_trigger();
   const float* row = logits + blockIdx.x * row_stride;
   float bv = -INFINITY;
   int bi = 0x7fffffff;
@@ -83,7 +86,8 @@ void argmax_rows(const float* logits, int64_t n_rows, int64_t n_cols, int64_t ro
                           row_stride >= n_cols,
                       "argmax_rows: bad shape");
   if (n_rows == 0) return;
-  argmax_kernel<<<static_cast<unsigned>(n_rows), k_threads, 0, stream>>>(logits, n_cols, row_stride, out);
+  launch_kernel(argmax_kernel, dim3(static_cast<unsigned>(n_rows)), dim3(k_threads), 0, stream, logits, n_cols,
+                row_stride, out);
   DSPARK_CUDA_CHECK_LAUNCH();
 }
 

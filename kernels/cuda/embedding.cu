@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace dspark::cuda {
 namespace {
@@ -15,6 +16,8 @@ __device__ __forceinline__ void store1(bf16* p, float v) { *p = to_bf16(v); }
 template <typename Out>
 __global__ void embedding_kernel(const bf16* __restrict__ table, int64_t n_vocab, int64_t d,
                                  const int32_t* __restrict__ ids, Out* __restrict__ out) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int32_t id = ids[t];
   Out* dst = out + t * d;
@@ -48,7 +51,8 @@ void launch(const bf16* table, int64_t n_vocab, int64_t d, const int32_t* ids, i
   DSPARK_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(table) % 16 == 0 &&
                           reinterpret_cast<uintptr_t>(out) % 16 == 0,
                       "embedding_gather: table and out must be 16-byte aligned");
-  embedding_kernel<Out><<<static_cast<unsigned>(n_tokens), 128, 0, stream>>>(table, n_vocab, d, ids, out);
+  launch_kernel(embedding_kernel<Out>, dim3(static_cast<unsigned>(n_tokens)), dim3(128), 0, stream, table, n_vocab, d, ids,
+                out);
   DSPARK_CUDA_CHECK_LAUNCH();
 }
 

@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace dspark::cuda {
 namespace {
@@ -16,6 +17,8 @@ template <typename In, typename Out>
 __global__ void gather_rows_kernel(const In* __restrict__ src, int64_t src_stride,
                                    const int32_t* __restrict__ rows, int64_t n_cols,
                                    Out* __restrict__ dst) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const int64_t s = rows != nullptr ? rows[r] : r;
   const In* in = src + s * src_stride;
@@ -29,9 +32,8 @@ void launch(const In* src, int64_t src_stride, const int32_t* rows, int64_t n_ro
   DSPARK_CUDA_REQUIRE(n_rows >= 0 && n_rows <= 0x7fffffff && n_cols > 0 && src_stride >= n_cols,
                       "gather_rows: bad shape");
   if (n_rows == 0) return;
-  gather_rows_kernel<In, Out><<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(src, src_stride, rows,
-                                                                            n_cols, dst);
-  DSPARK_CUDA_CHECK_LAUNCH();
+  launch_kernel(gather_rows_kernel<In, Out>, dim3(static_cast<unsigned>(n_rows)), dim3(256), 0, stream, src, src_stride,
+                rows, n_cols, dst);
 }
 
 }  // namespace

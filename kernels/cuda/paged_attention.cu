@@ -21,6 +21,7 @@
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace dspark::cuda {
@@ -57,6 +58,8 @@ paged_attention_kernel(const paged_attention_params p) {
   float* q_s = reinterpret_cast<float*>(smem_raw);  // [RMAX][HD]
   bf16* k_s = reinterpret_cast<bf16*>(q_s + RMAX * HD);  // [2][T][KS]
   bf16* v_s = k_s + 2 * T * KS;                          // [2][T][HD]
+  pdl_wait();
+  pdl_trigger();
 
   const attention_work_item it = p.items[blockIdx.x];
   const int kvh = blockIdx.y;
@@ -70,6 +73,10 @@ paged_attention_kernel(const paged_attention_params p) {
   const int ke = min(first_pos + it.q_count, kb + p.split_len);   // keys [kb, ke)
   const int tok0 = q_start + it.q_begin;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // A split past the item's last position holds no key for it. When the combine knows the
+  // sequences (n_seqs > 0) it never reads such a split, so the block has nothing to do; graphs
+  // launch max-context splits for every step and most of them end here.
+  if (p.n_seqs > 0 && p.n_splits > 1 && kb >= first_pos + it.q_count) return;
 
   // Stage the query rows: row j = (token j / G, head kvh*G + j % G); rows >= R are zero.
   const float qscale = p.scale * 1.4426950408889634f;
@@ -224,23 +231,59 @@ paged_attention_kernel(const paged_attention_params p) {
 }
 
 // Merges the splits of one (token, head) per block, in split order (deterministic).
+// Only the splits that start at or before the token's own position can hold unmasked keys; the
+// others were written as (m = -inf, l = 0, acc = 0) and would add exact zeros (w = 0, fmaf(0, 0,
+// x) = x), so they are skipped: the result is the same bits, and a graph that launches
+// max-context splits for a short sequence does not pay for reading them (with split_len 128 and
+// 8K contexts that is 65 splits, most of them empty). n_seqs == 0: no sequence data, read all.
 __global__ void combine_kernel(const float* __restrict__ ws, bf16* __restrict__ out, int n_tokens,
-                               int n_head, int hd, int n_splits) {
+                               int n_head, int hd, int n_splits, const int32_t* __restrict__ cu_q_lens,
+                               const int32_t* __restrict__ kv_lens, int n_seqs, int split_len) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t th = blockIdx.x;  // token * n_head + head
   const int64_t per_split = static_cast<int64_t>(n_tokens) * n_head;
   const float* ws_ml = ws + static_cast<int64_t>(n_splits) * per_split * hd;
+  int live = n_splits;
+  if (n_seqs > 0) {
+    const int token = static_cast<int>(th / n_head);
+    int lo = 0, hi = n_seqs - 1;  // the sequence r with cu_q_lens[r] <= token < cu_q_lens[r + 1]
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (cu_q_lens[mid] <= token) lo = mid;
+      else hi = mid - 1;
+    }
+    const int pos = kv_lens[lo] - (cu_q_lens[lo + 1] - cu_q_lens[lo]) + (token - cu_q_lens[lo]);
+    live = min(n_splits, max(1, pos / split_len + 1));
+  }
+  // The (m, l) pairs are staged in shared memory by all threads at once (the serial loops below
+  // were a chain of dependent global loads: ~8 us per layer with 17 live splits); the arithmetic
+  // and its order are unchanged, so the bits are too.
+  constexpr int k_staged = 256;
+  __shared__ float sm_m[k_staged], sm_l[k_staged];
+  const bool staged = live <= k_staged;  // block-uniform
+  if (staged) {
+    for (int s = threadIdx.x; s < live; s += blockDim.x) {
+      sm_m[s] = ws_ml[2 * (s * per_split + th)];
+      sm_l[s] = ws_ml[2 * (s * per_split + th) + 1];
+    }
+    __syncthreads();
+  }
+  auto m_of = [&](int s) { return staged ? sm_m[s] : ws_ml[2 * (s * per_split + th)]; };
+  auto l_of = [&](int s) { return staged ? sm_l[s] : ws_ml[2 * (s * per_split + th) + 1]; };
   float M = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, ws_ml[2 * (s * per_split + th)]);
+  for (int s = 0; s < live; ++s) M = fmaxf(M, m_of(s));
   float L = 0.f;
-  for (int s = 0; s < n_splits; ++s) {
-    const float ms = ws_ml[2 * (s * per_split + th)];
+  for (int s = 0; s < live; ++s) {
+    const float ms = m_of(s);
     const float w = ms == -INFINITY ? 0.f : exp2f(ms - M);
-    L = fmaf(w, ws_ml[2 * (s * per_split + th) + 1], L);
+    L = fmaf(w, l_of(s), L);
   }
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float o = 0.f;
-    for (int s = 0; s < n_splits; ++s) {
-      const float ms = ws_ml[2 * (s * per_split + th)];
+#pragma unroll 4
+    for (int s = 0; s < live; ++s) {
+      const float ms = m_of(s);
       const float w = ms == -INFINITY ? 0.f : exp2f(ms - M);
       o = fmaf(w, ws[(s * per_split + th) * hd + d], o);
     }
@@ -259,8 +302,7 @@ void launch(const paged_attention_params& p, cudaStream_t stream) {
   });
   const dim3 grid(static_cast<unsigned>(p.n_items), static_cast<unsigned>(p.n_kv_head),
                   static_cast<unsigned>(p.n_splits));
-  paged_attention_kernel<HD, RPW><<<grid, k_warps * 32, bytes, stream>>>(p);
-  DSPARK_CUDA_CHECK_LAUNCH();
+  launch_kernel(paged_attention_kernel<HD, RPW>, grid, dim3(k_warps * 32), bytes, stream, p);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -319,9 +361,9 @@ void paged_attention(const paged_attention_params& p, cudaStream_t stream) {
   if (p.n_splits > 1) {
     const int64_t blocks = static_cast<int64_t>(p.n_tokens) * p.n_head;
     DSPARK_CUDA_REQUIRE(blocks <= 0x7fffffff, "paged_attention: too many rows");
-    combine_kernel<<<static_cast<unsigned>(blocks), p.head_dim, 0, stream>>>(
-        static_cast<const float*>(p.workspace), p.out, p.n_tokens, p.n_head, p.head_dim, p.n_splits);
-    DSPARK_CUDA_CHECK_LAUNCH();
+    launch_kernel(combine_kernel, dim3(static_cast<unsigned>(blocks)), dim3(p.head_dim), 0, stream,
+                  static_cast<const float*>(p.workspace), p.out, p.n_tokens, p.n_head, p.head_dim, p.n_splits,
+                  p.cu_q_lens, p.kv_lens, p.n_seqs, p.split_len);
   }
 }
 

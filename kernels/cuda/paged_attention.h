@@ -72,6 +72,9 @@ struct paged_attention_params {
   const attention_work_item* items = nullptr;  // device [n_items], from plan_attention_items
   int32_t n_items = 0;
   int32_t n_tokens = 0;
+  // Sequences in cu_q_lens / kv_lens. Optional (0 = unknown): when set, the split combine reads
+  // only the splits a token's position reaches (same bits, less work for short sequences).
+  int32_t n_seqs = 0;
   int32_t n_head = 0;
   int32_t n_kv_head = 0;
   int32_t head_dim = 0;     // 64 or 128

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace dspark::cuda {
@@ -20,6 +21,8 @@ rms_norm_residual_kernel(float* __restrict__ residual, const bf16* __restrict__ 
                          const float* __restrict__ weight, float eps, bf16* __restrict__ out,
                          int64_t d) {
   __shared__ float scratch[32];
+  pdl_wait();
+  pdl_trigger();
   float* x = residual + blockIdx.x * d;
   const bf16* dx = delta != nullptr ? delta + blockIdx.x * d : nullptr;
   float ss = 0.f;
@@ -61,9 +64,8 @@ void rms_norm_residual(float* residual, const bf16* delta, const float* weight, 
   DSPARK_CUDA_REQUIRE(aligned16(residual) && aligned16(delta) && aligned16(weight) && aligned16(out),
                       "rms_norm_residual: pointers must be 16-byte aligned");
   if (n_tokens == 0) return;
-  rms_norm_residual_kernel<<<static_cast<unsigned>(n_tokens), k_threads, 0, stream>>>(
-      residual, delta, weight, eps, out, d);
-  DSPARK_CUDA_CHECK_LAUNCH();
+  launch_kernel(rms_norm_residual_kernel, dim3(static_cast<unsigned>(n_tokens)), dim3(k_threads), 0, stream, residual,
+                delta, weight, eps, out, d);
 }
 
 }  // namespace dspark::cuda

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace dspark::cuda {
@@ -34,6 +35,8 @@ __device__ __forceinline__ void pair_dims(int p, int n_rot, int pairing, int& a,
 }
 
 __global__ void __launch_bounds__(k_warps * 32) rope_kernel(const rope_kv_params p) {
+  pdl_wait();
+  pdl_trigger();
   const int lane = threadIdx.x & 31;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * k_warps + (threadIdx.x >> 5);
   const int heads = p.n_head + p.n_kv_head;
@@ -144,7 +147,7 @@ void rope_qk_norm_kv_write(const rope_kv_params& p, cudaStream_t stream) {
   const int64_t items = static_cast<int64_t>(p.n_tokens) * (p.n_head + p.n_kv_head);
   const int64_t blocks = (items + k_warps - 1) / k_warps;
   DSPARK_CUDA_REQUIRE(blocks <= 0x7fffffff, "rope: too many tokens");
-  rope_kernel<<<static_cast<unsigned>(blocks), k_warps * 32, 0, stream>>>(p);
+  launch_kernel(rope_kernel, dim3(static_cast<unsigned>(blocks)), dim3(k_warps * 32), 0, stream, p);
   DSPARK_CUDA_CHECK_LAUNCH();
 }
 

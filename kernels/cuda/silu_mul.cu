@@ -3,6 +3,7 @@
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace dspark::cuda {
 namespace {
@@ -10,6 +11,8 @@ namespace {
 __global__ void silu_mul_kernel(const bf16* __restrict__ gate, const bf16* __restrict__ up,
                                 int64_t in_stride, bf16* __restrict__ out, int64_t n_tokens,
                                 int64_t n_ff) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t groups_per_row = n_ff / 8;
   const int64_t total = n_tokens * groups_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -40,9 +43,8 @@ void silu_mul(const bf16* gate, const bf16* up, int64_t in_stride, bf16* out, in
   const int64_t total = n_tokens * (n_ff / 8);
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 16);
-  silu_mul_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(gate, up, in_stride, out,
-                                                                         n_tokens, n_ff);
-  DSPARK_CUDA_CHECK_LAUNCH();
+  launch_kernel(silu_mul_kernel, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream, gate, up, in_stride, out,
+                n_tokens, n_ff);
 }
 
 }  // namespace dspark::cuda

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA suite, run ON the GPU machine from the repository root: configure and build with
 # CUDA (sm_90, Release, -j16), run the CUDA tests, run bench_cuda; logs and results in $OUT
-# (at most 7 files: nvidia-smi.txt, build.log, test.log, bench.log, bench_cuda.md,
-# bench_cuda.json, summary.txt). Each stage has its own time limit so the whole run stays well
+# (nvidia-smi.txt, build.log, test.log, bench.log, bench_cuda.md, bench_cuda.json, summary.txt;
+# --quick adds ncu_kernels.txt, ncu.err). Each stage has its own time limit so the whole run stays well
 # inside 9 minutes (build 270 s, tests 100 s, bench 150 s).
 #
 # The GPU machine has no package registry. If it lacks a build dependency (nlohmann-json,
@@ -57,6 +57,11 @@ PKG
   exit 0
 fi
 
+# --quick: shorter stage limits, bench_cuda --quick (one model, the verify curve at context
+# 2048 up to B = 32) and, when ncu exists, per-kernel times of one eager decode step and one
+# eager 8-token verify step (bench_cuda --profile under ncu; ncu_kernels.txt). Fits ~4 minutes.
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
 OUT="${OUT:-$root/build-gpu-out}"
 mkdir -p "$OUT"
 build="$root/build-gpu"
@@ -105,7 +110,7 @@ timeout 60 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDS
   -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 ${prefix_path:+-DCMAKE_PREFIX_PATH="$prefix_path"} \
   >> "$OUT/build.log" 2>&1 || { note "FAIL: configure (see build.log)"; tail -30 "$OUT/build.log"; exit 1; }
 grep -q "CUDA backend ON" "$OUT/build.log" || { note "FAIL: CUDA backend not enabled"; tail -30 "$OUT/build.log"; exit 1; }
-timeout 270 cmake --build "$build" -j16 --target test_cuda bench_cuda >> "$OUT/build.log" 2>&1
+timeout $([ $quick = 1 ] && echo 170 || echo 270) cmake --build "$build" -j16 --target test_cuda bench_cuda >> "$OUT/build.log" 2>&1
 rc=$?
 note "build: rc=$rc after $(( $(date +%s) - start )) s"
 if [ $rc -ne 0 ]; then grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; fi
@@ -115,7 +120,7 @@ model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$model" ] && export DSPARK_MODEL="$model"
 (
   cd "$build" || exit 1
-  timeout 100 ctest -L cuda --output-on-failure --timeout 90 > "$OUT/test.log" 2>&1
+  timeout $([ $quick = 1 ] && echo 60 || echo 100) ctest -L cuda --output-on-failure --timeout 60 -j4 > "$OUT/test.log" 2>&1
   trc=$?
   if grep -q "No tests were found" "$OUT/test.log"; then
     echo "ctest -L cuda found no tests (label not applied); running test_cuda directly" >> "$OUT/test.log"
@@ -129,8 +134,45 @@ note "tests: rc=$trc after $(( $(date +%s) - start )) s"
 grep -E "tests passed|PASSED|FAILED|SKIPPED|Failed" "$OUT/test.log" | tail -25 | tee -a "$summary"
 
 # --- bench ----------------------------------------------------------------------------------
-timeout 150 "$build/bench/bench_cuda" --out "$OUT" --iters 15 > "$OUT/bench.log" 2>&1
-brc=$?
+if [ $quick = 1 ]; then
+  timeout 70 "$build/bench/bench_cuda" --out "$OUT" --iters 15 --quick > "$OUT/bench.log" 2>&1
+  brc=$?
+  note "bench: rc=$brc after $(( $(date +%s) - start )) s"
+  ncu_bin="$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
+  if [ -n "$ncu_bin" ]; then
+    timeout 75 "$ncu_bin" --profile-from-start off --metrics gpu__time_duration.sum --csv \
+      "$build/bench/bench_cuda" --out /tmp/dspark-prof --profile > /tmp/dspark-ncu.csv 2> "$OUT/ncu.err"
+    note "ncu: rc=$? after $(( $(date +%s) - start )) s"
+    # Per kernel name: launches and total us, for the decode step (first ~half) and verify step.
+    python3 - /tmp/dspark-ncu.csv > "$OUT/ncu_kernels.txt" 2>&1 <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: print("no ncu rows"); sys.exit()
+h = rows[0]; rows = rows[1:]
+ki, ni, vi, ui = h.index("Kernel Name"), h.index("Metric Name"), h.index("Metric Value"), h.index("Metric Unit")
+ids = h.index("ID")
+ks = [(int(r[ids]), r[ki][:100], float(r[vi].replace(",", "")) * (1e-3 if r[ui] in ("nsecond", "ns") else (1e3 if r[ui] in ("msecond", "ms") else 1))) for r in rows if r[ni] == "gpu__time_duration.sum"]
+ks.sort()
+# Steps end with their argmax kernel: decode, verify at split_len 512, then at bench's default.
+names = ["decode batch 1 (split_len 512)", "verify 8 tokens (split_len 512)",
+         "decode batch 1 (split_len default)", "verify 8 tokens (split_len default)"]
+parts, cur = [], []
+for k in ks:
+    cur.append(k)
+    if "argmax" in k[1]: parts.append(cur); cur = []
+if cur: parts.append(cur)
+for i, part in enumerate(parts):
+    name = (names[i] if i < len(names) else f"step {i}") + ", ctx 2048, eager"
+    agg = collections.defaultdict(lambda: [0, 0.0])
+    for _, n, us in part: agg[n][0] += 1; agg[n][1] += us
+    print(f"== {name}: {len(part)} kernels, sum {sum(u for _, _, u in part):.1f} us")
+    for n, (c, us) in sorted(agg.items(), key=lambda x: -x[1][1]): print(f"{us:10.1f} us {c:5d}x  {n}")
+PY
+  fi
+else
+  timeout 150 "$build/bench/bench_cuda" --out "$OUT" --iters 15 > "$OUT/bench.log" 2>&1
+  brc=$?
+fi
 note "bench: rc=$brc after $(( $(date +%s) - start )) s"
 if [ -f "$OUT/bench_cuda.md" ]; then cat "$OUT/bench_cuda.md"; else tail -40 "$OUT/bench.log"; fi
 [ $trc -eq 0 ] && [ $brc -eq 0 ]

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -83,6 +84,28 @@ TEST(cuda_gemv, all_token_counts_match_reference) {
     DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
     check_bf16(p, download<uint16_t>(yb, n_tok * p.n_out), "gemv bf16");
     EXPECT_LE(rel_l2(download<float>(yf, n_tok * p.n_out), p.ref), 1e-5) << "gemv f32 n_tok=" << n_tok;
+  }
+}
+
+TEST(cuda_gemv, each_token_row_is_bitwise_independent_of_the_token_count) {
+  // Speculative verification relies on it: a token's output must not depend on how many other
+  // tokens share the launch (1..8 take different kernels: 1 or 2 rows per warp, one pass).
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const problem p = make_problem(k_gemv_max_tokens, 203, 4104, 4242u);
+  const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
+  device_buffer all(k_gemv_max_tokens * p.n_out * 4);
+  device_buffer one(p.n_out * 4);
+  for (int64_t n_tok = 1; n_tok <= k_gemv_max_tokens; ++n_tok) {
+    gemv_bf16(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, all.as<float>(), nullptr);
+    DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = download<float>(all, n_tok * p.n_out);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      gemv_bf16(dw.as<bf>(), dx.as<bf>() + t * p.n_in, 1, p.n_out, p.n_in, one.as<float>(), nullptr);
+      DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto ref = download<float>(one, p.n_out);
+      EXPECT_EQ(0, std::memcmp(got.data() + t * p.n_out, ref.data(), p.n_out * 4))
+          << "token " << t << " of " << n_tok << " differs from the same row computed alone";
+    }
   }
 }
 

@@ -4,7 +4,8 @@
 //     the GPU (GEMM inputs/outputs, q, K/V cache, attention output); tolerance: relative L2 error
 //     of each logits row <= 1e-2 (float vs double accumulation, rare bf16 rounding flips);
 //  2. speculative verification (6 tokens in one step) gives BIT-identical logits to decoding the
-//     same 6 tokens one step at a time (hand-GEMV path, fixed attention split_len), and the
+//     same 6 tokens one step at a time (hand-GEMV path, fixed attention split_len), whether the
+//     verify step runs eager, is being captured, or is replayed from a CUDA graph, and the
 //     decode steps replayed from a CUDA graph give the same bits as the eager ones.
 #include <gtest/gtest.h>
 
@@ -253,16 +254,21 @@ TEST(cuda_gpu_runner, verify_step_is_bitwise_equal_to_one_by_one_decode_and_grap
   std::mt19937 rng(9);
   const auto prompt = random_tokens(rng, 7, f.c.n_vocab);
   const auto drafts = random_tokens(rng, 6, f.c.n_vocab);
-  f.step({{0, prompt}});
-  f.step({{1, prompt}});
-  const auto verify = f.step({{0, drafts}});
+  // Four sequences with the same prompt: the 7-token step runs eager, is captured, replayed.
+  for (int32_t s = 0; s < 4; ++s) f.step({{s, prompt}});
+  // The same 6-token verify on sequences 0..2: eager, captured, replayed.
+  std::vector<std::vector<std::vector<float>>> verify;
+  for (int32_t s = 0; s < 3; ++s) verify.push_back(f.step({{s, drafts}}));
   std::vector<std::vector<float>> decode;
-  for (int32_t tok : drafts) decode.push_back(f.step({{1, {tok}}})[0]);  // eager, capture, replays
-  EXPECT_EQ(f.run.graphs_captured(), 1);
-  for (size_t i = 0; i < drafts.size(); ++i) {
-    ASSERT_EQ(verify[i].size(), decode[i].size());
-    EXPECT_EQ(0, std::memcmp(verify[i].data(), decode[i].data(), verify[i].size() * 4))
-        << "draft position " << i << ": verify logits differ from one-by-one decode";
+  for (int32_t tok : drafts) decode.push_back(f.step({{3, {tok}}})[0]);  // eager, capture, replays
+  EXPECT_EQ(f.run.graphs_captured(), 3);  // prompt, verify and decode shapes
+  for (size_t v = 0; v < verify.size(); ++v) {
+    for (size_t i = 0; i < drafts.size(); ++i) {
+      ASSERT_EQ(verify[v][i].size(), decode[i].size());
+      EXPECT_EQ(0, std::memcmp(verify[v][i].data(), decode[i].data(), verify[v][i].size() * 4))
+          << "verify run " << v << " (0 eager, 1 captured, 2 replayed), draft position " << i
+          << ": verify logits differ from one-by-one decode";
+    }
   }
 }
 
