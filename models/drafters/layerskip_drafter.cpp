@@ -19,6 +19,9 @@ layerskip_drafter::layerskip_drafter(const model_config& c, const llama_weights&
                                  " layers out of range [1, " + std::to_string(c.n_layer) + "]");
   if (p.max_slots < 1)
     throw invalid_argument_error("layerskip_drafter: max_slots " + std::to_string(p.max_slots) + " must be >= 1");
+  if (!(p.stop_below >= 0.0f && p.stop_below <= 1.0f))
+    throw invalid_argument_error("layerskip_drafter: stop_below " + std::to_string(p.stop_below) +
+                                 " out of range [0, 1]");
   cfg_.n_layer = p.n_layers;
   w_.token_embd = w.token_embd;
   w_.output_norm = w.output_norm;
@@ -103,7 +106,10 @@ void layerskip_drafter::pick(const propose_request& r, const float* logits, draf
     const int32_t x = argmax_index(row);
     double z = 0.0;
     for (float v : row) z += std::exp(static_cast<double>(v - row[static_cast<size_t>(x)]));
-    out.push_one_hot(r.slot, x, static_cast<float>(1.0 / z));
+    const float c = static_cast<float>(1.0 / z);
+    out.push_one_hot(r.slot, x, c);
+    s.survival *= c;
+    if (s.survival < p_.stop_below) s.want = out.length(r.slot);  // no further drafts
     return;
   }
   if (!s.smp) s.smp.emplace(nv, *r.sampling);
@@ -113,7 +119,10 @@ void layerskip_drafter::pick(const propose_request& r, const float* logits, draf
   for (float v : pd) top = std::max(top, v);
   const int32_t k = out.length(r.slot);
   const int32_t x = sample_index(pd, r.rng.uniform(r.context.size() + static_cast<size_t>(k), rng_purpose::draft));
-  out.push_dense(r.slot, x, std::min(1.0f, top));
+  const float c = std::min(1.0f, top);
+  out.push_dense(r.slot, x, c);
+  s.survival *= c;
+  if (s.survival < p_.stop_below) s.want = out.length(r.slot);  // no further drafts
 }
 
 void layerskip_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
@@ -123,6 +132,7 @@ void layerskip_drafter::propose(std::span<const propose_request> batch, draft_ba
     slot_state& s = open_slot(r.slot);
     const int32_t len = static_cast<int32_t>(r.context.size());
     s.ctx_len = len;
+    s.survival = 1.0;
     s.want = std::min(r.max_drafts, out.params().gamma_max - out.length(r.slot));
     s.want = std::min(s.want, lim.n_ctx - len);  // the draft cache must hold every fed draft
     if (s.want <= 0) continue;

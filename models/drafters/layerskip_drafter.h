@@ -5,9 +5,17 @@
 // layers (config n_layer = K; the tensor views point into the same file mapping, so no weight
 // is copied). Its KV cache is its own: K/L of the target's KV memory. The compute is what a
 // shared cache would cost too: every token the draft feeds (x0 and its drafts) is later
-// re-run by the target's verify forward at all layers either way. A backend method that ran
-// only layers [0, K) + norm + head on the target's own cache would save the memory; see
-// the report in the spec decoder's docs for the exact signature wanted.
+// re-run by the target's verify forward at all layers either way. Sharing the target's cache
+// would save that memory; it needs one backend method (not in engine/backend.h yet):
+//
+//   // Runs layers [0, n_layers) only, appending their K/V at each sequence's length like
+//   // forward(), then the final norm + LM head on the layer-n_layers residual of the logit
+//   // rows. Layers >= n_layers hold nothing valid for these positions: the caller truncates
+//   // the sequence back before the next full forward(), which rewrites every layer.
+//   virtual forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) = 0;
+//
+// The drafter would then draft on the target's own sequence and truncate back to the
+// committed length before the verify forward.
 //
 // Per request the draft cache holds a prefix of the context; propose() first feeds what is
 // missing (the prompt the first time, afterwards x0 and any accepted draft not yet fed), then
@@ -20,7 +28,8 @@
 //
 // Drafts: greedy (one-hot) at temperature 0; otherwise sampled from the request's own filtered
 // distribution of the draft logits (dense p_d), keyed by (seed, round, position, draft).
-// Confidence c_k = the draft distribution's largest probability, computed before x_k is drawn.
+// Confidence c_k = the draft distribution's largest probability, computed before x_k is drawn;
+// with stop_below > 0 drafting stops once the product c_1...c_k drops below it.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +55,10 @@ struct layerskip_drafter_params {
   int32_t n_layers = 8;    // K, in [1, target n_layer]
   int32_t max_slots = 1;   // request slots
   bool sampled = true;     // sample at temperature > 0 (dense p_d); false: always greedy
+  // Stop drafting a request once the product of its confidences falls below this, in [0, 1]
+  // (0: always draft the full budget). Lossless: the decision to draft x_k uses c_1..c_k,
+  // which are computed before x_k is drawn.
+  float stop_below = 0.0f;
 };
 
 class layerskip_drafter final : public drafter {
@@ -70,7 +83,8 @@ class layerskip_drafter final : public drafter {
     bool open = false;
     int32_t seq = -1;
     int32_t ctx_len = 0;               // context length the drafter has been told about
-    int32_t want = 0;                  // drafts still to make in the current propose
+    int32_t want = 0;                  // drafts to make in the current propose
+    double survival = 1.0;             // product of this propose's confidences so far
     std::optional<sampler> smp;        // made on the first sampled propose of the request
   };
   slot_state& open_slot(int32_t slot);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -19,6 +20,12 @@
 #include "tests/test_support.h"
 
 namespace dspark::test {
+
+// A count from the environment (for quick local runs), else `fallback`.
+inline size_t env_count(const char* name, size_t fallback) {
+  const char* v = std::getenv(name);
+  return v && std::atoi(v) > 0 ? static_cast<size_t>(std::atoi(v)) : fallback;
+}
 
 // The shared prompt sets: $DSPARK_SOURCE_DIR/../shared/data; empty when absent.
 inline std::string prompt_data_dir() {
