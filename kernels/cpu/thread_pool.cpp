@@ -45,7 +45,7 @@ constexpr auto kSpinTime = std::chrono::microseconds(200);
 // Chunks per thread: a few, so early finishers can pick up a late starter's share.
 constexpr int64_t kChunksPerThread = 4;
 
-using job_fn = std::function<void(int64_t, int64_t, int)>;
+using job_fn = function_ref<void(int64_t, int64_t, int)>;
 }  // namespace
 
 struct thread_pool::impl {
@@ -53,7 +53,7 @@ struct thread_pool::impl {
   std::vector<std::thread> workers;
 
   // Current job, written by the caller before `generation` is bumped.
-  const job_fn* fn = nullptr;
+  const job_fn* fn = nullptr;  // the caller's parallel_for argument, alive until it returns
   int64_t n = 0;
   int64_t chunk = 1;  // elements per chunk, a multiple of grain
 
@@ -146,7 +146,7 @@ thread_pool::~thread_pool() {
 
 int thread_pool::n_threads() const { return impl_->n_threads; }
 
-void thread_pool::parallel_for(int64_t n, int64_t grain, const job_fn& fn) {
+void thread_pool::parallel_for(int64_t n, int64_t grain, job_fn fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t units = (n + grain - 1) / grain;

@@ -3,10 +3,12 @@
 // parallel_for is called a few hundred times per decoded token, so dispatch must cost
 // microseconds: workers spin briefly on an atomic generation counter before sleeping, and the
 // calling thread takes a share of the work itself. Not re-entrant: one parallel_for at a time.
+// The body is taken as a function_ref, not a std::function, so a dispatch allocates nothing.
 #pragma once
 
 #include <cstdint>
-#include <functional>
+
+#include "kernels/cpu/function_ref.h"
 
 namespace dspark {
 
@@ -22,8 +24,9 @@ class thread_pool {
 
   // Calls fn(begin, end, thread_index) on disjoint chunks that together cover [0, n), and
   // returns when all are done. Chunks are contiguous and at least `grain` long (but the last).
+  // fn is called by reference (never copied), from several threads at once.
   void parallel_for(int64_t n, int64_t grain,
-                    const std::function<void(int64_t begin, int64_t end, int thread_index)>& fn);
+                    function_ref<void(int64_t begin, int64_t end, int thread_index)> fn);
 
  private:
   struct impl;

@@ -1,13 +1,16 @@
 // thread_pool: every index covered exactly once, chunk sizes per the contract, valid thread
-// indices, and many back-to-back dispatches (the decode pattern) without loss or deadlock.
+// indices, many back-to-back dispatches (the decode pattern) without loss or deadlock, and a
+// body that is called by reference, never copied (so a dispatch allocates nothing).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/function_ref.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace dspark {
@@ -81,6 +84,48 @@ TEST(KernelsThreadPool, WorkersParticipate) {
     });
     EXPECT_TRUE(caller_saw_worker) << "round " << round;
   }
+}
+
+// Counts copies and moves of itself. A lambda capturing one by value is copied exactly when
+// the lambda is; std::function would copy it into its own storage (on the heap for the large
+// captures the kernels use), function_ref must not.
+struct copy_counter {
+  static inline std::atomic<int> copies{0};
+  copy_counter() = default;
+  copy_counter(const copy_counter&) { copies.fetch_add(1); }
+  copy_counter(copy_counter&&) noexcept { copies.fetch_add(1); }
+  copy_counter& operator=(const copy_counter&) = delete;
+  copy_counter& operator=(copy_counter&&) = delete;
+};
+
+TEST(KernelsThreadPool, BodyIsCalledByReferenceNeverCopied) {
+  for (int n_threads : {1, 3}) {
+    thread_pool pool(n_threads);
+    std::atomic<int64_t> total{0};
+    const copy_counter counter;
+    // Large capture on purpose: well beyond std::function's small-buffer size.
+    std::array<int64_t, 16> pad{};
+    auto body = [counter, pad, &total](int64_t b, int64_t e, int) {
+      (void)counter;
+      total.fetch_add(e - b + pad[0]);
+    };
+    copy_counter::copies = 0;
+    for (int it = 0; it < 100; ++it) pool.parallel_for(1000, 7, body);  // an lvalue
+    pool.parallel_for(1000, 7, std::move(body));                          // and an rvalue
+    EXPECT_EQ(copy_counter::copies.load(), 0) << n_threads << " threads";
+    EXPECT_EQ(total.load(), 101 * 1000);
+  }
+}
+
+TEST(KernelsThreadPool, FunctionRefCallsTheOriginalObject) {
+  int calls = 0;
+  auto f = [&calls](int64_t b, int64_t e, int) mutable { calls += static_cast<int>(e - b); };
+  const function_ref<void(int64_t, int64_t, int)> r = f;
+  r(0, 3, 0);
+  r(3, 5, 0);
+  EXPECT_EQ(calls, 5);
+  // Two words, whatever the callable's size: nothing is stored inline or on the heap.
+  EXPECT_EQ(sizeof(r), 2 * sizeof(void*));
 }
 
 TEST(KernelsThreadPool, RejectsBadThreadCount) {
