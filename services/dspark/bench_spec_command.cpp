@@ -19,11 +19,11 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "engine/cpu_backend.h"
 #include "engine/generator.h"
 #include "engine/model.h"
 #include "engine/spec/prompt_set.h"
 #include "engine/spec/spec_decoder.h"
+#include "services/dspark/backend_factory.h"
 #include "services/dspark/bench_spec_command.h"
 #include "services/dspark/cli_args.h"
 #include "services/dspark/spec_cli.h"
@@ -48,6 +48,7 @@ std::vector<option_spec> bench_options() {
       {"threads", true, false, "N  CPU threads (default: hardware cores)"},
       {"ctx", true, false, "N  context length (default 2048)"},
       {"precision", true, false, "q8|f32  activation precision of quantized matmuls (default q8)"},
+      device_option_spec(),  // --device cpu|cuda (backend_factory.h)
       {"json", false, false, "print one JSON object"},
       {"help", false, false, "this message"},
   };
@@ -79,12 +80,16 @@ int run(const parsed_args& a) {
   if (precision != "q8" && precision != "f32") throw usage_error("--precision must be q8 or f32, got '" + precision + "'");
   opt.precision = precision == "f32" ? matmul_precision::f32_activations : matmul_precision::q8_activations;
   const bool json = a.has("json");
+  backend_choice bc;
+  bc.device = read_device(a, "bench-spec");
+  bc.cpu = opt;
 
   const model m = load_model(path);
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& t : read_first_turns(prompts_path, limit)) prompts.push_back(encode_chat_prompt(m.tokenizer(), t));
-  cpu_backend be(m.config(), m.weights(), opt);
-  spec_setup setup = make_spec_setup(a, m, opt, batch);
+  const std::unique_ptr<backend> be_owner = make_backend(bc, m.config(), m.weights());
+  backend& be = *be_owner;
+  spec_setup setup = make_spec_setup(a, m, bc, batch);
 
   // Plain decoding, one prompt at a time.
   std::vector<generation_result> plain;
@@ -150,15 +155,16 @@ int run(const parsed_args& a) {
   j["spec_decode_tokens_per_s"] = spec_decode_tps;
   j["decode_speedup"] = plain_decode_tps > 0 ? spec_decode_tps / plain_decode_tps : 0;
   j["batch"] = batch;
-  j["threads"] = be.n_threads();
+  j["device"] = device_name(bc.device);
+  j["threads"] = cpu_threads(bc);
   j["precision"] = precision;
   if (json) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("bench-spec: %zu prompts from %s, max %d tokens, T %.2f, draft %s, policy %s, batch %d, %d threads, %s\n",
+  std::printf("bench-spec: %zu prompts from %s, max %d tokens, T %.2f, draft %s, policy %s, batch %d, %s\n",
               prompts.size(), prompts_path.c_str(), sp.max_tokens, static_cast<double>(sp.temperature),
-              setup.draft.c_str(), setup.policy->name().c_str(), batch, be.n_threads(), precision.c_str());
+              setup.draft.c_str(), setup.policy->name().c_str(), batch, describe(bc).c_str());
   std::printf("  tau (acceptance length)  %.3f   over %lld verify steps\n", mt.acceptance_length(),
               static_cast<long long>(mt.verify_steps()));
   std::printf("  drafts proposed %lld, verified %lld, accepted %lld (rate %.3f)\n",

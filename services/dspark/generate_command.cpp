@@ -1,4 +1,5 @@
-// `dspark generate`: loads a model, runs one prompt on the CPU backend and streams the text.
+// `dspark generate`: loads a model, runs one prompt on the chosen backend (--device) and streams
+// the text.
 //
 // Text goes to stdout as it is produced; the speeds go to stderr afterwards. With --json,
 // stdout gets exactly one JSON object instead (text, token_ids, prompt_token_ids, finish_reason,
@@ -12,11 +13,11 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "engine/cpu_backend.h"
 #include "engine/generator.h"
 #include "engine/model.h"
 #include "models/tokenizer/chat_template.h"
 #include "models/tokenizer/tokenizer.h"
+#include "services/dspark/backend_factory.h"
 #include "services/dspark/cli_args.h"
 #include "services/dspark/commands.h"
 #include "services/dspark/spec_cli.h"
@@ -42,6 +43,7 @@ const std::vector<option_spec>& generate_options() {
       {"threads", true, false, "N  CPU threads (default: hardware cores)"},
       {"ctx", true, false, "N  context length (default: the model's, at most 8192)"},
       {"precision", true, false, "q8|f32  activation precision of quantized matmuls (default q8)"},
+      device_option_spec(),  // --device cpu|cuda (backend_factory.h)
       {"json", false, false, "print one JSON object instead of streaming text"},
       {"help", false, false, "this message"},
     };
@@ -109,11 +111,14 @@ int run_generate(const parsed_args& a) {
                                      : matmul_precision::q8_activations;
   const int64_t ctx_arg = a.get_int("ctx", 0, 16, 1 << 20);
   const bool json = a.has("json");
+  backend_choice bc;
+  bc.device = read_device(a, "generate");
 
   const model m = load_model(path);
   opt.n_ctx = static_cast<int32_t>(ctx_arg > 0 ? ctx_arg : std::min<int64_t>(m.config().n_ctx_train, 8192));
   const std::vector<int32_t> prompt_ids = encode_prompt(m, a);
-  cpu_backend be(m.config(), m.weights(), opt);
+  bc.cpu = opt;
+  const std::unique_ptr<backend> be = make_backend(bc, m.config(), m.weights());
 
   token_callback stream;
   if (!json)
@@ -122,10 +127,10 @@ int run_generate(const parsed_args& a) {
       std::fflush(stdout);
     };
   // --draft other than none: the speculative decoder (same output rules; spec_cli.h).
-  spec_setup spec = make_spec_setup(a, m, opt, 1);
+  spec_setup spec = make_spec_setup(a, m, bc, 1);
   std::optional<spec_result> sr;
-  if (spec.d) sr = run_spec_generate(m, be, spec, prompt_ids, params, stream);
-  const generation_result r = sr ? sr->gen : generate(m, be, prompt_ids, params, stream);
+  if (spec.d) sr = run_spec_generate(m, *be, spec, prompt_ids, params, stream);
+  const generation_result r = sr ? sr->gen : generate(m, *be, prompt_ids, params, stream);
   if (json) {
     nlohmann::json j = to_json(r, prompt_ids);
     if (sr) j["stats"].update(spec_stats_json(sr->metrics));
@@ -135,9 +140,9 @@ int run_generate(const parsed_args& a) {
     std::fflush(stdout);  // the text ends before the speeds on a shared terminal
     std::fprintf(stderr,
                  "prompt: %d tokens, %.1f tok/s | decode: %d tokens, %.1f tok/s | ttft %.0f ms | "
-                 "%d threads | finish: %s\n",
+                 "%s | finish: %s\n",
                  r.stats.prompt_tokens, r.stats.prefill_tok_s, r.stats.generated_tokens,
-                 r.stats.decode_tok_s, r.stats.ttft_s * 1e3, be.n_threads(),
+                 r.stats.decode_tok_s, r.stats.ttft_s * 1e3, describe(bc).c_str(),
                  std::string(finish_reason_name(r.finish)).c_str());
   }
   return 0;

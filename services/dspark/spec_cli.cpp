@@ -20,7 +20,7 @@ std::vector<option_spec> spec_option_specs() {
   };
 }
 
-spec_setup make_spec_setup(const parsed_args& a, const model& m, const cpu_backend_options& opt,
+spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
                            int32_t max_slots) {
   spec_setup s;
   s.draft = a.get("draft").value_or("none");
@@ -58,11 +58,11 @@ spec_setup make_spec_setup(const parsed_args& a, const model& m, const cpu_backe
     layerskip_drafter_params p;
     p.n_layers = static_cast<int32_t>(kv);
     p.max_slots = max_slots;
-    cpu_backend_options dopt = opt;
-    dopt.n_seq_max = max_slots;
+    backend_choice dbe = be;
+    dbe.cpu.n_seq_max = max_slots;
     s.d = std::make_unique<layerskip_drafter>(
         m.config(), m.weights(), p,
-        [dopt](const model_config& c, const llama_weights& w) { return std::make_unique<cpu_backend>(c, w, dopt); });
+        [dbe](const model_config& c, const llama_weights& w) { return make_backend(dbe, c, w); });
     return s;
   }
   throw usage_error("--draft must be none, ngram or layerskip:K, got '" + s.draft + "'");

@@ -16,12 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/cpu_backend.h"
 #include "engine/generator.h"
 #include "engine/spec/metrics.h"
 #include "engine/spec/policy.h"
 #include "engine/spec/spec_decoder.h"
 #include "models/drafters/drafter.h"
+#include "services/dspark/backend_factory.h"
 #include "services/dspark/cli_args.h"
 
 namespace dspark {
@@ -41,9 +41,9 @@ struct spec_setup {
 };
 
 // Parses --draft/--gamma/--threshold/--ngram-*; usage_error for a bad value (naming the valid
-// forms and ranges). A layer-skip drafter gets its own CPU backend built with `opt` and
-// max_slots sequences.
-spec_setup make_spec_setup(const parsed_args& a, const model& m, const cpu_backend_options& opt,
+// forms and ranges). A layer-skip drafter gets its own backend, built like the target's
+// (backend_factory.h) from `be` with max_slots sequences.
+spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
                            int32_t max_slots);
 
 // One prompt through the speculative decoder (the counterpart of generate()).

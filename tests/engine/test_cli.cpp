@@ -101,14 +101,15 @@ TEST(Cli, UnloadableModelExitsWith1) {
 }
 
 // The whole CLI path (HF folder, tokenizer.json, chat template, sampling, JSON) on a tiny
-// random model, so it runs without the real model too.
+// random model, so it runs without the real model too. On the CPU (--device cpu), whose thread
+// count must not change the tokens, even where a GPU would be the default.
 TEST(Cli, JsonOutputOnATinyHfModel) {
   REQUIRE_CLI(bin);
   test::tiny_spec s;
   const std::string dir = test::write_tiny_hf(test::scratch_dir("cli_tiny"), s, test::make_tiny_weights(s));
   test::write_tiny_tokenizer(dir);
   const auto r = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "6",
-                               "--temperature", "0.9", "--seed", "3", "--threads", "1", "--json"});
+                               "--temperature", "0.9", "--seed", "3", "--threads", "1", "--device", "cpu", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["prompt_token_ids"], (std::vector<int32_t>{4, 5, 6}));
@@ -116,13 +117,37 @@ TEST(Cli, JsonOutputOnATinyHfModel) {
   EXPECT_TRUE(j["text"].is_string());
   EXPECT_EQ(j["stats"]["prompt_tokens"], 3);
   const auto again = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "6",
-                                   "--temperature", "0.9", "--seed", "3", "--threads", "2", "--json"});
+                                   "--temperature", "0.9", "--seed", "3", "--threads", "2", "--device", "cpu", "--json"});
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(nlohmann::json::parse(again.out)["token_ids"], j["token_ids"]) << "same seed, same tokens";
   // Streaming mode prints the text on stdout and the speeds on stderr.
-  const auto plain = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "4"});
+  const auto plain = run_cli(bin, {"generate", "--model", dir, "--prompt", "abc", "--max-tokens", "4",
+                                   "--device", "cpu", "--threads", "1"});
   ASSERT_EQ(plain.code, 0) << plain.err;
   EXPECT_NE(plain.err.find("tok/s"), std::string::npos) << plain.err;
+  EXPECT_NE(plain.err.find("cpu, 1 threads"), std::string::npos) << plain.err;
+}
+
+// --device: an unknown name is a bad argument (2); cuda where the binary or the machine has
+// none is a clear error (1), given before the model is read. Needs no GPU: where one is
+// present, the missing model file is the error instead (also 1).
+TEST(Cli, DeviceOption) {
+  REQUIRE_CLI(bin);
+  const auto bogus = run_cli(bin, {"generate", "--model", "m", "--prompt", "p", "--device", "bogus"});
+  EXPECT_EQ(bogus.code, 2);
+  EXPECT_NE(bogus.err.find("--device must be cpu or cuda"), std::string::npos) << bogus.err;
+  EXPECT_EQ(run_cli(bin, {"bench-spec", "--model", "m", "--prompts", "p.jsonl", "--device", "tpu"}).code, 2);
+  const std::vector<std::vector<std::string>> cuda_runs = {
+      {"generate", "--model", "/nonexistent/x.gguf", "--prompt", "hi", "--device", "cuda"},
+      {"bench-spec", "--model", "/nonexistent/x.gguf", "--prompts", "/nonexistent/p.jsonl", "--device", "cuda"},
+  };
+  for (const auto& args : cuda_runs) {
+    const auto r = run_cli(bin, args);
+    EXPECT_EQ(r.code, 1) << args[0] << ": " << r.err;
+    if (!fs::exists("/dev/nvidia0")) {
+      EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << args[0] << ": " << r.err;
+    }
+  }
 }
 
 TEST(Cli, JsonOutputOnTheRealModel) {
