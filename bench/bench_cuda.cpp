@@ -390,9 +390,12 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
   {
     // The same batch-1 decode step and 8-token verify step without programmatic dependent
     // launch (separate runner, same weights and cache): what PDL is worth.
-    gpu_runner_options ro2 = ro;
+    // "on" = PDL for every step (pdl_max_tokens = max), "off" = none; the runner's default
+    // (PDL for 1-token steps only) was chosen from these rows.
+    gpu_runner_options ro1 = ro, ro2 = ro;
+    ro1.pdl_max_tokens = ro.max_tokens;
     ro2.use_pdl = false;
-    gpu_runner run2(c, w, kv, ro2);
+    gpu_runner run1(c, w, kv, ro1), run2(c, w, kv, ro2);
     md += "| step (context " + std::to_string(o.decode_ctx) + ", graphs) | PDL on ms | PDL off ms |\n|---|---|---|\n";
     for (int q : {1, 8}) {
       bool aliased = false;
@@ -403,8 +406,8 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
       sd.max_kv_len = o.decode_ctx;
       sd.copy_logits = false;
       sd.argmax = true;
-      fill_plan(run, 1, q, o.decode_ctx - q, aliased);
-      const double on = time_ms(s, 3, o.iters, [&] { run.run(sd, s); });
+      fill_plan(run1, 1, q, o.decode_ctx - q, aliased);
+      const double on = time_ms(s, 3, o.iters, [&] { run1.run(sd, s); });
       fill_plan(run2, 1, q, o.decode_ctx - q, aliased);
       const double off = time_ms(s, 3, o.iters, [&] { run2.run(sd, s); });
       char buf[160];

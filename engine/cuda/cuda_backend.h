@@ -44,7 +44,7 @@ struct cuda_backend_options {
   int32_t attention_split_len = 128; // keys per attention split (fixed: batch invariance); 512 left
                                      // a 16-tile serial chain per block (H100: 94 vs 27 us/layer)
   int32_t gemv_max_tokens = 8;       // steps of <= this many tokens use the hand GEMV
-  bool use_graphs = true;            // CUDA graphs for decode steps
+  bool use_graphs = true;            // CUDA graphs for decode and small (<= 128-token) verify steps
 };
 
 class cuda_backend final : public backend {

@@ -132,7 +132,7 @@ void gpu_runner::linear(const bf16_t* w, const bf16_t* x, int32_t n, int32_t n_o
 }
 
 void gpu_runner::enqueue(const shape& sh, cudaStream_t s) {
-  const pdl_scope pdl(opt_.use_pdl);
+  const pdl_scope pdl(opt_.use_pdl && sh.n_tokens <= opt_.pdl_max_tokens);
   const int32_t n = sh.n_tokens, d = c_.n_embd, ff = c_.n_ff;
   float* x = x_.as<float>();
   bf16_t* h = h_.as<bf16_t>();
