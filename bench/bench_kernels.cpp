@@ -8,6 +8,7 @@
 // the caches hold), the memory traffic of a real decode step; its inverse is the matmul-only
 // ceiling on decode tokens/s. "prefill" runs one layer's 7 matmuls for 512 tokens and scales
 // by 30 (compute bound, so caching hardly matters) plus the LM head for the last token.
+// "verify sizes" runs one layer for the few-token products of speculative verification.
 // Every figure is the median of repeated runs after a warm-up.
 #include <algorithm>
 #include <atomic>
@@ -230,6 +231,21 @@ int main(int argc, char** argv) {
       }, 2, reps);
       std::printf("  %-11s %7d %9.3f %9.2f %9.2f %14.1f %9.3f\n", mode_name[m], nt, s * 1e3, pass_bytes / s / 1e9,
                   pass_macs / s / 1e9, 1.0 / s, g_last_cpu * 1e3);
+    }
+  }
+
+  // Speculative verify forwards are short multi-token products; their rows are bitwise the
+  // decode rows (batch invariance), and should cost less per token than n separate decodes.
+  std::printf("\n== verify sizes: one layer's 7 matmuls, weights hot, 1 thread\n");
+  std::printf("  %-11s %9s %12s %16s\n", "mode", "n_tokens", "cpu us", "cpu us per token");
+  for (int m = 0; m < 2; ++m) {
+    thread_pool pool(1);
+    for (int64_t nt : {1, 2, 3, 4, 8, 16}) {
+      time_it([&] {
+        for (auto& w : layers[0]) matmul(w.view, x.data(), nt, y.data(), ws, pool, modes[m]);
+      }, 10, reps * 5);
+      std::printf("  %-11s %9lld %12.2f %16.2f\n", mode_name[m], static_cast<long long>(nt),
+                  g_last_cpu * 1e6, g_last_cpu * 1e6 / static_cast<double>(nt));
     }
   }
 

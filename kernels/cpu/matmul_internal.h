@@ -12,7 +12,33 @@
 
 #include "kernels/cpu/matmul.h"
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 namespace dspark::cpu {
+
+#ifdef __AVX2__
+// Horizontal sum of 8 floats in one fixed order. Every q8 kernel reduces its accumulators with
+// this one function, so a (row, token) result cannot depend on which kernel produced it.
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Returns v unchanged, but hides its origin from the optimizer. The project builds with -mfma
+// in GNU mode (-ffp-contract=fast), where GCC may fuse a multiply intrinsic with a following
+// add into one FMA (one rounding instead of two), and whether it does depends on the
+// surrounding code. Passing a product through opaque() before adding it pins the "round the
+// product, then add" sequence in every kernel that must agree bitwise. Emits no instruction.
+template <class V>
+inline V opaque(V v) {
+  asm("" : "+x"(v));
+  return v;
+}
+#endif
 
 // Rows decoded at once by the float-activation kernel.
 constexpr int kFloatTileRows = 4;

@@ -6,17 +6,36 @@
 //   tile_s  float[8]        the weight scale for each int32 lane of a 32-element dot product
 //                           (lanes 0-3 cover elements 0-15, lanes 4-7 elements 16-31; all equal
 //                           except q6_k, whose scales change every 16 elements)
-//   tile_o  float           the block's offset coefficient o: w = scale * q + o
+//   tile_o  float           the block's offset coefficient o (q4_0: d, q4_1: m, q4_k: -dmin*m)
 // Then every token row is multiplied against the prepared tile, so the per-type decoding is
 // paid once per tile, not once per token. Per block and (row, token) pair:
 //   maddubs(u8 weights, i8 activations) -> 16 x int16 (pairwise sums, |.| <= 2*63*127, or
 //   2*128*127 for signed weights after the sign trick: no saturation), madd with ones ->
 //   8 x int32, convert, then scale by tile_s * d_act and accumulate in float.
-// The offset terms sum to  sum_b o[b] * s_act[b]  (s_act = d_act * sum(q_act)), done once per
-// pair after the block loop as an 8-wide dot product over blocks.
+// The offset terms sum to  sum_b o[b] * s'[b]  (s' = d_act * sum(q_act), times -8 for q4_0).
 //
 // Signed weights (q8_0, q6_k) use the sign trick: maddubs needs an unsigned first operand, so
 // multiply |w| by sign(w) * a, which has the same product.
+//
+// BATCH INVARIANCE. Speculative decoding verifies k drafts in one multi-token forward and must
+// reproduce one-token decoding bit for bit, so y[t, o] may not depend on n_tokens, on t's
+// position in the batch, on the row tile or on the thread split. Argument:
+//  * Activations are quantized per token (quantize_act.cpp): q, d_act and s_act of token t
+//    depend only on x[t].
+//  * Block dot products are integers (exact), converted exactly (|sum| < 2^24).
+//  * Float part: every (row, token) pair owns its own accumulators and receives, whatever R
+//    and T the tile kernel was instantiated with, the same operations in the same order:
+//      acc8 = fma(p8, d_w * d_act, acc8)         for b = 0, 1, ..., nb-1   (explicit FMA)
+//      off  = off + round(o[b] * s'[b])          for b = 0, 1, ..., nb-1   (mul, then add)
+//      y    = hsum8(acc8) + off                  (hsum8: matmul_internal.h, one fixed order)
+//    Lanes of a SIMD register hold different pairs or different elements, never mix pairs.
+//    The product in the offset chain passes through opaque() so -ffp-contract=fast cannot fuse
+//    it into an FMA in one instantiation and not in another.
+//  * The one-token kernel for q4_0/q4_1/q8_0 (matmul_q8_vec.cpp) performs exactly this
+//    sequence too (its "lane 1" chain is the offset chain above; q4_0 applies the -8 to s_act
+//    in both kernels, an exact scaling whose result is then multiplied by d in both), so decode
+//    (n_tokens = 1) and every row of a verify batch agree bitwise. q4_k and q6_k decode with
+//    the tile kernel at T = 1. tests/engine/test_kernels_matmul.cpp checks this with memcmp.
 #include <algorithm>
 
 #include "kernels/cpu/matmul_internal.h"
@@ -39,9 +58,10 @@ constexpr int64_t kTokenChunk = 64;  // token rows kept hot in L2 while a row ti
 
 // Block-major so the kernel walks one pointer: block b's record is
 //   [kTileRows][32] int8 weights, then [kTileRows][8] float lane scales  (256 bytes)
+// The offsets are block-major too, so one 128-bit load gives block b's o for the 4 rows.
 struct tile {
   uint8_t* qs;  // [nb] records of kRecordBytes
-  float* o;     // [kTileRows][nb]
+  float* o;     // [nb][kTileRows]
   int64_t nb;
 };
 constexpr int64_t kRecordBytes = kTileRows * 64;
@@ -57,18 +77,19 @@ inline __m256i unpack_nibbles16(const uint8_t* qs) {
 // Writes the prepared form of row `src` (nb blocks of 32) at row slot r of the tile.
 void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
   uint8_t* rec = tl.qs + 32 * r;
-  float* o = tl.o + r * tl.nb;
+  float* o = tl.o + r;
   auto put = [&](int64_t b, __m256i wq, __m256 scale, float off) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(rec + b * kRecordBytes), wq);
     _mm256_store_ps(reinterpret_cast<float*>(rec + b * kRecordBytes + kTileRows * 32), scale);
-    o[b] = off;
+    o[b * kTileRows] = off;
   };
   switch (type) {
     case dtype::q4_0: {
       const auto* blk = reinterpret_cast<const block_q4_0*>(src);
       for (int64_t b = 0; b < tl.nb; ++b) {
+        // The -8 is applied to s_act instead (kOffsetQ4_0), exactly as the one-token kernel does.
         const float d = half_to_float(blk[b].d);
-        put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(d), -8.0f * d);
+        put(b, unpack_nibbles16(blk[b].qs), _mm256_set1_ps(d), d);
       }
       break;
     }
@@ -136,15 +157,21 @@ void prepare_row(dtype type, const uint8_t* src, const tile& tl, int r) {
   }
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+// Offset handling of a dtype: none (q8_0, q6_k), o * s_act (q4_1, q4_k), o * (-8 s_act) (q4_0).
+enum offset_kind : int { kOffsetNone = 0, kOffsetPlain = 1, kOffsetQ4_0 = 2 };
+
+// Adds block b's offset products for the pairs (rows 0..3, token t) to the 4 lanes of `off`:
+// lane r does off = off + round(o[b][r] * s'), the same chain as lane 1 of the one-token kernel.
+template <int OFF>
+inline __m128 offset_step4(__m128 off, const float* o_b, const float* s_tb) {
+  __m128 s = _mm_broadcast_ss(s_tb);
+  if constexpr (OFF == kOffsetQ4_0) s = _mm_mul_ps(s, _mm_set1_ps(-8.0f));  // exact
+  return _mm_add_ps(off, opaque(_mm_mul_ps(_mm_load_ps(o_b), s)));
 }
 
-// y[t * y_stride + r] for R prepared rows and T tokens starting at t0.
-template <bool SIGNED, bool OFFSET, int R, int T>
+// y[t * y_stride + r] for R prepared rows and T tokens starting at t0. Every (r, t) pair gets
+// the same float operations whatever R and T are (see the file header).
+template <bool SIGNED, int OFF, int R, int T>
 void tile_kernel(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t0, float* y,
                  int64_t y_stride) {
   const int64_t nb = tl.nb;
@@ -166,38 +193,53 @@ void tile_kernel(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t0, 
         const __m256i at = SIGNED ? _mm256_sign_epi8(a[t], wq) : a[t];
         const __m256i p16 = _mm256_maddubs_epi16(wu, at);
         const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        // Lane-wise d_w * d_act: the same rounded product as the one-token kernel's d * d_act.
         const __m256 scale = _mm256_mul_ps(ws8, _mm256_broadcast_ss(ad + t * nb));
         acc[r][t] = _mm256_fmadd_ps(p, scale, acc[r][t]);
       }
     }
   }
+  // Offset chains, one lane per row, one register per token; kept out of the main loop so
+  // its 8 accumulators and operands stay in registers. Unused row lanes hold o = 0.
+  alignas(16) float off[T][4] = {};
+  if constexpr (OFF != kOffsetNone) {
+    const float* s = ws.act_s + t0 * nb;
+    if constexpr (T == 2) {
+      // Both tokens in one 256-bit register: lanes 0-3 token 0, lanes 4-7 token 1.
+      __m256 v = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        const __m256 o8 = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(tl.o + b * kTileRows));
+        __m256 s8 = _mm256_setr_m128(_mm_broadcast_ss(s + b), _mm_broadcast_ss(s + nb + b));
+        if constexpr (OFF == kOffsetQ4_0) s8 = _mm256_mul_ps(s8, _mm256_set1_ps(-8.0f));  // exact
+        v = _mm256_add_ps(v, opaque(_mm256_mul_ps(o8, s8)));
+      }
+      _mm256_store_ps(&off[0][0], v);
+    } else {
+      for (int t = 0; t < T; ++t) {
+        __m128 v = _mm_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) v = offset_step4<OFF>(v, tl.o + b * kTileRows, s + t * nb + b);
+        _mm_store_ps(off[t], v);
+      }
+    }
+  }
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) {
-      float v = hsum(acc[r][t]);
-      if (OFFSET) {
-        // sum_b o[r][b] * s_act[t][b]
-        const float* o = tl.o + r * nb;
-        const float* s = ws.act_s + (t0 + t) * nb;
-        __m256 vo = _mm256_setzero_ps();
-        int64_t b = 0;
-        for (; b + 8 <= nb; b += 8) vo = _mm256_fmadd_ps(_mm256_loadu_ps(o + b), _mm256_loadu_ps(s + b), vo);
-        v += hsum(vo);
-        for (; b < nb; ++b) v += o[b] * s[b];
-      }
+      float v = hsum8(acc[r][t]);
+      if constexpr (OFF != kOffsetNone) v += off[t][r];
       y[t * y_stride + r] = v;
     }
   }
 }
 
-template <bool SIGNED, bool OFFSET, int R>
+template <bool SIGNED, int OFF, int R>
 void tile_tokens(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t_begin,
                  int64_t t_end, float* y, int64_t n_out) {
   int64_t t = t_begin;
-  for (; t + 2 <= t_end; t += 2) tile_kernel<SIGNED, OFFSET, R, 2>(tl, ws, n_in, t, y + t * n_out, n_out);
-  if (t < t_end) tile_kernel<SIGNED, OFFSET, R, 1>(tl, ws, n_in, t, y + t * n_out, n_out);
+  for (; t + 2 <= t_end; t += 2) tile_kernel<SIGNED, OFF, R, 2>(tl, ws, n_in, t, y + t * n_out, n_out);
+  if (t < t_end) tile_kernel<SIGNED, OFF, R, 1>(tl, ws, n_in, t, y + t * n_out, n_out);
 }
 
-template <bool SIGNED, bool OFFSET>
+template <bool SIGNED, int OFF>
 void rows_kernel(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
                  int64_t row_begin, int64_t row_end, const tile& tl) {
   const int64_t n_in = w.row_length();
@@ -207,12 +249,16 @@ void rows_kernel(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, fl
     for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
       for (int r = 0; r < rows; ++r) prepare_row(w.type, w.row(r0 + r), tl, r);
+      if (rows < kTileRows) {  // unused lanes of the offset loads: keep them finite
+        for (int64_t b = 0; b < tl.nb; ++b)
+          for (int r = rows; r < kTileRows; ++r) tl.o[b * kTileRows + r] = 0.0f;
+      }
       float* yr = y + r0;
       switch (rows) {
-        case 4: tile_tokens<SIGNED, OFFSET, 4>(tl, ws, n_in, c0, c1, yr, n_out); break;
-        case 3: tile_tokens<SIGNED, OFFSET, 3>(tl, ws, n_in, c0, c1, yr, n_out); break;
-        case 2: tile_tokens<SIGNED, OFFSET, 2>(tl, ws, n_in, c0, c1, yr, n_out); break;
-        default: tile_tokens<SIGNED, OFFSET, 1>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        case 4: tile_tokens<SIGNED, OFF, 4>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        case 3: tile_tokens<SIGNED, OFF, 3>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        case 2: tile_tokens<SIGNED, OFF, 2>(tl, ws, n_in, c0, c1, yr, n_out); break;
+        default: tile_tokens<SIGNED, OFF, 1>(tl, ws, n_in, c0, c1, yr, n_out); break;
       }
     }
   }
@@ -237,8 +283,9 @@ void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens,
   tl.o = reinterpret_cast<float*>(base + nb * kRecordBytes);
   switch (w.type) {
     case dtype::q8_0:
-    case dtype::q6_k: rows_kernel<true, false>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
-    default: rows_kernel<false, true>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
+    case dtype::q6_k: rows_kernel<true, kOffsetNone>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
+    case dtype::q4_0: rows_kernel<false, kOffsetQ4_0>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
+    default: rows_kernel<false, kOffsetPlain>(w, ws, n_tokens, y, row_begin, row_end, tl); break;
   }
 }
 

@@ -7,6 +7,13 @@
 // header values are converted together: q4_1's [d, m] (adjacent in memory) times [d_act, s_act]
 // gives [d * d_act, m * s_act] in one multiply; the first scales the integer dot product, the
 // second is the offset term, accumulated in lane 1 of a separate 128-bit accumulator.
+//
+// Batch invariance: a row's result must be bitwise the one matmul_q8.cpp's tile kernel gives
+// the same token inside any multi-token batch (see that file's header for the argument). Per
+// block this kernel does  acc8 = fma(p8, d * d_act, acc8)  and  off = off + round(o * s'),
+// with s' = s_act (q4_1) or -8 * s_act (q4_0, o = d), and ends with  hsum8(acc8) + off: the
+// tile kernel's sequence exactly. Any change to the float arithmetic here must be mirrored
+// there (the KernelsMatmulBatchInvariance tests catch a mismatch).
 #include <cstring>
 #include <type_traits>
 
@@ -21,13 +28,6 @@ namespace dspark::cpu {
 
 #ifdef __AVX2__
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // The first two fp16 values at p, as floats in lanes 0 and 1.
 inline __m128 load_two_halves(const void* p) {
@@ -74,13 +74,15 @@ void vec_rows(const uint8_t* const* rows, const matmul_ws& ws, int64_t nb, float
         hdr = _mm_cvtph_ps(_mm_cvtsi32_si128(blk->d));
         hdr = _mm_unpacklo_ps(hdr, hdr);  // [d, d]: q4_0's offset is -8 d
       }
-      const __m128 sc = _mm_mul_ps(hdr, act);  // [d * d_act, offset term]
+      // [d * d_act, offset term]; opaque() keeps the offset product rounded on its own (never
+      // fused into the add below), as in the tile kernel.
+      const __m128 sc = opaque(_mm_mul_ps(hdr, act));
       acc[r] = _mm256_fmadd_ps(p, _mm256_broadcastss_ps(sc), acc[r]);
       if constexpr (!std::is_same_v<BLOCK, block_q8_0>) off[r] = _mm_add_ps(off[r], sc);
     }
   }
   for (int r = 0; r < R; ++r) {
-    float v = hsum(acc[r]);
+    float v = hsum8(acc[r]);
     if constexpr (!std::is_same_v<BLOCK, block_q8_0>) v += _mm_cvtss_f32(_mm_shuffle_ps(off[r], off[r], 1));
     y[r] = v;
   }

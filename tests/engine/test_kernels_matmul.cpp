@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
@@ -111,6 +112,82 @@ TEST_P(KernelsMatmul, MatchesDoubleReference) {
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, KernelsMatmul,
     ::testing::Values(mm_case{dtype::f32, 576}, mm_case{dtype::f16, 576},
+                      mm_case{dtype::bf16, 576}, mm_case{dtype::q8_0, 576},
+                      mm_case{dtype::q4_0, 576}, mm_case{dtype::q4_1, 576},
+                      mm_case{dtype::q4_1, 1536}, mm_case{dtype::q4_k, 512},
+                      mm_case{dtype::q6_k, 768}),
+    [](const ::testing::TestParamInfo<mm_case>& i) {
+      return std::string(traits(i.param.type).name) + "_" + std::to_string(i.param.n_in);
+    });
+
+// Batch invariance, the precondition of lossless speculative decoding: a token's output row
+// must be bitwise the same whether it is computed alone (n_tokens = 1, the decode kernel) or
+// as any row of a multi-token product (the verify forward), for any batch size, any position
+// in the batch and any thread count. Checked with memcmp against the single-token result,
+// for every dtype in both precision modes.
+class KernelsMatmulBatchInvariance : public ::testing::TestWithParam<mm_case> {};
+
+TEST_P(KernelsMatmulBatchInvariance, RowsBitwiseEqualToSingleToken) {
+  const mm_case c = GetParam();
+  std::mt19937 rng(4321 + static_cast<int>(c.type) + static_cast<int>(c.n_in));
+  thread_pool pools[3] = {thread_pool(1), thread_pool(2), thread_pool(3)};
+  // 101 rows: not a multiple of the 4-row tiles nor of the 16-row thread grain.
+  const int64_t n_out = 101, n_in = c.n_in, n_pool = 64;
+  auto w = random_tensor(c.type, n_out, n_in, rng);
+  // Token rows of varied scale, some with an outlier, so block scales and sums vary widely.
+  std::vector<float> tokens = random_floats(rng, static_cast<size_t>(n_pool * n_in));
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int64_t t = 0; t < n_pool; ++t) {
+    const float s = std::pow(10.0f, 4.0f * u(rng) - 2.0f);
+    for (int64_t i = 0; i < n_in; ++i) tokens[t * n_in + i] *= s;
+    if (t % 3 == 0) tokens[t * n_in + (t * 7) % n_in] *= 50.0f;
+  }
+  for (matmul_precision prec : {matmul_precision::q8_activations,
+                                matmul_precision::f32_activations}) {
+    const char* mode = prec == matmul_precision::q8_activations ? "q8" : "f32";
+    // Each token alone, one thread: the decode result every other computation must equal.
+    std::vector<float> alone(n_pool * n_out);
+    {
+      auto ws = aligned_buffer(matmul_workspace_size(w.view, 1));
+      for (int64_t t = 0; t < n_pool; ++t)
+        matmul(w.view, tokens.data() + t * n_in, 1, alone.data() + t * n_out, ws.get(), pools[0], prec);
+    }
+    int64_t checked = 0, mismatched = 0;
+    for (int64_t n_tokens : {1, 2, 3, 5, 8, 17, 64}) {
+      auto ws = aligned_buffer(matmul_workspace_size(w.view, n_tokens));
+      std::vector<float> x(n_tokens * n_in), y(n_tokens * n_out);
+      // Batch i holds tokens (start + i) % n_pool, so each token lands at several positions.
+      for (int64_t start : {int64_t{0}, int64_t{7}, int64_t{30}, int64_t{63}}) {
+        for (int64_t i = 0; i < n_tokens; ++i)
+          std::memcpy(x.data() + i * n_in, tokens.data() + ((start + i) % n_pool) * n_in,
+                      static_cast<size_t>(n_in) * sizeof(float));
+        for (auto& pool : pools) {
+          poison(y);
+          matmul(w.view, x.data(), n_tokens, y.data(), ws.get(), pool, prec);
+          for (int64_t i = 0; i < n_tokens; ++i) {
+            const int64_t t = (start + i) % n_pool;
+            ++checked;
+            if (std::memcmp(y.data() + i * n_out, alone.data() + t * n_out,
+                            static_cast<size_t>(n_out) * sizeof(float)) != 0 &&
+                mismatched++ < 5) {
+              int64_t o = 0;
+              while (std::memcmp(&y[i * n_out + o], &alone[t * n_out + o], sizeof(float)) == 0) ++o;
+              ADD_FAILURE() << traits(c.type).name << " " << mode << " n_tokens=" << n_tokens
+                            << " position=" << i << " threads=" << pool.n_threads() << " row " << o
+                            << ": batched " << y[i * n_out + o] << " alone " << alone[t * n_out + o];
+            }
+          }
+        }
+      }
+    }
+    EXPECT_EQ(mismatched, 0) << traits(c.type).name << " " << mode << ": " << mismatched << " of "
+                             << checked << " token rows differ from the single-token result";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, KernelsMatmulBatchInvariance,
+    ::testing::Values(mm_case{dtype::f32, 576}, mm_case{dtype::f32, 100}, mm_case{dtype::f16, 576},
                       mm_case{dtype::bf16, 576}, mm_case{dtype::q8_0, 576},
                       mm_case{dtype::q4_0, 576}, mm_case{dtype::q4_1, 576},
                       mm_case{dtype::q4_1, 1536}, mm_case{dtype::q4_k, 512},
