@@ -72,9 +72,11 @@ void quantize_activations(const float* x, int64_t n_in, int64_t t_begin, int64_t
 void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
                     int64_t row_begin, int64_t row_end, float* scratch);
 
-// One-token (decode) form of matmul_q8_rows for q4_0, q4_1 and q8_0, writing y[row_begin,
-// row_end); returns false (and does nothing) for other dtypes.
-bool matvec_q8_rows(const tensor_view& w, const matmul_ws& ws, float* y, int64_t row_begin,
-                    int64_t row_end);
+// Register-only form of matmul_q8_rows for q4_0, q4_1 and q8_0 (no prepared tile: each block is
+// decoded in registers for up to 2 tokens at once), used for decode and short verify batches;
+// writes y[t, row_begin..row_end) for t < n_tokens; returns false (and does nothing) for other
+// dtypes. Its rows are bitwise those of the tile kernel (matmul_q8.cpp header).
+bool matvec_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
+                    int64_t row_begin, int64_t row_end);
 
 }  // namespace dspark::cpu

@@ -31,11 +31,12 @@
 //    Lanes of a SIMD register hold different pairs or different elements, never mix pairs.
 //    The product in the offset chain passes through opaque() so -ffp-contract=fast cannot fuse
 //    it into an FMA in one instantiation and not in another.
-//  * The one-token kernel for q4_0/q4_1/q8_0 (matmul_q8_vec.cpp) performs exactly this
-//    sequence too (its "lane 1" chain is the offset chain above; q4_0 applies the -8 to s_act
-//    in both kernels, an exact scaling whose result is then multiplied by d in both), so decode
-//    (n_tokens = 1) and every row of a verify batch agree bitwise. q4_k and q6_k decode with
-//    the tile kernel at T = 1. tests/engine/test_kernels_matmul.cpp checks this with memcmp.
+//  * The register-only kernel for q4_0/q4_1/q8_0 (matmul_q8_vec.cpp; decode and 2-token
+//    batches) performs exactly this sequence too (its odd header-product lanes are the offset
+//    chain above; q4_0 applies the -8 to s_act in both kernels, an exact scaling whose result
+//    is then multiplied by d in both), so decode (n_tokens = 1) and every row of a verify batch
+//    agree bitwise whichever kernel computes them. q4_k and q6_k decode with the tile kernel
+//    at T = 1. tests/engine/test_kernels_matmul.cpp checks all of this with memcmp.
 #include <algorithm>
 
 #include "kernels/cpu/matmul_internal.h"
@@ -55,6 +56,10 @@ namespace {
 
 constexpr int kTileRows = 4;     // rows prepared at once: kTileRows * n_in * 8.125 bytes of scratch
 constexpr int64_t kTokenChunk = 64;  // token rows kept hot in L2 while a row tile is reused
+// Up to this many tokens q4_0/q4_1/q8_0 skip the tile. Measured (bench verify sizes, CPU us
+// per token for one layer): 2 tokens 140 register-only vs 173 tiled; from 3 on the tile is as
+// fast or faster (8 tokens: 122 tiled vs 137).
+constexpr int64_t kVecMaxTokens = 2;
 
 // Block-major so the kernel walks one pointer: block b's record is
 //   [kTileRows][32] int8 weights, then [kTileRows][8] float lane scales  (256 bytes)
@@ -273,7 +278,8 @@ bool has_q8_kernel(dtype t) {
 
 void matmul_q8_rows(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, float* y,
                     int64_t row_begin, int64_t row_end, float* scratch) {
-  if (n_tokens == 1 && matvec_q8_rows(w, ws, y, row_begin, row_end)) return;
+  // Few tokens: preparing a tile (store + reload per block) costs more than it saves.
+  if (n_tokens <= kVecMaxTokens && matvec_q8_rows(w, ws, n_tokens, y, row_begin, row_end)) return;
   // Carve the prepared tile out of the thread's slot (64-byte aligned pieces).
   const int64_t nb = w.row_length() / 32;
   auto* base = reinterpret_cast<uint8_t*>(scratch);

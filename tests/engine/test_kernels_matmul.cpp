@@ -109,8 +109,9 @@ TEST_P(KernelsMatmul, MatchesDoubleReference) {
   }
 }
 
+// Instantiated as "Kernels/...", so --gtest_filter='Kernels*' runs the parameterized suites too.
 INSTANTIATE_TEST_SUITE_P(
-    AllTypes, KernelsMatmul,
+    Kernels, KernelsMatmul,
     ::testing::Values(mm_case{dtype::f32, 576}, mm_case{dtype::f16, 576},
                       mm_case{dtype::bf16, 576}, mm_case{dtype::q8_0, 576},
                       mm_case{dtype::q4_0, 576}, mm_case{dtype::q4_1, 576},
@@ -186,7 +187,7 @@ TEST_P(KernelsMatmulBatchInvariance, RowsBitwiseEqualToSingleToken) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    AllTypes, KernelsMatmulBatchInvariance,
+    Kernels, KernelsMatmulBatchInvariance,
     ::testing::Values(mm_case{dtype::f32, 576}, mm_case{dtype::f32, 100}, mm_case{dtype::f16, 576},
                       mm_case{dtype::bf16, 576}, mm_case{dtype::q8_0, 576},
                       mm_case{dtype::q4_0, 576}, mm_case{dtype::q4_1, 576},
