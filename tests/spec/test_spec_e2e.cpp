@@ -4,11 +4,10 @@
 // 3 and 7 drafts, 8 requests per ragged verify forward. (Fixed gammas 1, 3, 7 per run are
 // also covered on the tiny model in test_spec_tiny.cpp.) DSPARK_SPEC_E2E_PROMPTS=N runs fewer.
 //
-// Precondition, checked first: a row of a multi-token verify forward has bitwise the logits of
-// the same token decoded alone. Only then can greedy verification reproduce plain decoding
-// exactly. The f32-activation backend has this property, and these tests use it. The default
-// q8-activation matmuls do not yet (their multi-token and one-token kernels differ), see the
-// disabled test below.
+// Precondition, checked first for both activation precisions: a row of a multi-token verify
+// forward has bitwise the logits of the same token decoded alone. Only then can greedy
+// verification reproduce plain decoding exactly. The lossless runs use the default (q8)
+// precision, the one `dspark generate` uses.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,11 +31,7 @@ using test::shared_model;
 constexpr int32_t kBatch = 8;
 constexpr int32_t kLayerSkipK = 8;
 
-cpu_backend_options f32_options(int32_t n_seq) {
-  cpu_backend_options o = test::e2e_backend_options(n_seq);
-  o.precision = matmul_precision::f32_activations;
-  return o;
-}
+cpu_backend_options default_options(int32_t n_seq) { return test::e2e_backend_options(n_seq); }
 
 // Max |difference| between the logits of 5 tokens fed one by one and in one forward.
 double row_invariance_gap(const model& m, matmul_precision prec) {
@@ -79,9 +74,7 @@ TEST(SpecE2E, VerifyRowsEqualDecodeRowsF32) {
   EXPECT_EQ(row_invariance_gap(*shared_model(), matmul_precision::f32_activations), 0.0);
 }
 
-// Enable once the q8-activation multi-token matmul computes each row exactly as the one-token
-// kernel does; then lossless greedy speculation also holds with the default precision.
-TEST(SpecE2E, DISABLED_VerifyRowsEqualDecodeRowsQ8) {
+TEST(SpecE2E, VerifyRowsEqualDecodeRowsQ8) {
   DSPARK_REQUIRE_MODEL(path);
   EXPECT_EQ(row_invariance_gap(*shared_model(), matmul_precision::q8_activations), 0.0);
 }
@@ -114,7 +107,7 @@ TEST(SpecE2E, GreedyIsTokenIdenticalToPlainDecoding) {
   const size_t n_prompts = test::env_count("DSPARK_SPEC_E2E_PROMPTS", 100);
   const auto prompts = test::mixed_prompts(m.tokenizer(), n_prompts, 80);
   ASSERT_EQ(prompts.size(), n_prompts);
-  cpu_backend be(m.config(), m.weights(), f32_options(kBatch));
+  cpu_backend be(m.config(), m.weights(), default_options(kBatch));
   sampling_params sp;
   sp.max_tokens = 32;
   const auto t0 = std::chrono::steady_clock::now();
@@ -132,7 +125,7 @@ TEST(SpecE2E, GreedyIsTokenIdenticalToPlainDecoding) {
     } else {
       d = std::make_unique<layerskip_drafter>(
           m.config(), m.weights(), layerskip_drafter_params{.n_layers = kLayerSkipK, .max_slots = kBatch, .sampled = true, .stop_below = 0.2f},
-          [](const model_config& c, const llama_weights& w) { return std::make_unique<cpu_backend>(c, w, f32_options(kBatch)); });
+          [](const model_config& c, const llama_weights& w) { return std::make_unique<cpu_backend>(c, w, default_options(kBatch)); });
     }
     cycling_gamma_policy pol;
     spec_decoder dec(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), {.max_requests = kBatch});
