@@ -1,7 +1,8 @@
-// Int8-activation matrix-vector product (one token: the decode step) for q4_0, q4_1, q8_0.
+// Int8-activation matrix-vector product (one token: the decode step; also 2-token batches)
+// for q4_0, q4_1, q8_0.
 //
-// With a single token nothing is reused across tokens, so the prepared-tile path of
-// matmul_q8.cpp would only add a store and a reload per block. Here each weight block is
+// With one or two tokens little is reused across tokens, so the prepared-tile path of
+// matmul_q8.cpp would mostly add a store and a reload per block. Here each weight block is
 // decoded in registers and consumed at once, 4 rows at a time so the 4 accumulation chains
 // are independent and the activation block is loaded once per 4 rows. The block's two fp16
 // header values are converted together: q4_1's [d, m] (adjacent in memory) times [d_act, s_act]
