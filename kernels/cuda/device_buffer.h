@@ -14,19 +14,21 @@
 
 namespace dspark::cuda {
 
-// `bytes` of device memory from cudaMalloc (256-byte aligned), or empty.
-class device_buffer {
+// An owned CUDA allocation of `bytes`, released with the matching free; move-only. One class
+// for both kinds so the ownership rules live in one place.
+template <cudaError_t (*Alloc)(void**, size_t), cudaError_t (*Free)(void*)>
+class cuda_allocation {
  public:
-  device_buffer() = default;
-  explicit device_buffer(size_t bytes) : bytes_(bytes) {
-    if (bytes > 0) DSPARK_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  cuda_allocation() = default;
+  explicit cuda_allocation(size_t bytes) : bytes_(bytes) {
+    if (bytes > 0) DSPARK_CUDA_CHECK(Alloc(&ptr_, bytes));
   }
-  ~device_buffer() { reset(); }
-  device_buffer(const device_buffer&) = delete;
-  device_buffer& operator=(const device_buffer&) = delete;
-  device_buffer(device_buffer&& o) noexcept
+  ~cuda_allocation() { reset(); }
+  cuda_allocation(const cuda_allocation&) = delete;
+  cuda_allocation& operator=(const cuda_allocation&) = delete;
+  cuda_allocation(cuda_allocation&& o) noexcept
       : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  device_buffer& operator=(device_buffer&& o) noexcept {
+  cuda_allocation& operator=(cuda_allocation&& o) noexcept {
     if (this != &o) {
       reset();
       ptr_ = std::exchange(o.ptr_, nullptr);
@@ -36,7 +38,7 @@ class device_buffer {
   }
 
   void reset() noexcept {
-    if (ptr_ != nullptr) (void)cudaFree(ptr_);
+    if (ptr_ != nullptr) (void)Free(ptr_);
     ptr_ = nullptr;
     bytes_ = 0;
   }
@@ -52,40 +54,18 @@ class device_buffer {
   size_t bytes_ = 0;
 };
 
-// Page-locked host memory (for asynchronous copies that a CUDA graph can replay).
-class pinned_buffer {
- public:
-  pinned_buffer() = default;
-  explicit pinned_buffer(size_t bytes) : bytes_(bytes) {
-    if (bytes > 0) DSPARK_CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
-  }
-  ~pinned_buffer() { reset(); }
-  pinned_buffer(const pinned_buffer&) = delete;
-  pinned_buffer& operator=(const pinned_buffer&) = delete;
-  pinned_buffer(pinned_buffer&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  pinned_buffer& operator=(pinned_buffer&& o) noexcept {
-    if (this != &o) {
-      reset();
-      ptr_ = std::exchange(o.ptr_, nullptr);
-      bytes_ = std::exchange(o.bytes_, 0);
-    }
-    return *this;
-  }
-  void reset() noexcept {
-    if (ptr_ != nullptr) (void)cudaFreeHost(ptr_);
-    ptr_ = nullptr;
-    bytes_ = 0;
-  }
-  void* data() const { return ptr_; }
-  template <typename T>
-  T* as() const { return static_cast<T*>(ptr_); }
-  size_t bytes() const { return bytes_; }
+namespace detail {
+// Non-template, non-overloaded wrappers, so their addresses can be template arguments.
+inline cudaError_t device_alloc(void** p, size_t n) { return cudaMalloc(p, n); }
+inline cudaError_t device_free(void* p) { return cudaFree(p); }
+inline cudaError_t pinned_alloc(void** p, size_t n) { return cudaMallocHost(p, n); }
+inline cudaError_t pinned_free(void* p) { return cudaFreeHost(p); }
+}  // namespace detail
 
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+// `bytes` of device memory from cudaMalloc (256-byte aligned), or empty.
+using device_buffer = cuda_allocation<detail::device_alloc, detail::device_free>;
+// Page-locked host memory (for asynchronous copies that a CUDA graph can replay).
+using pinned_buffer = cuda_allocation<detail::pinned_alloc, detail::pinned_free>;
 
 class stream {
  public:
