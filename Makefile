@@ -31,11 +31,12 @@ test: build model
 	DSPARK_MODEL=$(MODEL) ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	$(MAKE) test-asan
 
-# The parsers again under AddressSanitizer + UBSan, with the random-mutation fuzz tests.
+# The parsers (and the client protocol codec) again under AddressSanitizer + UBSan, with the
+# random-mutation fuzz tests.
 test-asan: deps
 	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSPARK_SANITIZE=ON -DDSPARK_CUDA=OFF
-	cmake --build $(BUILD)-asan -j $(JOBS) --target test_formats test_tokenizer
-	DSPARK_MODEL=$(MODEL) ctest --test-dir $(BUILD)-asan --output-on-failure -j $(JOBS) -L "formats|tokenizer"
+	cmake --build $(BUILD)-asan -j $(JOBS) --target test_formats test_tokenizer test_client
+	DSPARK_MODEL=$(MODEL) ctest --test-dir $(BUILD)-asan --output-on-failure -j $(JOBS) -L "formats|tokenizer|client"
 
 bench: build model
 	$(BUILD)/bench/bench_cpu --model $(MODEL)
