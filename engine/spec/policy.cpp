@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "engine/spec/survival_order.h"
 
 namespace dspark {
 
@@ -15,10 +16,6 @@ void check_sizes(std::span<const policy_request> batch, std::span<int32_t> n_ver
   if (n_verify.size() < batch.size())
     throw invalid_argument_error(std::string(who) + ": n_verify holds " + std::to_string(n_verify.size()) +
                                  " entries for a batch of " + std::to_string(batch.size()));
-}
-
-int32_t cap_of(const policy_request& r) {
-  return std::max(0, std::min(static_cast<int32_t>(r.confidence.size()), r.max_verify));
 }
 
 }  // namespace
@@ -32,7 +29,7 @@ std::string fixed_gamma_policy::name() const { return "fixed:" + std::to_string(
 
 void fixed_gamma_policy::plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) {
   check_sizes(batch, n_verify, "fixed_gamma_policy");
-  for (size_t i = 0; i < batch.size(); ++i) n_verify[i] = std::min(cap_of(batch[i]), gamma_);
+  for (size_t i = 0; i < batch.size(); ++i) n_verify[i] = verify_cap(batch[i], gamma_);
 }
 
 threshold_policy::threshold_policy(int32_t gamma, float threshold) : gamma_(gamma), threshold_(threshold) {
@@ -52,7 +49,7 @@ std::string threshold_policy::name() const {
 void threshold_policy::plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) {
   check_sizes(batch, n_verify, "threshold_policy");
   for (size_t i = 0; i < batch.size(); ++i) {
-    const int32_t cap = std::min(cap_of(batch[i]), gamma_);
+    const int32_t cap = verify_cap(batch[i], gamma_);
     double survival = 1.0;
     int32_t l = 0;
     while (l < cap) {
@@ -73,50 +70,23 @@ confidence_scheduled_policy::confidence_scheduled_policy(int32_t gamma, int32_t 
   if (max_requests < 1)
     throw invalid_argument_error("confidence_scheduled_policy: max_requests " + std::to_string(max_requests) +
                                  " must be >= 1");
-  if (sps_.size() < 2)
-    throw invalid_argument_error("confidence_scheduled_policy: the SPS table needs entries for B >= 1");
-  for (size_t b = 1; b < sps_.size(); ++b)
-    if (!(sps_[b] > 0.0))
-      throw invalid_argument_error("confidence_scheduled_policy: SPS(" + std::to_string(b) + ") = " +
-                                   std::to_string(sps_[b]) + " must be > 0");
   order_.reserve(static_cast<size_t>(max_requests) * static_cast<size_t>(gamma));
 }
 
 std::string confidence_scheduled_policy::name() const { return "scheduled:" + std::to_string(gamma_); }
-
-double confidence_scheduled_policy::sps_at(int64_t b) const {
-  return sps_[static_cast<size_t>(std::min<int64_t>(b, static_cast<int64_t>(sps_.size()) - 1))];
-}
 
 void confidence_scheduled_policy::plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) {
   check_sizes(batch, n_verify, "confidence_scheduled_policy");
   if (batch.size() > static_cast<size_t>(max_requests_))
     throw invalid_argument_error("confidence_scheduled_policy: batch of " + std::to_string(batch.size()) +
                                  " exceeds max_requests " + std::to_string(max_requests_));
-  // Candidates (a_{r,j}, r, j) with a > 0; a is non-increasing in j, so sorting by a (ties:
-  // lower r, then lower j) visits every request's positions in prefix order.
-  order_.clear();
-  for (size_t r = 0; r < batch.size(); ++r) {
-    n_verify[r] = 0;
-    const int32_t cap = std::min(cap_of(batch[r]), gamma_);
-    double a = 1.0;
-    for (int32_t j = 0; j < cap; ++j) {
-      a *= batch[r].confidence[static_cast<size_t>(j)];
-      if (!(a > 0.0)) break;
-      order_.push_back({a, static_cast<int32_t>(r), j});
-    }
-  }
-  // std::sort, not stable_sort: it sorts in place without a temporary buffer.
-  std::sort(order_.begin(), order_.end(), [](const candidate& x, const candidate& y) {
-    if (x.a != y.a) return x.a > y.a;
-    if (x.r != y.r) return x.r < y.r;
-    return x.j < y.j;
-  });
+  for (size_t r = 0; r < batch.size(); ++r) n_verify[r] = 0;
+  collect_survival_order(batch, gamma_, order_);
   int64_t b = static_cast<int64_t>(batch.size());
   double tau = static_cast<double>(batch.size());
-  double best = tau * sps_at(b);
-  for (const candidate& c : order_) {
-    const double theta = (tau + c.a) * sps_at(b + 1);
+  double best = tau * sps_.at(b);
+  for (const survival_candidate& c : order_) {
+    const double theta = (tau + c.a) * sps_.at(b + 1);
     if (!(theta > best)) break;  // early stop: the first non-improvement ends admission
     best = theta;
     tau += c.a;

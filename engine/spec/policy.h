@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/spec/sps_table.h"
+
 namespace dspark {
 
 // One request as the policy sees it.
@@ -31,6 +33,13 @@ struct policy_request {
   int32_t slot = 0;
   std::span<const float> confidence;  // [g_r] c_{r,k} of the proposed drafts, in [0, 1]
   int32_t max_verify = 0;             // hard cap (tokens left before max_tokens / n_ctx), >= 0
+};
+
+// A (request, draft) pair a confidence-driven scheduler may admit (engine/spec/survival_order.h).
+struct survival_candidate {
+  double a;   // survival a_{r,j} = c_{r,1} * ... * c_{r,j}
+  int32_t r;  // request index in the batch
+  int32_t j;  // draft index, 0-based (the verify length that admits it is j + 1)
 };
 
 class spec_policy {
@@ -86,17 +95,10 @@ class confidence_scheduled_policy final : public spec_policy {
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
 
  private:
-  double sps_at(int64_t b) const;
-
   int32_t gamma_;
   int32_t max_requests_;
-  std::vector<double> sps_;                         // [max B + 1]
-  struct candidate {
-    double a;   // survival a_{r,j}
-    int32_t r;  // request index in the batch
-    int32_t j;  // draft index
-  };
-  std::vector<candidate> order_;  // [max_requests * gamma], capacity reserved at construction
+  sps_table sps_;
+  std::vector<survival_candidate> order_;  // [max_requests * gamma], capacity reserved at construction
 };
 
 }  // namespace dspark

@@ -1,0 +1,60 @@
+// The production variant of the confidence scheduler (method doc 3.3): the verify capacity of
+// a step is fixed from confidences `lag` steps old, and the current step fills it with the top
+// candidates by the fresh survival products.
+//
+// Why: Algorithm 1's early stop is trapped by a jagged SPS(B) curve, and a shape chosen from
+// the current step's own confidences is known too late for CUDA-graph replay. Here
+//
+//   capacity  D_t = the number of drafts a GLOBAL search (no early stop) over step t - lag's
+//                   survivals admits, i.e. argmax over prefixes of that step's order of
+//                   tau(B) * SPS(B), rescaled to the current number of requests;
+//   admission       the first D_t candidates of the current step's survival order.
+//
+// Lossless: D_t depends only on older steps, never on the tokens now being verified; and
+// whether (r, j) lands in the top D_t depends on a_{r,j} and other requests' values, which do
+// not depend on x_{r,j} (a_{r,j+1} <= a_{r,j}, and ties go to the lower j). The global search
+// on stale values is safe for the same reason: those tokens were already decided.
+//
+// Until `lag` steps have been seen the capacity is 0 (plain decoding for the first steps).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/spec/policy.h"
+#include "engine/spec/sps_table.h"
+
+namespace dspark {
+
+class async_capacity_policy final : public spec_policy {
+ public:
+  // gamma in [1, 256], max_requests >= 1, lag in [1, 8], sps as sps_table.
+  async_capacity_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps, int32_t lag = 2);
+  std::string name() const override;
+  int32_t draft_budget() const override { return gamma_; }
+  void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
+
+  // Draft capacity the last plan() used (for metrics and tests).
+  int32_t last_capacity() const { return last_capacity_; }
+
+ private:
+  // What a step leaves for the step `lag` later: its global-search optimum.
+  struct stale_capacity {
+    int32_t n_requests = 0;
+    int32_t n_drafts = 0;
+  };
+  stale_capacity global_search(std::span<const policy_request> batch);
+
+  int32_t gamma_;
+  int32_t max_requests_;
+  int32_t lag_;
+  sps_table sps_;
+  std::vector<survival_candidate> order_;  // reserved max_requests * gamma at construction
+  std::vector<stale_capacity> history_;    // ring of the last `lag` steps
+  int64_t steps_ = 0;
+  int32_t last_capacity_ = 0;
+};
+
+}  // namespace dspark
