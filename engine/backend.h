@@ -12,6 +12,12 @@
 // (length 9 before) gets d at position 9. Logits come back as 4 rows in batch order:
 // [seq0@5, seq0@6, seq0@7, seq1@9]; afterwards lengths are 8 and 10.
 //
+// Captured hidden states (forward_batch::capture_layers) cover each sequence's trailing
+// n_capture tokens, n_capture >= n_logits (default: the logit rows). A drafter that needs the
+// target's features of every prompt row asks for them on prefill chunks without paying for
+// their logits: {seq 0, 3 tokens, n_logits 1, n_capture 3} gives 1 logit row (seq0@7) and 3
+// hidden rows per captured layer (seq0@5, seq0@6, seq0@7).
+//
 // Nothing here is CPU-specific: the CUDA backend keeps its own KV cache and buffers, and
 // returns host pointers to logits it has copied back.
 #pragma once
@@ -19,6 +25,9 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+
+#include "common/error.h"
 
 namespace dspark {
 
@@ -26,16 +35,31 @@ namespace dspark {
 struct batch_sequence {
   int32_t seq_id = 0;
   int32_t n_tokens = 1;  // new tokens, >= 1, appended at the sequence's current length
-  int32_t n_logits = 1;  // trailing new tokens that get logits (and captured hidden states)
+  int32_t n_logits = 1;  // trailing new tokens that get logits
+  // Trailing new tokens whose hidden states are captured when capture_layers is given, in
+  // [n_logits, n_tokens]; -1 (default) = n_logits.
+  int32_t n_capture = -1;
+
+  int32_t capture_count() const { return n_capture < 0 ? n_logits : n_capture; }
 };
 
 struct forward_batch {
   std::span<const int32_t> tokens;        // [sum n_tokens] token ids, sequences concatenated
   std::span<const batch_sequence> seqs;   // [n_seqs] distinct open sequences
   // Optional: layers after which to capture the residual stream (0 = after the first layer,
-  // n_layer - 1 = after the last, before the final norm) for the logit rows. Empty: none.
+  // n_layer - 1 = after the last, before the final norm) for each sequence's trailing
+  // capture_count() rows. Empty: none.
   std::span<const int32_t> capture_layers;
 };
+
+// Throws invalid_argument_error unless s.n_capture is -1 or in [n_logits, n_tokens]; part of
+// every backend's batch validation.
+inline void validate_capture(const batch_sequence& s) {
+  if (s.n_capture != -1 && (s.n_capture < s.n_logits || s.n_capture > s.n_tokens))
+    throw invalid_argument_error("forward: n_capture must be -1 or in [n_logits = " + std::to_string(s.n_logits) +
+                                 ", n_tokens = " + std::to_string(s.n_tokens) + "], got " +
+                                 std::to_string(s.n_capture));
+}
 
 enum class forward_status : int {
   ok = 0,
@@ -47,8 +71,11 @@ struct forward_output {
   int64_t n_rows = 0;       // sum of n_logits
   // [n_rows, n_vocab] f32, host memory owned by the backend, valid until the next forward.
   const float* logits = nullptr;
-  // [n_capture_layers][n_rows][n_embd] f32 when capture_layers was given, else null.
+  // [n_capture_layers][n_hidden_rows][n_embd] f32 when capture_layers was given, else null.
+  // Rows in batch order, each sequence's captured rows in position order (the logit rows'
+  // order when every n_capture is the default). Host memory, valid until the next forward.
   const float* hidden = nullptr;
+  int64_t n_hidden_rows = 0;  // sum of capture_count() when capture_layers was given, else 0
 };
 
 struct backend_limits {
@@ -81,6 +108,7 @@ class backend {
   // of range, n_tokens or n_logits out of range, too many tokens); returns out_of_kv, with no
   // state changed, when the cache cannot hold the new tokens.
   virtual forward_output forward(const forward_batch& batch) = 0;
+
 };
 
 }  // namespace dspark

@@ -50,7 +50,7 @@ struct cpu_backend::buffers {
   std::vector<float> up;        // [T, n_ff]
   std::vector<float> rows;      // [R, n_embd] final-normed logit rows
   std::unique_ptr<float[]> logits;  // [R, n_vocab]
-  std::vector<float> hidden;    // [max_capture_layers][R][n_embd]
+  std::vector<float> hidden;    // [max_capture_layers][T][n_embd] (prompt rows may be captured)
   std::vector<float> inv_freq;  // [head_dim / 2] RoPE inverse frequencies
   std::unique_ptr<float[]> k_gather;  // [n_ctx, n_head_kv * head_dim] a fragmented sequence's K
   std::unique_ptr<float[]> v_gather;  // [n_ctx, n_head_kv * head_dim] ... and V
@@ -60,6 +60,7 @@ struct cpu_backend::buffers {
   std::vector<int32_t> tok_seq; // [T] sequence of each token
   std::vector<int32_t> tok_pos; // [T] position of each token in its sequence
   std::vector<int32_t> out_tok; // [R] token index of each logit row
+  std::vector<int32_t> cap_tok; // [T] token index of each captured row
   std::vector<int32_t> seq_seen;    // [n_seq_max] batch validation marks
   std::vector<int32_t> capture_slot;  // [n_layer] slot in `hidden`, -1 when not captured
   std::unique_ptr<void, aligned_free> workspace;  // matmul scratch, 64-byte aligned
@@ -102,7 +103,7 @@ cpu_backend::cpu_backend(const model_config& c, const llama_weights& w,
   b.up.resize(T * c.n_ff);
   b.rows.resize(R * c.n_embd);
   b.logits.reset(new float[R * c.n_vocab]);
-  b.hidden.resize(static_cast<size_t>(limits_.max_capture_layers) * R * c.n_embd);
+  b.hidden.resize(static_cast<size_t>(limits_.max_capture_layers) * T * c.n_embd);
   b.inv_freq = inv_freqs_of(c);
   // Left uninitialised: only touched when a sequence's blocks are not consecutive.
   b.k_gather.reset(new float[static_cast<size_t>(limits_.n_ctx) * c.kv_dim()]);
@@ -113,6 +114,7 @@ cpu_backend::cpu_backend(const model_config& c, const llama_weights& w,
   b.tok_seq.resize(T);
   b.tok_pos.resize(T);
   b.out_tok.resize(R);
+  b.cap_tok.resize(T);
   b.seq_seen.assign(static_cast<size_t>(opt.n_seq_max), 0);
   b.capture_slot.assign(static_cast<size_t>(c.n_layer), -1);
 
@@ -150,6 +152,7 @@ void cpu_backend::validate(const forward_batch& b) {
       throw invalid_argument_error("forward: n_logits must be in [0, n_tokens = " +
                                    std::to_string(s.n_tokens) + "], got " +
                                    std::to_string(s.n_logits));
+    validate_capture(s);
     n_tok += s.n_tokens;
     n_rows += s.n_logits;
   }
@@ -200,7 +203,7 @@ forward_status cpu_backend::reserve_kv(const forward_batch& b) {
 // Positions and sequence of each token, the batch's sequences, the logit rows, the captures.
 void cpu_backend::plan_rows(const forward_batch& b) {
   buffers& bf = *buf_;
-  int64_t t = 0, r = 0;
+  int64_t t = 0, r = 0, h = 0;
   for (size_t i = 0; i < b.seqs.size(); ++i) {
     const batch_sequence& s = b.seqs[i];
     const int32_t len = kv_.length(s.seq_id);
@@ -211,6 +214,7 @@ void cpu_backend::plan_rows(const forward_batch& b) {
       bf.tok_seq[t] = s.seq_id;
       bf.tok_pos[t] = len + j;
       if (j >= s.n_tokens - s.n_logits) bf.out_tok[r++] = static_cast<int32_t>(t);
+      if (j >= s.n_tokens - s.capture_count()) bf.cap_tok[h++] = static_cast<int32_t>(t);
     }
   }
   std::fill(bf.capture_slot.begin(), bf.capture_slot.end(), -1);
@@ -234,13 +238,16 @@ forward_output cpu_backend::forward(const forward_batch& b) {
   plan_rows(b);
   embed(b);
   const int64_t n_tok = static_cast<int64_t>(b.tokens.size());
-  int64_t n_rows = 0;
-  for (const batch_sequence& s : b.seqs) n_rows += s.n_logits;
+  int64_t n_rows = 0, n_hidden = 0;
+  for (const batch_sequence& s : b.seqs) {
+    n_rows += s.n_logits;
+    n_hidden += s.capture_count();
+  }
 
   for (int il = 0; il < c_.n_layer; ++il) {
     attention_block(il, n_tok, static_cast<int64_t>(b.seqs.size()));
     mlp_block(il, n_tok);
-    if (buf_->capture_slot[il] >= 0) capture(buf_->capture_slot[il], n_rows);
+    if (buf_->capture_slot[il] >= 0) capture(buf_->capture_slot[il], n_hidden);
   }
   lm_head(n_rows);
   for (const batch_sequence& s : b.seqs) kv_.commit(s.seq_id, kv_.length(s.seq_id) + s.n_tokens);
@@ -248,6 +255,7 @@ forward_output cpu_backend::forward(const forward_batch& b) {
   out.n_rows = n_rows;
   out.logits = buf_->logits.get();
   out.hidden = b.capture_layers.empty() ? nullptr : buf_->hidden.data();
+  out.n_hidden_rows = b.capture_layers.empty() ? 0 : n_hidden;
   return out;
 }
 
@@ -342,7 +350,7 @@ void cpu_backend::capture(int slot, int64_t n_rows) {
   const int64_t E = c_.n_embd;
   float* dst = b.hidden.data() + static_cast<size_t>(slot) * n_rows * E;  // compact layout
   for (int64_t r = 0; r < n_rows; ++r) {
-    const float* src = b.x.data() + static_cast<int64_t>(b.out_tok[r]) * E;
+    const float* src = b.x.data() + static_cast<int64_t>(b.cap_tok[r]) * E;
     std::copy(src, src + E, dst + r * E);
   }
 }

@@ -169,6 +169,7 @@ forward_output cuda_backend::forward(const forward_batch& b) {
     if (q.n_logits < 0 || q.n_logits > q.n_tokens)
       throw invalid_argument_error("forward: n_logits must be in [0, n_tokens = " + std::to_string(q.n_tokens) + "], got " +
                                    std::to_string(q.n_logits));
+    validate_capture(q);
     decode_only &= q.n_tokens == 1 && q.n_logits == 1;
     n_tok += q.n_tokens;
     n_rows += q.n_logits;
@@ -216,7 +217,7 @@ forward_output cuda_backend::forward(const forward_batch& b) {
   const int32_t mbps = s.max_blocks_per_seq;
   const int32_t n_real = static_cast<int32_t>(b.seqs.size());
   const int32_t n_seqs = decode_only && s.opt.use_graphs ? bucket_for(n_real, s.opt.n_seq_max) : n_real;
-  int32_t t = 0, r = 0, max_kv = 0;
+  int32_t t = 0, r = 0, h = 0, max_kv = 0;
   p.cu_q_lens[0] = 0;
   for (int32_t i = 0; i < n_real; ++i) {
     const batch_sequence& q = b.seqs[i];
@@ -230,6 +231,7 @@ forward_output cuda_backend::forward(const forward_batch& b) {
       p.positions[t] = pos;
       p.slots[t] = sq.blocks[pos / bs] * bs + pos % bs;
       if (j >= q.n_tokens - q.n_logits) p.logit_rows[r++] = t;
+      if (j >= q.n_tokens - q.capture_count()) p.capture_rows[h++] = t;
     }
     p.cu_q_lens[i + 1] = t;
     p.kv_lens[i] = sq.length + q.n_tokens;
@@ -251,6 +253,7 @@ forward_output cuda_backend::forward(const forward_batch& b) {
   sd.n_seqs = n_seqs;
   sd.n_rows = r;
   sd.max_kv_len = std::max(max_kv, 1);
+  sd.n_capture_rows = b.capture_layers.empty() ? 0 : h;
   sd.capture_layers = b.capture_layers;
   sd.copy_logits = true;
   s.runner->run(sd, s.st.get());
@@ -262,6 +265,7 @@ forward_output cuda_backend::forward(const forward_batch& b) {
   out.n_rows = n_rows;
   out.logits = s.runner->host_logits();
   out.hidden = b.capture_layers.empty() ? nullptr : s.runner->host_hidden();
+  out.n_hidden_rows = b.capture_layers.empty() ? 0 : h;
   return out;
 }
 

@@ -47,6 +47,7 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
   const size_t off_positions = off; off += align256(T * 4);
   const size_t off_slots = off; off += align256(T * 4);
   const size_t off_rows = off; off += align256(R * 4);
+  const size_t off_capture = off; off += align256(T * 4);
   const size_t off_cu = off; off += align256((S + 1) * 4);
   const size_t off_kv = off; off += align256(S * 4);
   off_items_ = off; off += align256(max_items * sizeof(attention_work_item));
@@ -60,6 +61,7 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
   plan_.positions = reinterpret_cast<int32_t*>(hb + off_positions);
   plan_.slots = reinterpret_cast<int32_t*>(hb + off_slots);
   plan_.logit_rows = reinterpret_cast<int32_t*>(hb + off_rows);
+  plan_.capture_rows = reinterpret_cast<int32_t*>(hb + off_capture);
   plan_.cu_q_lens = reinterpret_cast<int32_t*>(hb + off_cu);
   plan_.kv_lens = reinterpret_cast<int32_t*>(hb + off_kv);
   plan_.block_tables = reinterpret_cast<int32_t*>(hb + off_block_tables_);
@@ -67,6 +69,7 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
   d_positions_ = reinterpret_cast<int32_t*>(db + off_positions);
   d_slots_ = reinterpret_cast<int32_t*>(db + off_slots);
   d_logit_rows_ = reinterpret_cast<int32_t*>(db + off_rows);
+  d_capture_rows_ = reinterpret_cast<int32_t*>(db + off_capture);
   d_cu_q_lens_ = reinterpret_cast<int32_t*>(db + off_cu);
   d_kv_lens_ = reinterpret_cast<int32_t*>(db + off_kv);
   d_items_ = reinterpret_cast<attention_work_item*>(db + off_items_);
@@ -88,7 +91,7 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
   h_logits_ = pinned_buffer(R * c_.n_vocab * 4);
   h_argmax_ = pinned_buffer(R * 4);
   if (opt_.max_capture_layers > 0) {
-    hidden_ = device_buffer(static_cast<size_t>(opt_.max_capture_layers) * R * d * 4);
+    hidden_ = device_buffer(static_cast<size_t>(opt_.max_capture_layers) * T * d * 4);
     h_hidden_ = pinned_buffer(hidden_.bytes());
   }
   // Zero the residual and delta buffers once: graph padding rows then stay finite.
@@ -103,11 +106,11 @@ gpu_runner::~gpu_runner() {
 
 size_t gpu_runner::device_bytes_for(const gpu_model_config& c, const gpu_runner_options& o, int32_t block_size) {
   const size_t T = o.max_tokens, S = o.max_seqs, R = o.max_rows, d = c.n_embd, bf = sizeof(bf16_t);
-  const size_t plan = 8 * 256 + (4 * T + R + S + 1 + S) * 4 + T * sizeof(attention_work_item) +
+  const size_t plan = 9 * 256 + (5 * T + R + S + 1 + S) * 4 + T * sizeof(attention_work_item) +
                       S * static_cast<size_t>(o.max_blocks_per_seq) * 4;
   const size_t acts = T * d * 4 + T * d * bf + T * std::max<size_t>(c.qkv_dim(), 2ull * c.n_ff) * bf +
                       2 * T * c.q_dim() * bf + T * d * bf + T * c.n_ff * bf + R * d * bf + R * c.n_vocab * 4 + R * 4 +
-                      static_cast<size_t>(o.max_capture_layers) * R * d * 4;
+                      static_cast<size_t>(o.max_capture_layers) * T * d * 4;
   const size_t ws = paged_attention_workspace_bytes(
       T, c.n_head, c.head_dim, attention_n_splits(o.max_blocks_per_seq * block_size, o.split_len));
   return plan + acts + ws + (32u << 20) /* cuBLASLt workspace */ + 16 * 256 /* alignment */;
@@ -138,11 +141,11 @@ void gpu_runner::enqueue(const shape& sh, cudaStream_t s) {
   bf16_t* h = h_.as<bf16_t>();
   bf16_t* scratch = scratch_.as<bf16_t>();
   bf16_t* delta = delta_.as<bf16_t>();
-  const size_t row_stride_d = static_cast<size_t>(opt_.max_rows) * d;
+  const size_t row_stride_d = static_cast<size_t>(opt_.max_tokens) * d;
   auto capture_after = [&](int32_t layer) {
     for (size_t i = 0; i < sh.capture_layers.size(); ++i)
       if (sh.capture_layers[i] == layer)
-        gather_rows(x, d, d_logit_rows_, sh.n_rows, d, hidden_.as<float>() + i * row_stride_d, s);
+        gather_rows(x, d, d_capture_rows_, sh.n_capture_rows, d, hidden_.as<float>() + i * row_stride_d, s);
   };
 
   embedding_gather(w_.tok_embd, c_.n_vocab, d, d_tokens_, n, x, s);
@@ -220,6 +223,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   require(s.n_rows >= 0 && s.n_rows <= opt_.max_rows, "n_rows out of range");
   require(s.max_kv_len > 0 && s.max_kv_len <= opt_.max_blocks_per_seq * kv_.block_size(), "max_kv_len out of range");
   require(static_cast<int32_t>(s.capture_layers.size()) <= opt_.max_capture_layers, "too many capture layers");
+  require(s.n_capture_rows >= 0 && s.n_capture_rows <= s.n_tokens, "n_capture_rows out of range");
   for (int32_t l : s.capture_layers) require(l >= 0 && l < c_.n_layer, "capture layer out of range");
   require(plan_.cu_q_lens[0] == 0 && plan_.cu_q_lens[s.n_seqs] == s.n_tokens, "cu_q_lens inconsistent with n_tokens");
 
@@ -257,7 +261,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   const bool graphable = opt_.use_graphs && s.capture_layers.empty() && s.n_tokens <= k_graph_max_tokens;
   shape sh{s.n_tokens, s.n_seqs, static_cast<int32_t>(items.size()), s.n_rows,
            graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), variant,
-           s.capture_layers, s.argmax};
+           s.n_capture_rows, s.capture_layers, s.argmax};
 
   const size_t copy_bytes = off_block_tables_ + static_cast<size_t>(s.n_seqs) * opt_.max_blocks_per_seq * 4;
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(d_plan_.data(), h_plan_.data(), copy_bytes, cudaMemcpyHostToDevice, stream));
@@ -299,11 +303,12 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
     DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_argmax_.data(), argmax_.data(), static_cast<size_t>(s.n_rows) * 4,
                                       cudaMemcpyDeviceToHost, stream));
   }
-  if (!s.capture_layers.empty() && s.n_rows > 0) {
-    const size_t per = static_cast<size_t>(opt_.max_rows) * c_.n_embd * 4;
+  if (!s.capture_layers.empty() && s.n_capture_rows > 0) {
+    const size_t per = static_cast<size_t>(opt_.max_tokens) * c_.n_embd * 4;
+    const size_t rows_bytes = static_cast<size_t>(s.n_capture_rows) * c_.n_embd * 4;
     for (size_t i = 0; i < s.capture_layers.size(); ++i) {
-      DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_hidden_.as<unsigned char>() + i * static_cast<size_t>(s.n_rows) * c_.n_embd * 4,
-                                        hidden_.as<unsigned char>() + i * per, static_cast<size_t>(s.n_rows) * c_.n_embd * 4,
+      DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_hidden_.as<unsigned char>() + i * rows_bytes,
+                                        hidden_.as<unsigned char>() + i * per, rows_bytes,
                                         cudaMemcpyDeviceToHost, stream));
     }
   }

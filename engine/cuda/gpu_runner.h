@@ -62,7 +62,8 @@ struct step_desc {
   int32_t n_seqs = 0;
   int32_t n_rows = 0;       // logit rows (indices in plan().logit_rows)
   int32_t max_kv_len = 0;   // largest kv_lens[r] of the step
-  std::span<const int32_t> capture_layers;  // residual after these layers, for the logit rows
+  int32_t n_capture_rows = 0;  // captured rows (indices in plan().capture_rows)
+  std::span<const int32_t> capture_layers;  // residual after these layers, for the capture rows
   bool copy_logits = true;  // copy logits to host_logits()
   bool argmax = false;      // compute per-row argmax and copy it to host_argmax()
 };
@@ -75,6 +76,7 @@ class gpu_runner {
     int32_t* positions = nullptr;     // [max_tokens] absolute position of each token
     int32_t* slots = nullptr;         // [max_tokens] KV slot = block * block_size + offset, -1 = none
     int32_t* logit_rows = nullptr;    // [max_rows] batch rows whose logits are wanted
+    int32_t* capture_rows = nullptr;  // [max_tokens] batch rows whose residuals are captured
     int32_t* cu_q_lens = nullptr;     // [max_seqs + 1] prefix sums of new tokens per sequence
     int32_t* kv_lens = nullptr;       // [max_seqs] cached tokens after this step
     int32_t* block_tables = nullptr;  // [max_seqs, max_blocks_per_seq]
@@ -96,7 +98,7 @@ class gpu_runner {
 
   const float* host_logits() const { return h_logits_.as<float>(); }   // [n_rows, n_vocab]
   const int32_t* host_argmax() const { return h_argmax_.as<int32_t>(); }  // [n_rows]
-  const float* host_hidden() const { return h_hidden_.as<float>(); }   // [n_capture][n_rows][d]
+  const float* host_hidden() const { return h_hidden_.as<float>(); }   // [n_layers][n_capture_rows][d]
   const float* device_logits() const { return logits_.as<float>(); }
 
   // Bytes of device memory the runner holds (activations, workspaces, plan).
@@ -108,7 +110,7 @@ class gpu_runner {
 
  private:
   struct shape {
-    int32_t n_tokens, n_seqs, n_items, n_rows, n_splits;
+    int32_t n_tokens, n_seqs, n_items, n_rows, n_splits, n_capture_rows;
     attention_variant variant;
     std::span<const int32_t> capture_layers;
     bool argmax;
@@ -132,6 +134,7 @@ class gpu_runner {
   int32_t* d_positions_ = nullptr;
   int32_t* d_slots_ = nullptr;
   int32_t* d_logit_rows_ = nullptr;
+  int32_t* d_capture_rows_ = nullptr;
   int32_t* d_cu_q_lens_ = nullptr;
   int32_t* d_kv_lens_ = nullptr;
   attention_work_item* d_items_ = nullptr;

@@ -24,6 +24,7 @@ struct spec_decoder::request {
   int32_t id = 0;
   int32_t seq = -1;                 // backend sequence, -1 once freed
   bool prefilled = false;
+  bool drafter_open = false;        // begin() called, end() not yet
   bool done = false;
   bool cancelled = false;
   int32_t prompt_len = 0;
@@ -98,7 +99,7 @@ spec_decoder::~spec_decoder() {
   for (auto& r : reqs_)
     if (r && !r->done) {
       if (r->seq >= 0) be_.free_sequence(r->seq);
-      if (drafter_ && r->prefilled) drafter_->end(r->id);
+      if (drafter_ && r->drafter_open) drafter_->end(r->id);
     }
 }
 
@@ -150,13 +151,23 @@ void spec_decoder::prefill(request& r) {
   const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, be_.limits().max_tokens_per_step));
   const std::span<const int32_t> prompt(r.ctx.data(), static_cast<size_t>(r.prompt_len));
   const float* logits = nullptr;
+  if (drafter_) {
+    drafter_->begin(r.id, prompt);
+    r.drafter_open = true;
+  }
+  // A drafter that reads target features gets every prompt row's, one on_commit per chunk
+  // (no tokens; features_pos0 = the chunk's first position), before the one committing x0.
+  const std::span<const int32_t> capture =
+      drafter_ ? std::span<const int32_t>(drafter_->caps().capture_layers) : std::span<const int32_t>();
   for (size_t i = 0; i < prompt.size(); i += static_cast<size_t>(chunk)) {
     const size_t n = std::min(prompt.size() - i, static_cast<size_t>(chunk));
     const bool last = i + n == prompt.size();
-    const batch_sequence s{r.seq, static_cast<int32_t>(n), last ? 1 : 0};
+    batch_sequence s{r.seq, static_cast<int32_t>(n), last ? 1 : 0};
+    if (!capture.empty()) s.n_capture = static_cast<int32_t>(n);
     forward_batch fb;
     fb.tokens = prompt.subspan(i, n);
     fb.seqs = std::span<const batch_sequence>(&s, 1);
+    fb.capture_layers = capture;
     const forward_output o = be_.forward(fb);
     if (o.status != forward_status::ok) {
       r.out->result().finish = finish_reason::context_full;
@@ -164,9 +175,19 @@ void spec_decoder::prefill(request& r) {
       return;
     }
     if (last) logits = o.logits;
+    if (!capture.empty()) {
+      commit_info c;
+      c.features_pos0 = static_cast<int32_t>(i);
+      c.features.data = o.hidden;
+      c.features.n_layers = static_cast<int32_t>(capture.size());
+      c.features.n_rows = static_cast<int32_t>(n);
+      c.features.row0 = 0;
+      c.features.n_embd = be_.limits().n_embd;
+      c.features.layer_stride = o.n_hidden_rows * be_.limits().n_embd;
+      drafter_->on_commit(r.id, c);
+    }
   }
   r.prefilled = true;
-  if (drafter_) drafter_->begin(r.id, prompt);
   // x0: argmax, or a draw from the filtered distribution keyed by (seed, round 0, position).
   int32_t x0;
   if (r.smp->greedy()) {
@@ -340,6 +361,7 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
     c.tokens = {b.commit.data(), static_cast<size_t>(n_commit)};
     c.n_accepted = v.n_accepted;
     c.n_proposed = l;
+    c.features_pos0 = static_cast<int32_t>(ctx_before) - 1;  // x0's position
     if (out.hidden) {
       const backend_limits& lim = be_.limits();
       c.features.data = out.hidden;
@@ -347,7 +369,7 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
       c.features.n_rows = v.n_accepted + 1;
       c.features.row0 = row0;
       c.features.n_embd = lim.n_embd;
-      c.features.layer_stride = out.n_rows * lim.n_embd;
+      c.features.layer_stride = out.n_hidden_rows * lim.n_embd;
     }
     drafter_->on_commit(r.id, c);
   }
@@ -360,7 +382,8 @@ void spec_decoder::finish(request& r) {
     be_.free_sequence(r.seq);
     r.seq = -1;
   }
-  if (drafter_ && r.prefilled) drafter_->end(r.id);
+  if (drafter_ && r.drafter_open) drafter_->end(r.id);
+  r.drafter_open = false;
   r.out->close();
   const auto t_end = clock_type::now();
   generation_stats& s = r.out->result().stats;

@@ -6,8 +6,11 @@
 //
 //   begin(slot, prompt)                      the drafter sees the prompt
 //        |
-//   target prefill over the prompt ------------> x0 = first token (sampled from p_t)
-//   on_commit(slot, {x0}, features of the prompt rows)
+//   target prefill over the prompt, in chunks:
+//     per chunk, when caps().capture_layers is non-empty:
+//       on_commit(slot, {} tokens, features of the chunk's rows, features_pos0 = chunk start)
+//   ------------------------------------------> x0 = first token (sampled from p_t)
+//   on_commit(slot, {x0}, no features)         x0's features arrive with the first verify
 //        |
 //   +--> propose(batch)          drafter writes x_1..x_g with p_d(x_k) and confidence c_k,
 //   |        |                   g <= the policy's draft budget
@@ -77,10 +80,13 @@ struct commit_info {
   std::span<const int32_t> tokens;
   int32_t n_accepted = 0;   // accepted drafts among tokens (0 after prefill)
   int32_t n_proposed = 0;   // drafts verified this round (l)
-  // Target features of the rows whose tokens are now committed context: after prefill the
-  // prompt rows (when the drafter asked for them), after a round the rows x0..x_a. Row i is the
-  // target's state at the position of context token (context_len_before + i - 1).
+  // Target features (only when the drafter lists capture_layers): after a prefill chunk (tokens
+  // empty) the chunk's prompt rows; after a round the rows x0..x_a; none with the on_commit of
+  // x0 after prefill. Row i is the target's state at context position features_pos0 + i, so a
+  // drafter's feature rows arrive in position order without gaps: prompt chunks 0..P-1, then
+  // each round x0..x_a at (context length before the round - 1) onwards.
   target_features features;
+  int32_t features_pos0 = 0;
 };
 
 // One request in a propose call.
