@@ -1,0 +1,216 @@
+"""Trains several drafters side by side on the same batches (equal data, equal optimizer steps):
+one target forward per batch feeds every drafter. Seeded and resumable: batch i and its anchors
+are functions of (seed, i), and the checkpoint holds models, optimizers and schedulers."""
+import dataclasses
+import json
+import os
+import time
+
+import torch
+
+from .calibration import calibrate
+from .config import DrafterConfig, TargetInfo
+from .data import batch_indices, collate
+from .export import build_drafter
+from .layers import init_weights
+from .losses import block_loss, chain_loss, tau_probabilistic
+from .masks import block_attention_mask, block_eval_mask, block_labels, sample_anchors
+from .optim import make_optimizer
+from .target import FeatureTap, features_for, target_forward
+
+
+@dataclasses.dataclass
+class TrainArgs:
+    kinds: list
+    steps: int
+    batch_size: int = 8
+    anchors: int = 64
+    block_size: int = 7
+    n_layer: int = 2
+    markov_rank: int = 64
+    target_layers: list = dataclasses.field(default_factory=lambda: [1, 8, 15, 22, 28])
+    mask_token_id: int = 4
+    lr: float = 6e-4
+    warmup_frac: float = 0.04
+    grad_clip: float = 1.0
+    seed: int = 42
+    log_every: int = 10
+    ckpt_every: int = 100
+    time_limit_s: float = 1e9
+
+
+def drafter_config(kind, target_cfg, info, a):
+    """The recipe's config of each kind for a Hugging Face target config."""
+    last = info["n_layer"] - 1
+    return DrafterConfig(
+        kind=kind, target=TargetInfo(**info),
+        target_layers=[last] if kind == "mtp1" else list(a.target_layers),
+        block_size=1 if kind == "mtp1" else a.block_size, mask_token_id=a.mask_token_id,
+        n_layer=a.n_layer if kind in ("dspark", "dflash") else 1,
+        n_embd=target_cfg.hidden_size, n_head=target_cfg.num_attention_heads,
+        n_head_kv=target_cfg.num_key_value_heads,
+        head_dim=getattr(target_cfg, "head_dim", None) or target_cfg.hidden_size // target_cfg.num_attention_heads,
+        n_ff=target_cfg.intermediate_size, rms_eps=target_cfg.rms_norm_eps,
+        rope_theta=float(getattr(target_cfg, "rope_theta", None)
+                         or target_cfg.rope_parameters["rope_theta"]),
+        rope_scaling=None, qk_norm=False,
+        markov_type="vanilla" if kind == "dspark" else "none",
+        markov_rank=a.markov_rank if kind == "dspark" else 0, confidence=kind == "dspark",
+        training={"recipe": "training/train.py", "seed": a.seed, "steps": a.steps,
+                  "batch_size": a.batch_size, "anchors": a.anchors, "lr": a.lr})
+
+
+class Trainer:
+    def __init__(self, model, head, info, examples, holdout, args, device, log=print):
+        self.model, self.head, self.a, self.dev, self.log = model, head, args, device, log
+        self.examples, self.holdout = examples, holdout
+        self.autocast = device.type == "cuda"
+        self.runs = {}
+        for i, kind in enumerate(args.kinds):
+            cfg = drafter_config(kind, model.config, info, args)
+            m = build_drafter(cfg)
+            init_weights(m, args.seed + i)
+            m.to(device)
+            opt, sched = make_optimizer(m, args.lr, args.steps, args.warmup_frac)
+            self.runs[kind] = {"cfg": cfg, "model": m, "opt": opt, "sched": sched}
+        layers = sorted({l for r in self.runs.values() for l in r["cfg"].target_layers})
+        self.tap = FeatureTap(model, layers)
+        self.step = 0
+        self.history = []
+
+    # ---- one batch -------------------------------------------------------------------------
+    def _batch(self, examples):
+        ids, attn, lm = (t.to(self.dev) for t in collate(examples))
+        layer_out, last_h = target_forward(self.model, self.tap, ids, attn)
+        return ids, lm, layer_out, last_h
+
+    def _drafter_loss(self, kind, run, ids, lm, layer_out, last_h, anchor_seed):
+        cfg, m = run["cfg"], run["model"]
+        feats = features_for(layer_out, cfg.target_layers)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            if cfg.is_block:
+                gen = torch.Generator().manual_seed(anchor_seed)
+                anchors, valid = sample_anchors(lm.cpu(), self.a.anchors, gen)
+                anchors, valid = anchors.to(self.dev), valid.to(self.dev)
+                L = ids.shape[1]
+                mask = block_attention_mask(anchors, valid, L, cfg.block_size)
+                base, logits, conf = m.forward_train(feats, ids, anchors, mask, self.head)
+                ev = block_eval_mask(lm, anchors, valid, cfg.block_size)
+                pos = (anchors.unsqueeze(-1) + torch.arange(cfg.block_size, device=self.dev)).clamp(max=L - 1)
+                rows = last_h.gather(1, pos.flatten(1).unsqueeze(-1).expand(-1, -1, last_h.shape[-1]))
+                tgt = self.head.logits(rows).view(*pos.shape, -1)
+                loss, st = block_loss(kind, logits, conf, block_labels(ids, anchors, cfg.block_size), tgt, ev)
+                st["_conf_rows"] = (conf, ev, logits, tgt)
+            else:
+                step_logits = m.forward_train(feats, ids, cfg.block_size, self.head)
+                loss, st = chain_loss(step_logits, self.head.logits(last_h), lm)
+        return loss, st
+
+    def train_step(self):
+        a = self.a
+        idx = batch_indices(len(self.examples), a.batch_size, self.step, a.seed)
+        ids, lm, layer_out, last_h = self._batch([self.examples[i] for i in idx])
+        rec = {"step": self.step + 1}
+        for kind, run in self.runs.items():
+            run["model"].train()
+            loss, st = self._drafter_loss(kind, run, ids, lm, layer_out, last_h, a.seed * 7919 + self.step)
+            run["opt"].zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(run["model"].parameters(), a.grad_clip)
+            run["opt"].step()
+            run["sched"].step()
+            rec[kind] = summarize(loss, st, gn, run["sched"].get_last_lr()[0])
+        self.step += 1
+        return rec
+
+    # ---- held-out evaluation ---------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, collect_conf=False):
+        out, conf_rows = {}, []
+        sums = {k: [] for k in self.runs}
+        bs = self.a.batch_size
+        for start in range(0, len(self.holdout) - bs + 1, bs):
+            ids, lm, layer_out, last_h = self._batch(self.holdout[start:start + bs])
+            for kind, run in self.runs.items():
+                run["model"].eval()
+                loss, st = self._drafter_loss(kind, run, ids, lm, layer_out, last_h, 10 ** 9 + start)
+                sums[kind].append((float(loss), st["accept"].float().cpu()))
+                if collect_conf and kind == "dspark":
+                    conf, ev, logits, tgt = st["_conf_rows"]
+                    c_star = 1 - 0.5 * (torch.softmax(logits.float(), -1) - torch.softmax(tgt.float(), -1)).abs().sum(-1)
+                    conf_rows.append((conf.float().flatten(0, 1).cpu(), c_star.clamp(0, 1).flatten(0, 1).cpu(),
+                                      ev.bool().flatten(0, 1).cpu()))
+        for kind, vals in sums.items():
+            if not vals:
+                continue
+            acc = torch.stack([v[1] for v in vals]).mean(0)
+            out[kind] = {"loss": sum(v[0] for v in vals) / len(vals), "accept": acc.tolist(),
+                         "tau_probabilistic": tau_probabilistic(acc)}
+        if collect_conf and conf_rows:
+            z, c, v = (torch.cat([r[i] for r in conf_rows]) for i in range(3))
+            keep = v[:, 0]
+            out["calibration"] = calibrate(z[keep], c[keep], v[keep], seed=self.a.seed)
+        return out
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save(self, path):
+        state = {"step": self.step, "history": self.history,
+                 "runs": {k: {"model": r["model"].state_dict(), "opt": r["opt"].state_dict(),
+                              "sched": r["sched"].state_dict()} for k, r in self.runs.items()},
+                 "args": dataclasses.asdict(self.a)}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path):
+        state = torch.load(path, map_location=self.dev, weights_only=False)
+        saved = state["args"]
+        for key in ("kinds", "steps", "batch_size", "seed", "anchors", "lr"):
+            if saved[key] != getattr(self.a, key):
+                raise ValueError(f"checkpoint {path} was made with {key}={saved[key]!r}, "
+                                 f"not {getattr(self.a, key)!r}")
+        for k, r in self.runs.items():
+            r["model"].load_state_dict(state["runs"][k]["model"])
+            r["opt"].load_state_dict(state["runs"][k]["opt"])
+            r["sched"].load_state_dict(state["runs"][k]["sched"])
+        self.step, self.history = state["step"], state["history"]
+
+    def fit(self, ckpt_path=None):
+        """Runs to args.steps (or until the time limit: then checkpoints and returns False)."""
+        t0 = time.time()
+        while self.step < self.a.steps:
+            rec = self.train_step()
+            if self.step % self.a.log_every == 0 or self.step == self.a.steps:
+                rec["wall_s"] = round(time.time() - t0, 1)
+                self.history.append(rec)
+                self.log(json.dumps(short(rec)))
+            if ckpt_path and (self.step % self.a.ckpt_every == 0):
+                self.save(ckpt_path)
+            if time.time() - t0 > self.a.time_limit_s and self.step < self.a.steps:
+                if ckpt_path:
+                    self.save(ckpt_path)
+                self.log(f"trainer: time limit {self.a.time_limit_s:.0f} s reached at step {self.step}")
+                return False
+        if ckpt_path:
+            self.save(ckpt_path)
+        return True
+
+
+def summarize(loss, st, grad_norm, lr):
+    rec = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr}
+    for k, v in st.items():
+        if k.startswith("_"):
+            continue
+        if k == "accept":
+            rec["accept"] = [round(float(x), 4) for x in v]
+            rec["tau_probabilistic"] = round(tau_probabilistic(v), 4)
+        else:
+            rec[k] = float(v.detach()) if torch.is_tensor(v) else float(v)
+    return rec
+
+
+def short(rec):
+    return {k: ({"loss": round(v["loss"], 4), "tau_p": v.get("tau_probabilistic")} if isinstance(v, dict) else v)
+            for k, v in rec.items()}
+
