@@ -28,27 +28,6 @@ std::string format_double(double v) {
   return buf;
 }
 
-// Nesting depth of brackets outside strings: checked before parsing, so a hostile frame of
-// a million '[' costs one linear scan and no parser recursion or allocation.
-bool within_depth(std::string_view frame, int max_depth) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : frame) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
-
 // ---- typed field readers ------------------------------------------------------------------
 // `name` is the field's path in the message ("params.top_k"); `code` what a wrong value is.
 
@@ -259,7 +238,7 @@ decode_result<Message> decode_frame(std::string_view frame, size_t max_bytes, Re
     return decode_error{error_code::too_large,
                         "message of " + std::to_string(frame.size()) + " bytes exceeds the limit of " +
                             std::to_string(max_bytes), std::nullopt};
-  if (!within_depth(frame, k_max_json_depth))
+  if (!json_within_depth(frame, k_max_json_depth))
     return decode_error{error_code::bad_request,
                         "JSON nested deeper than " + std::to_string(k_max_json_depth) + " levels", std::nullopt};
   json obj;
@@ -447,6 +426,27 @@ std::optional<decode_error> validate_params(const sampling_params& p) {
     if (s.empty() || s.size() > k_max_stop_bytes)
       return bad("params.stop: each string must be 1 to " + std::to_string(k_max_stop_bytes) + " bytes");
   return std::nullopt;
+}
+
+// Nesting depth of brackets outside strings: checked before parsing, so a hostile frame of
+// a million '[' costs one linear scan and no parser recursion or allocation.
+bool json_within_depth(std::string_view frame, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : frame) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
 }
 
 error_reply to_error_reply(const decode_error& error) { return error_reply{error.id, error.code, error.message}; }

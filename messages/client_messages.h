@@ -210,6 +210,10 @@ decode_result<server_message> decode_server_message(std::string_view frame,
 // when valid, else the invalid_params error naming the field.
 std::optional<decode_error> validate_params(const sampling_params& params);
 
+// Whether no bracket nesting in `text` (outside strings) exceeds max_depth: a linear scan to
+// run before parsing untrusted JSON, so hostile nesting costs no parser work.
+bool json_within_depth(std::string_view text, int max_depth = k_max_json_depth);
+
 // The error reply for a decode failure (the server's answer to a bad frame).
 error_reply to_error_reply(const decode_error& error);
 

@@ -291,19 +291,23 @@ void request::cancel() {
   if (!finished()) owner_->send_cancel(state_->id);
 }
 
-stream_event request::next() {
+std::optional<stream_event> request::try_next(std::chrono::milliseconds wait) {
   request_state& r = *state_;
   std::unique_lock lock(r.m);
   if (r.consumed) throw client_error(error_kind::closed, msg::error_code::unknown_id, "request '" + r.id + "' has ended");
-  const auto timeout = owner_->options().timeout;
-  if (!r.cv.wait_for(lock, timeout, [&] { return !r.events.empty(); }))
-    throw client_error(error_kind::timeout, msg::error_code::internal,
-                       "no reply for request '" + r.id + "' within " + std::to_string(timeout.count()) +
-                           " ms (is the server at " + owner_->options().endpoint + " running?)");
+  if (!r.cv.wait_for(lock, wait, [&] { return !r.events.empty(); })) return std::nullopt;
   stream_event e = std::move(r.events.front());
   r.events.pop_front();
   if (is_final(e)) r.consumed = true;
   return e;
+}
+
+stream_event request::next() {
+  const auto timeout = owner_->options().timeout;
+  if (auto e = try_next(timeout)) return std::move(*e);
+  throw client_error(error_kind::timeout, msg::error_code::internal,
+                     "no reply for request '" + id() + "' within " + std::to_string(timeout.count()) +
+                         " ms (is the server at " + owner_->options().endpoint + " running?)");
 }
 
 msg::done_reply request::wait() {

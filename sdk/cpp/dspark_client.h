@@ -17,6 +17,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -79,6 +80,9 @@ class request {
   // The next event; throws client_error(timeout) when none arrives in time. After done or
   // error, further calls throw client_error(closed).
   stream_event next();
+  // Like next(), but waits at most `wait` and gives nullopt when nothing arrived (lets a caller
+  // check other things, such as whether its own HTTP client is still connected, meanwhile).
+  std::optional<stream_event> try_next(std::chrono::milliseconds wait);
   // Waits for the end: the done_reply, or client_error(server) for an error reply.
   msg::done_reply wait();
   // Asks the server to end the request; it ends with done(finish_reason cancelled).

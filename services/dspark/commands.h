@@ -18,6 +18,9 @@ struct command {
 // `dspark generate`: one prompt, streamed continuation (generate_command.cpp).
 int generate_command(std::span<const std::string> args);
 
+// `dspark gateway`: the OpenAI-compatible HTTP gateway (gateway_command.cpp).
+int gateway_command(std::span<const std::string> args);
+
 // Every subcommand, in the order `dspark --help` lists them.
 std::span<const command> all_commands();
 

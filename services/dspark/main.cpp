@@ -13,9 +13,10 @@
 namespace dspark::cli {
 
 std::span<const command> all_commands() {
-  static const std::array<command, 2> k_commands = {{
+  static const std::array<command, 3> k_commands = {{
       {"generate", "generate a continuation of one prompt, streamed to stdout", generate_command},
       {"bench-spec", "speculative decoding on a prompt set: acceptance and speedup", bench_spec_command},
+      {"gateway", "OpenAI-compatible HTTP API in front of a running server", gateway_command},
   }};
   return k_commands;
 }
