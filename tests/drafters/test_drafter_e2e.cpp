@@ -1,0 +1,189 @@
+// The trained drafters on the real default model (SmolLM2-135M): prompt-row capture in the CPU
+// backend, and speculative decoding with random-weight drafters of the target's dims, which
+// must give plain decoding's tokens at temperature 0 (any drafter is lossless) and replay
+// exactly from a seed at temperature 0.8.
+#include <chrono>
+#include <cstdio>
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "engine/cpu_backend.h"
+#include "engine/generator.h"
+#include "engine/model.h"
+#include "engine/spec/policy.h"
+#include "engine/spec/prompt_set.h"
+#include "engine/spec/spec_decoder.h"
+#include "models/drafters/trained_drafter.h"
+#include "tests/drafters/drafter_fixture.h"
+#include "tests/test_support.h"
+
+namespace dspark {
+namespace {
+
+const model* shared_model() {
+  static std::unique_ptr<model> m = [] {
+    const std::string p = test::default_model_path();
+    return p.empty() ? nullptr : std::make_unique<model>(load_model(p));
+  }();
+  return m.get();
+}
+
+cpu_backend_options backend_options() {
+  cpu_backend_options o;
+  o.n_seq_max = 2;
+  o.n_ctx = 512;
+  o.max_tokens_per_step = 64;  // prompts span several prefill chunks
+  o.max_capture_layers = 5;
+  return o;
+}
+
+// Captured prompt rows (n_capture = n_tokens, one logit row) equal the rows a forward with
+// logits for every row captures, in a ragged batch of two sequences.
+TEST(DrafterE2E, CapturedPromptRowsEqualFullLogitRows) {
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  cpu_backend be(m.config(), m.weights(), backend_options());
+  const std::vector<int32_t> a = encode_chat_prompt(m.tokenizer(), "Name three prime numbers.");
+  const std::vector<int32_t> b = {504, 3575, 282, 4649, 314, 28, 1000};
+  std::vector<int32_t> tokens = a;
+  tokens.insert(tokens.end(), b.begin(), b.end());
+  const std::vector<int32_t> layers = {1, 15, 29};
+  const int64_t E = m.config().n_embd, nv = m.config().n_vocab;
+  const int32_t na = static_cast<int32_t>(a.size()), nb = static_cast<int32_t>(b.size());
+  std::vector<float> hid_capture, hid_full, logit_capture, logit_full;
+  for (int pass = 0; pass < 2; ++pass) {
+    const int32_t sa = *be.open_sequence(), sb = *be.open_sequence();
+    // Pass 0: capture every row, logits for the last 1 / 2 rows; pass 1: logits everywhere.
+    const batch_sequence seqs[2] = {pass == 0 ? batch_sequence{sa, na, 1, na} : batch_sequence{sa, na, na},
+                                    pass == 0 ? batch_sequence{sb, nb, 2, nb} : batch_sequence{sb, nb, nb}};
+    forward_batch fb;
+    fb.tokens = tokens;
+    fb.seqs = seqs;
+    fb.capture_layers = layers;
+    const forward_output o = be.forward(fb);
+    ASSERT_EQ(o.n_hidden_rows, na + nb);
+    std::vector<float>& h = pass == 0 ? hid_capture : hid_full;
+    h.assign(o.hidden, o.hidden + layers.size() * (na + nb) * E);
+    if (pass == 0) {
+      EXPECT_EQ(o.n_rows, 3);
+      logit_capture.assign(o.logits, o.logits + 3 * nv);
+    } else {
+      // The logit rows pass 0 asked for: a's last, b's last two.
+      for (int64_t r : {int64_t{na - 1}, int64_t{na + nb - 2}, int64_t{na + nb - 1}})
+        logit_full.insert(logit_full.end(), o.logits + r * nv, o.logits + (r + 1) * nv);
+    }
+    be.free_sequence(sa);
+    be.free_sequence(sb);
+  }
+  EXPECT_EQ(hid_capture, hid_full);
+  EXPECT_EQ(logit_capture, logit_full);
+  // n_capture below n_logits or above n_tokens is rejected.
+  const int32_t s = *be.open_sequence();
+  for (int32_t bad : {0, 8}) {
+    const batch_sequence q{s, 7, 1, bad == 0 ? 0 : 8};
+    forward_batch fb;
+    fb.tokens = b;
+    fb.seqs = {&q, 1};
+    fb.capture_layers = layers;
+    EXPECT_THROW(be.forward(fb), invalid_argument_error);
+  }
+}
+
+// A random drafter of the target's dims (fc/markov sizes from SmolLM2) in a temp folder.
+std::string random_target_drafter(const model& m, const std::string& kind) {
+  test::tiny_dims d;
+  d.kind = kind;
+  d.n_vocab = m.config().n_vocab;
+  d.n_embd = m.config().n_embd;
+  d.target_layers_total = m.config().n_layer;
+  d.target_layers = {1, 8, 15, 22, 28};
+  d.block_size = 4;
+  d.n_head = 9;
+  d.n_head_kv = 3;
+  d.head_dim = 64;
+  d.n_ff = 256;
+  d.rank = 16;
+  d.rope_theta = 100000.0;
+  d.markov = kind == "dspark" ? "vanilla" : "none";
+  d.confidence = kind == "dspark";
+  if (kind == "eagle3" || kind == "mtp1") d.n_layer = 1;
+  if (kind == "mtp1") {
+    d.block_size = 1;
+    d.target_layers = {static_cast<int32_t>(m.config().n_layer - 1)};
+  }
+  const nlohmann::json j = test::tiny_config(d);
+  return test::write_drafter_folder(kind, j, test::random_drafter_tensors(j, 42));
+}
+
+std::vector<std::vector<int32_t>> test_prompts(const model& m) {
+  return {encode_chat_prompt(m.tokenizer(), "What is 12 times 7?"),
+          encode_chat_prompt(m.tokenizer(), "Write a Python function that reverses a list.")};
+}
+
+TEST(DrafterE2E, GreedyIsTokenIdenticalToPlainDecodingForEveryKind) {
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  cpu_backend be(m.config(), m.weights(), backend_options());
+  sampling_params sp;
+  sp.max_tokens = 12;
+  const auto prompts = test_prompts(m);
+  std::vector<generation_result> plain;
+  for (const auto& p : prompts) plain.push_back(generate(m, be, p, sp));
+  drafter_runtime_params rp;
+  rp.max_ctx = 512;
+  for (const char* kind : {"dspark", "dflash", "eagle3", "mtp1"}) {
+    const std::string dir = random_target_drafter(m, kind);
+    std::unique_ptr<drafter> d = load_trained_drafter(dir, m.config(), m.weights(), rp);
+    for (int32_t gamma : {1, 4}) {
+      fixed_gamma_policy pol(gamma);
+      int64_t proposed = 0;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        const spec_result r = spec_generate(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), prompts[i], sp);
+        EXPECT_EQ(r.gen.token_ids, plain[i].token_ids) << kind << " gamma " << gamma << " prompt " << i;
+        proposed += r.metrics.draft_tokens_proposed();
+      }
+      // The drafter really drafted: prompt features reached it after prefill.
+      EXPECT_GT(proposed, 0) << kind << " gamma " << gamma;
+    }
+  }
+}
+
+TEST(DrafterE2E, SampledDecodingReplaysFromItsSeed) {
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  cpu_backend be(m.config(), m.weights(), backend_options());
+  sampling_params sp;
+  sp.max_tokens = 12;
+  sp.temperature = 0.8f;
+  sp.top_p = 0.95f;
+  sp.seed = 1234;
+  const auto prompts = test_prompts(m);
+  drafter_runtime_params rp;
+  rp.max_ctx = 512;
+  const std::string dir = random_target_drafter(m, "dspark");
+  std::unique_ptr<drafter> d = load_trained_drafter(dir, m.config(), m.weights(), rp);
+  fixed_gamma_policy pol(4);
+  const spec_result a = spec_generate(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), prompts[0], sp);
+  const spec_result b = spec_generate(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), prompts[0], sp);
+  EXPECT_EQ(a.gen.token_ids, b.gen.token_ids);
+  EXPECT_GT(a.metrics.draft_tokens_proposed(), 0);
+}
+
+TEST(DrafterE2E, WrongTargetOrKindIsRejected) {
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  test::tiny_dims d;  // a 64-token, 32-wide target
+  const nlohmann::json j = test::tiny_config(d);
+  const std::string dir = test::write_drafter_folder("tiny", j, test::random_drafter_tensors(j, 1));
+  try {
+    load_trained_drafter(dir, m.config(), m.weights(), {});
+    ADD_FAILURE() << "a drafter for another target loaded";
+  } catch (const invalid_argument_error& e) {
+    EXPECT_NE(std::string(e.what()).find("n_vocab = 64"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_trained_drafter(dir, m.config(), m.weights(), {}, drafter_kind::eagle3), invalid_argument_error);
+}
+
+}  // namespace
+}  // namespace dspark
