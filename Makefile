@@ -8,7 +8,7 @@ MODEL ?= $(CURDIR)/.models/SmolLM2-135M-Instruct.Q4_1.gguf
 PROMPT ?= What is the capital of France? Answer in one sentence, then name two famous landmarks there.
 CMAKE_FLAGS ?=
 
-.PHONY: all deps model build run test test-asan bench clean
+.PHONY: all deps model build run test test-asan test-python bench clean
 
 all: build
 
@@ -30,6 +30,7 @@ run: build model
 test: build model
 	DSPARK_MODEL=$(MODEL) ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 	$(MAKE) test-asan
+	$(MAKE) test-python
 
 # The parsers (and the client protocol codec) again under AddressSanitizer + UBSan, with the
 # random-mutation fuzz tests.
@@ -37,6 +38,10 @@ test-asan: deps
 	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSPARK_SANITIZE=ON -DDSPARK_CUDA=OFF
 	cmake --build $(BUILD)-asan -j $(JOBS) --target test_formats test_tokenizer test_client
 	DSPARK_MODEL=$(MODEL) ctest --test-dir $(BUILD)-asan --output-on-failure -j $(JOBS) -L "formats|tokenizer|client"
+
+# The Python SDK (pytest): scripted-server tests, and against `dspark serve` when it is built.
+test-python: deps
+	DSPARK_BUILD=$(CURDIR)/$(BUILD) DSPARK_MODEL=$(MODEL) python3 -m pytest -q sdk/python/tests deploy/tests
 
 bench: build model
 	$(BUILD)/bench/bench_cpu --model $(MODEL)

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 apt_packages=(cmake ninja-build g++ make libcaf-dev libzmq3-dev cppzmq-dev nlohmann-json3-dev
-              libgtest-dev libgmock-dev libpcre2-dev pkg-config python3 python3-pip)
+              libgtest-dev libgmock-dev libpcre2-dev pkg-config python3 python3-pip
+              libcpp-httplib-dev python3-yaml)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,7 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python tools used by tests and scripts (test references, the training toolkit's CPU parts).
-py_packages=(numpy)
-for p in "${py_packages[@]}"; do
-  python3 -c "import $p" 2>/dev/null || python3 -m pip install -q "$p"
+# Entries are PIP_NAME or PIP_NAME:MODULE when the module is named otherwise.
+py_packages=(numpy pyzmq:zmq pytest)
+for entry in "${py_packages[@]}"; do
+  p="${entry%%:*}"; m="${entry#*:}"
+  python3 -c "import $m" 2>/dev/null || python3 -m pip install -q "$p"
 done
