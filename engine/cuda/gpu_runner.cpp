@@ -260,8 +260,8 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   // fixed-boundary combine makes the result bit-identical to the exact split count.
   const bool graphable = opt_.use_graphs && s.capture_layers.empty() && s.n_tokens <= k_graph_max_tokens;
   shape sh{s.n_tokens, s.n_seqs, static_cast<int32_t>(items.size()), s.n_rows,
-           graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), variant,
-           s.n_capture_rows, s.capture_layers, s.argmax};
+           graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), s.n_capture_rows,
+           variant, s.capture_layers, s.argmax};
 
   const size_t copy_bytes = off_block_tables_ + static_cast<size_t>(s.n_seqs) * opt_.max_blocks_per_seq * 4;
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(d_plan_.data(), h_plan_.data(), copy_bytes, cudaMemcpyHostToDevice, stream));
