@@ -8,7 +8,7 @@ MODEL ?= $(CURDIR)/.models/SmolLM2-135M-Instruct.Q4_1.gguf
 PROMPT ?= What is the capital of France? Answer in one sentence, then name two famous landmarks there.
 CMAKE_FLAGS ?=
 
-.PHONY: all deps model build run test test-asan test-python bench clean
+.PHONY: all deps model build run test test-asan test-python test-training bench clean
 
 all: build
 
@@ -42,6 +42,12 @@ test-asan: deps
 # The Python SDK (pytest): scripted-server tests, and against `dspark serve` when it is built.
 test-python: deps
 	DSPARK_BUILD=$(CURDIR)/$(BUILD) DSPARK_MODEL=$(MODEL) python3 -m pytest -q sdk/python/tests deploy/tests
+	$(MAKE) test-training
+
+# The PyTorch training toolkit's tests (training/tests); torch is not a CI dependency.
+test-training: deps
+	@if python3 -c "import torch" 2>/dev/null; then python3 -m pytest -q training/tests; \
+	else echo "torch not installed: skipping training tests"; fi
 
 bench: build model
 	$(BUILD)/bench/bench_cpu --model $(MODEL)
