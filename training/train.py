@@ -49,6 +49,8 @@ def parse():
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--time-limit", type=float, default=1e9, help="training seconds before checkpoint+stop")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="unix time by which training must stop (checkpoint + export still follow)")
     ap.add_argument("--ckpt", help="trainer checkpoint (resumed from when present)")
     ap.add_argument("--out", required=True, help="export folder: <out>/<kind>/")
     ap.add_argument("--export-dtype", default="bf16", choices=["bf16", "f32"])
@@ -120,6 +122,8 @@ def main():
         tr.load(args.ckpt)
         log(f"train: resumed from {args.ckpt} at step {tr.step}")
     eval_before = tr.evaluate() if tr.step == 0 else None
+    if args.deadline is not None:
+        tr.a.time_limit_s = min(tr.a.time_limit_s, max(0.0, args.deadline - time.time()))
     t_train = time.time()
     complete = tr.fit(args.ckpt)
     train_s = time.time() - t_train

