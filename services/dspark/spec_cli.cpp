@@ -1,10 +1,13 @@
 // Speculative-decoding CLI options: drafter and policy construction, stats.
 #include "services/dspark/spec_cli.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <string>
 
 #include "engine/model.h"
 #include "models/drafters/layerskip_drafter.h"
+#include "models/drafters/trained_drafter.h"
 #include "models/drafters/ngram_drafter.h"
 #include "models/tokenizer/tokenizer.h"
 
@@ -12,7 +15,8 @@ namespace dspark::cli {
 
 std::vector<option_spec> spec_option_specs() {
   return {
-      {"draft", true, false, "none|ngram|layerskip:K  speculative drafter (default none)"},
+      {"draft", true, false,
+       "none|ngram|layerskip:K|dspark:DIR|dflash:DIR|eagle3:DIR|mtp1:DIR  speculative drafter (default none)"},
       {"gamma", true, false, "G  draft tokens verified per step, [1, 64] (default 4)"},
       {"threshold", true, false, "C  stop a chain where its cumulative confidence < C, [0, 1] (default 0)"},
       {"ngram-min", true, false, "N  shortest n-gram to match (default 1)"},
@@ -65,7 +69,24 @@ spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_c
         [dbe](const model_config& c, const llama_weights& w) { return make_backend(dbe, c, w); });
     return s;
   }
-  throw usage_error("--draft must be none, ngram or layerskip:K, got '" + s.draft + "'");
+  // Trained drafters: KIND:DIR, a folder of drafter.json + weights for this target.
+  const size_t colon = s.draft.find(':');
+  if (colon != std::string::npos) {
+    if (const auto kind = parse_drafter_kind(s.draft.substr(0, colon))) {
+      const std::string dir = s.draft.substr(colon + 1);
+      if (dir.empty() || !std::filesystem::is_directory(dir))
+        throw usage_error("--draft " + s.draft.substr(0, colon) + ":DIR needs a drafter folder; '" + dir +
+                          "' is not a directory");
+      drafter_runtime_params p;
+      p.max_slots = max_slots;
+      p.max_ctx = be.cpu.n_ctx > 0 ? be.cpu.n_ctx : static_cast<int32_t>(std::min<int64_t>(m.config().n_ctx_train, 4096));
+      p.n_threads = be.cpu.n_threads;
+      s.d = load_trained_drafter(dir, m.config(), m.weights(), p, kind);
+      return s;
+    }
+  }
+  throw usage_error("--draft must be none, ngram, layerskip:K, dspark:DIR, dflash:DIR, eagle3:DIR or mtp1:DIR, got '" +
+                    s.draft + "'");
 }
 
 spec_result run_spec_generate(const model& m, backend& be, spec_setup& s, std::span<const int32_t> prompt,

@@ -1,5 +1,6 @@
 // Speculative-decoding options shared by `dspark generate` and `dspark bench-spec`:
-//   --draft none|ngram|layerskip:K   the drafter (default none)
+//   --draft none|ngram|layerskip:K   the drafter (default none); trained drafters:
+//           dspark:DIR|dflash:DIR|eagle3:DIR|mtp1:DIR   (docs/drafter-format.md; CPU compute)
 //   --gamma G                        drafts verified per step (default 4)
 //   --threshold C                    truncate chains at cumulative confidence < C (default 0)
 //   --ngram-min N, --ngram-max N     n-gram match lengths (default 1..4)

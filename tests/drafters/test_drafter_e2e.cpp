@@ -187,3 +187,57 @@ TEST(DrafterE2E, WrongTargetOrKindIsRejected) {
 
 }  // namespace
 }  // namespace dspark
+
+namespace dspark {
+namespace {
+
+// Timing, run by hand (--gtest_also_run_disabled_tests): one propose round of a random 2-layer
+// dspark drafter of SmolLM2's dims (d 576, V 49152, r 128, gamma 7) with 200 context rows.
+TEST(DrafterPerf, DISABLED_ProposeRoundSmolLM2Dims) {
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  test::tiny_dims d;
+  d.n_vocab = m.config().n_vocab;
+  d.n_embd = m.config().n_embd;
+  d.target_layers_total = m.config().n_layer;
+  d.target_layers = {1, 8, 15, 22, 28};
+  d.block_size = 7;
+  d.n_head = 9;
+  d.n_head_kv = 3;
+  d.head_dim = 64;
+  d.n_ff = 1536;
+  d.rank = 128;
+  const nlohmann::json j = test::tiny_config(d);
+  const std::string dir = test::write_drafter_folder("perf", j, test::random_drafter_tensors(j, 3));
+  drafter_runtime_params rp;
+  rp.max_ctx = 512;
+  std::unique_ptr<drafter> dr = load_trained_drafter(dir, m.config(), m.weights(), rp);
+  const int64_t E = m.config().n_embd;
+  std::vector<float> feats(5 * 200 * E, 0.5f);
+  dr->begin(0, {});
+  commit_info c;
+  c.features = {feats.data(), 5, 200, 0, E, 200 * E};
+  dr->on_commit(0, c);
+  std::vector<int32_t> ctx(201, 100);
+  draft_batch out(draft_batch_params{1, 7, m.config().n_vocab, draft_dist_kind::dense, 0});
+  sampling_params sp;
+  for (float temp : {0.0f, 0.8f}) {
+    sp.temperature = temp;
+    propose_request r;
+    r.max_drafts = 7;
+    r.context = ctx;
+    r.sampling = &sp;
+    double best = 1e9;
+    for (int it = 0; it < 10; ++it) {
+      out.clear();
+      const auto t0 = std::chrono::steady_clock::now();
+      dr->propose({&r, 1}, out);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    ASSERT_EQ(out.length(0), 7);
+    std::printf("propose round, temperature %.1f: best of 10 = %.2f ms\n", temp, best * 1e3);
+  }
+}
+
+}  // namespace
+}  // namespace dspark
