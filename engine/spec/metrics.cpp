@@ -2,6 +2,7 @@
 #include "engine/spec/metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "common/error.h"
@@ -14,6 +15,51 @@ spec_metrics::spec_metrics(int32_t gamma_max) {
   verified_at_.assign(static_cast<size_t>(gamma_max), 0);
   reached_at_.assign(static_cast<size_t>(gamma_max), 0);
   accepted_at_.assign(static_cast<size_t>(gamma_max), 0);
+  calibration_.assign(static_cast<size_t>(gamma_max) * k_calibration_bins, {});
+}
+
+void spec_metrics::record_confidences(std::span<const float> c, int32_t n_verified, int32_t n_accepted) {
+  if (n_verified < 0 || n_verified > positions() || static_cast<size_t>(n_verified) > c.size() || n_accepted < 0 ||
+      n_accepted > n_verified)
+    throw invalid_argument_error("spec_metrics: confidences of " + std::to_string(c.size()) + " drafts, verified " +
+                                 std::to_string(n_verified) + ", accepted " + std::to_string(n_accepted));
+  double a = 1.0;
+  for (int32_t k = 0; k < n_verified; ++k) {
+    a *= std::clamp(static_cast<double>(c[static_cast<size_t>(k)]), 0.0, 1.0);
+    const int32_t bin = std::min(k_calibration_bins - 1, static_cast<int32_t>(a * k_calibration_bins));
+    calibration_bin& b = calibration_[static_cast<size_t>(k) * k_calibration_bins + static_cast<size_t>(bin)];
+    ++b.n;
+    b.sum_a += a;
+    b.sum_accepted += k < n_accepted ? 1.0 : 0.0;
+  }
+}
+
+int64_t spec_metrics::calibrated_at(int32_t k) const {
+  if (k < 0 || k >= positions()) return 0;
+  int64_t n = 0;
+  for (int32_t i = 0; i < k_calibration_bins; ++i)
+    n += calibration_[static_cast<size_t>(k) * k_calibration_bins + static_cast<size_t>(i)].n;
+  return n;
+}
+
+double spec_metrics::expected_calibration_error(int32_t k) const {
+  const int64_t total = calibrated_at(k);
+  if (total == 0) return 0.0;
+  double e = 0.0;
+  for (int32_t i = 0; i < k_calibration_bins; ++i) {
+    const calibration_bin& b = calibration_[static_cast<size_t>(k) * k_calibration_bins + static_cast<size_t>(i)];
+    if (b.n) e += std::abs(b.sum_a - b.sum_accepted) / static_cast<double>(total);  // n/N * |mean a - mean acc|
+  }
+  return e;
+}
+
+double spec_metrics::mean_cumulative_confidence(int32_t k) const {
+  const int64_t total = calibrated_at(k);
+  if (total == 0) return 0.0;
+  double s = 0.0;
+  for (int32_t i = 0; i < k_calibration_bins; ++i)
+    s += calibration_[static_cast<size_t>(k) * k_calibration_bins + static_cast<size_t>(i)].sum_a;
+  return s / static_cast<double>(total);
 }
 
 void spec_metrics::record_round(int32_t n_proposed, int32_t n_verified, int32_t n_accepted, bool emitted_next) {
@@ -57,6 +103,12 @@ void spec_metrics::merge(const spec_metrics& o) {
   verified_at_.resize(n, 0);
   reached_at_.resize(n, 0);
   accepted_at_.resize(n, 0);
+  calibration_.resize(n * k_calibration_bins);
+  for (size_t i = 0; i < o.calibration_.size(); ++i) {
+    calibration_[i].n += o.calibration_[i].n;
+    calibration_[i].sum_a += o.calibration_[i].sum_a;
+    calibration_[i].sum_accepted += o.calibration_[i].sum_accepted;
+  }
   for (size_t k = 0; k < o.verified_at_.size(); ++k) {
     verified_at_[k] += o.verified_at_[k];
     reached_at_[k] += o.reached_at_[k];
@@ -118,6 +170,17 @@ nlohmann::json spec_metrics::to_json() const {
   }
   j["acceptance_conditional"] = cond;
   j["acceptance_unconditional"] = uncond;
+  bool calibrated = false;
+  for (int32_t k = 0; k < positions(); ++k) calibrated |= calibrated_at(k) > 0;
+  if (calibrated) {
+    nlohmann::json ece = nlohmann::json::array(), conf = nlohmann::json::array();
+    for (int32_t k = 0; k < positions(); ++k) {
+      ece.push_back(expected_calibration_error(k));
+      conf.push_back(mean_cumulative_confidence(k));
+    }
+    j["confidence_ece"] = ece;
+    j["confidence_mean_cumulative"] = conf;
+  }
   j["requests"] = requests_;
   j["prompt_tokens"] = prompt_tokens_;
   j["generated_tokens"] = generated_;

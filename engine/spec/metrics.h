@@ -10,12 +10,17 @@
 //   accepted_at[k]  rounds that accepted draft k            (a > k)
 //   conditional acceptance at k   = accepted_at[k] / reached_at[k]   (the paper's Fig.2 value)
 //   unconditional acceptance at k = accepted_at[k] / rounds          (accept_rate@k, prefix survival)
+//   calibration at k (drafters with a confidence head): the cumulative confidence
+//       a_k = c_0 * ... * c_k of each verified draft k against the indicator "drafts 0..k all
+//       accepted", in 20 equal-width bins; ECE_k = sum over bins of |mean a - accepted fraction|
+//       weighted by the bin's share (DeepSpec's per-position ECE of cumprod confidence).
 //   TTFT = first token time - request start; TPOT = (end - first token) / (generated - 1);
 //   tokens/s = generated tokens / wall seconds (the sum of request durations unless a run sets
 //   its own wall time, as a batched run does).
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -40,6 +45,9 @@ class spec_metrics {
   // the verifier, and whether a correction/bonus token was emitted. Throws
   // invalid_argument_error unless 0 <= accepted <= verified <= proposed and verified <= gamma_max.
   void record_round(int32_t n_proposed, int32_t n_verified, int32_t n_accepted, bool emitted_next);
+  // Calibration of one round's confidences: c[0..n_verified) of the verified drafts, of which
+  // the verifier accepted n_accepted (before any stop-token adjustment).
+  void record_confidences(std::span<const float> c, int32_t n_verified, int32_t n_accepted);
   // A finished (or cancelled) request's timing.
   void record_request(const request_timing& t);
   // Adds another request's (or worker's) counts; per-position vectors grow to the longer one.
@@ -63,6 +71,9 @@ class spec_metrics {
   double acceptance_rate() const;                   // accepted / verified drafts; 0 with none
   double conditional_acceptance(int32_t k) const;   // 0 when never reached
   double unconditional_acceptance(int32_t k) const; // 0 with no rounds
+  int64_t calibrated_at(int32_t k) const;          // drafts k with a recorded confidence
+  double expected_calibration_error(int32_t k) const;  // ECE_k; 0 when none recorded
+  double mean_cumulative_confidence(int32_t k) const;  // mean a_k; 0 when none recorded
   double mean_ttft_s() const;
   double mean_tpot_s() const;                       // over requests with >= 2 tokens
   double tokens_per_s() const;
@@ -79,6 +90,13 @@ class spec_metrics {
   std::vector<int64_t> verified_at_;  // [gamma_max]
   std::vector<int64_t> reached_at_;   // [gamma_max]
   std::vector<int64_t> accepted_at_;  // [gamma_max]
+  static constexpr int32_t k_calibration_bins = 20;
+  struct calibration_bin {
+    int64_t n = 0;
+    double sum_a = 0.0;
+    double sum_accepted = 0.0;
+  };
+  std::vector<calibration_bin> calibration_;  // [gamma_max][k_calibration_bins]
   int64_t requests_ = 0;
   int64_t prompt_tokens_ = 0;
   int64_t generated_ = 0;

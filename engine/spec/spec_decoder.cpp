@@ -350,6 +350,8 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
     }
   }
   r.metrics.record_round(r.n_proposed, l, accepted_counted, emitted_next);
+  if (drafter_ && drafter_->caps().has_confidence && l > 0)
+    r.metrics.record_confidences(b.drafts->confidences(r.id), l, v.n_accepted);
   if (!go_on) {
     finish(r);
     return;
