@@ -17,51 +17,17 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 deps="$root/build-devdeps"
 
 if [ "${1:-}" = "--stage" ]; then
-  set -e
-  rm -rf "$deps" && mkdir -p "$deps/include" "$deps/lib/pkgconfig" "$deps/share/cmake" "$deps/bin"
-  cp -r /usr/include/nlohmann "$deps/include/"
-  cp -r /usr/share/cmake/nlohmann_json "$deps/share/cmake/"
-  cp /usr/include/pcre2.h "$deps/include/"
-  cp /usr/lib/x86_64-linux-gnu/libpcre2-8.a "$deps/lib/"
-  cp -r /usr/src/googletest "$deps/googletest-src"
-  # A minimal pkg-config that answers CMake's FindPkgConfig for libpcre2-8 only (the machine
-  # may have no pkg-config at all). Paths are resolved at run time from the script's place.
-  cat > "$deps/bin/pkg-config" <<'PKG'
-#!/usr/bin/env bash
-d="$(cd "$(dirname "$0")/.." && pwd)"
-mods=(); out=()
-for a in "$@"; do
-  case "$a" in
-    --version) echo "0.29.2"; exit 0 ;;
-    --modversion) out+=("10.42") ;;
-    --exists|--print-errors|--short-errors|--static|--errors-to-stdout) ;;
-    --cflags|--cflags-only-I) out+=("-I$d/include") ;;
-    --cflags-only-other|--libs-only-other) out+=("") ;;
-    --libs) out+=("-L$d/lib -lpcre2-8") ;;
-    --libs-only-L) out+=("-L$d/lib") ;;
-    --libs-only-l) out+=("-lpcre2-8") ;;
-    --variable=prefix|--variable=exec_prefix) out+=("$d") ;;
-    --variable=includedir) out+=("$d/include") ;;
-    --variable=libdir) out+=("$d/lib") ;;
-    --variable=*) out+=("") ;;
-    -*) ;;
-    *) mods+=("$a") ;;
-  esac
-done
-for m in "${mods[@]}"; do [ "$m" = "libpcre2-8" ] || { echo "Package $m was not found" >&2; exit 1; }; done
-[ ${#out[@]} -gt 0 ] && echo "${out[*]}"
-exit 0
-PKG
-  chmod +x "$deps/bin/pkg-config"
-  du -sh "$deps"
-  exit 0
+  exec bash "$root/scripts/device/device_env.sh" --stage
 fi
 
+# --build-only: configure and build (DSPARK_BUILD_TARGETS, default test_cuda bench_cuda), then stop.
 # --quick: shorter stage limits, bench_cuda --quick (one model, the verify curve at context
 # 2048 up to B = 32) and, when ncu exists, per-kernel times of one eager decode step and one
 # eager 8-token verify step (bench_cuda --profile under ncu; ncu_kernels.txt). Fits ~4 minutes.
 quick=0
+build_only=0
 [ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "--build-only" ] && build_only=1
 OUT="${OUT:-$root/build-gpu-out}"
 mkdir -p "$OUT"
 build="$root/build-gpu"
@@ -74,32 +40,8 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 note "gpu_suite: $(head -c 300 "$OUT/nvidia-smi.txt" | grep -m1 -o 'Driver Version: [0-9.]*' || echo 'nvidia-smi failed')"
 note "gpu_suite: cmake $(cmake --version | head -1), nvcc $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo '?'), g++ $(g++ -dumpversion 2>/dev/null)"
 
-# --- dependencies: the machine's own, else the staged ones --------------------------------
-prefix_path=""
-have_hdr() { echo "#include <$1>" | g++ -x c++ -fsyntax-only - >/dev/null 2>&1; }
-if ! have_hdr nlohmann/json.hpp; then
-  [ -d "$deps/include/nlohmann" ] || { note "FAIL: nlohmann-json missing and not staged (run --stage here, carry build-devdeps)"; exit 1; }
-  prefix_path="$deps"
-  note "deps: nlohmann-json from build-devdeps"
-fi
-if ! { command -v pkg-config >/dev/null && pkg-config --exists libpcre2-8; }; then
-  [ -x "$deps/bin/pkg-config" ] || { note "FAIL: PCRE2/pkg-config missing and not staged"; exit 1; }
-  export PATH="$deps/bin:$PATH"
-  note "deps: PCRE2 + pkg-config shim from build-devdeps"
-fi
-if ! { have_hdr gtest/gtest.h && ls /usr/lib/*/libgtest.* /usr/lib/libgtest.* /usr/local/lib*/libgtest.* 2>/dev/null | grep -q .; }; then
-  [ -d "$deps/googletest-src" ] || { note "FAIL: GoogleTest missing and not staged"; exit 1; }
-  gt="/tmp/dspark-gtest"
-  if [ ! -f "$gt/lib/libgtest.a" ] && [ ! -f "$gt/lib64/libgtest.a" ]; then
-    cmake -S "$deps/googletest-src" -B /tmp/dspark-gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_INSTALL_PREFIX="$gt" -DBUILD_GMOCK=ON > "$OUT/build.log" 2>&1 &&
-      cmake --build /tmp/dspark-gtest-build -j16 >> "$OUT/build.log" 2>&1 &&
-      cmake --install /tmp/dspark-gtest-build >> "$OUT/build.log" 2>&1 ||
-      { note "FAIL: building GoogleTest (see build.log)"; exit 1; }
-  fi
-  prefix_path="${prefix_path:+$prefix_path;}$gt"
-  note "deps: GoogleTest built from build-devdeps"
-fi
+# --- dependencies: the machine's own, else the staged ones (scripts/device/device_env.sh) ---
+DEVICE_ENV_LOG="$summary" source "$root/scripts/device/device_env.sh"
 
 # --- configure + build ----------------------------------------------------------------------
 # CMAKE_CUDA_ARCHITECTURES is explicit: enable_language(CUDA) otherwise defaults it to the
@@ -107,13 +49,15 @@ fi
 # teach CMake < 3.26, which does not know nvcc's C++20 flag, what to pass.
 timeout 60 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSPARK_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
-  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 ${prefix_path:+-DCMAKE_PREFIX_PATH="$prefix_path"} \
+  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "${DSPARK_CMAKE_ARGS[@]}" \
   >> "$OUT/build.log" 2>&1 || { note "FAIL: configure (see build.log)"; tail -30 "$OUT/build.log"; exit 1; }
 grep -q "CUDA backend ON" "$OUT/build.log" || { note "FAIL: CUDA backend not enabled"; tail -30 "$OUT/build.log"; exit 1; }
-timeout $([ $quick = 1 ] && echo 170 || echo 270) cmake --build "$build" -j16 --target test_cuda bench_cuda >> "$OUT/build.log" 2>&1
+targets=(${DSPARK_BUILD_TARGETS:-test_cuda bench_cuda})
+timeout $([ $quick = 1 ] && echo 170 || echo 270) cmake --build "$build" -j16 --target "${targets[@]}" >> "$OUT/build.log" 2>&1
 rc=$?
 note "build: rc=$rc after $(( $(date +%s) - start )) s"
 if [ $rc -ne 0 ]; then grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; fi
+[ $build_only = 1 ] && exit 0
 
 # --- tests ----------------------------------------------------------------------------------
 model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
