@@ -1,0 +1,39 @@
+// The drafter actor: a thin CAF shell over drafter_core, owning the drafter object (and, for a
+// model-based drafter, its backend and streams: detached, so they stay on one thread) and the
+// DEALER to the verifier's drafter endpoint.
+#include "actors/actors.h"
+
+namespace dspark::actors {
+
+namespace {
+
+struct drafter_state {
+  std::unique_ptr<zmq_channel> link;
+  std::unique_ptr<drafter_core> core;
+};
+
+drafter_actor::behavior_type drafter_fn(drafter_actor::stateful_pointer<drafter_state> self,
+                                        std::shared_ptr<drafter_state> init) {
+  self->state = std::move(*init);
+  return {
+      [self](draft_atom, std::vector<std::string>& f) {
+        if (f.size() == 1) self->state.core->handle(f[0]);
+      },
+  };
+}
+
+}  // namespace
+
+drafter_actor spawn_drafter(caf::actor_system& sys, std::unique_ptr<zmq_channel> link,
+                            std::function<std::unique_ptr<drafter_core>(drafter_core::send_fn)> make_core) {
+  auto init = std::make_shared<drafter_state>();
+  zmq_channel* ch = link.get();
+  init->core = make_core([ch](const std::string& frame) { ch->send(frames{frame}); });
+  ch->send(frames{init->core->hello()});
+  init->link = std::move(link);
+  auto a = sys.spawn<caf::detached>(drafter_fn, init);
+  ch->start([a](frames&& f) { caf::anon_send(a, draft_atom::value, std::move(f)); });
+  return a;
+}
+
+}  // namespace dspark::actors

@@ -1,0 +1,57 @@
+// KV admission and accounting for the verifier: a request runs only when the blocks of its
+// worst case fit, so a running request never meets a full cache mid-generation.
+//
+// The backends own the physical paged KV (engine/kv_cache.h on the CPU, the CUDA pool on the
+// GPU) and allocate blocks lazily as sequences grow. kv_manager is the accounting authority
+// above them: its budget is at most the backend's capacity, and it reserves, per request,
+//
+//   blocks = ceil(min(n_ctx, prompt + max_tokens + lookahead) / block_size)
+//
+// where lookahead = gamma_max + 1 (the verify forward appends x0 and up to gamma_max drafts
+// before the rejected ones roll back). Since the sum of reservations never exceeds the budget,
+// the backend's lazy allocation can never fail for an admitted request. finish/cancel releases
+// the reservation; the backend frees the physical blocks when the decoder frees the sequence.
+//
+//   budget  [######## req 1 ########][#### req 2 ####][...... free ......]
+//            reserved (worst case)    reserved          admits the next request that fits
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+
+namespace dspark::actors {
+
+struct kv_manager_params {
+  int32_t total_blocks = 0;  // the budget, > 0
+  int32_t block_size = 16;   // positions per block, > 0
+  int32_t n_ctx = 0;         // longest sequence, > 0
+  int32_t lookahead = 1;     // extra positions a verify step may append, >= 0
+};
+
+class kv_manager {
+ public:
+  // Throws invalid_argument_error for non-positive sizes.
+  explicit kv_manager(const kv_manager_params& p);
+
+  // Blocks a request of this shape reserves.
+  int32_t blocks_for(int32_t prompt_len, int32_t max_tokens) const;
+  // True when a request of this shape could ever be admitted (fits an empty budget).
+  bool could_fit(int32_t prompt_len, int32_t max_tokens) const;
+  // Reserves the request's blocks and returns true, or returns false (nothing reserved) when
+  // they do not fit now. invalid_argument_error when `key` already holds a reservation.
+  bool try_admit(uint64_t key, int32_t prompt_len, int32_t max_tokens);
+  // Returns the request's blocks to the budget; a key without a reservation is ignored.
+  void release(uint64_t key);
+
+  int32_t total_blocks() const { return p_.total_blocks; }
+  int32_t used_blocks() const { return used_; }
+  int32_t free_blocks() const { return p_.total_blocks - used_; }
+  int32_t admitted() const { return static_cast<int32_t>(held_.size()); }
+
+ private:
+  kv_manager_params p_;
+  int32_t used_ = 0;
+  std::unordered_map<uint64_t, int32_t> held_;  // key -> blocks reserved
+};
+
+}  // namespace dspark::actors

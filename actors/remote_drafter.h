@@ -1,0 +1,113 @@
+// The verifier's side of a drafter that lives in another actor (same process over inproc, or
+// another process over ipc/tcp): a drafter (models/drafters/drafter.h) whose calls become
+// messages (messages/drafter_messages.h) on a ROUTER socket that drafter services connect to.
+//
+// Only propose waits for an answer, and only until a deadline: a drafter that is absent, slow
+// or dead makes propose return no drafts, so that step is plain decoding. The verifier's
+// output never depends on the drafter (verification is lossless), so at temperature 0 the
+// text is the same whichever drafter answers, or none; no request fails.
+//
+// Hot swap: a drafter service announces itself with hello. The newest one replaces the
+// current one (if any) and is brought up to date before its first propose: reset, then for
+// every live slot begin(prompt + committed tokens but the last) and commit(last token) -- the
+// same calls a request that started with that prompt would have seen. This class keeps each
+// slot's context (prompt + committed, cut by rollback) for exactly that purpose. A drafter is
+// dropped when the socket reports it gone (EHOSTUNREACH) or after `max_misses` consecutive
+// missed deadlines; a later hello brings it (or another kind) back.
+//
+// Timeline of a swap mid-batch:
+//   step n    propose -> drafter A answers          (speculative step)
+//   ---       A is SIGKILLed
+//   step n+1  propose -> send fails / deadline     (plain step: no drafts)
+//   ---       drafter B connects, hello
+//   step n+2  adopt B: reset, begin+commit per live slot; propose -> B answers
+//
+// Target features (for drafters that capture layers) travel inline in commit messages.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/zmq_channel.h"
+#include "messages/drafter_messages.h"
+#include "models/drafters/drafter.h"
+
+namespace dspark::actors {
+
+struct remote_drafter_options {
+  std::string endpoint;   // bound here; drafter services connect
+  int32_t max_slots = 1;  // the decoder's max_requests
+  int64_t n_vocab = 0;
+  std::chrono::milliseconds timeout{200};  // deadline of one propose
+  int32_t max_misses = 3;  // consecutive missed deadlines before the drafter is dropped
+  // What the decoder is built for: dist_kind one_hot or sparse (max_sparse entries), and the
+  // target layers captured for drafters (a drafter asking for others is refused).
+  draft_dist_kind dist_kind = draft_dist_kind::one_hot;
+  int32_t max_sparse = 0;
+  std::vector<int32_t> capture_layers;
+};
+
+class remote_drafter final : public drafter {
+ public:
+  // Binds the endpoint (std::runtime_error naming it when that fails).
+  remote_drafter(zmq::context_t& ctx, const remote_drafter_options& opt);
+  ~remote_drafter() override;
+
+  const drafter_caps& caps() const override { return caps_; }
+  void begin(int32_t slot, std::span<const int32_t> prompt) override;
+  void propose(std::span<const propose_request> batch, draft_batch& out) override;
+  void on_commit(int32_t slot, const commit_info& c) override;
+  void rollback(int32_t slot, int32_t n_context) override;
+  void end(int32_t slot) override;
+
+  // Processes pending hellos and losses without proposing (the verifier calls it when idle).
+  void poll();
+  // The connected drafter's name ("" when none).
+  const std::string& current() const { return peer_name_; }
+  int64_t timeouts() const { return timeouts_; }
+  int64_t swaps() const { return swaps_; }
+  const std::string& endpoint() const { return ch_.endpoint(); }
+
+ private:
+  struct slot_state {
+    bool open = false;
+    bool committed = false;     // at least one commit since begin
+    std::vector<int32_t> ctx;   // prompt + committed tokens
+  };
+  struct inbound {
+    bool lost = false;
+    frames f;  // [peer][payload] or, when lost, [peer]
+  };
+  // Handles one inbound item; returns true when it is the proposal for `want_seq` (filled into out).
+  bool dispatch(inbound& in, uint64_t want_seq, std::span<const propose_request> batch, draft_batch* out);
+  void adopt(const std::string& peer, const msg::drafter_hello& h);
+  void drop(const char* why);
+  void fill(const msg::drafter_proposal& p, std::span<const propose_request> batch, draft_batch& out);
+  void send_to_peer();  // sends buf_ to the current peer
+
+  remote_drafter_options opt_;
+  drafter_caps caps_;
+  zmq_channel ch_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<inbound> inbox_;
+  std::optional<std::string> peer_;
+  std::string peer_name_;
+  std::vector<slot_state> slots_;
+  std::vector<int32_t> budget_;   // [max_slots] max_drafts of the current propose, -1 = not asked
+  msg::drafter_propose prop_;     // reused
+  msg::drafter_commit commit_;    // reused
+  std::string buf_;               // encode buffer, reused
+  uint64_t seq_ = 0;
+  int32_t misses_ = 0;
+  int64_t timeouts_ = 0;
+  int64_t swaps_ = 0;
+};
+
+}  // namespace dspark::actors

@@ -1,0 +1,170 @@
+// server: see server.h. Start order: verifier (binds), drafter (connects), intake (binds,
+// connects). Stop order: the reverse, each actor awaited, then the objects they point to.
+#include "actors/server.h"
+
+#include <caf/all.hpp>
+
+#include "actors/actors.h"
+#include "actors/remote_drafter.h"
+#include "engine/model.h"
+#include "models/tokenizer/tokenizer.h"
+
+namespace dspark::actors {
+
+namespace {
+
+channel_options bound_router(const std::string& endpoint, bool watch) {
+  channel_options o;
+  o.type = zmq::socket_type::router;
+  o.endpoint = endpoint;
+  o.bind = true;
+  o.watch_disconnects = watch && endpoint.rfind("inproc://", 0) != 0;
+  return o;
+}
+
+channel_options dealer_to(const std::string& endpoint) {
+  channel_options o;
+  o.type = zmq::socket_type::dealer;
+  o.endpoint = endpoint;
+  o.bind = false;
+  return o;
+}
+
+caf::actor_system_config& caf_config(caf::actor_system_config& c) {
+  // Every server actor is detached (its own thread); the pool only runs promise bookkeeping.
+  c.set("scheduler.max-threads", 2);
+  return c;
+}
+
+}  // namespace
+
+struct server::impl {
+  config::server_config cfg;
+  caf::actor_system_config caf_cfg;
+  std::optional<caf::actor_system> sys;
+  zmq::context_t ctx{1};
+  std::optional<model> m;
+  // verifier role
+  std::unique_ptr<backend> be;
+  std::unique_ptr<remote_drafter> rd;
+  verifier_actor verifier;
+  // drafter role
+  drafter_actor drafter;
+  // intake role
+  intake_actor intake;
+  std::string client_ep, engine_ep, drafter_ep;
+
+  // Stops one actor and drops our handle: a detached actor's thread ends only when the last
+  // handle is gone (the actor system's destructor waits for it).
+  template <class Handle>
+  void stop(Handle& h) {
+    if (!h) return;
+    auto a = caf::actor_cast<caf::actor>(h);
+    h = nullptr;
+    caf::scoped_actor self{*sys};
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+    self->wait_for(a);
+  }
+};
+
+server::server(const config::server_config& cfg, const server_roles& roles, const server_factories& f)
+    : p_(std::make_unique<impl>()) {
+  impl& p = *p_;
+  p.cfg = cfg;
+  config::validate_server_config(cfg);
+  p.sys.emplace(caf_config(p.caf_cfg));
+  p.m.emplace(load_model(cfg.model));
+  const model& mdl = *p.m;
+  try {
+    if (roles.verifier) {
+      p.be = f.make_backend(mdl, cfg);
+      if (!cfg.drafter_endpoint.empty()) {
+        remote_drafter_options ro;
+        ro.endpoint = cfg.drafter_endpoint;
+        ro.max_slots = cfg.max_requests;
+        ro.n_vocab = p.be->limits().n_vocab;
+        ro.timeout = std::chrono::milliseconds(cfg.drafter_timeout_ms);
+        p.rd = std::make_unique<remote_drafter>(p.ctx, ro);
+        p.drafter_ep = p.rd->endpoint();
+      }
+      auto engine = std::make_unique<zmq_channel>(p.ctx, bound_router(cfg.engine_endpoint, true));
+      p.engine_ep = engine->endpoint();
+      verifier_options vo;
+      vo.max_requests = cfg.max_requests;
+      vo.kv_block_size = cfg.kv_block_size;
+      vo.kv_blocks = cfg.kv_blocks;
+      std::unique_ptr<spec_policy> pol =
+          f.make_policy ? f.make_policy(cfg) : std::make_unique<fixed_gamma_policy>(cfg.gamma);
+      backend* be = p.be.get();
+      drafter* d = p.rd.get();
+      const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;
+      auto pol_holder = std::make_shared<std::unique_ptr<spec_policy>>(std::move(pol));
+      p.verifier = spawn_verifier(
+          *p.sys, std::move(engine),
+          [be, d, tok, &mdl, vo, pol_holder](verifier_core::sink_fn sink) {
+            return std::make_unique<verifier_core>(*be, d, std::move(*pol_holder), tok, mdl.stop_ids(), vo,
+                                                   std::move(sink));
+          },
+          p.rd.get());
+    }
+    if (roles.drafter && cfg.draft != "none" && !cfg.drafter_endpoint.empty()) {
+      const std::string ep = p.drafter_ep.empty() ? cfg.drafter_endpoint : p.drafter_ep;
+      auto link = std::make_unique<zmq_channel>(p.ctx, dealer_to(ep));
+      std::unique_ptr<dspark::drafter> d = f.make_drafter(mdl, cfg);
+      auto holder = std::make_shared<std::unique_ptr<dspark::drafter>>(std::move(d));
+      const int64_t n_vocab = mdl.config().n_vocab;
+      const int32_t slots = cfg.max_requests, gamma = cfg.gamma;
+      p.drafter = spawn_drafter(*p.sys, std::move(link), [holder, slots, gamma, n_vocab](drafter_core::send_fn send) {
+        return std::make_unique<drafter_core>(std::move(*holder), slots, gamma, n_vocab, std::move(send));
+      });
+    }
+    if (roles.intake) {
+      auto clients = std::make_unique<zmq_channel>(p.ctx, bound_router(cfg.client_endpoint, true));
+      p.client_ep = clients->endpoint();
+      const std::string ep = p.engine_ep.empty() ? cfg.engine_endpoint : p.engine_ep;
+      auto engine = std::make_unique<zmq_channel>(p.ctx, dealer_to(ep));
+      intake_options io;
+      io.model_id = mdl.path();
+      const auto slash = io.model_id.find_last_of('/');
+      if (slash != std::string::npos) io.model_id = io.model_id.substr(slash + 1);
+      io.draft = cfg.draft == "none" ? "" : cfg.draft;
+      io.n_ctx = cfg.n_ctx;
+      io.max_message_bytes = static_cast<size_t>(cfg.max_message_bytes);
+      io.max_queued = cfg.max_queued;
+      p.intake = spawn_intake(*p.sys, std::move(clients), std::move(engine),
+                              mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr, io);
+    }
+  } catch (...) {
+    p.stop(p.intake);
+    p.stop(p.drafter);
+    p.stop(p.verifier);
+    throw;
+  }
+}
+
+server::~server() {
+  impl& p = *p_;
+  p.stop(p.intake);
+  p.stop(p.drafter);
+  p.stop(p.verifier);
+  p.rd.reset();
+  p.sys.reset();
+}
+
+const std::string& server::client_endpoint() const { return p_->client_ep; }
+const std::string& server::engine_endpoint() const { return p_->engine_ep; }
+const std::string& server::drafter_endpoint() const { return p_->drafter_ep; }
+const model& server::loaded_model() const { return *p_->m; }
+
+bool server::drain(std::chrono::milliseconds timeout) {
+  if (!p_->intake) return true;
+  caf::scoped_actor self{*p_->sys};
+  bool ok = false;
+  self->request(p_->intake, caf::duration{timeout}, drain_atom::value)
+      .receive([&](bool drained) { ok = drained; }, [&](const caf::error&) { ok = false; });
+  return ok;
+}
+
+void server::stop_drafter() { p_->stop(p_->drafter); }
+
+}  // namespace dspark::actors

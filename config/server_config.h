@@ -1,0 +1,41 @@
+// The server's configuration: one JSON file (config/*.json) read by `dspark serve` and by the
+// separate processes (`dspark verifier|drafter|intake`), with command-line overrides applied
+// on top by the commands. Every field has a default, so `{}` is a valid file; unknown keys and
+// values out of range are errors naming the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dspark::config {
+
+struct server_config {
+  std::string model;                                     // .gguf file or HF folder
+  std::string device = "cpu";                            // cpu | cuda
+  int32_t threads = 0;                                   // CPU threads, 0 = all cores
+  int32_t n_ctx = 2048;                                  // context per request
+  std::string precision = "q8";                          // q8 | f32 (CPU)
+  std::string client_endpoint = "tcp://127.0.0.1:5555";  // intake ROUTER (clients, gateway)
+  std::string engine_endpoint = "inproc://dspark-engine";    // verifier ROUTER (intakes)
+  std::string drafter_endpoint = "inproc://dspark-drafter";  // verifier ROUTER (drafters); "" = none
+  std::string draft = "none";                            // drafter kind: none | ngram | layerskip:K
+  int32_t gamma = 4;                                     // drafts verified per step
+  int32_t ngram_min = 1;
+  int32_t ngram_max = 4;
+  int32_t max_requests = 8;                              // running batch (decoder slots)
+  int32_t max_queued = 256;                              // live requests before `overloaded`
+  int64_t max_message_bytes = 1 << 20;                   // client frames larger get too_large
+  int32_t kv_block_size = 16;                            // positions per KV block
+  int32_t kv_blocks = 0;                                 // KV budget; 0 = max_requests full contexts
+  int32_t drafter_timeout_ms = 200;                      // deadline of one remote propose
+  std::string http;                                      // HOST:PORT of the HTTP gateway ("" = off)
+};
+
+// Reads and validates a JSON config file. std::runtime_error naming the file and the key.
+server_config load_server_config(const std::string& path);
+// Parses JSON text into `base` (keys present override). std::runtime_error naming the key.
+void apply_config_json(const std::string& json_text, server_config& base);
+// Range checks shared by the file and the command-line overrides.
+void validate_server_config(const server_config& c);
+
+}  // namespace dspark::config

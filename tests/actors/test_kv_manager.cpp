@@ -1,0 +1,74 @@
+// kv_manager and scheduler: worst-case reservations, refusal without partial state, release,
+// FIFO admission that a too-large head blocks.
+#include <gtest/gtest.h>
+
+#include "actors/kv_manager.h"
+#include "actors/scheduler.h"
+#include "common/error.h"
+
+namespace dspark::actors {
+namespace {
+
+TEST(KvManager, ReservesWorstCaseAndReleases) {
+  kv_manager kv({10, 16, 256, 5});
+  EXPECT_EQ(kv.blocks_for(10, 20), 3);    // 10 + 20 + 5 = 35 positions -> 3 blocks of 16
+  EXPECT_EQ(kv.blocks_for(200, 500), 16); // capped at n_ctx = 256 -> 16 blocks
+  EXPECT_TRUE(kv.try_admit(1, 10, 20));
+  EXPECT_EQ(kv.used_blocks(), 3);
+  EXPECT_TRUE(kv.try_admit(2, 50, 40));   // 95 -> 6 blocks, 9 used
+  EXPECT_FALSE(kv.try_admit(3, 10, 20));  // 3 more do not fit: refused, nothing reserved
+  EXPECT_EQ(kv.used_blocks(), 9);
+  EXPECT_THROW(kv.try_admit(1, 1, 1), invalid_argument_error);
+  kv.release(2);
+  EXPECT_EQ(kv.used_blocks(), 3);
+  EXPECT_TRUE(kv.try_admit(3, 10, 20));
+  kv.release(1);
+  kv.release(3);
+  kv.release(3);  // twice: ignored
+  EXPECT_EQ(kv.used_blocks(), 0);
+  EXPECT_EQ(kv.free_blocks(), 10);
+  EXPECT_THROW(kv_manager({0, 16, 256, 1}), invalid_argument_error);
+}
+
+waiting_request req(uint64_t id, int32_t prompt, int32_t max_tokens) {
+  waiting_request w;
+  w.peer = "p";
+  w.id = id;
+  w.req.key = id;
+  w.req.prompt.assign(static_cast<size_t>(prompt), 1);
+  w.req.params.max_tokens = max_tokens;
+  return w;
+}
+
+TEST(Scheduler, AdmitsInOrderWhileSlotsAndBlocksLast) {
+  kv_manager kv({8, 16, 1024, 0});
+  scheduler s(kv, std::make_unique<fixed_gamma_policy>(4));
+  s.enqueue(req(1, 16, 16));   // 2 blocks
+  s.enqueue(req(2, 64, 64));   // 8 blocks: does not fit after 1
+  s.enqueue(req(3, 8, 8));     // 1 block: fits, but waits behind 2 (FIFO)
+  std::vector<waiting_request> out;
+  s.admit(4, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].id, 1u);
+  EXPECT_EQ(s.queued(), 2);
+  kv.release(1);
+  out.clear();
+  s.admit(4, out);
+  ASSERT_EQ(out.size(), 1u);  // 2 takes all 8 blocks
+  EXPECT_EQ(out[0].id, 2u);
+  kv.release(2);
+  out.clear();
+  s.admit(0, out);  // no free slot: nothing
+  EXPECT_TRUE(out.empty());
+  waiting_request got;
+  EXPECT_TRUE(s.remove("p", 3, &got));
+  EXPECT_EQ(got.id, 3u);
+  EXPECT_FALSE(s.remove("p", 3, nullptr));
+  s.enqueue(req(4, 1, 1));
+  s.enqueue(req(5, 1, 1));
+  EXPECT_EQ(s.remove_peer("p"), 2);
+  EXPECT_EQ(s.queued(), 0);
+}
+
+}  // namespace
+}  // namespace dspark::actors

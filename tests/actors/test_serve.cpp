@@ -1,0 +1,248 @@
+// `dspark serve` in one process (actors::server, every role, links over inproc, clients over
+// tcp on loopback): concurrent requests equal offline generate() token for token at
+// temperature 0, streams concatenate to the final text, cancel and client disconnect free every
+// KV block, the queue limit answers overloaded, malformed frames get errors while the server
+// keeps serving, and drain finishes in-flight requests.
+#include <sstream>
+#include <thread>
+
+#include "actors_test_support.h"
+#include "tests/test_support.h"
+
+namespace dspark::test {
+namespace {
+
+// A value from the Prometheus text: the first sample line starting with `name` (which may
+// include labels), or -1e9 when absent.
+double metric(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    const char next = line[name.size()];
+    if (next != ' ' && next != '{') continue;
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return -1e9;
+}
+
+std::string metrics_text(raw_client& c) {
+  c.send(cm::metrics_request{});
+  for (;;) {
+    auto r = c.recv();
+    if (!r) return "";
+    if (auto* m = std::get_if<cm::metrics_reply>(&*r)) return m->text;
+  }
+}
+
+// Polls metrics until no request is live or the deadline passes; returns the last text.
+std::string wait_idle(raw_client& c, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  std::string t;
+  do {
+    t = metrics_text(c);
+    if (metric(t, "dspark_live_requests") == 0 && metric(t, "dspark_active_requests") == 0) return t;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (std::chrono::steady_clock::now() < end);
+  return t;
+}
+
+const char* k_prompts[] = {
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+};
+
+class ServeTest : public ::testing::Test {
+ protected:
+  void start(config::server_config cfg, bool drafter = true) {
+    actors::server_roles roles;
+    roles.drafter = drafter;
+    srv_ = std::make_unique<actors::server>(cfg, roles, cpu_factories());
+  }
+  zmq::context_t ctx_{1};
+  std::unique_ptr<actors::server> srv_;
+};
+
+TEST_F(ServeTest, ConcurrentRequestsEqualOfflineGenerate) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.draft = "ngram";
+  start(cfg);
+  raw_client c(ctx_, srv_->client_endpoint());
+  std::map<std::string, request_log> logs;
+  const int max_tokens = 12;
+  for (int i = 0; i < 3; ++i) {
+    c.send(submit_text("r" + std::to_string(i), k_prompts[i], max_tokens, /*stream=*/i != 2));
+    logs["r" + std::to_string(i)];
+  }
+  collect(c, logs);
+  const model& m = srv_->loaded_model();
+  for (int i = 0; i < 3; ++i) {
+    const request_log& l = logs["r" + std::to_string(i)];
+    ASSERT_TRUE(l.done) << "request " << i << " failed: " << (l.error ? l.error->message : "");
+    EXPECT_TRUE(l.accepted);
+    const generation_result ref = offline(m, k_prompts[i], max_tokens);
+    EXPECT_EQ(l.done->token_ids, ref.token_ids) << "request " << i;
+    EXPECT_EQ(l.done->text, ref.text) << "request " << i;
+    EXPECT_EQ(l.done->stats.completion_tokens, static_cast<int64_t>(ref.token_ids.size()));
+    if (i != 2) {
+      EXPECT_EQ(l.streamed_ids, l.done->token_ids) << "request " << i;
+      EXPECT_EQ(l.streamed_text, l.done->text) << "request " << i;
+    } else {
+      EXPECT_TRUE(l.streamed_ids.empty()) << "stream:false got tokens";
+    }
+  }
+  // models and health answer too.
+  c.send(cm::models_request{});
+  auto mr = c.recv();
+  ASSERT_TRUE(mr && std::holds_alternative<cm::models_reply>(*mr));
+  EXPECT_EQ(std::get<cm::models_reply>(*mr).models.at(0).draft, "ngram");
+  c.send(cm::health_request{});
+  auto hr = c.recv();
+  ASSERT_TRUE(hr && std::holds_alternative<cm::health_reply>(*hr));
+  EXPECT_EQ(std::get<cm::health_reply>(*hr).status, cm::health_status::ok);
+}
+
+TEST_F(ServeTest, CancelAndDisconnectFreeEveryKvBlock) {
+  DSPARK_REQUIRE_MODEL(path);
+  start(test_config(path), /*drafter=*/false);
+  raw_client c(ctx_, srv_->client_endpoint());
+  const std::string base = metrics_text(c);
+  const double free0 = metric(base, "dspark_backend_kv_free_blocks");
+  ASSERT_GT(free0, 0);
+  EXPECT_EQ(metric(base, "dspark_kv_blocks_used"), 0);
+
+  // Cancel mid-stream.
+  c.send(submit_text("long", k_prompts[2], 400));
+  bool streaming = false;
+  while (!streaming) {
+    auto r = c.recv();
+    ASSERT_TRUE(r);
+    streaming = std::holds_alternative<cm::tokens_reply>(*r);
+  }
+  c.send(cm::cancel_request{"long"});
+  std::optional<cm::done_reply> done;
+  while (!done) {
+    auto r = c.recv();
+    ASSERT_TRUE(r);
+    if (auto* d = std::get_if<cm::done_reply>(&*r)) done = *d;
+  }
+  EXPECT_EQ(done->reason, cm::finish_reason::cancelled);
+  EXPECT_LT(done->token_ids.size(), 400u);
+  std::string t = wait_idle(c);
+  EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0);
+  EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0);
+  c.send(cm::cancel_request{"long"});  // no longer live
+  auto unk = c.recv();
+  ASSERT_TRUE(unk && std::holds_alternative<cm::error_reply>(*unk));
+  EXPECT_EQ(std::get<cm::error_reply>(*unk).code, cm::error_code::unknown_id);
+
+  // A second client disconnects mid-stream: its request is cancelled and its blocks freed.
+  {
+    raw_client gone(ctx_, srv_->client_endpoint());
+    gone.send(submit_text("g", k_prompts[0], 400));
+    bool tokens = false;
+    while (!tokens) {
+      auto r = gone.recv();
+      ASSERT_TRUE(r);
+      tokens = std::holds_alternative<cm::tokens_reply>(*r);
+    }
+    const std::string mid = metrics_text(c);
+    EXPECT_LT(metric(mid, "dspark_backend_kv_free_blocks"), free0);
+    EXPECT_GT(metric(mid, "dspark_kv_blocks_used"), 0);
+  }  // socket closed here
+  t = wait_idle(c);
+  EXPECT_EQ(metric(t, "dspark_live_requests"), 0) << t;
+  EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0) << t;
+  EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0);
+  EXPECT_EQ(metric(t, "dspark_requests_total{outcome=\"cancelled\"}"), 2);
+}
+
+TEST_F(ServeTest, QueueLimitAndMalformedFramesKeepServing) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.max_queued = 1;
+  cfg.max_message_bytes = 4096;
+  start(cfg, false);
+  raw_client c(ctx_, srv_->client_endpoint());
+  c.send_raw("{not json");
+  auto e1 = c.recv();
+  ASSERT_TRUE(e1 && std::holds_alternative<cm::error_reply>(*e1));
+  EXPECT_EQ(std::get<cm::error_reply>(*e1).code, cm::error_code::bad_request);
+  c.send_raw(std::string(5000, ' '));
+  auto e2 = c.recv();
+  ASSERT_TRUE(e2 && std::holds_alternative<cm::error_reply>(*e2));
+  EXPECT_EQ(std::get<cm::error_reply>(*e2).code, cm::error_code::too_large);
+  // Two frames in one message (not the protocol): an error, no crash.
+  c.socket().send(zmq::str_buffer("{}"), zmq::send_flags::sndmore);
+  c.socket().send(zmq::str_buffer("{}"), zmq::send_flags::none);
+  auto e3 = c.recv();
+  ASSERT_TRUE(e3 && std::holds_alternative<cm::error_reply>(*e3));
+
+  std::map<std::string, request_log> logs;
+  c.send(submit_text("a", k_prompts[0], 6));
+  c.send(submit_text("b", k_prompts[1], 6));  // over max_queued = 1
+  logs["a"];
+  logs["b"];
+  collect(c, logs);
+  ASSERT_TRUE(logs["b"].error);
+  EXPECT_EQ(logs["b"].error->code, cm::error_code::overloaded);
+  ASSERT_TRUE(logs["a"].done);
+  EXPECT_EQ(logs["a"].done->token_ids, offline(srv_->loaded_model(), k_prompts[0], 6).token_ids);
+  // The prompt is too long for the context: invalid_params naming the lengths.
+  std::string huge;
+  for (int i = 0; i < 600; ++i) huge += " word";
+  cm::submit_request s = submit_text("c", huge, 4);
+  cfg.max_message_bytes = 1 << 20;
+  logs.clear();
+  logs["c"];
+  c.send(s);
+  collect(c, logs);
+  ASSERT_TRUE(logs["c"].error);
+  EXPECT_EQ(logs["c"].error->code, cm::error_code::invalid_params);
+}
+
+TEST_F(ServeTest, DrainFinishesInFlightRequests) {
+  DSPARK_REQUIRE_MODEL(path);
+  start(test_config(path), false);
+  raw_client c(ctx_, srv_->client_endpoint());
+  std::map<std::string, request_log> logs;
+  c.send(submit_text("x", k_prompts[0], 10));
+  c.send(submit_text("y", k_prompts[1], 10));
+  logs["x"];
+  logs["y"];
+  // Wait until both are accepted, then drain while they run.
+  int accepted = 0;
+  while (accepted < 2) {
+    auto r = c.recv();
+    ASSERT_TRUE(r);
+    if (auto* a = std::get_if<cm::accepted_reply>(&*r)) {
+      logs[a->id].accepted = true;
+      ++accepted;
+    } else if (auto* t = std::get_if<cm::tokens_reply>(&*r)) {
+      logs[t->id].streamed_ids.insert(logs[t->id].streamed_ids.end(), t->token_ids.begin(), t->token_ids.end());
+    }
+  }
+  bool drained = false;
+  std::thread drainer([&] { drained = srv_->drain(std::chrono::seconds(60)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  c.send(submit_text("late", k_prompts[2], 4));
+  logs["late"];
+  collect(c, logs);
+  drainer.join();
+  EXPECT_TRUE(drained);
+  ASSERT_TRUE(logs["x"].done);
+  ASSERT_TRUE(logs["y"].done);
+  EXPECT_EQ(logs["x"].done->token_ids, offline(srv_->loaded_model(), k_prompts[0], 10).token_ids);
+  EXPECT_EQ(logs["x"].done->reason, cm::finish_reason::length);
+  ASSERT_TRUE(logs["late"].error);
+  EXPECT_EQ(logs["late"].error->code, cm::error_code::overloaded);
+  c.send(cm::health_request{});
+  auto h = c.recv();
+  ASSERT_TRUE(h && std::holds_alternative<cm::health_reply>(*h));
+  EXPECT_EQ(std::get<cm::health_reply>(*h).status, cm::health_status::draining);
+}
+
+}  // namespace
+}  // namespace dspark::test
