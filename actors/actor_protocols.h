@@ -29,7 +29,8 @@ using intake_actor = caf::typed_actor<caf::reacts_to<client_atom, std::vector<st
 // ROUTER; steps while requests run.
 using verifier_actor = caf::typed_actor<caf::reacts_to<engine_atom, std::vector<std::string>>,
                                         caf::reacts_to<lost_atom, std::string>,
-                                        caf::reacts_to<step_atom>>;
+                                        caf::reacts_to<step_atom>,
+                                        caf::reacts_to<draft_atom>>;  // drafter registered or lost
 
 // Owns one drafter object and a DEALER to the verifier's drafter endpoint.
 using drafter_actor = caf::typed_actor<caf::reacts_to<draft_atom, std::vector<std::string>>>;

@@ -33,11 +33,16 @@ remote_drafter::remote_drafter(zmq::context_t& ctx, const remote_drafter_options
   prop_.items.reserve(static_cast<size_t>(opt.max_slots));
   ch_.start(
       [this](frames&& f) {
+        // A proposal is awaited by propose() itself; anything else may arrive while idle.
+        const bool proposal = f.size() == 2 && f[1].size() >= 3 &&
+                              static_cast<uint8_t>(f[1][1]) == static_cast<uint16_t>(msg::drafter_type::proposal) &&
+                              f[1][2] == 0;
         {
           std::lock_guard<std::mutex> lk(mu_);
           inbox_.push_back(inbound{false, std::move(f)});
         }
         cv_.notify_one();
+        if (!proposal && notify_set_.load(std::memory_order_acquire)) notify_();
       },
       [this](const std::string& peer) {
         {
@@ -45,10 +50,16 @@ remote_drafter::remote_drafter(zmq::context_t& ctx, const remote_drafter_options
           inbox_.push_back(inbound{true, frames{peer}});
         }
         cv_.notify_one();
+        if (notify_set_.load(std::memory_order_acquire)) notify_();
       });
 }
 
 remote_drafter::~remote_drafter() = default;
+
+void remote_drafter::set_notify(std::function<void()> fn) {
+  notify_ = std::move(fn);
+  notify_set_.store(true, std::memory_order_release);
+}
 
 void remote_drafter::send_to_peer() {
   if (peer_) ch_.send(frames{*peer_, buf_});

@@ -26,7 +26,9 @@
 #pragma once
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -68,6 +70,9 @@ class remote_drafter final : public drafter {
 
   // Processes pending hellos and losses without proposing (the verifier calls it when idle).
   void poll();
+  // `fn` runs on the I/O thread whenever a registration or a loss arrives, so an idle verifier
+  // can poll() (an actor: one message to itself). Set once, before it matters.
+  void set_notify(std::function<void()> fn);
   // The connected drafter's name ("" when none).
   const std::string& current() const { return peer_name_; }
   int64_t timeouts() const { return timeouts_; }
@@ -97,6 +102,8 @@ class remote_drafter final : public drafter {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<inbound> inbox_;
+  std::function<void()> notify_;
+  std::atomic<bool> notify_set_{false};
   std::optional<std::string> peer_;
   std::string peer_name_;
   std::vector<slot_state> slots_;

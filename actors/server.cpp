@@ -155,6 +155,7 @@ const std::string& server::client_endpoint() const { return p_->client_ep; }
 const std::string& server::engine_endpoint() const { return p_->engine_ep; }
 const std::string& server::drafter_endpoint() const { return p_->drafter_ep; }
 const model& server::loaded_model() const { return *p_->m; }
+zmq::context_t& server::zmq_context() { return p_->ctx; }
 
 bool server::drain(std::chrono::milliseconds timeout) {
   if (!p_->intake) return true;

@@ -20,6 +20,8 @@
 #include <optional>
 #include <string>
 
+#include <zmq.hpp>
+
 #include "config/server_config.h"
 #include "engine/backend.h"
 #include "engine/spec/policy.h"
@@ -67,6 +69,8 @@ class server {
   // Stops this process's drafter role now (tests: a drafter going away); no-op without one.
   void stop_drafter();
   const model& loaded_model() const;
+  // The ZeroMQ context of this process's sockets (in-process clients of inproc endpoints).
+  zmq::context_t& zmq_context();
 
  private:
   struct impl;

@@ -35,6 +35,11 @@ verifier_actor::behavior_type verifier_fn(verifier_actor::stateful_pointer<verif
         self->state.core->drop_peer(peer);
         kick();
       },
+      [self](draft_atom) {
+        // A drafter registered or went away: take it now unless a step (whose propose polls
+        // anyway) is under way.
+        if (!self->state.stepping && self->state.rd) self->state.rd->poll();
+      },
       [self](step_atom) {
         auto& st = self->state;
         st.core->step();
@@ -59,6 +64,7 @@ verifier_actor spawn_verifier(caf::actor_system& sys, std::unique_ptr<zmq_channe
   init->engine = std::move(engine);
   init->rd = rd;
   auto a = sys.spawn<caf::detached>(verifier_fn, init);
+  if (rd) rd->set_notify([a] { caf::anon_send(a, draft_atom::value); });
   ch->start([a](frames&& f) { caf::anon_send(a, engine_atom::value, std::move(f)); },
             [a](const std::string& peer) { caf::anon_send(a, lost_atom::value, peer); });
   return a;

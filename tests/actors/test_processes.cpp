@@ -1,0 +1,181 @@
+// The split layout (`dspark verifier`, `dspark drafter`, `dspark intake` as processes over ipc,
+// wired by one JSON config) and drafter hot swap: a drafter process is SIGKILLed in the middle
+// of a batch, a different kind started; every request completes and equals plain decoding at
+// temperature 0 (offline generate()).
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "actors_test_support.h"
+#include "process_support.h"
+#include "tests/test_support.h"
+
+namespace dspark::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    path = fs::temp_directory_path() / ("dspark-actors-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand()));
+    fs::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string ipc(const std::string& name) const { return "ipc://" + (path / name).string(); }
+};
+
+std::string write_config(const temp_dir& d, const config::server_config& c) {
+  nlohmann::json j = {{"model", c.model},
+                      {"threads", 1},
+                      {"n_ctx", c.n_ctx},
+                      {"max_requests", c.max_requests},
+                      {"client_endpoint", c.client_endpoint},
+                      {"engine_endpoint", c.engine_endpoint},
+                      {"drafter_endpoint", c.drafter_endpoint},
+                      {"drafter_timeout_ms", c.drafter_timeout_ms}};
+  const std::string p = (d.path / "server.json").string();
+  std::ofstream(p) << j.dump(2);
+  return p;
+}
+
+std::string metrics_of(raw_client& c) {
+  c.send(cm::metrics_request{});
+  for (;;) {
+    auto r = c.recv(std::chrono::seconds(60));
+    if (!r) return "";
+    if (auto* m = std::get_if<cm::metrics_reply>(&*r)) return m->text;
+  }
+}
+
+// Waits until the metrics name `drafter` as the connected drafter.
+bool wait_for_drafter(raw_client& c, const std::string& drafter, std::chrono::seconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  const std::string want = "dspark_drafter_connected{name=\"" + drafter + "\"} 1";
+  while (std::chrono::steady_clock::now() < end) {
+    if (metrics_of(c).find(want) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+const char* k_prompts[] = {
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "List three primary colors:",
+};
+
+TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  temp_dir d;
+  auto cfg = test_config(path);
+  cfg.client_endpoint = d.ipc("clients");
+  cfg.engine_endpoint = d.ipc("engine");
+  cfg.drafter_endpoint = d.ipc("drafter");
+  const std::string conf = write_config(d, cfg);
+  const std::string cli = dspark_cli();
+  child_process verifier({cli, "verifier", "--config", conf}, (d.path / "verifier.log").string());
+  child_process drafter({cli, "drafter", "--config", conf, "--draft", "ngram"}, (d.path / "drafter.log").string());
+  child_process intake({cli, "intake", "--config", conf}, (d.path / "intake.log").string());
+
+  zmq::context_t ctx;
+  raw_client c(ctx, cfg.client_endpoint);  // ZeroMQ connects once the intake has bound
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << verifier.log() << drafter.log();
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 3; ++i) {
+    c.send(submit_text("p" + std::to_string(i), k_prompts[i], 10));
+    logs["p" + std::to_string(i)];
+  }
+  collect(c, logs);
+  const model m = load_model(path);
+  int64_t proposed = 0;
+  for (int i = 0; i < 3; ++i) {
+    const request_log& l = logs["p" + std::to_string(i)];
+    ASSERT_TRUE(l.done) << (l.error ? l.error->message : "") << intake.log();
+    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 10).token_ids) << i;
+    EXPECT_EQ(l.streamed_text, l.done->text);
+    proposed += l.done->stats.draft_tokens_proposed;
+  }
+  EXPECT_GT(proposed, 0) << "the drafter process never proposed";
+  for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
+  EXPECT_EQ(intake.wait(std::chrono::seconds(30)), 0) << intake.log();
+  EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0) << drafter.log();
+  EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
+}
+
+TEST(HotSwap, SigkillDrafterMidBatchThenStartAnotherKind) {
+  DSPARK_REQUIRE_MODEL(path);
+  temp_dir d;
+  auto cfg = test_config(path);
+  cfg.drafter_endpoint = d.ipc("drafter");
+  cfg.drafter_timeout_ms = 500;
+  const std::string conf = write_config(d, cfg);
+  actors::server_roles roles;  // intake + verifier here; drafters are processes
+  roles.drafter = false;
+  actors::server srv(cfg, roles, cpu_factories());
+  zmq::context_t ctx;
+  raw_client c(ctx, srv.client_endpoint());
+  const std::string cli = dspark_cli();
+  auto ngram = std::make_unique<child_process>(std::vector<std::string>{cli, "drafter", "--config", conf, "--draft", "ngram"},
+                                               (d.path / "ngram.log").string());
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << ngram->log();
+
+  // A batch of 4; the ngram drafter dies after the first tokens stream back.
+  const int max_tokens = 40;
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 4; ++i) {
+    c.send(submit_text("h" + std::to_string(i), k_prompts[i], max_tokens));
+    logs["h" + std::to_string(i)];
+  }
+  size_t streamed = 0;
+  while (streamed < 8) {
+    auto r = c.recv(std::chrono::seconds(60));
+    ASSERT_TRUE(r);
+    if (auto* t = std::get_if<cm::tokens_reply>(&*r)) {
+      auto& l = logs[t->id];
+      l.streamed_ids.insert(l.streamed_ids.end(), t->token_ids.begin(), t->token_ids.end());
+      l.streamed_text += t->text;
+      streamed += t->token_ids.size();
+    } else if (auto* a = std::get_if<cm::accepted_reply>(&*r)) {
+      logs[a->id].accepted = true;
+    } else if (auto* dn = std::get_if<cm::done_reply>(&*r)) {
+      logs[dn->id].done = *dn;
+    }
+  }
+  ngram->signal(SIGKILL);
+  EXPECT_EQ(ngram->wait(std::chrono::seconds(10)), 128 + SIGKILL);
+  child_process layerskip({cli, "drafter", "--config", conf, "--draft", "layerskip:8"}, (d.path / "layerskip.log").string());
+  collect(c, logs);
+  const model& m = srv.loaded_model();
+  for (int i = 0; i < 4; ++i) {
+    const request_log& l = logs["h" + std::to_string(i)];
+    ASSERT_TRUE(l.done) << "request " << i << ": " << (l.error ? l.error->message : "");
+    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], max_tokens).token_ids) << i;
+    EXPECT_EQ(l.streamed_ids, l.done->token_ids) << i;
+  }
+  // The new kind takes over from the next step on: a second batch drafts with it.
+  ASSERT_TRUE(wait_for_drafter(c, "layerskip:8", std::chrono::seconds(60))) << layerskip.log();
+  logs.clear();
+  for (int i = 0; i < 2; ++i) {
+    c.send(submit_text("n" + std::to_string(i), k_prompts[i], 12));
+    logs["n" + std::to_string(i)];
+  }
+  collect(c, logs);
+  int64_t proposed = 0;
+  for (int i = 0; i < 2; ++i) {
+    const request_log& l = logs["n" + std::to_string(i)];
+    ASSERT_TRUE(l.done);
+    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 12).token_ids) << i;
+    proposed += l.done->stats.draft_tokens_proposed;
+  }
+  EXPECT_GT(proposed, 0) << "the layer-skip drafter never proposed";
+  layerskip.signal(SIGTERM);
+  EXPECT_EQ(layerskip.wait(std::chrono::seconds(30)), 0) << layerskip.log();
+}
+
+}  // namespace
+}  // namespace dspark::test
