@@ -10,15 +10,20 @@
 #include "services/dspark/bench_spec_command.h"
 #include "services/dspark/commands.h"
 #include "services/dspark/eval_command.h"
+#include "services/dspark/serve_command.h"
 
 namespace dspark::cli {
 
 std::span<const command> all_commands() {
-  static const std::array<command, 4> k_commands = {{
+  static const std::array<command, 8> k_commands = {{
       {"generate", "generate a continuation of one prompt, streamed to stdout", generate_command},
       {"bench-spec", "speculative decoding on a prompt set: acceptance and speedup", bench_spec_command},
       {"eval", "drafter acceptance per dataset: tau, per-position acceptance, verify rate, ECE", eval_command},
       {"gateway", "OpenAI-compatible HTTP API in front of a running server", gateway_command},
+      {"serve", "the server in one process: intake, verifier, drafter actors (ZeroMQ clients)", serve_command},
+      {"verifier", "server part: the target model, scheduler and KV (separate process)", verifier_command},
+      {"drafter", "server part: one drafter service; start, stop or swap it while serving", drafter_command},
+      {"intake", "server part: the client ROUTER, admission and tokenization", intake_command},
   }};
   return k_commands;
 }
