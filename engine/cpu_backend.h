@@ -29,7 +29,7 @@ struct cpu_backend_options {
   int32_t n_ctx = 0;                 // longest sequence; 0 = min(n_ctx_train, 4096)
   int32_t max_tokens_per_step = 256;
   int32_t max_logit_rows = 0;        // 0 = max_tokens_per_step
-  int32_t max_capture_layers = 4;
+  int32_t max_capture_layers = 8;
   int32_t kv_block_size = 256;      // positions per KV block
   int32_t kv_blocks = 0;             // 0 = enough for n_seq_max sequences of n_ctx
   // q8_activations is fast; f32_activations matches float references tightly (golden tests).

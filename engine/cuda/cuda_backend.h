@@ -37,7 +37,7 @@ struct cuda_backend_options {
   int32_t n_ctx = 0;                 // longest sequence; 0 = min(n_ctx_train, 8192)
   int32_t max_tokens_per_step = 512;
   int32_t max_logit_rows = 0;        // 0 = max_tokens_per_step
-  int32_t max_capture_layers = 4;
+  int32_t max_capture_layers = 8;
   int32_t kv_block_size = 16;        // positions per KV block
   int32_t kv_blocks = 0;             // 0 = sized from free memory by kv_memory_fraction
   double kv_memory_fraction = 0.9;   // of the device memory free after weights and buffers
