@@ -9,6 +9,7 @@
 #      --check-lossless: outputs must equal plain decoding's) and at temperature 1, over the
 #      gsm8k, math500, humaneval, mbpp prompts and the held-out chat slice, at gamma 7
 #      (block 7 as in the paper's Table 1), batch 1 (as DeepSpec).
+#   4. bench_actors: the actor runtime's messaging overhead on a batch-1 decode step.
 # Results: $OUT/eval.jsonl (one `dspark eval --json` object per run, with a "label"),
 # $OUT/eval_suite.log, $OUT/test.log. Carry build-devdeps and .stage/data.
 set -uo pipefail
@@ -19,7 +20,7 @@ bg_log=/tmp/dspark-bg-build.log
 
 if [ "${1:-}" = "--build-in-background" ]; then
   # A new session, so the build outlives the call that starts it (the machine keeps it running).
-  setsid nohup env DSPARK_BUILD_TARGETS="dspark test_cuda" OUT=/tmp/dspark-bg-build \
+  setsid nohup env DSPARK_BUILD_TARGETS="dspark test_cuda bench_actors" OUT=/tmp/dspark-bg-build \
     bash "$root/scripts/device/gpu_suite.sh" --build-only > "$bg_log" 2>&1 < /dev/null &
   echo "eval_suite: background build started (log $bg_log)"
   exit 0
@@ -43,7 +44,7 @@ done
 [ -f "$bg_log" ] && tail -3 "$bg_log"
 source "$root/scripts/device/device_env.sh"   # LD_LIBRARY_PATH for the staged libraries
 if [ ! -x "$build/services/dspark" ] || { [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ ! -x "$build/tests/test_cuda" ]; }; then
-  DSPARK_BUILD_TARGETS="dspark test_cuda" OUT=/tmp/dspark-fg-build bash scripts/device/gpu_suite.sh --build-only ||
+  DSPARK_BUILD_TARGETS="dspark test_cuda bench_actors" OUT=/tmp/dspark-fg-build bash scripts/device/gpu_suite.sh --build-only ||
     { cat /tmp/dspark-fg-build/summary.txt; tail -30 /tmp/dspark-fg-build/build.log; exit 1; }
 fi
 echo "eval_suite: build ready after $(( $(date +%s) - start )) s"
@@ -90,4 +91,9 @@ for line in open(sys.argv[1]):
     same = {k: v.get("identical_outputs") for k, v in d["datasets"].items() if "identical_outputs" in v}
     print(d["label"], "macro tau", round(d["macro_acceptance_length"], 3), taus, "identical", same or "-")
 PY
+# 4. messaging overhead of the actor runtime at batch 1 on the GPU (issue 6)
+if [ -x "$build/bench/bench_actors" ] && [ "${EVAL_DEVICE:-cuda}" = cuda ]; then
+  timeout 120 "$build/bench/bench_actors" --model "$model" --device cuda --tokens 128 --reps 5 > "$OUT/bench_actors.txt" 2>&1
+  echo "eval_suite: bench_actors rc=$? after $(( $(date +%s) - start )) s"; tail -5 "$OUT/bench_actors.txt"
+fi
 echo "eval_suite: done after $(( $(date +%s) - start )) s"
