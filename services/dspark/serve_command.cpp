@@ -152,7 +152,7 @@ int run_roles(const char* name, std::span<const std::string> args, actors::serve
       g.context = &srv.zmq_context();
       if (auto k = a.get("api-key")) g.api_key = *k;
       else if (const char* e = std::getenv("DSPARK_API_KEY")) g.api_key = e;
-      http = std::thread([&] { http_rc = gateway::run_gateway(g, http_stop); });
+      http = std::thread([g, &http_rc, &http_stop] { http_rc = gateway::run_gateway(g, http_stop); });
     }
     int sig = 0;
     sigwait(&sigs, &sig);
