@@ -95,7 +95,13 @@ void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
   }
   ready->set_value();
   go_.get_future().wait();
-  if (!stop_) loop(s, mon);
+  if (!stop_) {
+    loop(s, mon);
+    // Closing: hand what the owner queued to ZeroMQ and give it a moment to reach live peers
+    // (a drained intake's last `done`); departed peers' messages are dropped at once.
+    write_pending(s);
+    s.set(zmq::sockopt::linger, opt_.close_linger_ms);
+  }
   if (mon) zmq_socket_monitor(s.handle(), nullptr, 0);
 }
 

@@ -45,6 +45,7 @@ struct channel_options {
   int64_t max_message_bytes = 64 << 20;  // hard limit; larger messages drop the connection
   bool watch_disconnects = false; // ROUTER over tcp/ipc: socket monitor -> on_peer_lost
   int send_hwm = 100000;          // messages queued per peer before it counts as lost (ROUTER)
+  int close_linger_ms = 500;      // on close, how long queued messages may still be delivered
 };
 
 class zmq_channel {
@@ -58,7 +59,7 @@ class zmq_channel {
   // Starts the poll loop. Callbacks run on the I/O thread and must not block. Two steps, so the
   // owner (an actor) can hold the channel before the first message arrives. Call once.
   void start(receive_fn on_receive, lost_fn on_peer_lost = {});
-  ~zmq_channel();  // stops the thread; queued frames not yet written are dropped
+  ~zmq_channel();  // stops the thread after writing queued frames (close_linger_ms to deliver)
   zmq_channel(const zmq_channel&) = delete;
   zmq_channel& operator=(const zmq_channel&) = delete;
 

@@ -1,5 +1,5 @@
 // The split layout (`dspark verifier`, `dspark drafter`, `dspark intake` as processes over ipc,
-// wired by one JSON config) and drafter hot swap: a drafter process is SIGKILLed in the middle
+// wired by one JSON config; SIGTERM drains the intake's in-flight requests) and drafter hot swap: a drafter process is SIGKILLed in the middle
 // of a batch, a different kind started; every request completes and equals plain decoding at
 // temperature 0 (offline generate()).
 #include <filesystem>
@@ -90,7 +90,21 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
     c.send(submit_text("p" + std::to_string(i), k_prompts[i], 10));
     logs["p" + std::to_string(i)];
   }
+  // SIGTERM the intake once tokens stream: it drains (every in-flight request ends with done),
+  // then exits 0.
+  for (bool streaming = false; !streaming;) {
+    auto r = c.recv(std::chrono::seconds(60));
+    ASSERT_TRUE(r);
+    if (auto* a = std::get_if<cm::accepted_reply>(&*r)) logs[a->id].accepted = true;
+    if (auto* t = std::get_if<cm::tokens_reply>(&*r)) {
+      logs[t->id].streamed_ids = t->token_ids;
+      logs[t->id].streamed_text = t->text;
+      streaming = true;
+    }
+  }
+  intake.signal(SIGTERM);
   collect(c, logs);
+  EXPECT_EQ(intake.wait(std::chrono::seconds(30)), 0) << intake.log();
   const model m = load_model(path);
   int64_t proposed = 0;
   for (int i = 0; i < 3; ++i) {
@@ -101,8 +115,7 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
     proposed += l.done->stats.draft_tokens_proposed;
   }
   EXPECT_GT(proposed, 0) << "the drafter process never proposed";
-  for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
-  EXPECT_EQ(intake.wait(std::chrono::seconds(30)), 0) << intake.log();
+  for (child_process* p : {&drafter, &verifier}) p->signal(SIGTERM);
   EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0) << drafter.log();
   EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
 }
