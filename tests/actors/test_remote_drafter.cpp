@@ -1,0 +1,155 @@
+// remote_drafter against a scripted drafter (a raw DEALER in the test): registration and
+// catch-up of live slots, proposals copied into the draft batch with their checks, the deadline
+// (no answer -> no drafts, counted; repeated misses drop the drafter), late answers ignored,
+// and a replacement drafter taking over.
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <zmq.hpp>
+
+#include "actors/remote_drafter.h"
+#include "messages/drafter_messages.h"
+
+namespace dspark::actors {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A drafter service played by the test.
+struct scripted_drafter {
+  zmq::socket_t s;
+  scripted_drafter(zmq::context_t& ctx, const std::string& ep, const std::string& name) : s(ctx, zmq::socket_type::dealer) {
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(ep);
+    std::string b;
+    msg::encode(msg::drafter_hello{name, draft_dist_kind::one_hot, 0, {}}, b);
+    s.send(zmq::buffer(b), zmq::send_flags::none);
+  }
+  std::optional<msg::drafter_message> next(std::chrono::milliseconds t = 2000ms) {
+    zmq::pollitem_t it{s.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&it, 1, t) <= 0) return std::nullopt;
+    zmq::message_t m;
+    (void)s.recv(m);
+    return msg::decode_drafter_message(m.to_string_view());
+  }
+  void answer(const msg::drafter_proposal& p) {
+    std::string b;
+    msg::encode(p, b);
+    s.send(zmq::buffer(b), zmq::send_flags::none);
+  }
+};
+
+remote_drafter_options options(const std::string& ep) {
+  remote_drafter_options o;
+  o.endpoint = ep;
+  o.max_slots = 2;
+  o.n_vocab = 100;
+  o.timeout = 300ms;
+  o.max_misses = 2;
+  return o;
+}
+
+// Polls until the remote drafter names `name` (registration arrives asynchronously).
+bool registered(remote_drafter& rd, const std::string& name) {
+  for (int i = 0; i < 200; ++i) {
+    rd.poll();
+    if (rd.current() == name) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+draft_batch make_batch() {
+  draft_batch_params p;
+  p.max_slots = 2;
+  p.gamma_max = 4;
+  p.n_vocab = 100;
+  return draft_batch(p);
+}
+
+TEST(RemoteDrafter, CatchUpThenProposeThenDeadlineThenSwap) {
+  zmq::context_t ctx;
+  remote_drafter rd(ctx, options("inproc://rd-test"));
+  // A request is live before any drafter exists: prompt {1,2,3}, committed {4}.
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  rd.begin(0, prompt);
+  const int32_t x0 = 4;
+  commit_info ci;
+  ci.tokens = std::span<const int32_t>(&x0, 1);
+  rd.on_commit(0, ci);
+  draft_batch out = make_batch();
+  const std::vector<int32_t> ctx_tokens = {1, 2, 3, 4};
+  std::vector<propose_request> batch = {{0, 3, ctx_tokens, rng_key{}, nullptr}};
+  rd.propose(batch, out);  // no drafter: returns at once with nothing
+  EXPECT_EQ(out.length(0), 0);
+
+  scripted_drafter a(ctx, "inproc://rd-test", "A");
+  ASSERT_TRUE(registered(rd, "A"));
+  // Catch-up: reset, begin(prompt), commit({x0}).
+  auto m1 = a.next();
+  ASSERT_TRUE(m1 && std::holds_alternative<msg::drafter_reset>(*m1));
+  auto m2 = a.next();
+  ASSERT_TRUE(m2 && std::holds_alternative<msg::drafter_begin>(*m2));
+  EXPECT_EQ(std::get<msg::drafter_begin>(*m2).prompt, prompt);
+  auto m3 = a.next();
+  ASSERT_TRUE(m3 && std::holds_alternative<msg::drafter_commit>(*m3));
+  EXPECT_EQ(std::get<msg::drafter_commit>(*m3).tokens, std::vector<int32_t>{x0});
+
+  // A proposal round trip, answered from another thread while propose() waits. Four drafts
+  // for a budget of 3, the third out of the vocabulary: the chain stops before it.
+  std::thread answer([&] {
+    auto p = a.next();
+    ASSERT_TRUE(p && std::holds_alternative<msg::drafter_propose>(*p));
+    const auto& pr = std::get<msg::drafter_propose>(*p);
+    ASSERT_EQ(pr.items.size(), 1u);
+    EXPECT_EQ(pr.items[0].context_len, 4);
+    EXPECT_EQ(pr.items[0].max_drafts, 3);
+    msg::drafter_proposal reply;
+    reply.seq = pr.seq;
+    reply.slots = {{0, {{7, 0.9f, {}, {}}, {8, 0.8f, {}, {}}, {1000, 0.7f, {}, {}}, {9, 0.5f, {}, {}}}}};
+    a.answer(reply);
+  });
+  rd.propose(batch, out);
+  answer.join();
+  ASSERT_EQ(out.length(0), 2);
+  EXPECT_EQ(out.tokens(0)[0], 7);
+  EXPECT_EQ(out.tokens(0)[1], 8);
+  EXPECT_EQ(rd.timeouts(), 0);
+
+  // No answer: the deadline passes, nothing proposed; a second miss drops the drafter.
+  out.clear();
+  const auto t0 = std::chrono::steady_clock::now();
+  rd.propose(batch, out);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 290ms);
+  EXPECT_EQ(out.length(0), 0);
+  EXPECT_EQ(rd.timeouts(), 1);
+  rd.propose(batch, out);
+  EXPECT_EQ(rd.timeouts(), 2);
+  EXPECT_EQ(rd.current(), "");  // dropped after max_misses
+  // A late answer to an old propose is ignored (the drafter is gone anyway).
+  msg::drafter_proposal late;
+  late.seq = 2;
+  late.slots = {{0, {{5, 1.0f, {}, {}}}}};
+  a.answer(late);
+  out.clear();
+  rd.propose(batch, out);
+  EXPECT_EQ(out.length(0), 0);
+
+  // Drafter B registers and is brought up to date the same way (context now {1,2,3,4}).
+  scripted_drafter b(ctx, "inproc://rd-test", "B");
+  ASSERT_TRUE(registered(rd, "B"));
+  ASSERT_TRUE(std::holds_alternative<msg::drafter_reset>(*b.next()));
+  auto b2 = b.next();
+  ASSERT_TRUE(b2 && std::holds_alternative<msg::drafter_begin>(*b2));
+  EXPECT_EQ(std::get<msg::drafter_begin>(*b2).prompt, prompt);
+  rd.end(0);
+  auto b3 = b.next();  // commit(x0)
+  ASSERT_TRUE(b3 && std::holds_alternative<msg::drafter_commit>(*b3));
+  auto b4 = b.next();
+  ASSERT_TRUE(b4 && std::holds_alternative<msg::drafter_end>(*b4));
+}
+
+}  // namespace
+}  // namespace dspark::actors
