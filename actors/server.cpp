@@ -119,7 +119,9 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       });
     }
     if (roles.intake) {
-      auto clients = std::make_unique<zmq_channel>(p.ctx, bound_router(cfg.client_endpoint, true));
+      channel_options co = bound_router(cfg.client_endpoint, true);
+      co.curve_secret_key = cfg.curve_secret_key;
+      auto clients = std::make_unique<zmq_channel>(p.ctx, co);
       p.client_ep = clients->endpoint();
       const std::string ep = p.engine_ep.empty() ? cfg.engine_endpoint : p.engine_ep;
       auto engine = std::make_unique<zmq_channel>(p.ctx, dealer_to(ep));

@@ -73,6 +73,11 @@ void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
       s.set(zmq::sockopt::sndhwm, opt_.send_hwm);
     }
     if (!opt_.routing_id.empty()) s.set(zmq::sockopt::routing_id, opt_.routing_id);
+    if (!opt_.curve_secret_key.empty()) {
+      if (opt_.curve_secret_key.size() != 40) throw std::runtime_error("the CURVE secret key must be 40 Z85 characters");
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, opt_.curve_secret_key);
+    }
     if (opt_.watch_disconnects) {
       const std::string mon_ep = "inproc://dspark-monitor-" + std::to_string(g_monitor_counter++);
       if (zmq_socket_monitor(s.handle(), mon_ep.c_str(), ZMQ_EVENT_DISCONNECTED) != 0)
@@ -88,7 +93,7 @@ void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
       s.connect(opt_.endpoint);
       endpoint_ = opt_.endpoint;
     }
-  } catch (const zmq::error_t& e) {
+  } catch (const std::exception& e) {
     ready->set_exception(std::make_exception_ptr(std::runtime_error(
         std::string("cannot ") + (opt_.bind ? "bind " : "connect ") + opt_.endpoint + ": " + e.what())));
     return;

@@ -46,6 +46,9 @@ struct channel_options {
   bool watch_disconnects = false; // ROUTER over tcp/ipc: socket monitor -> on_peer_lost
   int send_hwm = 100000;          // messages queued per peer before it counts as lost (ROUTER)
   int close_linger_ms = 500;      // on close, how long queued messages may still be delivered
+  // A bound socket with a CURVE secret key (Z85, 40 characters) accepts only CURVE clients that
+  // know the matching public key; their traffic is encrypted. Empty: plain.
+  std::string curve_secret_key;
 };
 
 class zmq_channel {

@@ -57,6 +57,7 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "kv_blocks") read(j, "kv_blocks", c.kv_blocks);
     else if (k == "drafter_timeout_ms") read(j, "drafter_timeout_ms", c.drafter_timeout_ms);
     else if (k == "http") read(j, "http", c.http);
+    else if (k == "curve_secret_key") read(j, "curve_secret_key", c.curve_secret_key);
     else if (k.rfind("_", 0) == 0) continue;  // "_comment" and friends
     else throw std::runtime_error("unknown config key '" + k + "'");
   }
@@ -79,6 +80,8 @@ void validate_server_config(const server_config& c) {
   range("kv_block_size", c.kv_block_size, 1, 4096);
   range("kv_blocks", c.kv_blocks, 0, 1 << 24);
   range("drafter_timeout_ms", c.drafter_timeout_ms, 1, 600000);
+  if (!c.curve_secret_key.empty() && c.curve_secret_key.size() != 40)
+    throw std::runtime_error("config key 'curve_secret_key' must be 40 Z85 characters");
   if (c.client_endpoint.empty()) throw std::runtime_error("config key 'client_endpoint' is empty");
   if (c.engine_endpoint.empty()) throw std::runtime_error("config key 'engine_endpoint' is empty");
 }

@@ -29,6 +29,7 @@ struct server_config {
   int32_t kv_blocks = 0;                                 // KV budget; 0 = max_requests full contexts
   int32_t drafter_timeout_ms = 200;                      // deadline of one remote propose
   std::string http;                                      // HOST:PORT of the HTTP gateway ("" = off)
+  std::string curve_secret_key;                          // Z85 key: CURVE on client_endpoint ("" = plain)
 };
 
 // Reads and validates a JSON config file. std::runtime_error naming the file and the key.

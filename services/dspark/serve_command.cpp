@@ -26,6 +26,8 @@
 #include "services/dspark/spec_cli.h"
 #include "services/gateway/gateway.h"
 
+#include <zmq.h>
+
 namespace dspark::cli {
 
 namespace {
@@ -66,6 +68,7 @@ config::server_config read_config(const parsed_args& a) {
   if (auto v = a.get("drafter-endpoint")) c.drafter_endpoint = *v;
   if (auto v = a.get("precision")) c.precision = *v;
   if (auto v = a.get("device")) c.device = *v;
+  if (const char* k = std::getenv("DSPARK_CURVE_SECRET_KEY")) c.curve_secret_key = k;
   c.gamma = static_cast<int32_t>(a.get_int("gamma", c.gamma, 1, 64));
   c.drafter_timeout_ms = static_cast<int32_t>(a.get_int("drafter-timeout-ms", c.drafter_timeout_ms, 1, 600000));
   c.max_requests = static_cast<int32_t>(a.get_int("max-requests", c.max_requests, 1, 4096));
@@ -138,6 +141,13 @@ int run_roles(const char* name, std::span<const std::string> args, actors::serve
                                      srv.drafter_endpoint().empty() ? "(none)" : srv.drafter_endpoint().c_str());
     if (roles.drafter && c.draft != "none") std::fprintf(stderr, " | drafter %s", c.draft.c_str());
     std::fprintf(stderr, "\n");
+    std::string curve_public;
+    if (!c.curve_secret_key.empty() && roles.intake) {
+      char pub[41] = {};
+      if (zmq_curve_public(pub, c.curve_secret_key.c_str()) != 0) throw usage_error("curve_secret_key is not a valid Z85 key");
+      curve_public = pub;
+      std::fprintf(stderr, "dspark %s: CURVE on the client endpoint, server public key %s\n", name, pub);
+    }
 
     std::atomic<bool> http_stop{false};
     std::thread http;
@@ -150,6 +160,7 @@ int run_roles(const char* name, std::span<const std::string> args, actors::serve
       g.port = std::stoi(c.http.substr(colon + 1));
       g.server_endpoint = srv.client_endpoint();
       g.context = &srv.zmq_context();
+      g.server_public_key = curve_public;
       if (auto k = a.get("api-key")) g.api_key = *k;
       else if (const char* e = std::getenv("DSPARK_API_KEY")) g.api_key = e;
       http = std::thread([g, &http_rc, &http_stop] { http_rc = gateway::run_gateway(g, http_stop); });

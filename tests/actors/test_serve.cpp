@@ -244,5 +244,35 @@ TEST_F(ServeTest, DrainFinishesInFlightRequests) {
   EXPECT_EQ(std::get<cm::health_reply>(*h).status, cm::health_status::draining);
 }
 
+// docs/protocol.md: tcp endpoints may use CURVE. A server with a secret key answers a client
+// that knows its public key and nobody else.
+TEST_F(ServeTest, CurveClientEndpointAnswersOnlyKeyHolders) {
+  DSPARK_REQUIRE_MODEL(path);
+  char server_pub[41], server_sec[41], client_pub[41], client_sec[41];
+  ASSERT_EQ(zmq_curve_keypair(server_pub, server_sec), 0);
+  ASSERT_EQ(zmq_curve_keypair(client_pub, client_sec), 0);
+  auto cfg = test_config(path);
+  cfg.curve_secret_key = server_sec;
+  start(cfg, false);
+  raw_client plain(ctx_, srv_->client_endpoint());
+  plain.send(cm::health_request{});
+  EXPECT_FALSE(plain.recv(std::chrono::milliseconds(500)).has_value()) << "a plain client was answered";
+  zmq::socket_t s(ctx_, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::curve_serverkey, std::string(server_pub));
+  s.set(zmq::sockopt::curve_publickey, std::string(client_pub));
+  s.set(zmq::sockopt::curve_secretkey, std::string(client_sec));
+  s.connect(srv_->client_endpoint());
+  const std::string f = cm::encode(cm::client_message{cm::health_request{}});
+  s.send(zmq::buffer(f), zmq::send_flags::none);
+  zmq::pollitem_t it{s.handle(), 0, ZMQ_POLLIN, 0};
+  ASSERT_EQ(zmq::poll(&it, 1, std::chrono::milliseconds(10000)), 1);
+  zmq::message_t m;
+  ASSERT_TRUE(s.recv(m));
+  auto r = cm::decode_server_message(m.to_string_view());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(std::holds_alternative<cm::health_reply>(r.value()));
+}
+
 }  // namespace
 }  // namespace dspark::test
