@@ -10,6 +10,7 @@ namespace {
 struct drafter_state {
   std::unique_ptr<zmq_channel> link;
   std::unique_ptr<drafter_core> core;
+  bool was_down = false;
 };
 
 drafter_actor::behavior_type drafter_fn(drafter_actor::stateful_pointer<drafter_state> self,
@@ -18,6 +19,18 @@ drafter_actor::behavior_type drafter_fn(drafter_actor::stateful_pointer<drafter_
   return {
       [self](draft_atom, std::vector<std::string>& f) {
         if (f.size() == 1) self->state.core->handle(f[0]);
+      },
+      [self](link_atom, bool up) {
+        // The verifier went away: its slots are gone. When it (or a new one) is reconnected,
+        // announce this drafter again so it is adopted and brought up to date.
+        auto& st = self->state;
+        if (!up) {
+          st.was_down = true;
+          st.core->handle_reset();
+        } else if (st.was_down) {
+          st.was_down = false;
+          st.link->send(frames{st.core->hello()});
+        }
       },
   };
 }
@@ -32,7 +45,8 @@ drafter_actor spawn_drafter(caf::actor_system& sys, std::unique_ptr<zmq_channel>
   ch->send(frames{init->core->hello()});
   init->link = std::move(link);
   auto a = sys.spawn<caf::detached>(drafter_fn, init);
-  ch->start([a](frames&& f) { caf::anon_send(a, draft_atom::value, std::move(f)); });
+  ch->start([a](frames&& f) { caf::anon_send(a, draft_atom::value, std::move(f)); }, {},
+            [a](bool up) { caf::anon_send(a, link_atom::value, up); });
   return a;
 }
 

@@ -34,6 +34,8 @@ class drafter_core {
   // logged and that call proposes nothing.
   void handle(std::string_view frame);
   const drafter_caps& caps() const { return d_->caps(); }
+  // Ends every open slot (the verifier that owned them is gone).
+  void handle_reset() { reset(); }
 
  private:
   void propose(const msg::drafter_propose& p);

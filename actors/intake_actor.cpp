@@ -30,6 +30,11 @@ intake_actor::behavior_type intake_fn(intake_actor::stateful_pointer<intake_stat
         settle_drains(self->state);
       },
       [self](lost_atom, const std::string& client) { self->state.core->on_client_lost(client); },
+      [self](link_atom, bool up) {
+        if (up) return;
+        self->state.core->on_engine_lost();
+        settle_drains(self->state);
+      },
       [self](drain_atom) -> caf::result<bool> {
         auto& st = self->state;
         st.core->begin_drain();
@@ -54,7 +59,8 @@ intake_actor spawn_intake(caf::actor_system& sys, std::unique_ptr<zmq_channel> c
   auto a = sys.spawn<caf::detached>(intake_fn, init);
   cl->start([a](frames&& f) { caf::anon_send(a, client_atom::value, std::move(f)); },
             [a](const std::string& peer) { caf::anon_send(a, lost_atom::value, peer); });
-  en->start([a](frames&& f) { caf::anon_send(a, engine_atom::value, std::move(f)); });
+  en->start([a](frames&& f) { caf::anon_send(a, engine_atom::value, std::move(f)); }, {},
+            [a](bool up) { caf::anon_send(a, link_atom::value, up); });
   return a;
 }
 

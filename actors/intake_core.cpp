@@ -152,6 +152,18 @@ void intake_core::on_client_lost(const std::string& client) {
   }
 }
 
+void intake_core::on_engine_lost() {
+  for (auto& [key, r] : reqs_) {
+    ++n_error_;
+    if (!r.orphan) reply(r.client, m::error_reply{r.id, m::error_code::internal, "the verifier connection was lost"});
+  }
+  reqs_.clear();
+  by_client_id_.clear();
+  for (auto& [cookie, q] : queries_)
+    reply(q.client, m::error_reply{std::nullopt, m::error_code::internal, "the verifier connection was lost"});
+  queries_.clear();
+}
+
 void intake_core::query(const std::string& client, bool metrics) {
   const uint64_t cookie = next_cookie_++;
   queries_.emplace(cookie, pending_query{client, metrics});

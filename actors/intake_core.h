@@ -51,6 +51,10 @@ class intake_core {
   void on_client(frames&& f);
   void on_engine(frames&& f);
   void on_client_lost(const std::string& client);
+  // The verifier connection dropped (it died or restarted): every live request ends now with
+  // error `internal`, so no client waits forever; new submits go to the verifier once ZeroMQ
+  // has reconnected.
+  void on_engine_lost();
   // Stops admitting: submits get `overloaded` ("draining"), health says draining.
   void begin_drain() { draining_ = true; }
   bool draining() const { return draining_; }

@@ -27,6 +27,7 @@ channel_options dealer_to(const std::string& endpoint) {
   o.type = zmq::socket_type::dealer;
   o.endpoint = endpoint;
   o.bind = false;
+  o.watch_disconnects = endpoint.rfind("inproc://", 0) != 0;  // verifier lost / back
   return o;
 }
 

@@ -33,9 +33,10 @@ zmq_channel::zmq_channel(zmq::context_t& ctx, const channel_options& opt) : opt_
   }
 }
 
-void zmq_channel::start(receive_fn on_receive, lost_fn on_peer_lost) {
+void zmq_channel::start(receive_fn on_receive, lost_fn on_peer_lost, link_fn on_link) {
   on_receive_ = std::move(on_receive);
   on_peer_lost_ = std::move(on_peer_lost);
+  on_link_ = std::move(on_link);
   started_ = true;
   go_.set_value();
 }
@@ -80,7 +81,8 @@ void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
     }
     if (opt_.watch_disconnects) {
       const std::string mon_ep = "inproc://dspark-monitor-" + std::to_string(g_monitor_counter++);
-      if (zmq_socket_monitor(s.handle(), mon_ep.c_str(), ZMQ_EVENT_DISCONNECTED) != 0)
+      const int events = is_router(opt_) ? ZMQ_EVENT_DISCONNECTED : (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
+      if (zmq_socket_monitor(s.handle(), mon_ep.c_str(), events) != 0)
         throw zmq::error_t();
       mon = zmq::socket_t(ctx, zmq::socket_type::pair);
       mon.set(zmq::sockopt::linger, 0);
@@ -160,6 +162,11 @@ void zmq_channel::read_monitor(zmq::socket_t& mon) {
     int32_t fd;
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&fd, static_cast<const char*>(ev.data()) + 2, 4);
+    if (!is_router(opt_)) {
+      if (on_link_ && (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_DISCONNECTED))
+        on_link_(event == ZMQ_EVENT_CONNECTED);
+      continue;
+    }
     if (event != ZMQ_EVENT_DISCONNECTED) continue;
     for (auto it = peer_fd_.begin(); it != peer_fd_.end();) {
       if (it->second == fd) {

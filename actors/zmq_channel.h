@@ -43,7 +43,7 @@ struct channel_options {
   bool bind = false;              // bind (servers) or connect (clients)
   std::string routing_id;         // DEALER: the identity the ROUTER peer sees ("" = random)
   int64_t max_message_bytes = 64 << 20;  // hard limit; larger messages drop the connection
-  bool watch_disconnects = false; // ROUTER over tcp/ipc: socket monitor -> on_peer_lost
+  bool watch_disconnects = false; // tcp/ipc socket monitor: ROUTER -> on_peer_lost, else on_link
   int send_hwm = 100000;          // messages queued per peer before it counts as lost (ROUTER)
   int close_linger_ms = 500;      // on close, how long queued messages may still be delivered
   // A bound socket with a CURVE secret key (Z85, 40 characters) accepts only CURVE clients that
@@ -55,13 +55,16 @@ class zmq_channel {
  public:
   using receive_fn = std::function<void(frames&&)>;
   using lost_fn = std::function<void(const std::string& routing_id)>;
+  using link_fn = std::function<void(bool up)>;
 
   // Creates the socket on the I/O thread and binds/connects it; throws std::runtime_error naming
   // the endpoint when that fails. Nothing is received until start().
   zmq_channel(zmq::context_t& ctx, const channel_options& opt);
   // Starts the poll loop. Callbacks run on the I/O thread and must not block. Two steps, so the
   // owner (an actor) can hold the channel before the first message arrives. Call once.
-  void start(receive_fn on_receive, lost_fn on_peer_lost = {});
+  // on_link (connecting sockets with watch_disconnects, tcp/ipc): the connection to the bound
+  // peer came up or went down (a restarted server is reconnected by ZeroMQ itself).
+  void start(receive_fn on_receive, lost_fn on_peer_lost = {}, link_fn on_link = {});
   ~zmq_channel();  // stops the thread after writing queued frames (close_linger_ms to deliver)
   zmq_channel(const zmq_channel&) = delete;
   zmq_channel& operator=(const zmq_channel&) = delete;
@@ -84,6 +87,7 @@ class zmq_channel {
   channel_options opt_;
   receive_fn on_receive_;
   lost_fn on_peer_lost_;
+  link_fn on_link_;
   std::string endpoint_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};

@@ -120,6 +120,57 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
   EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
 }
 
+// A verifier that dies mid-stream ends every live request with error `internal` (no client
+// waits forever); a restarted verifier is reconnected by the intake and re-adopts the drafter,
+// which announces itself again; serving resumes and equals offline.
+TEST(SplitProcesses, VerifierLossEndsRequestsAndRestartResumes) {
+  DSPARK_REQUIRE_MODEL(path);
+  temp_dir d;
+  auto cfg = test_config(path);
+  cfg.client_endpoint = d.ipc("clients");
+  cfg.engine_endpoint = d.ipc("engine");
+  cfg.drafter_endpoint = d.ipc("drafter");
+  const std::string conf = write_config(d, cfg);
+  const std::string cli = dspark_cli();
+  auto verifier = std::make_unique<child_process>(std::vector<std::string>{cli, "verifier", "--config", conf},
+                                                  (d.path / "verifier.log").string());
+  child_process drafter({cli, "drafter", "--config", conf, "--draft", "ngram"}, (d.path / "drafter.log").string());
+  child_process intake({cli, "intake", "--config", conf}, (d.path / "intake.log").string());
+  zmq::context_t ctx;
+  raw_client c(ctx, cfg.client_endpoint);
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << verifier->log();
+  std::map<std::string, request_log> logs;
+  c.send(submit_text("v1", k_prompts[0], 300));
+  c.send(submit_text("v2", k_prompts[1], 300));
+  logs["v1"];
+  logs["v2"];
+  for (bool streaming = false; !streaming;) {
+    auto r = c.recv(std::chrono::seconds(60));
+    ASSERT_TRUE(r);
+    streaming = std::holds_alternative<cm::tokens_reply>(*r);
+  }
+  verifier->signal(SIGKILL);
+  collect(c, logs, std::chrono::seconds(30));
+  for (const char* id : {"v1", "v2"}) {
+    ASSERT_TRUE(logs[id].error) << id << " did not end with an error";
+    EXPECT_EQ(logs[id].error->code, cm::error_code::internal);
+  }
+  verifier = std::make_unique<child_process>(std::vector<std::string>{cli, "verifier", "--config", conf},
+                                             (d.path / "verifier2.log").string());
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << verifier->log() << drafter.log();
+  logs.clear();
+  c.send(submit_text("v3", k_prompts[2], 10));
+  logs["v3"];
+  collect(c, logs);
+  ASSERT_TRUE(logs["v3"].done) << (logs["v3"].error ? logs["v3"].error->message : "");
+  EXPECT_EQ(logs["v3"].done->token_ids, offline(load_model(path), k_prompts[2], 10).token_ids);
+  EXPECT_GT(logs["v3"].done->stats.draft_tokens_proposed, 0);
+  for (child_process* p : {&intake, &drafter, verifier.get()}) p->signal(SIGTERM);
+  EXPECT_EQ(intake.wait(std::chrono::seconds(30)), 0);
+  EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0);
+  EXPECT_EQ(verifier->wait(std::chrono::seconds(30)), 0);
+}
+
 TEST(HotSwap, SigkillDrafterMidBatchThenStartAnotherKind) {
   DSPARK_REQUIRE_MODEL(path);
   temp_dir d;
