@@ -156,6 +156,15 @@ void remote_drafter::fill(const msg::drafter_proposal& p, std::span<const propos
         for (float q : d.sparse_probs) valid = valid && q >= 0.0f && q <= 1.0f;
         if (!valid) break;
         out.push_sparse(s.slot, d.token, d.sparse_ids, d.sparse_probs, d.confidence);
+      } else if (caps_.dist_kind == draft_dist_kind::dense) {
+        // The wire carries a dense row's support; rebuild the row (zeros elsewhere).
+        bool valid = true;
+        for (int32_t id : d.sparse_ids) valid = valid && id >= 0 && id < opt_.n_vocab;
+        if (!valid) break;
+        std::span<float> row = out.next_dense_row(s.slot);
+        std::fill(row.begin(), row.end(), 0.0f);
+        for (size_t e = 0; e < d.sparse_ids.size(); ++e) row[static_cast<size_t>(d.sparse_ids[e])] = d.sparse_probs[e];
+        out.push_dense(s.slot, d.token, d.confidence);
       } else if (d.sparse_ids.size() == 1 && d.sparse_ids[0] == d.token && d.sparse_probs[0] == 1.0f) {
         out.push_one_hot(s.slot, d.token, d.confidence);  // a point mass sent as a list
       } else {

@@ -77,6 +77,10 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
   p.m.emplace(load_model(cfg.model));
   const model& mdl = *p.m;
   try {
+    // The in-process drafter is built first: its capabilities shape the verifier's decoder.
+    std::unique_ptr<dspark::drafter> local_drafter;
+    const bool run_drafter = roles.drafter && cfg.draft != "none" && !cfg.drafter_endpoint.empty();
+    if (run_drafter) local_drafter = f.make_drafter(mdl, cfg);
     if (roles.verifier) {
       p.be = f.make_backend(mdl, cfg);
       if (!cfg.drafter_endpoint.empty()) {
@@ -85,6 +89,17 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
         ro.max_slots = cfg.max_requests;
         ro.n_vocab = p.be->limits().n_vocab;
         ro.timeout = std::chrono::milliseconds(cfg.drafter_timeout_ms);
+        if (local_drafter) {
+          ro.capture_layers = local_drafter->caps().capture_layers;
+          ro.dist_kind = local_drafter->caps().dist_kind;
+          ro.max_sparse = local_drafter->caps().max_sparse;
+        } else {
+          ro.capture_layers = cfg.draft_capture_layers;
+          ro.dist_kind = cfg.draft_dist == "dense"    ? draft_dist_kind::dense
+                         : cfg.draft_dist == "sparse" ? draft_dist_kind::sparse
+                                                      : draft_dist_kind::one_hot;
+          ro.max_sparse = cfg.draft_max_sparse;
+        }
         p.rd = std::make_unique<remote_drafter>(p.ctx, ro);
         p.drafter_ep = p.rd->endpoint();
       }
@@ -108,11 +123,10 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
           },
           p.rd.get());
     }
-    if (roles.drafter && cfg.draft != "none" && !cfg.drafter_endpoint.empty()) {
+    if (run_drafter) {
       const std::string ep = p.drafter_ep.empty() ? cfg.drafter_endpoint : p.drafter_ep;
       auto link = std::make_unique<zmq_channel>(p.ctx, dealer_to(ep));
-      std::unique_ptr<dspark::drafter> d = f.make_drafter(mdl, cfg);
-      auto holder = std::make_shared<std::unique_ptr<dspark::drafter>>(std::move(d));
+      auto holder = std::make_shared<std::unique_ptr<dspark::drafter>>(std::move(local_drafter));
       const int64_t n_vocab = mdl.config().n_vocab;
       const int32_t slots = cfg.max_requests, gamma = cfg.gamma;
       p.drafter = spawn_drafter(*p.sys, std::move(link), [holder, slots, gamma, n_vocab](drafter_core::send_fn send) {

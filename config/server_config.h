@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dspark::config {
 
@@ -28,6 +29,12 @@ struct server_config {
   int32_t kv_block_size = 16;                            // positions per KV block
   int32_t kv_blocks = 0;                                 // KV budget; 0 = max_requests full contexts
   int32_t drafter_timeout_ms = 200;                      // deadline of one remote propose
+  // What the verifier's decoder is built for, so remote drafters of that shape can plug in
+  // (a drafter asking for layers not listed is refused). `serve` with an in-process drafter
+  // takes these from the drafter itself.
+  std::vector<int32_t> draft_capture_layers;             // target layers captured for drafters
+  std::string draft_dist = "one_hot";                    // one_hot | sparse | dense
+  int32_t draft_max_sparse = 0;                          // entries per sparse distribution
   std::string http;                                      // HOST:PORT of the HTTP gateway ("" = off)
   std::string curve_secret_key;                          // Z85 key: CURVE on client_endpoint ("" = plain)
 };

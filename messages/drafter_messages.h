@@ -23,7 +23,7 @@ namespace dspark::msg {
 
 inline constexpr uint32_t k_max_batch = 4096;
 inline constexpr uint32_t k_max_chain = 256;
-inline constexpr uint32_t k_max_sparse = 4096;
+inline constexpr uint32_t k_max_sparse = 1u << 18;  // a dense row travels as its support
 inline constexpr uint32_t k_max_feature_floats = 64u << 20;  // 256 MiB of f32
 
 enum class drafter_type : uint16_t {

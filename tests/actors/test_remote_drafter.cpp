@@ -151,5 +151,44 @@ TEST(RemoteDrafter, CatchUpThenProposeThenDeadlineThenSwap) {
   ASSERT_TRUE(b4 && std::holds_alternative<msg::drafter_end>(*b4));
 }
 
+// A decoder built for dense distributions (a sampled drafter): the support that travels is
+// rebuilt into the draft's full row, zeros elsewhere.
+TEST(RemoteDrafter, DenseRowsAreRebuiltFromTheirSupport) {
+  zmq::context_t ctx;
+  remote_drafter_options o = options("inproc://rd-dense");
+  o.dist_kind = draft_dist_kind::dense;
+  remote_drafter rd(ctx, o);
+  scripted_drafter a(ctx, "inproc://rd-dense", "dense");
+  ASSERT_TRUE(registered(rd, "dense"));
+  ASSERT_TRUE(std::holds_alternative<msg::drafter_reset>(*a.next()));
+  const std::vector<int32_t> prompt = {1, 2};
+  rd.begin(1, prompt);
+  ASSERT_TRUE(a.next().has_value());  // begin
+  draft_batch_params bp;
+  bp.max_slots = 2;
+  bp.gamma_max = 4;
+  bp.n_vocab = 100;
+  bp.kind = draft_dist_kind::dense;
+  draft_batch out(bp);
+  std::vector<propose_request> batch = {{1, 2, prompt, rng_key{}, nullptr}};
+  std::thread answer([&] {
+    auto p = a.next();
+    ASSERT_TRUE(p && std::holds_alternative<msg::drafter_propose>(*p));
+    msg::drafter_proposal reply;
+    reply.seq = std::get<msg::drafter_propose>(*p).seq;
+    reply.slots = {{1, {{12, 0.6f, {3, 12}, {0.25f, 0.75f}}, {40, 0.5f, {40, 200}, {0.5f, 0.5f}}}}};
+    a.answer(reply);
+  });
+  rd.propose(batch, out);
+  answer.join();
+  ASSERT_EQ(out.length(1), 1);  // the second draft names an id outside the vocabulary: cut
+  const draft_dist dd = out.dist(1, 0);
+  EXPECT_EQ(dd.token, 12);
+  EXPECT_FLOAT_EQ(dd.prob(12), 0.75f);
+  EXPECT_FLOAT_EQ(dd.prob(3), 0.25f);
+  EXPECT_FLOAT_EQ(dd.prob(5), 0.0f);
+  EXPECT_FLOAT_EQ(out.confidences(1)[0], 0.6f);
+}
+
 }  // namespace
 }  // namespace dspark::actors
