@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "actors_test_support.h"
+#include "messages/drafter_messages.h"
 #include "tests/test_support.h"
 
 namespace dspark::test {
@@ -242,6 +243,64 @@ TEST_F(ServeTest, DrainFinishesInFlightRequests) {
   auto h = c.recv();
   ASSERT_TRUE(h && std::holds_alternative<cm::health_reply>(*h));
   EXPECT_EQ(std::get<cm::health_reply>(*h).status, cm::health_status::draining);
+}
+
+// Stop strings end a request as in generate() (finish `stop`, the string not in the text), and
+// the streamed pieces still concatenate to the final text.
+TEST_F(ServeTest, StopStringsEndAsOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  start(test_config(path), false);
+  raw_client c(ctx_, srv_->client_endpoint());
+  cm::submit_request s = submit_text("s", "Write three short lines about the sea.", 40);
+  s.params.stop = {"\n"};
+  std::map<std::string, request_log> logs;
+  logs["s"];
+  c.send(s);
+  collect(c, logs);
+  ASSERT_TRUE(logs["s"].done);
+  const model& m = srv_->loaded_model();
+  cpu_backend_options o;
+  o.n_threads = 2;
+  o.n_ctx = 512;
+  cpu_backend be(m.config(), m.weights(), o);
+  sampling_params p;
+  p.max_tokens = 40;
+  p.stop = {"\n"};
+  const generation_result ref = generate(m, be, m.tokenizer().encode("Write three short lines about the sea.", true, true), p);
+  EXPECT_EQ(logs["s"].done->text, ref.text);
+  EXPECT_EQ(logs["s"].done->token_ids, ref.token_ids);
+  EXPECT_EQ(logs["s"].streamed_text, logs["s"].done->text);
+  EXPECT_EQ(logs["s"].done->reason, ref.finish == finish_reason::max_tokens ? cm::finish_reason::length : cm::finish_reason::stop);
+}
+
+// Garbage from a rogue peer on the internal links (engine and drafter ROUTERs) is dropped; the
+// server keeps serving.
+TEST_F(ServeTest, GarbageOnInternalLinksIsDropped) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.drafter_endpoint = "tcp://127.0.0.1:*";
+  start(cfg, false);
+  zmq::context_t& sctx = srv_->zmq_context();  // the engine link is inproc
+  for (const std::string& ep : {srv_->engine_endpoint(), srv_->drafter_endpoint()}) {
+    zmq::socket_t rogue(ep.rfind("inproc", 0) == 0 ? sctx : ctx_, zmq::socket_type::dealer);
+    rogue.set(zmq::sockopt::linger, 1000);
+    rogue.connect(ep);
+    rogue.send(zmq::str_buffer("\x01\x01\x00garbage"), zmq::send_flags::none);
+    rogue.send(zmq::str_buffer("\x09"), zmq::send_flags::none);
+    rogue.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);
+    rogue.send(zmq::str_buffer("b"), zmq::send_flags::none);
+    std::string hello;  // a hello that asks for a layer this verifier does not capture: refused
+    msg::encode(msg::drafter_hello{"rogue", draft_dist_kind::one_hot, 0, {3}}, hello);
+    rogue.send(zmq::buffer(hello), zmq::send_flags::none);
+  }
+  raw_client c(ctx_, srv_->client_endpoint());
+  std::map<std::string, request_log> logs;
+  logs["ok"];
+  c.send(submit_text("ok", k_prompts[0], 8));
+  collect(c, logs);
+  ASSERT_TRUE(logs["ok"].done);
+  EXPECT_EQ(logs["ok"].done->token_ids, offline(srv_->loaded_model(), k_prompts[0], 8).token_ids);
+  EXPECT_EQ(logs["ok"].done->stats.draft_tokens_proposed, 0);
 }
 
 // docs/protocol.md: tcp endpoints may use CURVE. A server with a secret key answers a client
