@@ -62,6 +62,15 @@ bool wait_for_drafter(raw_client& c, const std::string& drafter, std::chrono::se
   return false;
 }
 
+// Every link over ipc in `d`: the split layout of `dspark verifier|drafter|intake`.
+config::server_config split_config(const temp_dir& d, const std::string& model_path) {
+  config::server_config cfg = test_config(model_path);
+  cfg.client_endpoint = d.ipc("clients");
+  cfg.engine_endpoint = d.ipc("engine");
+  cfg.drafter_endpoint = d.ipc("drafter");
+  return cfg;
+}
+
 const char* k_prompts[] = {
     "The capital of France is",
     "def fibonacci(n):",
@@ -72,10 +81,7 @@ const char* k_prompts[] = {
 TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
   DSPARK_REQUIRE_MODEL(path);
   temp_dir d;
-  auto cfg = test_config(path);
-  cfg.client_endpoint = d.ipc("clients");
-  cfg.engine_endpoint = d.ipc("engine");
-  cfg.drafter_endpoint = d.ipc("drafter");
+  const config::server_config cfg = split_config(d, path);
   const std::string conf = write_config(d, cfg);
   const std::string cli = dspark_cli();
   child_process verifier({cli, "verifier", "--config", conf}, (d.path / "verifier.log").string());
@@ -126,10 +132,7 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
 TEST(SplitProcesses, VerifierLossEndsRequestsAndRestartResumes) {
   DSPARK_REQUIRE_MODEL(path);
   temp_dir d;
-  auto cfg = test_config(path);
-  cfg.client_endpoint = d.ipc("clients");
-  cfg.engine_endpoint = d.ipc("engine");
-  cfg.drafter_endpoint = d.ipc("drafter");
+  const config::server_config cfg = split_config(d, path);
   const std::string conf = write_config(d, cfg);
   const std::string cli = dspark_cli();
   auto verifier = std::make_unique<child_process>(std::vector<std::string>{cli, "verifier", "--config", conf},
