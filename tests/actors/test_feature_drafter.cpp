@@ -69,13 +69,13 @@ TEST(FeatureDrafter, DsparkDrafterProcessGetsFeaturesInlineAndStaysLossless) {
   const char* prompts[] = {"The capital of France is", "def fibonacci(n):"};
   std::map<std::string, request_log> logs;
   for (int i = 0; i < 2; ++i) {
-    c.send(submit_text("f" + std::to_string(i), prompts[i], 12));
-    logs["f" + std::to_string(i)];
+    c.send(submit_text(std::string("f") + std::to_string(i), prompts[i], 12));
+    logs[std::string("f") + std::to_string(i)];
   }
   collect(c, logs);
   int64_t proposed = 0;
   for (int i = 0; i < 2; ++i) {
-    const request_log& l = logs["f" + std::to_string(i)];
+    const request_log& l = logs[std::string("f") + std::to_string(i)];
     ASSERT_TRUE(l.done) << (l.error ? l.error->message : "") << drafter.log();
     EXPECT_EQ(l.done->token_ids, offline(m, prompts[i], 12).token_ids) << i;
     proposed += l.done->stats.draft_tokens_proposed;

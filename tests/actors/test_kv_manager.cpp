@@ -32,7 +32,7 @@ TEST(KvManager, ReservesWorstCaseAndReleases) {
 
 waiting_request req(uint64_t id, int32_t prompt, int32_t max_tokens) {
   waiting_request w;
-  w.peer = "p";
+  w.peer = std::string(1, 'p');  // (not = "p": a GCC 12 -Wrestrict false positive)
   w.id = id;
   w.req.key = id;
   w.req.prompt.assign(static_cast<size_t>(prompt), 1);

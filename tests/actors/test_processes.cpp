@@ -93,8 +93,8 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
   ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << verifier.log() << drafter.log();
   std::map<std::string, request_log> logs;
   for (int i = 0; i < 3; ++i) {
-    c.send(submit_text("p" + std::to_string(i), k_prompts[i], 10));
-    logs["p" + std::to_string(i)];
+    c.send(submit_text(std::string("p") + std::to_string(i), k_prompts[i], 10));
+    logs[std::string("p") + std::to_string(i)];
   }
   // SIGTERM the intake once tokens stream: it drains (every in-flight request ends with done),
   // then exits 0.
@@ -114,7 +114,7 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
   const model m = load_model(path);
   int64_t proposed = 0;
   for (int i = 0; i < 3; ++i) {
-    const request_log& l = logs["p" + std::to_string(i)];
+    const request_log& l = logs[std::string("p") + std::to_string(i)];
     ASSERT_TRUE(l.done) << (l.error ? l.error->message : "") << intake.log();
     EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 10).token_ids) << i;
     EXPECT_EQ(l.streamed_text, l.done->text);
@@ -195,8 +195,8 @@ TEST(HotSwap, SigkillDrafterMidBatchThenStartAnotherKind) {
   const int max_tokens = 40;
   std::map<std::string, request_log> logs;
   for (int i = 0; i < 4; ++i) {
-    c.send(submit_text("h" + std::to_string(i), k_prompts[i], max_tokens));
-    logs["h" + std::to_string(i)];
+    c.send(submit_text(std::string("h") + std::to_string(i), k_prompts[i], max_tokens));
+    logs[std::string("h") + std::to_string(i)];
   }
   size_t streamed = 0;
   while (streamed < 8) {
@@ -219,7 +219,7 @@ TEST(HotSwap, SigkillDrafterMidBatchThenStartAnotherKind) {
   collect(c, logs);
   const model& m = srv.loaded_model();
   for (int i = 0; i < 4; ++i) {
-    const request_log& l = logs["h" + std::to_string(i)];
+    const request_log& l = logs[std::string("h") + std::to_string(i)];
     ASSERT_TRUE(l.done) << "request " << i << ": " << (l.error ? l.error->message : "");
     EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], max_tokens).token_ids) << i;
     EXPECT_EQ(l.streamed_ids, l.done->token_ids) << i;
@@ -228,13 +228,13 @@ TEST(HotSwap, SigkillDrafterMidBatchThenStartAnotherKind) {
   ASSERT_TRUE(wait_for_drafter(c, "layerskip:8", std::chrono::seconds(60))) << layerskip.log();
   logs.clear();
   for (int i = 0; i < 2; ++i) {
-    c.send(submit_text("n" + std::to_string(i), k_prompts[i], 12));
-    logs["n" + std::to_string(i)];
+    c.send(submit_text(std::string("n") + std::to_string(i), k_prompts[i], 12));
+    logs[std::string("n") + std::to_string(i)];
   }
   collect(c, logs);
   int64_t proposed = 0;
   for (int i = 0; i < 2; ++i) {
-    const request_log& l = logs["n" + std::to_string(i)];
+    const request_log& l = logs[std::string("n") + std::to_string(i)];
     ASSERT_TRUE(l.done);
     EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 12).token_ids) << i;
     proposed += l.done->stats.draft_tokens_proposed;

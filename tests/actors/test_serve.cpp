@@ -74,13 +74,13 @@ TEST_F(ServeTest, ConcurrentRequestsEqualOfflineGenerate) {
   std::map<std::string, request_log> logs;
   const int max_tokens = 12;
   for (int i = 0; i < 3; ++i) {
-    c.send(submit_text("r" + std::to_string(i), k_prompts[i], max_tokens, /*stream=*/i != 2));
-    logs["r" + std::to_string(i)];
+    c.send(submit_text(std::string("r") + std::to_string(i), k_prompts[i], max_tokens, /*stream=*/i != 2));
+    logs[std::string("r") + std::to_string(i)];
   }
   collect(c, logs);
   const model& m = srv_->loaded_model();
   for (int i = 0; i < 3; ++i) {
-    const request_log& l = logs["r" + std::to_string(i)];
+    const request_log& l = logs[std::string("r") + std::to_string(i)];
     ASSERT_TRUE(l.done) << "request " << i << " failed: " << (l.error ? l.error->message : "");
     EXPECT_TRUE(l.accepted);
     const generation_result ref = offline(m, k_prompts[i], max_tokens);
