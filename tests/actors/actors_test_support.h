@@ -64,6 +64,9 @@ inline config::server_config test_config(const std::string& model_path) {
   c.model = model_path;
   c.n_ctx = 512;
   c.max_requests = 4;
+  // Generous: ctest runs binaries in parallel on 2 cores, and a missed deadline only costs a
+  // plain step (outputs never depend on it), but tests that count proposals want the drafter kept.
+  c.drafter_timeout_ms = 2000;
   c.client_endpoint = "tcp://127.0.0.1:*";
   c.engine_endpoint = "inproc://test-engine-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());
   c.drafter_endpoint = "inproc://test-drafter-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand());

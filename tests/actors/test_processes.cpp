@@ -179,7 +179,6 @@ TEST(HotSwap, SigkillDrafterMidBatchThenStartAnotherKind) {
   temp_dir d;
   auto cfg = test_config(path);
   cfg.drafter_endpoint = d.ipc("drafter");
-  cfg.drafter_timeout_ms = 500;
   const std::string conf = write_config(d, cfg);
   actors::server_roles roles;  // intake + verifier here; drafters are processes
   roles.drafter = false;
