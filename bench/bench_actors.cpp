@@ -83,11 +83,11 @@ args parse(int argc, char** argv) {
 std::unique_ptr<backend> make_target(const model& m, const args& a, int32_t n_seq_max, int32_t n_ctx) {
 #ifdef DSPARK_HAVE_CUDA
   if (a.device == "cuda") {
-    cuda_backend_options o;
+    cuda::cuda_backend_options o;
     o.n_seq_max = n_seq_max;
     o.n_ctx = n_ctx;
     o.kv_memory_fraction = 0.3;
-    return std::make_unique<cuda_backend>(m.config(), m.weights(), o);
+    return std::make_unique<cuda::cuda_backend>(m.config(), m.weights(), o);
   }
 #endif
   if (a.device != "cpu") {
