@@ -16,7 +16,7 @@
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 deps="$root/build-devdeps"
 debs=(libcaf-dev libcaf-core0.17 libzmq3-dev libzmq5 cppzmq-dev libcpp-httplib-dev libcpp-httplib0.11
-      libsodium23 libpgm-5.3-0 libnorm1 libbsd0 libmd0 libbrotli1 libgssapi-krb5-2 libkrb5-3
+      libsodium23 libpgm-5.3-0 libnorm1 libbsd0 libmd0 libbrotli1 libbrotli-dev libgssapi-krb5-2 libkrb5-3
       libk5crypto3 libkrb5support0 libkeyutils1 libcom-err2)
 
 if [ "${1:-}" = "--stage" ]; then
@@ -60,10 +60,10 @@ fi
 # private sysroot when the machine lacks any of them.
 if [ -n "${DSPARK_FORCE_STAGED:-}" ] || ! { _have_hdr caf/all.hpp && _have_hdr zmq.hpp && _have_hdr httplib.h; }; then
   sys="$deps/sysroot"
-  if [ ! -f "$sys/.unpacked" ]; then
+  if [ ! -f "$sys/.unpacked-$(ls "$deps"/debs | wc -l)" ]; then
     mkdir -p "$sys"
     for f in "$deps"/debs/*.deb; do dpkg -x "$f" "$sys" || _log "could not unpack $f"; done
-    touch "$sys/.unpacked"
+    touch "$sys/.unpacked-$(ls "$deps"/debs | wc -l)"
   fi
   libdirs="$sys/usr/lib/x86_64-linux-gnu:$sys/lib/x86_64-linux-gnu"
   export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
