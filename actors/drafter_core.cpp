@@ -63,8 +63,16 @@ void drafter_core::handle(std::string_view frame) {
   }
   const auto valid = [this](int32_t slot) { return slot >= 0 && slot < max_slots_; };
   try {
-    if (std::holds_alternative<msg::drafter_reset>(m)) {
+    if (auto* rs = std::get_if<msg::drafter_reset>(&m)) {
       reset();
+      shm_ = shared_segment();
+      if (!rs->shm_name.empty()) {
+        try {
+          shm_ = shared_segment::open_readonly(rs->shm_name, static_cast<size_t>(rs->shm_bytes));
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "drafter: cannot map the feature segment (%s); shared features are ignored\n", e.what());
+        }
+      }
     } else if (auto* b = std::get_if<msg::drafter_begin>(&m)) {
       if (!valid(b->slot)) return;
       const auto s = static_cast<size_t>(b->slot);
@@ -80,8 +88,17 @@ void drafter_core::handle(std::string_view frame) {
       ci.tokens = c->tokens;
       ci.n_accepted = c->n_accepted;
       ci.n_proposed = c->n_proposed;
-      if (c->n_layers > 0) {
-        ci.features.data = c->features.data();
+      const size_t bytes = static_cast<size_t>(c->n_layers) * static_cast<size_t>(c->n_rows) *
+                           static_cast<size_t>(c->n_embd) * sizeof(float);
+      const float* data = c->features.data();
+      if (c->features_shm) {
+        // In the shared segment: checked against its size, read in place (no copy).
+        const bool inside = shm_.valid() && c->shm_offset % alignof(float) == 0 && c->shm_offset <= shm_.size() &&
+                            bytes <= shm_.size() - c->shm_offset;
+        data = inside ? reinterpret_cast<const float*>(shm_.data() + c->shm_offset) : nullptr;
+      }
+      if (c->n_layers > 0 && data) {
+        ci.features.data = data;
         ci.features.n_layers = c->n_layers;
         ci.features.n_rows = c->n_rows;
         ci.features.row0 = 0;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/shared_segment.h"
 #include "engine/sampler.h"
 #include "engine/spec/draft_batch.h"
 #include "messages/drafter_messages.h"
@@ -51,6 +52,7 @@ class drafter_core {
   std::vector<propose_request> reqs_;      // reused
   std::vector<sampling_params> params_;    // [max_slots] reused
   msg::drafter_proposal reply_;            // reused
+  shared_segment shm_;                     // the verifier's feature segment (read-only), if any
   std::string buf_;
 };
 

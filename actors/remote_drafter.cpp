@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "messages/wire.h"
 
@@ -28,6 +29,14 @@ remote_drafter::remote_drafter(zmq::context_t& ctx, const remote_drafter_options
   caps_.max_sparse = opt.max_sparse;
   caps_.has_confidence = true;
   caps_.capture_layers = opt.capture_layers;
+  const bool same_host = opt.endpoint.rfind("ipc://", 0) == 0 || opt.endpoint.rfind("inproc://", 0) == 0;
+  if (same_host && opt.feature_shm_bytes > 0 && !opt.capture_layers.empty()) {
+    try {
+      shm_ = shared_segment::create(opt.feature_shm_bytes);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "verifier: features will travel inline (%s)\n", e.what());
+    }
+  }
   slots_.resize(static_cast<size_t>(opt.max_slots));
   budget_.assign(static_cast<size_t>(opt.max_slots), -1);
   prop_.items.reserve(static_cast<size_t>(opt.max_slots));
@@ -89,7 +98,13 @@ void remote_drafter::adopt(const std::string& peer, const msg::drafter_hello& h)
   ++swaps_;
   std::fprintf(stderr, "verifier: drafter '%s' registered\n", h.name.c_str());
   // Bring it up to date: the calls a request starting from its current context would have seen.
-  msg::encode(msg::drafter_reset{}, buf_);
+  msg::drafter_reset reset;
+  if (shm_.valid()) {
+    reset.shm_name = shm_.name();
+    reset.shm_bytes = shm_.size();
+  }
+  shm_used_ = 0;
+  msg::encode(reset, buf_);
   send_to_peer();
   for (size_t s = 0; s < slots_.size(); ++s) {
     const slot_state& st = slots_[s];
@@ -223,6 +238,7 @@ void remote_drafter::propose(std::span<const propose_request> batch, draft_batch
     lk.lock();
     if (answered) {
       misses_ = 0;
+      shm_used_ = 0;  // the drafter has read every earlier commit
       return;
     }
   }
@@ -252,11 +268,26 @@ void remote_drafter::on_commit(int32_t slot, const commit_info& c) {
   commit_.n_rows = commit_.n_layers > 0 ? c.features.n_rows : 0;
   commit_.n_embd = commit_.n_layers > 0 ? c.features.n_embd : 0;
   commit_.features.clear();
-  for (int32_t l = 0; l < commit_.n_layers; ++l)
-    for (int32_t i = 0; i < commit_.n_rows; ++i) {
-      const float* row = c.features.row(l, i);
-      commit_.features.insert(commit_.features.end(), row, row + commit_.n_embd);
-    }
+  commit_.features_shm = false;
+  commit_.shm_offset = 0;
+  const size_t row_bytes = static_cast<size_t>(commit_.n_embd) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(commit_.n_layers) * static_cast<size_t>(commit_.n_rows) * row_bytes;
+  if (bytes > 0 && shm_.valid() && shm_used_ + bytes <= shm_.size()) {
+    // [n_layers][n_rows][n_embd] at shm_used_, rows copied once, no message payload.
+    char* dst = shm_.data() + shm_used_;
+    for (int32_t l = 0; l < commit_.n_layers; ++l)
+      for (int32_t i = 0; i < commit_.n_rows; ++i, dst += row_bytes) std::memcpy(dst, c.features.row(l, i), row_bytes);
+    commit_.features_shm = true;
+    commit_.shm_offset = shm_used_;
+    shm_used_ += (bytes + 63) & ~size_t{63};
+    ++shm_commits_;
+  } else {
+    for (int32_t l = 0; l < commit_.n_layers; ++l)
+      for (int32_t i = 0; i < commit_.n_rows; ++i) {
+        const float* row = c.features.row(l, i);
+        commit_.features.insert(commit_.features.end(), row, row + commit_.n_embd);
+      }
+  }
   msg::encode(commit_, buf_);
   send_to_peer();
 }

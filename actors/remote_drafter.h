@@ -22,7 +22,11 @@
 //   ---       drafter B connects, hello
 //   step n+2  adopt B: reset, begin+commit per live slot; propose -> B answers
 //
-// Target features (for drafters that capture layers) travel inline in commit messages.
+// Target features (for drafters that capture layers): on one host (ipc/inproc links) they are
+// written into a shared memory segment named in `reset`, and commit carries only the offset; the
+// segment is refilled from offset 0 after every answered propose (the drafter has read every
+// earlier commit by then, since it handles messages in order). When a commit does not fit, or
+// over tcp, the features travel inline.
 #pragma once
 
 #include <chrono>
@@ -36,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/shared_segment.h"
 #include "actors/zmq_channel.h"
 #include "messages/drafter_messages.h"
 #include "models/drafters/drafter.h"
@@ -53,6 +58,9 @@ struct remote_drafter_options {
   draft_dist_kind dist_kind = draft_dist_kind::one_hot;
   int32_t max_sparse = 0;
   std::vector<int32_t> capture_layers;
+  // Host shared memory for features, used when the link is ipc:// or inproc:// (same host) and
+  // this is > 0; over tcp features travel inline.
+  size_t feature_shm_bytes = size_t{64} << 20;
 };
 
 class remote_drafter final : public drafter {
@@ -77,6 +85,7 @@ class remote_drafter final : public drafter {
   const std::string& current() const { return peer_name_; }
   int64_t timeouts() const { return timeouts_; }
   int64_t swaps() const { return swaps_; }
+  int64_t shm_commits() const { return shm_commits_; }  // commits whose features went through shm
   const std::string& endpoint() const { return ch_.endpoint(); }
 
  private:
@@ -112,9 +121,12 @@ class remote_drafter final : public drafter {
   msg::drafter_commit commit_;    // reused
   std::string buf_;               // encode buffer, reused
   uint64_t seq_ = 0;
+  shared_segment shm_;   // features for co-located drafters (invalid: inline only)
+  size_t shm_used_ = 0;  // bytes written since the last answered propose
   int32_t misses_ = 0;
   int64_t timeouts_ = 0;
   int64_t swaps_ = 0;
+  int64_t shm_commits_ = 0;
 };
 
 }  // namespace dspark::actors

@@ -89,6 +89,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
         ro.max_slots = cfg.max_requests;
         ro.n_vocab = p.be->limits().n_vocab;
         ro.timeout = std::chrono::milliseconds(cfg.drafter_timeout_ms);
+        ro.feature_shm_bytes = static_cast<size_t>(cfg.feature_shm_mib) << 20;
         if (local_drafter) {
           ro.capture_layers = local_drafter->caps().capture_layers;
           ro.dist_kind = local_drafter->caps().dist_kind;

@@ -60,6 +60,7 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "draft_capture_layers") read(j, "draft_capture_layers", c.draft_capture_layers);
     else if (k == "draft_dist") read(j, "draft_dist", c.draft_dist);
     else if (k == "draft_max_sparse") read(j, "draft_max_sparse", c.draft_max_sparse);
+    else if (k == "feature_shm_mib") read(j, "feature_shm_mib", c.feature_shm_mib);
     else if (k == "curve_secret_key") read(j, "curve_secret_key", c.curve_secret_key);
     else if (k.rfind("_", 0) == 0) continue;  // "_comment" and friends
     else throw std::runtime_error("unknown config key '" + k + "'");
@@ -85,6 +86,7 @@ void validate_server_config(const server_config& c) {
   if (c.draft_dist != "one_hot" && c.draft_dist != "sparse" && c.draft_dist != "dense")
     throw std::runtime_error("config key 'draft_dist' must be one_hot, sparse or dense, got '" + c.draft_dist + "'");
   range("draft_max_sparse", c.draft_max_sparse, 0, 4096);
+  range("feature_shm_mib", c.feature_shm_mib, 0, 1 << 16);
   if (c.draft_capture_layers.size() > 64) throw std::runtime_error("config key 'draft_capture_layers' lists more than 64 layers");
   range("drafter_timeout_ms", c.drafter_timeout_ms, 1, 600000);
   if (!c.curve_secret_key.empty() && c.curve_secret_key.size() != 40)

@@ -35,6 +35,7 @@ struct server_config {
   std::vector<int32_t> draft_capture_layers;             // target layers captured for drafters
   std::string draft_dist = "one_hot";                    // one_hot | sparse | dense
   int32_t draft_max_sparse = 0;                          // entries per sparse distribution
+  int32_t feature_shm_mib = 64;                          // features via host shared memory (ipc/inproc); 0 = inline
   std::string http;                                      // HOST:PORT of the HTTP gateway ("" = off)
   std::string curve_secret_key;                          // Z85 key: CURVE on client_endpoint ("" = plain)
 };

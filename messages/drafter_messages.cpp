@@ -44,7 +44,11 @@ void encode(const drafter_proposal& m, std::string& out) {
   }
 }
 
-void encode(const drafter_reset&, std::string& out) { wire_writer w(out, tag(drafter_type::reset)); }
+void encode(const drafter_reset& m, std::string& out) {
+  wire_writer w(out, tag(drafter_type::reset));
+  w.str(m.shm_name);
+  w.u64(m.shm_bytes);
+}
 
 void encode(const drafter_begin& m, std::string& out) {
   wire_writer w(out, tag(drafter_type::begin));
@@ -78,6 +82,8 @@ void encode(const drafter_commit& m, std::string& out) {
   w.i32(m.n_layers);
   w.i32(m.n_rows);
   w.i64(m.n_embd);
+  w.u8(m.features_shm ? 1 : 0);
+  w.u64(m.shm_offset);
   w.f32s(m.features);
 }
 
@@ -130,7 +136,13 @@ drafter_message decode_drafter_message(std::string_view frame) {
       out = std::move(m);
       break;
     }
-    case drafter_type::reset: out = drafter_reset{}; break;
+    case drafter_type::reset: {
+      drafter_reset m;
+      m.shm_name = r.str("shm_name", 255);
+      m.shm_bytes = r.u64("shm_bytes");
+      out = std::move(m);
+      break;
+    }
     case drafter_type::begin: {
       drafter_begin m;
       m.slot = r.i32("slot");
@@ -165,9 +177,15 @@ drafter_message decode_drafter_message(std::string_view frame) {
       m.n_layers = r.i32("n_layers");
       m.n_rows = r.i32("n_rows");
       m.n_embd = r.i64("n_embd");
+      const uint8_t shm = r.u8("features_shm");
+      if (shm > 1) throw wire_error("'features_shm' out of range: " + std::to_string(shm));
+      m.features_shm = shm == 1;
+      m.shm_offset = r.u64("shm_offset");
       r.f32s("features", k_max_feature_floats, m.features);
-      if (m.n_layers < 0 || m.n_layers > 64 || m.n_rows < 0 || m.n_embd < 0 || m.n_embd > (1 << 20) ||
-          static_cast<int64_t>(m.features.size()) != static_cast<int64_t>(m.n_layers) * m.n_rows * m.n_embd)
+      if (m.n_layers < 0 || m.n_layers > 64 || m.n_rows < 0 || m.n_embd < 0 || m.n_embd > (1 << 20))
+        throw wire_error("feature shape out of range");
+      const int64_t n = static_cast<int64_t>(m.n_layers) * m.n_rows * m.n_embd;
+      if (static_cast<int64_t>(m.features.size()) != (m.features_shm ? 0 : n))
         throw wire_error("'features' has " + std::to_string(m.features.size()) +
                          " floats, not n_layers * n_rows * n_embd");
       out = std::move(m);

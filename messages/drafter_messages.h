@@ -44,7 +44,12 @@ struct drafter_hello {
   std::vector<int32_t> capture_layers;
 };
 
-struct drafter_reset {};
+// Drop every slot. When the verifier shares a host memory segment for features (co-located
+// drafters: ipc/inproc links), it is named here; commits then point into it.
+struct drafter_reset {
+  std::string shm_name;    // POSIX shared memory name ("" = features travel inline)
+  uint64_t shm_bytes = 0;  // the segment's size
+};
 
 struct drafter_begin {
   int32_t slot = 0;
@@ -93,11 +98,14 @@ struct drafter_commit {
   std::vector<int32_t> tokens;
   int32_t n_accepted = 0;
   int32_t n_proposed = 0;
-  // Target features of the committed rows, inline: [n_layers][n_rows][n_embd] f32 (empty when
-  // the drafter captures none).
+  // Target features of the committed rows: [n_layers][n_rows][n_embd] f32, either inline in
+  // `features` or, with features_shm, at byte shm_offset of the reset's shared segment
+  // (`features` empty). n_layers 0: none.
   int32_t n_layers = 0;
   int32_t n_rows = 0;
   int64_t n_embd = 0;
+  bool features_shm = false;
+  uint64_t shm_offset = 0;
   std::vector<float> features;
 };
 

@@ -58,7 +58,7 @@ std::vector<std::string> drafter_samples() {
   p.seq = 5;
   p.slots = {{0, {{11, 0.9f, {}, {}}, {12, 0.5f, {3, 12}, {0.25f, 0.75f}}}}, {2, {}}};
   encode(p, b), out.push_back(b);
-  encode(drafter_reset{}, b), out.push_back(b);
+  encode(drafter_reset{"/dspark-features-1-0", 1 << 20}, b), out.push_back(b);
   encode(drafter_begin{1, {1, 2, 3}}, b), out.push_back(b);
   drafter_propose q;
   q.seq = 5;
@@ -74,6 +74,15 @@ std::vector<std::string> drafter_samples() {
   c.n_embd = 3;
   c.features = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
   encode(c, b), out.push_back(b);
+  drafter_commit cs;  // features in the shared segment: no payload, an offset
+  cs.slot = 0;
+  cs.tokens = {9};
+  cs.n_layers = 2;
+  cs.n_rows = 3;
+  cs.n_embd = 4;
+  cs.features_shm = true;
+  cs.shm_offset = 128;
+  encode(cs, b), out.push_back(b);
   encode(drafter_rollback{1, 9}, b), out.push_back(b);
   encode(drafter_end{1}, b), out.push_back(b);
   return out;
@@ -154,6 +163,20 @@ TEST(DrafterMessages, RoundTripFieldForField) {
 
   encode(drafter_hello{"ngram", draft_dist_kind::one_hot, 0, {}}, b);
   EXPECT_EQ(std::get<drafter_hello>(decode_drafter_message(b)).name, "ngram");
+
+  c.features_shm = true;  // shared features: the payload must be empty
+  c.shm_offset = 64;
+  encode(c, b);
+  EXPECT_THROW(decode_drafter_message(b), wire_error);
+  c.features.clear();
+  encode(c, b);
+  auto e = std::get<drafter_commit>(decode_drafter_message(b));
+  EXPECT_TRUE(e.features_shm);
+  EXPECT_EQ(e.shm_offset, 64u);
+  encode(drafter_reset{"/x", 4096}, b);
+  auto r = std::get<drafter_reset>(decode_drafter_message(b));
+  EXPECT_EQ(r.shm_name, "/x");
+  EXPECT_EQ(r.shm_bytes, 4096u);
 }
 
 // Every strict prefix of a valid frame is refused (truncation anywhere), and so is any frame

@@ -190,5 +190,74 @@ TEST(RemoteDrafter, DenseRowsAreRebuiltFromTheirSupport) {
   EXPECT_FLOAT_EQ(out.confidences(1)[0], 0.6f);
 }
 
+// Co-located drafter (inproc/ipc link) and a drafter that reads features: reset names a shared
+// segment, commits carry only an offset into it, the rows there are the target's, and the
+// segment is refilled from offset 0 once a propose was answered.
+TEST(RemoteDrafter, FeaturesGoThroughSharedMemoryOnOneHost) {
+  zmq::context_t ctx;
+  remote_drafter_options o = options("inproc://rd-shm");
+  o.capture_layers = {0, 2};
+  o.feature_shm_bytes = 1 << 16;
+  remote_drafter rd(ctx, o);
+  scripted_drafter a(ctx, "inproc://rd-shm", "feat");
+  // The scripted drafter asks for layers this verifier captures.
+  {
+    std::string b;
+    msg::encode(msg::drafter_hello{"feat", draft_dist_kind::one_hot, 0, {0, 2}}, b);
+    a.s.send(zmq::buffer(b), zmq::send_flags::none);
+  }
+  ASSERT_TRUE(registered(rd, "feat"));
+  auto r0 = a.next();
+  ASSERT_TRUE(r0 && std::holds_alternative<msg::drafter_reset>(*r0));
+  const auto& reset = std::get<msg::drafter_reset>(*r0);
+  ASSERT_FALSE(reset.shm_name.empty());
+  shared_segment view = shared_segment::open_readonly(reset.shm_name, static_cast<size_t>(reset.shm_bytes));
+  while (a.next(200ms)) {}  // the second hello's reset
+
+  // Features of 2 layers x 3 rows x 4 wide, rows 1..3 of a 4-row forward (row0 = 1).
+  std::vector<float> hidden(2 * 4 * 4);
+  for (size_t i = 0; i < hidden.size(); ++i) hidden[i] = static_cast<float>(i) * 0.5f;
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  rd.begin(0, prompt);
+  ASSERT_TRUE(a.next().has_value());  // begin
+  const std::vector<int32_t> toks = {5, 6, 7};
+  commit_info ci;
+  ci.tokens = toks;
+  ci.features = {hidden.data(), 2, 3, 1, 4, 16};
+  rd.on_commit(0, ci);
+  auto c1 = a.next();
+  ASSERT_TRUE(c1 && std::holds_alternative<msg::drafter_commit>(*c1));
+  const auto& cm1 = std::get<msg::drafter_commit>(*c1);
+  ASSERT_TRUE(cm1.features_shm);
+  EXPECT_TRUE(cm1.features.empty());
+  EXPECT_EQ(rd.shm_commits(), 1);
+  const float* got = reinterpret_cast<const float*>(view.data() + cm1.shm_offset);
+  for (int l = 0; l < 2; ++l)
+    for (int i = 0; i < 3; ++i)
+      for (int e = 0; e < 4; ++e)
+        EXPECT_EQ(got[(l * 3 + i) * 4 + e], hidden[static_cast<size_t>(l * 16 + (1 + i) * 4 + e)]) << l << i << e;
+  rd.on_commit(0, ci);  // a second commit goes after the first
+  auto c2 = a.next();
+  ASSERT_TRUE(c2);
+  EXPECT_GT(std::get<msg::drafter_commit>(*c2).shm_offset, cm1.shm_offset);
+  // An answered propose frees the segment: the next commit starts at 0 again.
+  std::vector<int32_t> ctx6 = {1, 2, 3, 5, 6, 7, 5, 6, 7};
+  std::vector<propose_request> batch = {{0, 2, ctx6, rng_key{}, nullptr}};
+  draft_batch out = make_batch();
+  std::thread answer([&] {
+    auto p = a.next();
+    ASSERT_TRUE(p && std::holds_alternative<msg::drafter_propose>(*p));
+    msg::drafter_proposal reply;
+    reply.seq = std::get<msg::drafter_propose>(*p).seq;
+    a.answer(reply);
+  });
+  rd.propose(batch, out);
+  answer.join();
+  rd.on_commit(0, ci);
+  auto c3 = a.next();
+  ASSERT_TRUE(c3);
+  EXPECT_EQ(std::get<msg::drafter_commit>(*c3).shm_offset, 0u);
+}
+
 }  // namespace
 }  // namespace dspark::actors
