@@ -131,7 +131,7 @@ double served_step_ms(actors::server& srv, zmq::context_t& ctx, const args& a, i
   s.set(zmq::sockopt::linger, 0);
   s.connect(srv.client_endpoint());
   cm::submit_request req;
-  req.id = "bench" + std::to_string(rep);
+  req.id = std::string("bench") + std::to_string(rep);
   req.input = cm::text_prompt{k_prompt};
   req.params.max_tokens = a.tokens + 1;
   req.params.temperature = 0;
@@ -223,7 +223,7 @@ int load(const args& a) {
     for (int k = 0; !stop; ++k) {
       const int pi = (cid + k) % n_prompts;
       cm::submit_request req;
-      req.id = "c" + std::to_string(cid) + "-" + std::to_string(k);
+      req.id = std::string("c") + std::to_string(cid) + "-" + std::to_string(k);
       req.input = cm::text_prompt{k_load_prompts[pi]};
       req.params.max_tokens = a.max_tokens;
       const std::string f = cm::encode(cm::client_message{req});
