@@ -66,6 +66,10 @@ std::span<const float> draft_batch::confidences(int32_t slot) const {
   return {confidence_.data() + pos_index(checked(slot), 0), static_cast<size_t>(length_[slot])};
 }
 
+std::span<float> draft_batch::mutable_confidences(int32_t slot) {
+  return {confidence_.data() + pos_index(checked(slot), 0), static_cast<size_t>(length_[slot])};
+}
+
 draft_dist draft_batch::dist(int32_t slot, int32_t k) const {
   if (k < 0 || k >= length_[checked(slot)])
     throw invalid_argument_error("draft_batch: draft " + std::to_string(k) + " out of range [0, " +

@@ -64,6 +64,9 @@ class draft_batch {
   int32_t length(int32_t slot) const { return length_[checked(slot)]; }
   std::span<const int32_t> tokens(int32_t slot) const;       // [length]
   std::span<const float> confidences(int32_t slot) const;    // [length]
+  // The same, writable: the decoder replaces them with online estimates for drafters that
+  // report none (engine/spec/online_confidence.h).
+  std::span<float> mutable_confidences(int32_t slot);
   // The distribution draft k of `slot` was drawn from; k < length.
   draft_dist dist(int32_t slot, int32_t k) const;
 

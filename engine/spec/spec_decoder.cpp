@@ -93,6 +93,8 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
     dp.max_sparse = d->caps().max_sparse;
   }
   b.drafts.emplace(dp);
+  if (d && !d->caps().has_confidence && gamma_max_ > 0)
+    online_.emplace(online_confidence_params{.max_slots = opt.max_requests, .gamma_max = gamma_max_});
 }
 
 spec_decoder::~spec_decoder() {
@@ -134,6 +136,7 @@ int32_t spec_decoder::add(std::span<const int32_t> prompt, const sampling_params
   if (!seq) throw invalid_argument_error("spec_decoder: no free sequence in the backend");
   auto r = std::make_unique<request>();
   r->id = id;
+  if (online_) online_->reset(id);
   r->seq = *seq;
   r->prompt_len = static_cast<int32_t>(prompt.size());
   r->params = params;
@@ -247,6 +250,8 @@ void spec_decoder::verify_round(std::span<request*> reqs) {
           propose_request{r->id, budget, r->ctx, rng_key{r->params.seed, r->round + 1}, &r->params};
   }
   if (drafter_ && n_prop > 0) drafter_->propose({b.propose.data(), n_prop}, drafts);
+  if (online_)
+    for (request* r : reqs) online_->fill(r->id, drafts.mutable_confidences(r->id));
   // Plan: the policy sees every request's proposal at once.
   for (size_t i = 0; i < reqs.size(); ++i) {
     request* r = reqs[i];
@@ -350,6 +355,7 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
     }
   }
   r.metrics.record_round(r.n_proposed, l, accepted_counted, emitted_next);
+  if (online_) online_->observe(r.id, l, v.n_accepted);
   if (drafter_ && drafter_->caps().has_confidence && l > 0)
     r.metrics.record_confidences(b.drafts->confidences(r.id), l, v.n_accepted);
   if (!go_on) {

@@ -39,6 +39,7 @@
 #include "engine/sampler.h"
 #include "engine/spec/draft_batch.h"
 #include "engine/spec/metrics.h"
+#include "engine/spec/online_confidence.h"
 #include "engine/spec/policy.h"
 #include "engine/spec/request_output.h"
 #include "models/drafters/drafter.h"
@@ -109,6 +110,9 @@ class spec_decoder {
   int32_t gamma_max_ = 0;
   std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
   std::unique_ptr<step_buffers> buf_;
+  // Confidences for drafters without a head: the policy then schedules on each request's
+  // observed per-position acceptance (engine/spec/online_confidence.h). Empty otherwise.
+  std::optional<online_confidence> online_;
   spec_metrics total_;
 };
 

@@ -89,7 +89,7 @@ int run(const parsed_args& a) {
   for (const std::string& t : read_first_turns(prompts_path, limit)) prompts.push_back(encode_chat_prompt(m.tokenizer(), t));
   const std::unique_ptr<backend> be_owner = make_backend(bc, m.config(), m.weights());
   backend& be = *be_owner;
-  spec_setup setup = make_spec_setup(a, m, bc, batch);
+  spec_setup setup = make_spec_setup(a, m, bc, batch, &be);
 
   // Plain decoding, one prompt at a time.
   std::vector<generation_result> plain;

@@ -156,7 +156,7 @@ int run(const parsed_args& a) {
 
   const model m = load_model(path);
   const std::unique_ptr<backend> be_owner = make_backend(bc, m.config(), m.weights());
-  spec_setup setup = make_spec_setup(a, m, bc, batch);
+  spec_setup setup = make_spec_setup(a, m, bc, batch, be_owner.get());
   std::vector<dataset_result> results;
   for (const std::string& f : files)
     results.push_back(run_dataset(f, limit, sp, seed, batch, check, m, *be_owner, setup));

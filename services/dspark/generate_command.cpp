@@ -127,7 +127,7 @@ int run_generate(const parsed_args& a) {
       std::fflush(stdout);
     };
   // --draft other than none: the speculative decoder (same output rules; spec_cli.h).
-  spec_setup spec = make_spec_setup(a, m, bc, 1);
+  spec_setup spec = make_spec_setup(a, m, bc, 1, be.get());
   std::optional<spec_result> sr;
   if (spec.d) sr = run_spec_generate(m, *be, spec, prompt_ids, params, stream);
   const generation_result r = sr ? sr->gen : generate(m, *be, prompt_ids, params, stream);

@@ -2,10 +2,15 @@
 #include "services/dspark/spec_cli.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <functional>
+#include <optional>
 #include <filesystem>
 #include <string>
 
 #include "engine/model.h"
+#include "engine/spec/async_capacity_policy.h"
+#include "engine/spec/step_profile.h"
 #include "models/drafters/layerskip_drafter.h"
 #include "models/drafters/trained_drafter.h"
 #include "models/drafters/ngram_drafter.h"
@@ -18,24 +23,85 @@ std::vector<option_spec> spec_option_specs() {
       {"draft", true, false,
        "none|ngram|layerskip:K|dspark:DIR|dflash:DIR|eagle3:DIR|mtp1:DIR  speculative drafter (default none)"},
       {"gamma", true, false, "G  draft tokens verified per step, [1, 64] (default 4)"},
+      {"policy", true, false,
+       "fixed|threshold|scheduled|async[:LAG]  drafts verified per step: all (fixed), a confidence prefix"
+       " (threshold, --threshold), Algorithm 1 over the measured step-time curve (scheduled), or its"
+       " asynchronous-capacity variant (async) (default fixed, or threshold when --threshold > 0)"},
       {"threshold", true, false, "C  stop a chain where its cumulative confidence < C, [0, 1] (default 0)"},
+      {"sps-profile", true, false,
+       "FILE  step-time profile cache for scheduled/async (default $XDG_CACHE_HOME or ~/.cache, dspark/sps-*.json)"},
       {"ngram-min", true, false, "N  shortest n-gram to match (default 1)"},
       {"ngram-max", true, false, "N  longest n-gram to match (default 4)"},
   };
 }
 
+namespace {
+
+// Where the step-time profile of this device + model is cached when --sps-profile is not given.
+std::string default_profile_path(const std::string& key) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  std::filesystem::path dir = xdg && *xdg ? std::filesystem::path(xdg) : std::filesystem::path(home ? home : "/tmp") / ".cache";
+  dir /= "dspark";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  return (dir / ("sps-" + std::to_string(std::hash<std::string>{}(key)) + ".json")).string();
+}
+
+// SPS(B) for verify steps of up to max_slots * (gamma + 1) tokens, measured on `target`.
+std::vector<double> profile_sps(backend& target, const model& m, const backend_choice& be, int32_t gamma,
+                                int32_t max_slots, const std::optional<std::string>& path) {
+  const backend_limits& lim = target.limits();
+  step_profile_options o;
+  o.max_tokens = std::min({max_slots * (gamma + 1), lim.max_tokens_per_step, lim.max_logit_rows});
+  o.max_sequences = max_slots;
+  o.context_lengths = {std::max(1, std::min(256, lim.n_ctx - o.max_tokens - 1))};
+  const model_config& c = m.config();
+  const std::string key = describe(be) + " | " + c.name + " L" + std::to_string(c.n_layer) + " d" +
+                          std::to_string(c.n_embd) + " V" + std::to_string(c.n_vocab) + " seqs" +
+                          std::to_string(o.max_sequences) + " B" + std::to_string(o.max_tokens);
+  const step_profile p = load_or_measure_step_profile(target, o, key, path ? *path : default_profile_path(key));
+  return p.table(o.context_lengths[0]).values();
+}
+
+}  // namespace
+
+std::unique_ptr<spec_policy> make_policy(const std::string& name, int32_t gamma, double threshold, const model& m,
+                                         const backend_choice& be, int32_t max_slots, backend* target,
+                                         const std::optional<std::string>& sps_path) {
+  if (name == "fixed") return std::make_unique<fixed_gamma_policy>(gamma);
+  if (name == "threshold") return std::make_unique<threshold_policy>(gamma, static_cast<float>(threshold));
+  const bool scheduled = name == "scheduled";
+  const bool async = name == "async" || name.rfind("async:", 0) == 0;
+  if (!scheduled && !async)
+    throw usage_error("--policy must be fixed, threshold, scheduled or async[:LAG], got '" + name + "'");
+  if (!target) throw usage_error("--policy " + name + " needs the target backend's step-time profile (not available here)");
+  std::vector<double> sps = profile_sps(*target, m, be, gamma, max_slots, sps_path);
+  if (scheduled) return std::make_unique<confidence_scheduled_policy>(gamma, max_slots, std::move(sps));
+  int32_t lag = 2;
+  if (name.size() > 6) {
+    try {
+      size_t used = 0;
+      lag = std::stoi(name.substr(6), &used);
+      if (used != name.size() - 6) lag = 0;
+    } catch (const std::exception&) {
+      lag = 0;
+    }
+    if (lag < 1 || lag > 8) throw usage_error("--policy async:LAG needs LAG in [1, 8], got '" + name.substr(6) + "'");
+  }
+  return std::make_unique<async_capacity_policy>(gamma, max_slots, std::move(sps), lag);
+}
+
 spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
-                           int32_t max_slots) {
+                           int32_t max_slots, backend* target) {
   spec_setup s;
   s.draft = a.get("draft").value_or("none");
   const int32_t gamma = static_cast<int32_t>(a.get_int("gamma", 4, 1, 64));
   const double threshold = a.get_double("threshold", 0.0);
   if (!(threshold >= 0.0 && threshold <= 1.0))
     throw usage_error("--threshold must be in [0, 1], got " + std::to_string(threshold));
-  if (threshold > 0.0)
-    s.policy = std::make_unique<threshold_policy>(gamma, static_cast<float>(threshold));
-  else
-    s.policy = std::make_unique<fixed_gamma_policy>(gamma);
+  s.policy = make_policy(a.get("policy").value_or(threshold > 0.0 ? "threshold" : "fixed"), gamma, threshold, m,
+                         be, max_slots, target, a.get("sps-profile"));
   if (s.draft == "none") return s;
   if (s.draft == "ngram") {
     ngram_drafter_params p;

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,11 +42,18 @@ struct spec_setup {
   std::unique_ptr<spec_policy> policy;
 };
 
-// Parses --draft/--gamma/--threshold/--ngram-*; usage_error for a bad value (naming the valid
-// forms and ranges). A layer-skip drafter gets its own backend, built like the target's
-// (backend_factory.h) from `be` with max_slots sequences.
+// Parses --draft/--gamma/--policy/--threshold/--ngram-*; usage_error for a bad value (naming
+// the valid forms and ranges). A layer-skip drafter gets its own backend, built like the
+// target's (backend_factory.h) from `be` with max_slots sequences. --policy scheduled|async
+// profiles SPS(B) on `target` at start-up (engine/spec/step_profile.h; cached in
+// --sps-profile), so they need it; without a target they are a usage_error.
 spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
-                           int32_t max_slots);
+                           int32_t max_slots, backend* target = nullptr);
+
+// The policy named by --policy: fixed, threshold, scheduled or async[:LAG] (see above).
+std::unique_ptr<spec_policy> make_policy(const std::string& name, int32_t gamma, double threshold, const model& m,
+                                         const backend_choice& be, int32_t max_slots, backend* target,
+                                         const std::optional<std::string>& sps_path);
 
 // One prompt through the speculative decoder (the counterpart of generate()).
 spec_result run_spec_generate(const model& m, backend& be, spec_setup& s, std::span<const int32_t> prompt,
