@@ -186,27 +186,7 @@ int run(const parsed_args& a) {
 }  // namespace
 
 int bench_spec_command(std::span<const std::string> args) {
-  try {
-    const parsed_args a = parse_args(args, bench_options());
-    if (a.has("help")) {
-      print_help(stdout);
-      return 0;
-    }
-    return run(a);
-  } catch (const usage_error& e) {
-    std::fprintf(stderr, "dspark bench-spec: %s\n\n", e.what());
-    print_help(stderr);
-    return 2;
-  } catch (const invalid_argument_error& e) {
-    std::fprintf(stderr, "dspark bench-spec: invalid argument: %s\n", e.what());
-    return 2;
-  } catch (const format_error& e) {
-    std::fprintf(stderr, "dspark bench-spec: cannot load: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dspark bench-spec: error: %s\n", e.what());
-    return 1;
-  }
+  return run_subcommand("bench-spec", args, bench_options(), print_help, run);
 }
 
 }  // namespace dspark::cli

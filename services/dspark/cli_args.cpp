@@ -1,7 +1,10 @@
 // Option parsing for the dspark subcommands.
 #include "services/dspark/cli_args.h"
 
+#include "common/error.h"
+
 #include <cerrno>
+#include <exception>
 #include <cmath>
 #include <cstdlib>
 
@@ -107,6 +110,31 @@ std::string format_options(const std::vector<option_spec>& specs) {
     out += s.help + "\n";
   }
   return out;
+}
+
+int run_subcommand(const char* name, std::span<const std::string> args, const std::vector<option_spec>& specs,
+                   void (*help)(std::FILE*), const std::function<int(const parsed_args&)>& body) {
+  try {
+    const parsed_args a = parse_args(args, specs);
+    if (a.has("help")) {
+      help(stdout);
+      return 0;
+    }
+    return body(a);
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "dspark %s: %s\n\n", name, e.what());
+    help(stderr);
+    return 2;
+  } catch (const invalid_argument_error& e) {
+    std::fprintf(stderr, "dspark %s: invalid argument: %s\n", name, e.what());
+    return 2;
+  } catch (const format_error& e) {
+    std::fprintf(stderr, "dspark %s: cannot load: %s\n", name, e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dspark %s: error: %s\n", name, e.what());
+    return 1;
+  }
 }
 
 }  // namespace dspark::cli

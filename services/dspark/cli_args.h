@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -48,5 +50,12 @@ parsed_args parse_args(std::span<const std::string> args, const std::vector<opti
 
 // "  --name VALUE   help" lines for a usage message.
 std::string format_options(const std::vector<option_spec>& specs);
+
+// Runs a subcommand with the exit-code rules every `dspark` command shares (commands.h):
+// --help prints `help` to stdout (0); usage_error prints the message and the help to stderr
+// (2); invalid_argument_error (2); format_error, a file that cannot be loaded (1); any other
+// exception (1). Messages are prefixed "dspark NAME: ".
+int run_subcommand(const char* name, std::span<const std::string> args, const std::vector<option_spec>& specs,
+                   void (*help)(std::FILE*), const std::function<int(const parsed_args&)>& body);
 
 }  // namespace dspark::cli

@@ -204,27 +204,7 @@ int run(const parsed_args& a) {
 }  // namespace
 
 int eval_command(std::span<const std::string> args) {
-  try {
-    const parsed_args a = parse_args(args, eval_options());
-    if (a.has("help")) {
-      print_help(stdout);
-      return 0;
-    }
-    return run(a);
-  } catch (const usage_error& e) {
-    std::fprintf(stderr, "dspark eval: %s\n\n", e.what());
-    print_help(stderr);
-    return 2;
-  } catch (const invalid_argument_error& e) {
-    std::fprintf(stderr, "dspark eval: invalid argument: %s\n", e.what());
-    return 2;
-  } catch (const format_error& e) {
-    std::fprintf(stderr, "dspark eval: cannot load: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dspark eval: error: %s\n", e.what());
-    return 1;
-  }
+  return run_subcommand("eval", args, eval_options(), print_help, run);
 }
 
 }  // namespace dspark::cli
