@@ -76,11 +76,15 @@ struct client::impl {
 
   static void deliver(request_state& r, stream_event e) {
     if (r.callback) {
-      const bool final = is_final(e);
+      // Mark the end before the callback runs: whoever the final callback wakes must already
+      // see finished().
+      {
+        std::lock_guard lock(r.m);
+        r.ended = r.ended || is_final(e);
+        r.consumed = r.ended;
+      }
       r.callback(e);
       std::lock_guard lock(r.m);
-      r.ended = r.ended || final;
-      r.consumed = r.ended;
       r.cv.notify_all();
       return;
     }

@@ -141,7 +141,12 @@ TEST(SdkClient, ServerErrorsAreThrownWithTheirCode) {
 }
 
 TEST(SdkClient, InvalidRequestsAreRefusedBeforeSending) {
-  fake_server server(echo_words);
+  // Submits are only accepted, never finished (until cancelled), so the request with id
+  // "same" is certainly still live when its duplicate is submitted.
+  fake_server server([](const dm::client_message& m) -> std::vector<dm::server_message> {
+    if (auto* s = std::get_if<dm::submit_request>(&m)) return {dm::accepted_reply{s->id, 1}};
+    return echo_words(m);
+  });
   dc::client_options o = options_for(server);
   o.max_message_bytes = 1000;
   dc::client client(o);
@@ -162,8 +167,11 @@ TEST(SdkClient, InvalidRequestsAreRefusedBeforeSending) {
   }
   dc::request r = client.submit(dc::text("ok"), {}, true, {}, "same");
   EXPECT_THROW(client.submit(dc::text("again"), {}, true, {}, "same"), dc::client_error);
-  r.wait();
-  EXPECT_TRUE(server.received().size() == 1);
+  r.cancel();
+  EXPECT_EQ(r.wait().reason, dm::finish_reason::cancelled);
+  size_t submits = 0;
+  for (const auto& m : server.received()) submits += std::holds_alternative<dm::submit_request>(m);
+  EXPECT_EQ(submits, 1u);  // neither the invalid requests nor the duplicate were sent
 }
 
 TEST(SdkClient, NoServerTimesOutWithAClearMessage) {
