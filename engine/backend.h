@@ -109,6 +109,14 @@ class backend {
   // state changed, when the cache cannot hold the new tokens.
   virtual forward_output forward(const forward_batch& batch) = 0;
 
+  // Self-speculation on the target's own KV (layer-skip drafting): runs layers [0, n_layers)
+  // only, appending their K/V at each sequence's length like forward(), then the final norm and
+  // LM head on the layer-(n_layers - 1) residual of the logit rows. Layers >= n_layers hold
+  // nothing valid for these positions, so the caller truncates the sequences back before the
+  // next forward(), which rewrites every layer. capture_layers must be < n_layers. Backends
+  // that cannot do it return false from supports_forward_prefix() and throw here.
+  virtual bool supports_forward_prefix() const { return false; }
+  virtual forward_output forward_prefix(const forward_batch& batch, int32_t n_layers);
 };
 
 }  // namespace dspark

@@ -230,7 +230,20 @@ void cpu_backend::embed(const forward_batch& b) {
   });
 }
 
-forward_output cpu_backend::forward(const forward_batch& b) {
+forward_output cpu_backend::forward(const forward_batch& b) { return run_layers(b, static_cast<int32_t>(c_.n_layer)); }
+
+forward_output cpu_backend::forward_prefix(const forward_batch& b, int32_t n_layers) {
+  if (n_layers < 1 || n_layers > c_.n_layer)
+    throw invalid_argument_error("forward_prefix: n_layers " + std::to_string(n_layers) + " outside [1, " +
+                                 std::to_string(c_.n_layer) + "]");
+  for (int32_t l : b.capture_layers)
+    if (l >= n_layers)
+      throw invalid_argument_error("forward_prefix: capture layer " + std::to_string(l) + " is not below n_layers " +
+                                   std::to_string(n_layers));
+  return run_layers(b, n_layers);
+}
+
+forward_output cpu_backend::run_layers(const forward_batch& b, int32_t n_layers) {
   validate(b);
   forward_output out;
   out.status = reserve_kv(b);
@@ -244,7 +257,7 @@ forward_output cpu_backend::forward(const forward_batch& b) {
     n_hidden += s.capture_count();
   }
 
-  for (int il = 0; il < c_.n_layer; ++il) {
+  for (int il = 0; il < n_layers; ++il) {
     attention_block(il, n_tok, static_cast<int64_t>(b.seqs.size()));
     mlp_block(il, n_tok);
     if (buf_->capture_slot[il] >= 0) capture(buf_->capture_slot[il], n_hidden);

@@ -51,6 +51,8 @@ class cpu_backend final : public backend {
   int32_t sequence_length(int32_t seq) const override;
   void truncate(int32_t seq, int32_t new_len) override;
   forward_output forward(const forward_batch& batch) override;
+  bool supports_forward_prefix() const override { return true; }
+  forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) override;
 
   int n_threads() const { return pool_.n_threads(); }
   const kv_cache& kv() const { return kv_; }
@@ -65,6 +67,7 @@ class cpu_backend final : public backend {
   void mlp_block(int il, int64_t n_tok);
   void attend(int il, int64_t batch_index);
   void capture(int slot, int64_t n_rows);
+  forward_output run_layers(const forward_batch& b, int32_t n_layers);
   void lm_head(int64_t n_rows);
 
   const model_config& c_;

@@ -155,7 +155,22 @@ void cuda_backend::truncate(int32_t seq, int32_t new_len) {
   q.length = new_len;  // blocks stay; the next step overwrites the rolled-back slots
 }
 
-forward_output cuda_backend::forward(const forward_batch& b) {
+forward_output cuda_backend::forward(const forward_batch& b) { return run_layers(b, 0); }
+
+forward_output cuda_backend::forward_prefix(const forward_batch& b, int32_t n_layers) {
+  const int32_t total = static_cast<int32_t>(st_->cfg.n_layer);
+  if (n_layers < 1 || n_layers > total)
+    throw invalid_argument_error("forward_prefix: n_layers " + std::to_string(n_layers) + " outside [1, " +
+                                 std::to_string(total) + "]");
+  for (int32_t l : b.capture_layers)
+    if (l >= n_layers)
+      throw invalid_argument_error("forward_prefix: capture layer " + std::to_string(l) + " is not below n_layers " +
+                                   std::to_string(n_layers));
+  return run_layers(b, n_layers == total ? 0 : n_layers);
+}
+
+// n_layers 0: every layer (forward); otherwise the prefix forward_prefix() asks for.
+forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers) {
   state& s = *st_;
   // --- validate (nothing changes before this passes) ---
   if (b.seqs.empty()) throw invalid_argument_error("forward: the batch has no sequences");
@@ -256,6 +271,7 @@ forward_output cuda_backend::forward(const forward_batch& b) {
   sd.n_capture_rows = b.capture_layers.empty() ? 0 : h;
   sd.capture_layers = b.capture_layers;
   sd.copy_logits = true;
+  sd.n_layers = n_layers;
   s.runner->run(sd, s.st.get());
   s.st.synchronize();  // the one host sync of the step
 

@@ -61,6 +61,8 @@ class cuda_backend final : public backend {
   int32_t sequence_length(int32_t seq) const override;
   void truncate(int32_t seq, int32_t new_len) override;
   forward_output forward(const forward_batch& batch) override;
+  bool supports_forward_prefix() const override { return true; }
+  forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) override;
 
   int32_t kv_blocks_total() const;
   int32_t kv_blocks_free() const;
@@ -69,6 +71,7 @@ class cuda_backend final : public backend {
  private:
   struct state;
   void check_seq(int32_t seq, const char* what) const;
+  forward_output run_layers(const forward_batch& b, int32_t n_layers);
   std::unique_ptr<state> st_;
   backend_limits limits_;
 };

@@ -149,7 +149,7 @@ void gpu_runner::enqueue(const shape& sh, cudaStream_t s) {
   };
 
   embedding_gather(w_.tok_embd, c_.n_vocab, d, d_tokens_, n, x, s);
-  for (int32_t l = 0; l < c_.n_layer; ++l) {
+  for (int32_t l = 0; l < sh.n_layers; ++l) {
     const gpu_layer& L = w_.layers[l];
     rms_norm_residual(x, l == 0 ? nullptr : delta, L.attn_norm, c_.rms_eps, h, n, d, s);
     if (l > 0) capture_after(l - 1);
@@ -209,7 +209,7 @@ void gpu_runner::enqueue(const shape& sh, cudaStream_t s) {
     linear(L.w_down, act_.as<bf16_t>(), n, d, ff, delta, s);
   }
   rms_norm_residual(x, delta, w_.output_norm, c_.rms_eps, h, n, d, s);
-  capture_after(c_.n_layer - 1);
+  capture_after(sh.n_layers - 1);
   gather_rows(h, d, d_logit_rows_, sh.n_rows, d, hsel_.as<bf16_t>(), s);
   if (sh.n_rows <= opt_.gemv_max_tokens) gemv_bf16(w_.output, hsel_.as<bf16_t>(), sh.n_rows, c_.n_vocab, d, logits_.as<float>(), s);
   else gemm_.gemm(w_.output, hsel_.as<bf16_t>(), sh.n_rows, c_.n_vocab, d, logits_.as<float>(), 0.f, s);
@@ -224,7 +224,9 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   require(s.max_kv_len > 0 && s.max_kv_len <= opt_.max_blocks_per_seq * kv_.block_size(), "max_kv_len out of range");
   require(static_cast<int32_t>(s.capture_layers.size()) <= opt_.max_capture_layers, "too many capture layers");
   require(s.n_capture_rows >= 0 && s.n_capture_rows <= s.n_tokens, "n_capture_rows out of range");
-  for (int32_t l : s.capture_layers) require(l >= 0 && l < c_.n_layer, "capture layer out of range");
+  require(s.n_layers >= 0 && s.n_layers <= c_.n_layer, "n_layers out of range");
+  const int32_t n_layers = s.n_layers == 0 ? c_.n_layer : s.n_layers;
+  for (int32_t l : s.capture_layers) require(l >= 0 && l < n_layers, "capture layer out of range");
   require(plan_.cu_q_lens[0] == 0 && plan_.cu_q_lens[s.n_seqs] == s.n_tokens, "cu_q_lens inconsistent with n_tokens");
 
   // Attention work items, written straight into the pinned plan.
@@ -261,14 +263,14 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   const bool graphable = opt_.use_graphs && s.capture_layers.empty() && s.n_tokens <= k_graph_max_tokens;
   shape sh{s.n_tokens, s.n_seqs, static_cast<int32_t>(items.size()), s.n_rows,
            graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), s.n_capture_rows,
-           variant, s.capture_layers, s.argmax};
+           variant, s.capture_layers, s.argmax, n_layers};
 
   const size_t copy_bytes = off_block_tables_ + static_cast<size_t>(s.n_seqs) * opt_.max_blocks_per_seq * 4;
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(d_plan_.data(), h_plan_.data(), copy_bytes, cudaMemcpyHostToDevice, stream));
 
   bool launched = false;
   if (graphable) {
-    const graph_key key{s.n_tokens, s.n_seqs, sh.n_items, s.n_rows, static_cast<int32_t>(variant), s.argmax};
+    const graph_key key{s.n_tokens, s.n_seqs, sh.n_items, s.n_rows, static_cast<int32_t>(variant), s.argmax, n_layers};
     auto it = graphs_.find(key);
     if (it == graphs_.end() && graphs_.size() < k_max_graphs) it = graphs_.emplace(key, graph_entry{}).first;
     graph_entry dummy;  // over the graph cap: run eager

@@ -66,6 +66,7 @@ struct step_desc {
   std::span<const int32_t> capture_layers;  // residual after these layers, for the capture rows
   bool copy_logits = true;  // copy logits to host_logits()
   bool argmax = false;      // compute per-row argmax and copy it to host_argmax()
+  int32_t n_layers = 0;     // run layers [0, n_layers) only (layer-skip drafting); 0 = all
 };
 
 class gpu_runner {
@@ -114,6 +115,7 @@ class gpu_runner {
     attention_variant variant;
     std::span<const int32_t> capture_layers;
     bool argmax;
+    int32_t n_layers;  // layers run, [1, n_layer]
   };
   void enqueue(const shape& sh, cudaStream_t stream);
   void linear(const bf16_t* w, const bf16_t* x, int32_t n, int32_t n_out, int32_t n_in, bf16_t* y,
@@ -152,6 +154,7 @@ class gpu_runner {
   struct graph_key {
     int32_t n_tokens, n_seqs, n_items, n_rows, variant;
     bool argmax;
+    int32_t n_layers;
     auto operator<=>(const graph_key&) const = default;
   };
   // Steps of up to this many new tokens are captured (decode batches and verify steps); larger

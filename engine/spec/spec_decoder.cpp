@@ -247,7 +247,7 @@ void spec_decoder::verify_round(std::span<request*> reqs) {
     r->n_verify = budget;  // the cap the policy sees
     if (drafter_ && budget > 0)
       b.propose[n_prop++] =
-          propose_request{r->id, budget, r->ctx, rng_key{r->params.seed, r->round + 1}, &r->params};
+          propose_request{r->id, budget, r->ctx, rng_key{r->params.seed, r->round + 1}, &r->params, r->seq};
   }
   if (drafter_ && n_prop > 0) drafter_->propose({b.propose.data(), n_prop}, drafts);
   if (online_)

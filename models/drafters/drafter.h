@@ -99,6 +99,10 @@ struct propose_request {
   // filtered, temperature-scaled distribution (engine/sampler.h) for high acceptance. Null or
   // temperature 0: draft greedily.
   const sampling_params* sampling = nullptr;
+  // The request's sequence in the target backend, for drafters that draft on the target's own
+  // KV (layer-skip with a shared cache). It holds the context except x0; such a drafter must
+  // truncate it back to that length before propose() returns.
+  int32_t target_seq = -1;
 };
 
 // What a drafter needs from the decoder, declared once at construction.

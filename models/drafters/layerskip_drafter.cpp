@@ -27,9 +27,14 @@ layerskip_drafter::layerskip_drafter(const model_config& c, const llama_weights&
   w_.output_norm = w.output_norm;
   w_.output = w.output;
   w_.layers.assign(w.layers.begin(), w.layers.begin() + p.n_layers);
-  be_ = make_backend(cfg_, w_);
-  const backend_limits& lim = be_->limits();
-  if (lim.n_seq_max < p.max_slots)
+  if (p.shared_target) {
+    if (!p.shared_target->supports_forward_prefix())
+      throw invalid_argument_error("layerskip_drafter: the target backend cannot run a layer prefix; use an own cache");
+  } else {
+    be_ = make_backend(cfg_, w_);
+  }
+  const backend_limits& lim = draft_backend().limits();
+  if (!p.shared_target && lim.n_seq_max < p.max_slots)
     throw invalid_argument_error("layerskip_drafter: the draft backend opens " + std::to_string(lim.n_seq_max) +
                                  " sequences, fewer than max_slots " + std::to_string(p.max_slots));
   caps_.name = "layerskip:" + std::to_string(p.n_layers);
@@ -41,11 +46,17 @@ layerskip_drafter::layerskip_drafter(const model_config& c, const llama_weights&
   feed_seq_.resize(static_cast<size_t>(p.max_slots));
   seqs_.resize(static_cast<size_t>(p.max_slots));
   tok_buf_.resize(static_cast<size_t>(lim.max_tokens_per_step));
+  restore_.reserve(static_cast<size_t>(p.max_slots));
+}
+
+forward_output layerskip_drafter::run(const forward_batch& fb) {
+  return p_.shared_target ? p_.shared_target->forward_prefix(fb, p_.n_layers) : be_->forward(fb);
 }
 
 layerskip_drafter::~layerskip_drafter() {
-  for (slot_state& s : slots_)
-    if (s.open && s.seq >= 0) be_->free_sequence(s.seq);
+  if (!p_.shared_target)
+    for (slot_state& s : slots_)
+      if (s.open && s.seq >= 0) be_->free_sequence(s.seq);
 }
 
 layerskip_drafter::slot_state& layerskip_drafter::open_slot(int32_t slot) {
@@ -60,17 +71,19 @@ void layerskip_drafter::begin(int32_t slot, std::span<const int32_t> prompt) {
                                  std::to_string(p_.max_slots) + ")");
   slot_state& s = slots_[static_cast<size_t>(slot)];
   if (s.open) end(slot);
-  const std::optional<int32_t> seq = be_->open_sequence();
-  if (!seq) throw invalid_argument_error("layerskip_drafter: no free sequence in the draft backend");
   s = slot_state{};
   s.open = true;
-  s.seq = *seq;
+  if (!p_.shared_target) {  // shared: the request's target sequence arrives with each propose
+    const std::optional<int32_t> seq = be_->open_sequence();
+    if (!seq) throw invalid_argument_error("layerskip_drafter: no free sequence in the draft backend");
+    s.seq = *seq;
+  }
   s.ctx_len = static_cast<int32_t>(prompt.size());
 }
 
 template <class Pick>
 void layerskip_drafter::feed(size_t n_items, Pick&& pick) {
-  const backend_limits& lim = be_->limits();
+  const backend_limits& lim = draft_backend().limits();
   const int32_t cap = std::min(lim.max_tokens_per_step, std::max<int32_t>(1, lim.n_ctx));
   size_t begin = 0;
   while (begin < n_items) {
@@ -88,7 +101,7 @@ void layerskip_drafter::feed(size_t n_items, Pick&& pick) {
     forward_batch fb;
     fb.tokens = {tok_buf_.data(), static_cast<size_t>(n_tok)};
     fb.seqs = {seqs_.data(), end - begin};
-    const forward_output o = be_->forward(fb);
+    const forward_output o = run(fb);
     if (o.status != forward_status::ok)
       throw invalid_argument_error("layerskip_drafter: the draft KV cache is full");
     for (size_t i = begin; i < end; ++i) pick(i, o.logits + static_cast<int64_t>(i - begin) * lim.n_vocab);
@@ -98,7 +111,7 @@ void layerskip_drafter::feed(size_t n_items, Pick&& pick) {
 
 void layerskip_drafter::pick(const propose_request& r, const float* logits, draft_batch& out) {
   slot_state& s = slots_[static_cast<size_t>(r.slot)];
-  const int64_t nv = be_->limits().n_vocab;
+  const int64_t nv = draft_backend().limits().n_vocab;
   const std::span<const float> row(logits, static_cast<size_t>(nv));
   const bool sample = p_.sampled && r.sampling && r.sampling->temperature > 0.0f;
   if (!sample) {
@@ -126,21 +139,28 @@ void layerskip_drafter::pick(const propose_request& r, const float* logits, draf
 }
 
 void layerskip_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
-  const backend_limits& lim = be_->limits();
+  backend& be = draft_backend();
+  const backend_limits& lim = be.limits();
   size_t n = 0;
+  restore_.clear();
   for (const propose_request& r : batch) {
     slot_state& s = open_slot(r.slot);
+    if (p_.shared_target) {
+      if (r.target_seq < 0) throw invalid_argument_error("layerskip_drafter: a shared cache needs the target sequence");
+      s.seq = r.target_seq;
+    }
     const int32_t len = static_cast<int32_t>(r.context.size());
     s.ctx_len = len;
     s.survival = 1.0;
     s.want = std::min(r.max_drafts, out.params().gamma_max - out.length(r.slot));
     s.want = std::min(s.want, lim.n_ctx - len);  // the draft cache must hold every fed draft
     if (s.want <= 0) continue;
-    int32_t kv = be_->sequence_length(s.seq);
+    int32_t kv = be.sequence_length(s.seq);
     if (kv >= len) {  // never: x0 is always unfed; keep the invariant anyway
-      be_->truncate(s.seq, len - 1);
+      be.truncate(s.seq, len - 1);
       kv = len - 1;
     }
+    if (p_.shared_target) restore_.emplace_back(s.seq, kv);  // the committed KV, all layers
     // Long catch-up (the prompt): feed all but the last chunk on its own.
     while (len - kv > lim.max_tokens_per_step) {
       const int32_t n_tok = lim.max_tokens_per_step;
@@ -148,7 +168,7 @@ void layerskip_drafter::propose(std::span<const propose_request> batch, draft_ba
       forward_batch fb;
       fb.tokens = r.context.subspan(static_cast<size_t>(kv), static_cast<size_t>(n_tok));
       fb.seqs = std::span<const batch_sequence>(&seq, 1);
-      if (be_->forward(fb).status != forward_status::ok)
+      if (run(fb).status != forward_status::ok)
         throw invalid_argument_error("layerskip_drafter: the draft KV cache is full");
       kv += n_tok;
     }
@@ -173,10 +193,17 @@ void layerskip_drafter::propose(std::span<const propose_request> batch, draft_ba
     n = m;
     feed(n, [&](size_t i, const float* logits) { pick(*act_[i], logits, out); });
   }
+  // Shared cache: the target's sequences go back to their committed length (their layers >= K
+  // at the drafted positions were never written; the verify forward rewrites every layer).
+  for (const auto& [seq, len] : restore_) be.truncate(seq, len);
 }
 
 void layerskip_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_state& s = open_slot(slot);
+  if (p_.shared_target) {  // the target's KV is the decoder's to roll back
+    s.ctx_len += static_cast<int32_t>(c.tokens.size());
+    return;
+  }
   // The draft cache may hold x0 and fed drafts; keep only what the target accepted.
   const int32_t keep = s.ctx_len + c.n_accepted;
   if (be_->sequence_length(s.seq) > keep) be_->truncate(s.seq, keep);
@@ -185,13 +212,17 @@ void layerskip_drafter::on_commit(int32_t slot, const commit_info& c) {
 
 void layerskip_drafter::rollback(int32_t slot, int32_t n_context) {
   slot_state& s = open_slot(slot);
+  if (p_.shared_target) {
+    s.ctx_len = n_context;
+    return;
+  }
   if (be_->sequence_length(s.seq) > n_context) be_->truncate(s.seq, n_context);
   s.ctx_len = n_context;
 }
 
 void layerskip_drafter::end(int32_t slot) {
   slot_state& s = open_slot(slot);
-  be_->free_sequence(s.seq);
+  if (!p_.shared_target) be_->free_sequence(s.seq);
   s = slot_state{};
 }
 

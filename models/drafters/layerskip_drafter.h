@@ -1,21 +1,17 @@
 // Layer-skip self-speculation: the target's first K layers, then its final norm and LM head,
 // draft the next tokens (no extra weights; the draft model is a prefix of the target).
 //
-// The draft runs on its own backend built over a view of the target's weights truncated to K
-// layers (config n_layer = K; the tensor views point into the same file mapping, so no weight
-// is copied). Its KV cache is its own: K/L of the target's KV memory. The compute is what a
-// shared cache would cost too: every token the draft feeds (x0 and its drafts) is later
-// re-run by the target's verify forward at all layers either way. Sharing the target's cache
-// would save that memory; it needs one backend method (not in engine/backend.h yet):
-//
-//   // Runs layers [0, n_layers) only, appending their K/V at each sequence's length like
-//   // forward(), then the final norm + LM head on the layer-n_layers residual of the logit
-//   // rows. Layers >= n_layers hold nothing valid for these positions: the caller truncates
-//   // the sequence back before the next full forward(), which rewrites every layer.
-//   virtual forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) = 0;
-//
-// The drafter would then draft on the target's own sequence and truncate back to the
-// committed length before the verify forward.
+// Two placements of the draft's KV:
+//   own cache (default): a backend built over a view of the target's weights truncated to K
+//     layers (config n_layer = K; the tensor views point into the same file mapping, so no
+//     weight is copied), with its own KV: K/L of the target's KV memory more;
+//   shared cache (params.shared_target): drafting runs on the target's own sequences through
+//     backend::forward_prefix(batch, K). The target's KV already holds the committed context at
+//     every layer (layers < K computed exactly as the draft would), so there is no catch-up:
+//     propose feeds x0 and the drafts at K layers, then truncates the target's sequence back to
+//     the committed length (O(1)); the verify forward rewrites all layers there. No draft
+//     memory at all, and no re-feeding of accepted tokens.
+// The compute per draft token is the same either way.
 //
 // Per request the draft cache holds a prefix of the context; propose() first feeds what is
 // missing (the prompt the first time, afterwards x0 and any accepted draft not yet fed), then
@@ -59,6 +55,9 @@ struct layerskip_drafter_params {
   // (0: always draft the full budget). Lossless: the decision to draft x_k uses c_1..c_k,
   // which are computed before x_k is drawn.
   float stop_below = 0.0f;
+  // Draft on the target's KV (see above): the target backend, which must outlive the drafter
+  // and support forward_prefix(). Null: an own cache from the factory.
+  backend* shared_target = nullptr;
 };
 
 class layerskip_drafter final : public drafter {
@@ -76,7 +75,8 @@ class layerskip_drafter final : public drafter {
   void rollback(int32_t slot, int32_t n_context) override;
   void end(int32_t slot) override;
 
-  backend& draft_backend() { return *be_; }
+  // The backend drafts run on: the own draft backend, or the shared target.
+  backend& draft_backend() { return p_.shared_target ? *p_.shared_target : *be_; }
 
  private:
   struct slot_state {
@@ -93,6 +93,7 @@ class layerskip_drafter final : public drafter {
   template <class Pick>
   void feed(size_t n_items, Pick&& pick);
   void pick(const propose_request& r, const float* logits, draft_batch& out);
+  forward_output run(const forward_batch& fb);  // forward (own) or forward_prefix (shared)
 
   layerskip_drafter_params p_;
   drafter_caps caps_;
@@ -106,6 +107,7 @@ class layerskip_drafter final : public drafter {
   std::vector<int32_t> feed_seq_;
   std::vector<int32_t> tok_buf_;           // [max_tokens_per_step]
   std::vector<batch_sequence> seqs_;
+  std::vector<std::pair<int32_t, int32_t>> restore_;  // shared: (target seq, length) to truncate back to
 };
 
 }  // namespace dspark

@@ -30,6 +30,9 @@ std::vector<option_spec> spec_option_specs() {
       {"threshold", true, false, "C  stop a chain where its cumulative confidence < C, [0, 1] (default 0)"},
       {"sps-profile", true, false,
        "FILE  step-time profile cache for scheduled/async (default $XDG_CACHE_HOME or ~/.cache, dspark/sps-*.json)"},
+      {"layerskip-cache", true, false,
+       "shared|own  layerskip:K drafts on the target's own KV (shared, default where the backend can) or"
+       " on a K-layer copy with its own KV (own)"},
       {"ngram-min", true, false, "N  shortest n-gram to match (default 1)"},
       {"ngram-max", true, false, "N  longest n-gram to match (default 4)"},
   };
@@ -128,6 +131,10 @@ spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_c
     layerskip_drafter_params p;
     p.n_layers = static_cast<int32_t>(kv);
     p.max_slots = max_slots;
+    const std::string cache = a.get("layerskip-cache").value_or("shared");
+    if (cache != "shared" && cache != "own")
+      throw usage_error("--layerskip-cache must be shared or own, got '" + cache + "'");
+    if (cache == "shared" && target && target->supports_forward_prefix()) p.shared_target = target;
     backend_choice dbe = be;
     dbe.cpu.n_seq_max = max_slots;
     s.d = std::make_unique<layerskip_drafter>(

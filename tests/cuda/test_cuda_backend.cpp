@@ -177,6 +177,43 @@ TEST(cuda_backend, truncate_then_redecode_is_bitwise_stable) {
   EXPECT_THROW(gpu.truncate(s, 12), invalid_argument_error);
 }
 
+// Layer-skip drafting on the target's KV: a prefix forward over the first layer equals a
+// one-layer model's forward bit for bit, and after truncating back, the full model continues as
+// if no draft had been run.
+TEST(cuda_backend, forward_prefix_equals_a_truncated_model_and_leaves_no_trace) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(6);
+  model_config c1 = m.cfg;
+  c1.n_layer = 1;
+  llama_weights w1 = m.w;
+  w1.layers.resize(1);
+  cuda_backend full(m.cfg, m.w, small_opts());
+  cuda_backend cut(c1, w1, small_opts());
+  ASSERT_TRUE(full.supports_forward_prefix());
+  const int64_t V = m.cfg.n_vocab;
+  const int32_t a = *full.open_sequence(), b = *cut.open_sequence();
+  const std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 7, 42};
+  const batch_sequence pa{a, 7, 1}, pb{b, 7, 1};
+  full.forward({prompt, {&pa, 1}, {}});
+  cut.forward({prompt, {&pb, 1}, {}});
+  const std::vector<int32_t> next = {11};
+  const batch_sequence na{a, 1, 1}, nb{b, 1, 1};
+  const auto plain = rows_of(full.forward({next, {&na, 1}, {}}), V);  // reference: no drafting
+  full.truncate(a, 7);
+  for (int rep = 0; rep < 3; ++rep) {  // eager, then graph capture and replay of the same shape
+    const auto pre = rows_of(full.forward_prefix({next, {&na, 1}, {}}, 1), V);
+    const auto ref = rows_of(cut.forward({next, {&nb, 1}, {}}), V);
+    EXPECT_EQ(0, std::memcmp(pre.data(), ref.data(), V * 4)) << "rep " << rep;
+    full.truncate(a, 7);
+    cut.truncate(b, 7);
+  }
+  const auto after = rows_of(full.forward({next, {&na, 1}, {}}), V);
+  EXPECT_EQ(0, std::memcmp(plain.data(), after.data(), V * 4));
+  const int32_t cap[] = {1};
+  EXPECT_THROW(full.forward_prefix({next, {&na, 1}, cap}, 1), invalid_argument_error);
+  EXPECT_THROW(full.forward_prefix({next, {&na, 1}, {}}, 3), invalid_argument_error);
+}
+
 TEST(cuda_backend, out_of_kv_changes_nothing) {
   DSPARK_REQUIRE_CUDA_DEVICE();
   const tiny_model m(5);

@@ -69,7 +69,7 @@ std::vector<double> exact_joint3(backend& be, const sampling_params& sp, const s
 constexpr double kAlpha = 1e-3;
 
 struct sampled_case {
-  const char* drafter;  // "ngram", "layerskip"
+  const char* drafter;  // "ngram", "layerskip", "layerskip_shared"
   int gamma;
 };
 
@@ -87,6 +87,10 @@ TEST_P(SpecTinySampled, GeneratedTokensFollowTheTarget) {
   std::unique_ptr<drafter> d;
   if (std::string(c.drafter) == "ngram")
     d = std::make_unique<ngram_drafter>(ngram_drafter_params{.min_n = 1, .max_n = 2, .max_slots = 1});
+  else if (std::string(c.drafter) == "layerskip_shared")  // drafting on the target's own KV
+    d = std::make_unique<layerskip_drafter>(
+        tm.cfg, tm.w, layerskip_drafter_params{.n_layers = 1, .max_slots = 1, .sampled = true, .shared_target = &be},
+        tiny_factory(1));
   else
     d = std::make_unique<layerskip_drafter>(tm.cfg, tm.w, layerskip_drafter_params{.n_layers = 1, .max_slots = 1, .sampled = true},
                                             tiny_factory(1));
@@ -119,7 +123,8 @@ TEST_P(SpecTinySampled, GeneratedTokensFollowTheTarget) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Drafters, SpecTinySampled,
-                         ::testing::Values(sampled_case{"ngram", 2}, sampled_case{"layerskip", 2}),
+                         ::testing::Values(sampled_case{"ngram", 2}, sampled_case{"layerskip", 2},
+                                           sampled_case{"layerskip_shared", 2}),
                          [](const auto& info) { return std::string(info.param.drafter); });
 
 TEST(SpecTiny, FullDepthLayerSkipIsFullyAccepted) {
@@ -153,7 +158,9 @@ TEST(SpecTiny, GreedyEqualsPlainGenerate) {
   for (int gamma : {1, 3, 7}) {
     ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 4});
     layerskip_drafter ls(tm.cfg, tm.w, {.n_layers = 1, .max_slots = 4, .sampled = true}, tiny_factory(4));
-    for (drafter* d : {static_cast<drafter*>(&ng), static_cast<drafter*>(&ls)}) {
+    layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 4, .sampled = true, .shared_target = &be},
+                             tiny_factory(4));
+    for (drafter* d : {static_cast<drafter*>(&ng), static_cast<drafter*>(&ls), static_cast<drafter*>(&shared)}) {
       fixed_gamma_policy pol(gamma);
       spec_decoder dec(be, d, pol, nullptr, {}, {.max_requests = 4});
       std::vector<int32_t> ids;
@@ -240,6 +247,64 @@ TEST(SpecTiny, InvalidParametersRejected) {
   EXPECT_THROW(spec_decoder(be, &d, huge, nullptr, {}), invalid_argument_error);  // budget > step rows
   EXPECT_THROW(layerskip_drafter(tm.cfg, tm.w, {.n_layers = 3, .max_slots = 1, .sampled = true}, tiny_factory(1)),
                invalid_argument_error);
+}
+
+// Drafting on the target's KV (forward_prefix) computes what a K-layer copy with its own KV
+// computes: the same drafts, hence the same acceptance, and the target's sequences end each
+// round at their committed length.
+TEST(SpecTiny, SharedCacheLayerSkipDraftsLikeAnOwnCache) {
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/9);
+  for (float temp : {0.0f, 1.0f}) {
+    sampling_params sp;
+    sp.temperature = temp;
+    sp.max_tokens = 40;
+    sp.seed = 11;
+    const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+    cpu_backend be_own(tm.cfg, tm.w, tiny_model::options(1));
+    layerskip_drafter own(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 1, .sampled = true}, tiny_factory(1));
+    fixed_gamma_policy pol(3);
+    const spec_result a = spec_generate(be_own, &own, pol, nullptr, {}, prompt, sp);
+    cpu_backend be(tm.cfg, tm.w, tiny_model::options(1));
+    layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 1, .sampled = true, .shared_target = &be},
+                             tiny_factory(1));
+    const spec_result b = spec_generate(be, &shared, pol, nullptr, {}, prompt, sp);
+    EXPECT_EQ(a.gen.token_ids, b.gen.token_ids) << "temperature " << temp;
+    EXPECT_EQ(a.metrics.draft_tokens_accepted(), b.metrics.draft_tokens_accepted()) << "temperature " << temp;
+    EXPECT_EQ(a.metrics.verify_steps(), b.metrics.verify_steps()) << "temperature " << temp;
+    EXPECT_GT(b.metrics.draft_tokens_verified(), 0);
+  }
+}
+
+TEST(SpecTiny, ForwardPrefixEqualsATruncatedModel) {
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/9);
+  model_config c2 = tm.cfg;
+  c2.n_layer = 2;
+  llama_weights w2 = tm.w;
+  w2.layers.resize(2);
+  cpu_backend full(tm.cfg, tm.w, tiny_model::options(2));
+  cpu_backend cut(c2, w2, tiny_model::options(2));
+  const int32_t a = *full.open_sequence(), b = *cut.open_sequence();
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+  // The full model's KV for the prompt (all layers), then a 3-token prefix step on top.
+  const batch_sequence pf{a, 5, 0}, pc{b, 5, 0};
+  full.forward({prompt, {&pf, 1}, {}});
+  cut.forward({prompt, {&pc, 1}, {}});
+  const std::vector<int32_t> more = {9, 2, 6};
+  const batch_sequence qf{a, 3, 3}, qc{b, 3, 3};
+  const int32_t cap[] = {1};
+  const forward_output of = full.forward_prefix({more, {&qf, 1}, cap}, 2);
+  const std::vector<float> lf(of.logits, of.logits + 3 * tm.cfg.n_vocab);
+  const std::vector<float> hf(of.hidden, of.hidden + 3 * tm.cfg.n_embd);
+  const forward_output oc = cut.forward({more, {&qc, 1}, cap});
+  for (size_t i = 0; i < lf.size(); ++i) ASSERT_EQ(lf[i], oc.logits[i]) << i;
+  for (size_t i = 0; i < hf.size(); ++i) ASSERT_EQ(hf[i], oc.hidden[i]) << i;
+  EXPECT_EQ(full.sequence_length(a), 8);
+  const int32_t bad_cap[] = {2};
+  full.truncate(a, 5);
+  EXPECT_THROW(full.forward_prefix({more, {&qf, 1}, bad_cap}, 2), invalid_argument_error);
+  EXPECT_THROW(full.forward_prefix({more, {&qf, 1}, {}}, 0), invalid_argument_error);
+  EXPECT_THROW(full.forward_prefix({more, {&qf, 1}, {}}, 4), invalid_argument_error);
+  EXPECT_EQ(full.sequence_length(a), 5);  // refused calls change nothing
 }
 
 }  // namespace
