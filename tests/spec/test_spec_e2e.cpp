@@ -118,10 +118,16 @@ TEST(SpecE2E, GreedyIsTokenIdenticalToPlainDecoding) {
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
               double(std::clock() - c0) / CLOCKS_PER_SEC);
   std::fflush(stdout);
-  for (const char* kind : {"ngram", "layerskip"}) {
+  for (const char* kind : {"ngram", "layerskip", "layerskip_shared"}) {
     std::unique_ptr<drafter> d;
     if (std::string(kind) == "ngram") {
       d = std::make_unique<ngram_drafter>(ngram_drafter_params{.min_n = 1, .max_n = 4, .max_slots = kBatch});
+    } else if (std::string(kind) == "layerskip_shared") {  // drafting on the target's own KV
+      d = std::make_unique<layerskip_drafter>(
+          m.config(), m.weights(),
+          layerskip_drafter_params{.n_layers = kLayerSkipK, .max_slots = kBatch, .sampled = true, .stop_below = 0.2f,
+                                   .shared_target = &be},
+          [](const model_config& c, const llama_weights& w) { return std::make_unique<cpu_backend>(c, w, default_options(kBatch)); });
     } else {
       d = std::make_unique<layerskip_drafter>(
           m.config(), m.weights(), layerskip_drafter_params{.n_layers = kLayerSkipK, .max_slots = kBatch, .sampled = true, .stop_below = 0.2f},
