@@ -444,4 +444,30 @@ spec_result spec_generate(backend& be, drafter* d, spec_policy& policy, const to
   return dec.take(id);
 }
 
+std::vector<spec_result> spec_generate_all(spec_decoder& dec, std::span<const std::vector<int32_t>> prompts,
+                                           const sampling_params& params, bool per_prompt_seed) {
+  const int32_t slots = dec.max_requests();
+  std::vector<spec_result> out(prompts.size());
+  std::vector<int64_t> owner(static_cast<size_t>(slots), -1);  // request id -> prompt index
+  size_t next = 0, done = 0;
+  while (done < prompts.size()) {
+    for (int32_t id = 0; id < slots && next < prompts.size(); ++id) {
+      if (owner[static_cast<size_t>(id)] >= 0) continue;
+      sampling_params p = params;
+      if (per_prompt_seed) p.seed = params.seed + next;
+      owner[static_cast<size_t>(dec.add(prompts[next], p))] = static_cast<int64_t>(next);
+      ++next;
+    }
+    dec.step();
+    for (int32_t id = 0; id < slots; ++id) {
+      const int64_t i = owner[static_cast<size_t>(id)];
+      if (i < 0 || !dec.finished(id)) continue;
+      out[static_cast<size_t>(i)] = dec.take(id);
+      owner[static_cast<size_t>(id)] = -1;
+      ++done;
+    }
+  }
+  return out;
+}
+
 }  // namespace dspark

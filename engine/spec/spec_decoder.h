@@ -90,6 +90,7 @@ class spec_decoder {
   // Metrics merged over every request taken so far.
   const spec_metrics& metrics() const { return total_; }
   int32_t gamma_max() const { return gamma_max_; }
+  int32_t max_requests() const { return opt_.max_requests; }
 
  private:
   struct request;
@@ -120,5 +121,11 @@ class spec_decoder {
 spec_result spec_generate(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
                           std::span<const int32_t> stop_ids, std::span<const int32_t> prompt,
                           const sampling_params& params, const token_callback& on_token = {});
+
+// Decodes every prompt through `dec`, max_requests() at a time: as soon as a request finishes,
+// its slot takes the next prompt (continuous batching). With per_prompt_seed, prompt i is
+// sampled with seed params.seed + i (reproducible whatever the batch). Results in prompt order.
+std::vector<spec_result> spec_generate_all(spec_decoder& dec, std::span<const std::vector<int32_t>> prompts,
+                                           const sampling_params& params, bool per_prompt_seed);
 
 }  // namespace dspark

@@ -3,12 +3,23 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 
 #include "common/error.h"
 #include "engine/cpu_backend.h"
 #include "engine/spec/verify.h"
 
 namespace dspark {
+
+void check_drafter_setup(const drafter_config& c, const drafter_target_head& t, const drafter_runtime_params& p,
+                         const char* who) {
+  if (t.lm_head.n_rows() != c.target_n_vocab || t.lm_head.row_length() != c.n_embd)
+    throw invalid_argument_error(std::string(who) + ": the target head is [" + std::to_string(t.lm_head.n_rows()) +
+                                 ", " + std::to_string(t.lm_head.row_length()) + "], the drafter expects [" +
+                                 std::to_string(c.target_n_vocab) + ", " + std::to_string(c.n_embd) + "]");
+  if (p.max_slots < 1 || p.max_ctx < 1)
+    throw invalid_argument_error(std::string(who) + ": max_slots and max_ctx must be >= 1");
+}
 
 drafter_compute::drafter_compute(const drafter_target_head& t, const drafter_runtime_params& p, int64_t max_tokens,
                                  std::span<const tensor_view> weights)

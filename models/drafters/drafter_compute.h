@@ -17,6 +17,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/thread_pool.h"
 #include "models/drafters/drafter.h"
+#include "models/drafters/drafter_config.h"
 #include "models/drafters/drafter_weights.h"
 #include "models/formats/tensor_view.h"
 
@@ -37,6 +38,11 @@ struct drafter_runtime_params {
   // activations for tight comparisons.
   matmul_precision head_precision = matmul_precision::q8_activations;
 };
+
+// The checks every trained drafter's constructor makes: the target head is [target_n_vocab,
+// n_embd] and the runtime sizes are positive. Throws invalid_argument_error prefixed by `who`.
+void check_drafter_setup(const drafter_config& c, const drafter_target_head& t, const drafter_runtime_params& p,
+                         const char* who);
 
 class drafter_compute {
  public:

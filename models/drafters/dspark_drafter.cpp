@@ -32,12 +32,7 @@ dspark_drafter::dspark_drafter(drafter_config c, drafter_weights w, const drafte
   if (!c_.block_drafter())
     throw invalid_argument_error(std::string("dspark_drafter: kind ") + drafter_kind_name(c_.kind) +
                                  " is not a block drafter (dspark or dflash)");
-  if (target.lm_head.n_rows() != c_.target_n_vocab || target.lm_head.row_length() != c_.n_embd)
-    throw invalid_argument_error("dspark_drafter: the target head is [" + std::to_string(target.lm_head.n_rows()) + ", " +
-                                 std::to_string(target.lm_head.row_length()) + "], the drafter expects [" +
-                                 std::to_string(c_.target_n_vocab) + ", " + std::to_string(c_.n_embd) + "]");
-  if (p.max_slots < 1 || p.max_ctx < 1)
-    throw invalid_argument_error("dspark_drafter: max_slots and max_ctx must be >= 1");
+  check_drafter_setup(c_, target, p, "dspark_drafter");
   for (const drafter_layer_weights& l : w_.layers)
     for (const host_tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) views_.push_back(t->view());
   views_.push_back(w_.fc.view());

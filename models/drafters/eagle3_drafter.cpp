@@ -27,12 +27,7 @@ eagle3_drafter::eagle3_drafter(drafter_config c, drafter_weights w, const drafte
   if (c_.block_drafter())
     throw invalid_argument_error(std::string("eagle3_drafter: kind ") + drafter_kind_name(c_.kind) +
                                  " is not eagle3 or mtp1");
-  if (target.lm_head.n_rows() != c_.target_n_vocab || target.lm_head.row_length() != c_.n_embd)
-    throw invalid_argument_error("eagle3_drafter: the target head is [" + std::to_string(target.lm_head.n_rows()) +
-                                 ", " + std::to_string(target.lm_head.row_length()) + "], the drafter expects [" +
-                                 std::to_string(c_.target_n_vocab) + ", " + std::to_string(c_.n_embd) + "]");
-  if (p.max_slots < 1 || p.max_ctx < 1)
-    throw invalid_argument_error("eagle3_drafter: max_slots and max_ctx must be >= 1");
+  check_drafter_setup(c_, target, p, "eagle3_drafter");
   const drafter_layer_weights& L = w_.layers[0];
   for (const host_tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, static_cast<const host_tensor*>(&w_.fc)})
     views_.push_back(t->view());

@@ -107,27 +107,10 @@ int run(const parsed_args& a) {
 
   // Speculative decoding, `batch` requests at a time.
   spec_decoder dec(be, setup.d.get(), *setup.policy, &m.tokenizer(), m.stop_ids(), {.max_requests = batch});
-  std::vector<spec_result> spec(prompts.size());
-  std::vector<int64_t> owner(static_cast<size_t>(batch), -1);
-  size_t next = 0, done = 0;
   const auto t_spec = clock_type::now();
-  while (done < prompts.size()) {
-    for (int32_t id = 0; id < batch && next < prompts.size(); ++id) {
-      if (owner[static_cast<size_t>(id)] >= 0) continue;
-      sampling_params p = sp;
-      p.seed = seed + next;
-      owner[static_cast<size_t>(dec.add(prompts[next], p))] = static_cast<int64_t>(next);
-      ++next;
-    }
-    dec.step();
-    for (int32_t id = 0; id < batch; ++id) {
-      const int64_t i = owner[static_cast<size_t>(id)];
-      if (i < 0 || !dec.finished(id)) continue;
-      spec[static_cast<size_t>(i)] = dec.take(id);
-      owner[static_cast<size_t>(id)] = -1;
-      ++done;
-    }
-  }
+  sampling_params base = sp;
+  base.seed = seed;
+  const std::vector<spec_result> spec = spec_generate_all(dec, prompts, base, /*per_prompt_seed=*/true);
   const double spec_s = since(t_spec);
   double spec_decode_s = 0.0;
   int64_t spec_tokens = 0, identical = 0;

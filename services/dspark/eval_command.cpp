@@ -89,33 +89,16 @@ dataset_result run_dataset(const std::string& path, int64_t limit, const samplin
   for (const std::string& t : read_first_turns(path, limit)) prompts.push_back(encode_chat_prompt(m.tokenizer(), t));
   r.prompts = prompts.size();
   spec_decoder dec(be, setup.d.get(), *setup.policy, &m.tokenizer(), m.stop_ids(), {.max_requests = batch});
-  std::vector<std::vector<int32_t>> outputs(prompts.size());
-  std::vector<int64_t> owner(static_cast<size_t>(batch), -1);
-  size_t next = 0, done = 0;
-  while (done < prompts.size()) {
-    for (int32_t id = 0; id < batch && next < prompts.size(); ++id) {
-      if (owner[static_cast<size_t>(id)] >= 0) continue;
-      sampling_params p = sp;
-      p.seed = seed + next;
-      owner[static_cast<size_t>(dec.add(prompts[next], p))] = static_cast<int64_t>(next);
-      ++next;
-    }
-    dec.step();
-    for (int32_t id = 0; id < batch; ++id) {
-      const int64_t i = owner[static_cast<size_t>(id)];
-      if (i < 0 || !dec.finished(id)) continue;
-      outputs[static_cast<size_t>(i)] = dec.take(id).gen.token_ids;
-      owner[static_cast<size_t>(id)] = -1;
-      ++done;
-    }
-  }
+  sampling_params base = sp;
+  base.seed = seed;
+  const std::vector<spec_result> res = spec_generate_all(dec, prompts, base, /*per_prompt_seed=*/true);
   r.metrics = dec.metrics();
   if (check) {
     r.identical = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
       sampling_params p = sp;
       p.seed = seed + i;
-      r.identical += generate(m, be, prompts[i], p).token_ids == outputs[i];
+      r.identical += generate(m, be, prompts[i], p).token_ids == res[i].gen.token_ids;
     }
   }
   return r;

@@ -16,26 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string random_dspark_drafter(const model& m) {
-  tiny_dims d;
-  d.kind = "dspark";
-  d.n_vocab = m.config().n_vocab;
-  d.n_embd = m.config().n_embd;
-  d.target_layers_total = m.config().n_layer;
-  d.target_layers = {1, 8, 15, 22, 28};
-  d.block_size = 4;
-  d.n_head = 9;
-  d.n_head_kv = 3;
-  d.head_dim = 64;
-  d.n_ff = 256;
-  d.rank = 16;
-  d.rope_theta = 100000.0;
-  d.markov = "vanilla";
-  d.confidence = true;
-  const nlohmann::json j = tiny_config(d);
-  return write_drafter_folder("dspark", j, random_drafter_tensors(j, 42));
-}
-
 TEST(FeatureDrafter, DsparkDrafterProcessGetsFeaturesInlineAndStaysLossless) {
   DSPARK_REQUIRE_MODEL(path);
   const fs::path dir = scratch_dir("actors-feature");
@@ -47,7 +27,7 @@ TEST(FeatureDrafter, DsparkDrafterProcessGetsFeaturesInlineAndStaysLossless) {
   roles.drafter = false;
   actors::server srv(cfg, roles, cpu_factories());
   const model& m = srv.loaded_model();
-  const std::string drafter_dir = random_dspark_drafter(m);
+  const std::string drafter_dir = random_target_drafter(m, "dspark");
   nlohmann::json j = {{"model", path}, {"threads", 1}, {"n_ctx", cfg.n_ctx}, {"max_requests", cfg.max_requests},
                       {"drafter_endpoint", cfg.drafter_endpoint}};
   const std::string conf = (dir / "drafter.json").string();

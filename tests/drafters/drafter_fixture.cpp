@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "engine/model.h"
 #include "models/drafters/drafter_config.h"
 #include "models/drafters/drafter_weights.h"
 
@@ -125,5 +126,32 @@ std::string write_drafter_folder(const std::string& name, const nlohmann::json& 
   write_safetensors(dir + "/model.safetensors", tensors);
   return dir;
 }
+
+// A random drafter of the target's dims (fc/markov sizes from SmolLM2) in a temp folder.
+std::string random_target_drafter(const model& m, const std::string& kind) {
+  tiny_dims d;
+  d.kind = kind;
+  d.n_vocab = m.config().n_vocab;
+  d.n_embd = m.config().n_embd;
+  d.target_layers_total = m.config().n_layer;
+  d.target_layers = {1, 8, 15, 22, 28};
+  d.block_size = 4;
+  d.n_head = 9;
+  d.n_head_kv = 3;
+  d.head_dim = 64;
+  d.n_ff = 256;
+  d.rank = 16;
+  d.rope_theta = 100000.0;
+  d.markov = kind == "dspark" ? "vanilla" : "none";
+  d.confidence = kind == "dspark";
+  if (kind == "eagle3" || kind == "mtp1") d.n_layer = 1;
+  if (kind == "mtp1") {
+    d.block_size = 1;
+    d.target_layers = {static_cast<int32_t>(m.config().n_layer - 1)};
+  }
+  const nlohmann::json j = tiny_config(d);
+  return write_drafter_folder(kind, j, random_drafter_tensors(j, 42));
+}
+
 
 }  // namespace dspark::test

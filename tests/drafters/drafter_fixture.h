@@ -9,6 +9,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace dspark {
+class model;
+}
+
 namespace dspark::test {
 
 struct named_tensor {
@@ -43,5 +47,9 @@ std::string write_drafter_folder(const std::string& name, const nlohmann::json& 
                                  const std::vector<named_tensor>& tensors);
 // A unique scratch directory (removed at process exit).
 std::string scratch_dir(const std::string& name);
+
+// A random drafter of `kind` sized for the target model m (SmolLM2: target layers 1, 8, 15,
+// 22, 28; eagle3/mtp1 one layer, mtp1 on the last target layer) in a temp folder.
+std::string random_target_drafter(const model& m, const std::string& kind);
 
 }  // namespace dspark::test

@@ -90,32 +90,6 @@ TEST(DrafterE2E, CapturedPromptRowsEqualFullLogitRows) {
   }
 }
 
-// A random drafter of the target's dims (fc/markov sizes from SmolLM2) in a temp folder.
-std::string random_target_drafter(const model& m, const std::string& kind) {
-  test::tiny_dims d;
-  d.kind = kind;
-  d.n_vocab = m.config().n_vocab;
-  d.n_embd = m.config().n_embd;
-  d.target_layers_total = m.config().n_layer;
-  d.target_layers = {1, 8, 15, 22, 28};
-  d.block_size = 4;
-  d.n_head = 9;
-  d.n_head_kv = 3;
-  d.head_dim = 64;
-  d.n_ff = 256;
-  d.rank = 16;
-  d.rope_theta = 100000.0;
-  d.markov = kind == "dspark" ? "vanilla" : "none";
-  d.confidence = kind == "dspark";
-  if (kind == "eagle3" || kind == "mtp1") d.n_layer = 1;
-  if (kind == "mtp1") {
-    d.block_size = 1;
-    d.target_layers = {static_cast<int32_t>(m.config().n_layer - 1)};
-  }
-  const nlohmann::json j = test::tiny_config(d);
-  return test::write_drafter_folder(kind, j, test::random_drafter_tensors(j, 42));
-}
-
 std::vector<std::vector<int32_t>> test_prompts(const model& m) {
   return {encode_chat_prompt(m.tokenizer(), "What is 12 times 7?"),
           encode_chat_prompt(m.tokenizer(), "Write a Python function that reverses a list.")};
@@ -133,7 +107,7 @@ TEST(DrafterE2E, GreedyIsTokenIdenticalToPlainDecodingForEveryKind) {
   drafter_runtime_params rp;
   rp.max_ctx = 512;
   for (const char* kind : {"dspark", "dflash", "eagle3", "mtp1"}) {
-    const std::string dir = random_target_drafter(m, kind);
+    const std::string dir = test::random_target_drafter(m, kind);
     std::unique_ptr<drafter> d = load_trained_drafter(dir, m.config(), m.weights(), rp);
     for (int32_t gamma : {1, 4}) {
       fixed_gamma_policy pol(gamma);
@@ -161,7 +135,7 @@ TEST(DrafterE2E, SampledDecodingReplaysFromItsSeed) {
   const auto prompts = test_prompts(m);
   drafter_runtime_params rp;
   rp.max_ctx = 512;
-  const std::string dir = random_target_drafter(m, "dspark");
+  const std::string dir = test::random_target_drafter(m, "dspark");
   std::unique_ptr<drafter> d = load_trained_drafter(dir, m.config(), m.weights(), rp);
   fixed_gamma_policy pol(4);
   const spec_result a = spec_generate(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), prompts[0], sp);

@@ -59,30 +59,6 @@ inline std::vector<std::vector<int32_t>> mixed_prompts(const tokenizer& tok, siz
   return out;
 }
 
-// Runs every prompt through `dec` (max_requests at a time) and returns results in prompt order.
-inline std::vector<spec_result> run_batched(spec_decoder& dec, const std::vector<std::vector<int32_t>>& prompts,
-                                            const sampling_params& params, int32_t max_requests) {
-  std::vector<spec_result> out(prompts.size());
-  std::vector<int32_t> id_to_prompt(static_cast<size_t>(max_requests), -1);
-  size_t next = 0, done = 0;
-  while (done < prompts.size()) {
-    for (int32_t id = 0; id < max_requests && next < prompts.size(); ++id) {
-      if (id_to_prompt[static_cast<size_t>(id)] >= 0) continue;
-      const int32_t got = dec.add(prompts[next], params);
-      id_to_prompt[static_cast<size_t>(got)] = static_cast<int32_t>(next++);
-    }
-    dec.step();
-    for (int32_t id = 0; id < max_requests; ++id) {
-      const int32_t p = id_to_prompt[static_cast<size_t>(id)];
-      if (p < 0 || !dec.finished(id)) continue;
-      out[static_cast<size_t>(p)] = dec.take(id);
-      id_to_prompt[static_cast<size_t>(id)] = -1;
-      ++done;
-    }
-  }
-  return out;
-}
-
 // The default model, loaded once per test binary; null when absent.
 inline const model* shared_model() {
   static std::unique_ptr<model> m = [] {
