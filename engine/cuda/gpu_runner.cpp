@@ -42,6 +42,7 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
   // Plan layout (int32 units), block tables last so a step copies only the rows it uses.
   const size_t T = opt_.max_tokens, S = opt_.max_seqs, R = opt_.max_rows;
   const size_t max_items = T;  // every item holds >= 1 token
+  q_lens_.resize(S);
   size_t off = 0;
   const size_t off_tokens = off; off += align256(T * 4);
   const size_t off_positions = off; off += align256(T * 4);
@@ -230,7 +231,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   require(plan_.cu_q_lens[0] == 0 && plan_.cu_q_lens[s.n_seqs] == s.n_tokens, "cu_q_lens inconsistent with n_tokens");
 
   // Attention work items, written straight into the pinned plan.
-  std::vector<int32_t> q_lens(s.n_seqs);
+  int32_t* q_lens = q_lens_.data();  // [max_seqs], sized at construction: a step allocates nothing
   int32_t max_q = 0;
   for (int32_t r = 0; r < s.n_seqs; ++r) {
     q_lens[r] = plan_.cu_q_lens[r + 1] - plan_.cu_q_lens[r];
@@ -248,9 +249,11 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   const attention_variant variant =
       G <= dec_rows && max_q * G <= k_decode_variant_max_items * dec_rows ? attention_variant::decode
                                                                          : attention_variant::general;
-  const auto items = plan_attention_items(q_lens.data(), s.n_seqs, G, variant);
-  std::copy(items.begin(), items.end(),
-            reinterpret_cast<attention_work_item*>(static_cast<unsigned char*>(h_plan_.data()) + off_items_));
+  // Written straight into the pinned plan, whose items region holds max_tokens items.
+  const int32_t n_items = plan_attention_items(
+      q_lens, s.n_seqs, G, variant,
+      {reinterpret_cast<attention_work_item*>(static_cast<unsigned char*>(h_plan_.data()) + off_items_),
+       static_cast<size_t>(opt_.max_tokens)});
 
   // Graphs: plain decode steps (every sequence adds one token), and small ragged steps such as
   // speculative verification (<= k_graph_max_tokens new tokens). Everything a step reads
@@ -261,7 +264,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   // in a graph runs max_splits_ splits; splits past a sequence's keys are empty and the
   // fixed-boundary combine makes the result bit-identical to the exact split count.
   const bool graphable = opt_.use_graphs && s.capture_layers.empty() && s.n_tokens <= k_graph_max_tokens;
-  shape sh{s.n_tokens, s.n_seqs, static_cast<int32_t>(items.size()), s.n_rows,
+  shape sh{s.n_tokens, s.n_seqs, n_items, s.n_rows,
            graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), s.n_capture_rows,
            variant, s.capture_layers, s.argmax, n_layers};
 

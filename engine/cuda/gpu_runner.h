@@ -129,6 +129,7 @@ class gpu_runner {
 
   // Plan: identical byte layout on host (pinned) and device, block tables last.
   size_t off_items_ = 0, off_block_tables_ = 0, plan_bytes_ = 0;
+  std::vector<int32_t> q_lens_;  // [max_seqs] per-step scratch, allocated once
   pinned_buffer h_plan_;
   device_buffer d_plan_;
   host_plan plan_;

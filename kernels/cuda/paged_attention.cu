@@ -313,19 +313,32 @@ int attention_rows_per_item(attention_variant v) {
   return (v == attention_variant::decode ? 2 : 8) * k_warps;
 }
 
-std::vector<attention_work_item> plan_attention_items(const int32_t* q_lens, int32_t n_seqs,
-                                                      int32_t group_size, attention_variant v) {
+int32_t plan_attention_items(const int32_t* q_lens, int32_t n_seqs, int32_t group_size, attention_variant v,
+                             std::span<attention_work_item> out) {
   const int rows = attention_rows_per_item(v);
   DSPARK_CUDA_REQUIRE(group_size >= 1 && group_size <= rows,
                       "plan_attention_items: group size " + std::to_string(group_size) +
                           " exceeds the variant's " + std::to_string(rows) + " rows");
   const int per_item = rows / group_size;
-  std::vector<attention_work_item> items;
+  size_t n = 0;
   for (int32_t r = 0; r < n_seqs; ++r) {
     DSPARK_CUDA_REQUIRE(q_lens[r] >= 1, "plan_attention_items: q_len of sequence " +
                                             std::to_string(r) + " is " + std::to_string(q_lens[r]));
-    for (int32_t b = 0; b < q_lens[r]; b += per_item) items.push_back({r, b, std::min(per_item, q_lens[r] - b)});
+    for (int32_t b = 0; b < q_lens[r]; b += per_item) {
+      DSPARK_CUDA_REQUIRE(n < out.size(), "plan_attention_items: more than " + std::to_string(out.size()) + " items");
+      out[n++] = {r, b, std::min(per_item, q_lens[r] - b)};
+    }
   }
+  return static_cast<int32_t>(n);
+}
+
+std::vector<attention_work_item> plan_attention_items(const int32_t* q_lens, int32_t n_seqs,
+                                                      int32_t group_size, attention_variant v) {
+  // Every item holds at least one token, so sum(q_lens) items always suffice.
+  int64_t cap = 0;
+  for (int32_t r = 0; r < n_seqs; ++r) cap += std::max(q_lens[r], 0);
+  std::vector<attention_work_item> items(static_cast<size_t>(cap));
+  items.resize(static_cast<size_t>(plan_attention_items(q_lens, n_seqs, group_size, v, items)));
   return items;
 }
 

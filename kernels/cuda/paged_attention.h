@@ -28,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace dspark::cuda {
@@ -50,6 +51,10 @@ int attention_rows_per_item(attention_variant v);
 // Throws std::invalid_argument if group_size exceeds the variant's rows or a q_len < 1.
 std::vector<attention_work_item> plan_attention_items(const int32_t* q_lens, int32_t n_seqs,
                                                       int32_t group_size, attention_variant v);
+// The same plan written into `out` without allocating (the runner's per-step path); returns the
+// item count. Throws std::invalid_argument as above, or when the items do not fit in `out`.
+int32_t plan_attention_items(const int32_t* q_lens, int32_t n_seqs, int32_t group_size, attention_variant v,
+                             std::span<attention_work_item> out);
 
 // Splits needed to cover keys [0, max_kv_len) with partitions of split_len keys.
 inline int32_t attention_n_splits(int32_t max_kv_len, int32_t split_len) {
