@@ -58,6 +58,8 @@ struct options {
   std::vector<std::string> models = {"qwen3-8b", "llama3.1-8b"};
   bool quick = false;
   bool profile = false;  // one eager decode step and one eager 8-token verify step, for ncu
+  bool sweep = false;     // decode/verify steps over the attention split length, then stop
+  int decode_only = 0;    // > 0: only this many batch-1 decode steps (for nsys), then stop
 };
 
 options parse(int argc, char** argv) {
@@ -75,12 +77,14 @@ options parse(int argc, char** argv) {
     else if (a == "--quick") o.quick = true;
     else if (a == "--profile") o.profile = true;
     else if (a == "--split-len") o.split_len = std::stoi(next());
+    else if (a == "--sweep") o.sweep = true;
+    else if (a == "--decode-only") o.decode_only = std::stoi(next());
     else if (a == "--models") {
       o.models.clear();
       std::stringstream ss(next());
       for (std::string m; std::getline(ss, m, ',');) o.models.push_back(m);
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L]\n");
+      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L] [--sweep] [--decode-only N]\n");
       std::exit(0);
     } else {
       throw std::invalid_argument("unknown argument " + a);
@@ -263,7 +267,9 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
 
   std::string gemv_md;
   nlohmann::json jg;
-  if (!o.profile) (void)compare_gemv(c, s, o.quick ? 5 : o.iters, ceil.copy_gbs, o.quick, jg, gemv_md);
+  if (!o.profile && !o.sweep && o.decode_only == 0) {
+    (void)compare_gemv(c, s, o.quick ? 5 : o.iters, ceil.copy_gbs, o.quick, jg, gemv_md);
+  }
 
   const gpu_weights w = gpu_weights::random(c, 1234, s);
   const int32_t bs = 16;
@@ -330,6 +336,63 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
     }
   };
 
+  if (o.decode_only > 0) {
+    // Only batch-1 decode steps (graph replays) at decode_ctx: a clean trace for nsys.
+    bool aliased = false;
+    fill_plan(run, 1, 1, o.decode_ctx - 1, aliased);
+    dspark::cuda::step_desc sd;
+    sd.n_tokens = 1;
+    sd.n_seqs = 1;
+    sd.n_rows = 1;
+    sd.max_kv_len = o.decode_ctx;
+    sd.copy_logits = false;
+    sd.argmax = true;
+    const double ms = time_ms(s, 3, o.decode_only, [&] { run.run(sd, s); });
+    std::printf("decode-only: split_len %d, batch 1, ctx %d: %.3f ms median of %d\n", o.split_len, o.decode_ctx, ms,
+                o.decode_only);
+    return;
+  }
+  if (o.sweep) {
+    // Step times over the attention split length (fixed per runner for batch invariance): which
+    // setting suits which deployment. One runner per split length.
+    const double floor1 = (wbytes + kvb * o.decode_ctx) / (ceil.copy_gbs * 1e9) * 1e3;
+    md += "## " + name + ": decode/verify sweep (graphs; batch-1 floor " + std::to_string(floor1).substr(0, 5) +
+          " ms)\n\n| split_len | decode b1 ctx " + std::to_string(o.decode_ctx) +
+          " ms | % of floor | decode b8 ms | verify 8 tok ctx 2048 ms | decode b32 ms | decode b128 ms |\n|---|---|---|---|---|---|---|\n";
+    for (int sl : {32, 64, 128}) {
+      gpu_runner_options rv = ro;
+      rv.split_len = sl;
+      gpu_runner runv(c, w, kv, rv);
+      {
+        auto step = [&](int n_seqs, int q, int ctx) {
+          bool aliased = false;
+          fill_plan(runv, n_seqs, q, ctx - q, aliased);
+          dspark::cuda::step_desc sd;
+          sd.n_tokens = n_seqs * q;
+          sd.n_seqs = n_seqs;
+          sd.n_rows = n_seqs * q;
+          sd.max_kv_len = ctx;
+          sd.copy_logits = false;
+          sd.argmax = true;
+          return time_ms(s, 3, o.iters, [&] { runv.run(sd, s); });
+        };
+        const double d1 = step(1, 1, o.decode_ctx), d8 = step(8, 1, o.decode_ctx), v8 = step(1, 8, 2048);
+        const double d32 = step(32, 1, o.decode_ctx), d128 = step(128, 1, o.decode_ctx);
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "| %d | %.3f | %.1f%% | %.3f | %.3f | %.3f | %.3f |\n", sl, d1,
+                      100.0 * floor1 / d1, d8, v8, d32, d128);
+        md += buf;
+        std::printf("%s", buf);
+        std::fflush(stdout);
+        j["sweep"].push_back({{"split_len", sl}, {"decode_b1_ms", d1}, {"decode_b8_ms", d8},
+                              {"verify8_ctx2048_ms", v8}, {"decode_b32_ms", d32}, {"decode_b128_ms", d128},
+                              {"floor_b1_ms", floor1}});
+      }
+    }
+    md += "\n";
+    jall["models"].push_back(j);
+    return;
+  }
   if (o.profile) {
     // Eager steps (a second runner without graphs shares weights and cache) so every kernel is
     // a separate launch for ncu; warmed up first (cuBLASLt plans, caches).
@@ -479,7 +542,7 @@ int run_all(const options& o) {
   std::printf("[bench_cuda] copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", c.copy_gbs, c.gemm_tflops);
   for (const auto& m : o.models) {
     bench_model(m, o, c, st.get(), j, md);
-    if (o.quick || o.profile) break;  // first model only
+    if (o.quick || o.profile || o.sweep || o.decode_only > 0) break;  // first model only
   }
   std::filesystem::create_directories(o.out);
   std::ofstream(o.out + "/bench_cuda.md") << md;

@@ -43,6 +43,12 @@ int32_t bucket_for(int32_t n, int32_t max) {
 
 }  // namespace
 
+int32_t attention_split_len_for(int32_t n_seq_max) {
+  if (n_seq_max <= 2) return 32;
+  if (n_seq_max <= 16) return 64;
+  return 128;
+}
+
 cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const cuda_backend_options& opt)
     : st_(std::make_unique<state>()) {
   state& s = *st_;
@@ -80,7 +86,7 @@ cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const 
   ro.max_rows = std::max(limits_.max_logit_rows, opt.n_seq_max);  // padded decode buckets want a row each
   ro.max_blocks_per_seq = s.max_blocks_per_seq;
   ro.max_capture_layers = opt.max_capture_layers;
-  ro.split_len = opt.attention_split_len;
+  ro.split_len = opt.attention_split_len > 0 ? opt.attention_split_len : attention_split_len_for(opt.n_seq_max);
   ro.gemv_max_tokens = opt.gemv_max_tokens;
   ro.use_graphs = opt.use_graphs;
 

@@ -41,11 +41,19 @@ struct cuda_backend_options {
   int32_t kv_block_size = 16;        // positions per KV block
   int32_t kv_blocks = 0;             // 0 = sized from free memory by kv_memory_fraction
   double kv_memory_fraction = 0.9;   // of the device memory free after weights and buffers
-  int32_t attention_split_len = 128; // keys per attention split (fixed: batch invariance); 512 left
-                                     // a 16-tile serial chain per block (H100: 94 vs 27 us/layer)
+  // Keys per attention split, fixed for the backend's life (batch invariance). 0 = chosen from
+  // n_seq_max (attention_split_len_for): short splits cut the serial tile chain of a batch-1
+  // step, long ones keep the block and combine count down for large batches.
+  int32_t attention_split_len = 0;
   int32_t gemv_max_tokens = 8;       // steps of <= this many tokens use the hand GEMV
   bool use_graphs = true;            // CUDA graphs for decode and small (<= 128-token) verify steps
 };
+
+// The split length for a backend that runs at most n_seq_max sequences per step. H100,
+// Qwen3-8B shape, context 1024 (docs/benchmarks.md, 2026-11-23 sweep): batch 1 is fastest at
+// 32 keys (6.28 ms vs 6.58 at 128), batch 8 at 64 (8.95 vs 9.10), batch 32 and 128 at 128
+// (9.63 / 19.5 ms vs 12.5 / 30.1 at 32).
+int32_t attention_split_len_for(int32_t n_seq_max);
 
 class cuda_backend final : public backend {
  public:
