@@ -52,6 +52,7 @@ def parse():
     ap.add_argument("--deadline", type=float, default=None,
                     help="unix time by which training must stop (checkpoint + export still follow)")
     ap.add_argument("--ckpt", help="trainer checkpoint (resumed from when present)")
+    ap.add_argument("--init-from", help="export folder of an earlier run (<dir>/<kind>/): warm start, fresh optimizer")
     ap.add_argument("--out", required=True, help="export folder: <out>/<kind>/")
     ap.add_argument("--export-dtype", default="bf16", choices=["bf16", "f32"])
     ap.add_argument("--log-json", required=True)
@@ -118,9 +119,13 @@ def main():
                    ckpt_every=args.ckpt_every, time_limit_s=args.time_limit)
     info = target.target_info(model, name)
     tr = Trainer(model, target.target_head(model), info, train_ex, holdout, ta, dev, log)
+    prior_steps = {}
     if args.ckpt and os.path.exists(args.ckpt):
         tr.load(args.ckpt)
         log(f"train: resumed from {args.ckpt} at step {tr.step}")
+    elif args.init_from:
+        prior_steps = tr.init_from_exports(args.init_from)
+        log(f"train: warm start from {args.init_from} (optimizer steps already taken: {prior_steps})")
     eval_before = tr.evaluate() if tr.step == 0 else None
     if args.deadline is not None:
         tr.a.time_limit_s = min(tr.a.time_limit_s, max(0.0, args.deadline - time.time()))
@@ -132,13 +137,13 @@ def main():
               "total_wall_s": None, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
               "torch": torch.__version__, "n_train_examples": len(train_ex), "n_holdout": len(holdout),
               "args": vars(args), "eval_initial": eval_before, "eval_final": final, "history": tr.history,
-              "exports": {}}
+              "prior_steps": prior_steps, "exports": {}}
     calib = final.get("calibration")
     for kind, run in tr.runs.items():
         cfg = run["cfg"]
         if kind == "dspark" and calib:
             cfg.temperatures = [float(t) for t in calib["temperatures"]]
-        cfg.training.update({"steps_done": tr.step, "complete": complete,
+        cfg.training.update({"steps_done": tr.step, "complete": complete, "prior_steps": prior_steps.get(kind, 0),
                              "heldout_tau_probabilistic": final.get(kind, {}).get("tau_probabilistic")})
         folder = os.path.join(args.out, kind)
         files = export_drafter(run["model"], folder,

@@ -64,9 +64,19 @@ else
   # leaving ~60 s for the held-out evaluation, calibration, export and packing
   args=(--target "$model" --n-prompts 4096 --max-new 256 --regen-batch 512 --regen-time-limit 150
         --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch 8 --anchors 64
-        --log-every 20 --ckpt-every 200 --deadline $((start + 510)))
+        --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}")
 fi
-python3 training/train.py "${args[@]}" --prompts "$prompts" --examples "$work/examples.jsonl" \
+# Continuing an earlier lease's training: carry its exports (and examples.jsonl.gz, which skips
+# the regeneration) and point DSPARK_INIT_FROM at them; the drafters warm-start from those
+# weights with a fresh optimizer (train.py --init-from), and their drafter.json counts the
+# steps of both runs.
+init=()
+if [ -n "${DSPARK_INIT_FROM:-}" ] && [ ! -f "$work/ckpt.pt" ]; then
+  init=(--init-from "$DSPARK_INIT_FROM")
+  [ -f "$work/examples.jsonl" ] || [ ! -f "$DSPARK_INIT_FROM/examples.jsonl.gz" ] ||
+    gunzip -c "$DSPARK_INIT_FROM/examples.jsonl.gz" > "$work/examples.jsonl"
+fi
+python3 training/train.py "${args[@]}" "${init[@]}" --prompts "$prompts" --examples "$work/examples.jsonl" \
   --ckpt "$work/ckpt.pt" --out "$work/export" --log-json "$OUT/train_log.json"
 rc=$?
 echo "train_suite: train.py exit $rc after $(( $(date +%s) - start )) s (3 = stopped at the deadline, resumable)"

@@ -11,7 +11,7 @@ import torch
 from .calibration import calibrate
 from .config import DrafterConfig, TargetInfo
 from .data import batch_indices, collate
-from .export import build_drafter
+from .export import build_drafter, load_tensors
 from .layers import init_weights
 from .losses import block_loss, chain_loss, tau_probabilistic
 from .masks import block_attention_mask, block_eval_mask, block_labels, sample_anchors
@@ -162,6 +162,24 @@ class Trainer:
         tmp = path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, path)
+
+    def init_from_exports(self, folder):
+        """Warm start: every drafter takes the weights of <folder>/<kind>/ (an earlier export,
+        usually bf16) and a fresh optimizer. What a lease-limited run uses to continue training:
+        the 180 MB trainer checkpoint does not survive between GPU leases, the exports do.
+        Returns {kind: optimizer steps the export had already taken}."""
+        prior = {}
+        for kind, r in self.runs.items():
+            sub = os.path.join(folder, kind)
+            old = DrafterConfig.load(os.path.join(sub, "drafter.json"))
+            for key in ("kind", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_ff", "target_layers",
+                        "block_size", "markov_type", "markov_rank", "confidence"):
+                if getattr(old, key) != getattr(r["cfg"], key):
+                    raise ValueError(f"{sub}: {key} {getattr(old, key)!r} != this run's {getattr(r['cfg'], key)!r}")
+            tensors = load_tensors(sub)
+            r["model"].load_export_state_dict({k: v.to(torch.float32).to(self.dev) for k, v in tensors.items()})
+            prior[kind] = int(old.training.get("steps_done", 0)) + int(old.training.get("prior_steps", 0))
+        return prior
 
     def load(self, path):
         state = torch.load(path, map_location=self.dev, weights_only=False)

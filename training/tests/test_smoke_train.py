@@ -54,3 +54,29 @@ def test_resume_is_exact(tmp_path):
         b = resumed.runs[kind]["model"].state_dict()
         for k in a:
             assert torch.equal(a[k], b[k]), (kind, k)
+
+
+def test_warm_start_from_an_export_takes_its_weights_and_step_count(tmp_path):
+    from dspark_train.export import export_drafter
+    first = trainer(4, kinds=("dspark", "mtp1"))
+    first.fit()
+    for kind, run in first.runs.items():
+        run["cfg"].training.update({"steps_done": first.step})
+        export_drafter(run["model"], str(tmp_path / kind), dtype=torch.float32)
+    second = trainer(4, kinds=("dspark", "mtp1"))
+    prior = second.init_from_exports(str(tmp_path))
+    assert prior == {"dspark": 4, "mtp1": 4}
+    for kind in ("dspark", "mtp1"):
+        a = first.runs[kind]["model"].export_state_dict()
+        b = second.runs[kind]["model"].export_state_dict()
+        for k in a:
+            assert torch.equal(a[k].float(), b[k].float()), (kind, k)
+    # a mismatched architecture is refused, not silently half-loaded
+    other = Trainer(target.tiny_target(seed=3), target.target_head(target.tiny_target(seed=3)),
+                    target.target_info(target.tiny_target(seed=3), "tiny"), examples(48)[:40], examples(48)[40:],
+                    TrainArgs(kinds=["dspark"], steps=1, batch_size=4, anchors=8, block_size=5,
+                              target_layers=[0, 2], markov_rank=16, lr=3e-3, seed=5),
+                    torch.device("cpu"), log=lambda *_: None)
+    import pytest
+    with pytest.raises(ValueError, match="block_size"):
+        other.init_from_exports(str(tmp_path))
