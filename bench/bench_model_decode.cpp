@@ -22,12 +22,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_backend.h"
 #include "engine/backend.h"
-#include "engine/cpu_backend.h"
 #include "engine/model.h"
-#ifdef DSPARK_HAVE_CUDA
-#include "engine/cuda/cuda_backend.h"
-#endif
 
 namespace {
 
@@ -83,24 +80,6 @@ bench_args parse(int argc, char** argv) {
   return a;
 }
 
-std::unique_ptr<backend> make(const bench_args& a, const model& m, int32_t n_seq, int32_t n_ctx) {
-  if (a.device == "cuda") {
-#ifdef DSPARK_HAVE_CUDA
-    cuda::cuda_backend_options o;
-    o.n_seq_max = n_seq;
-    o.n_ctx = n_ctx;
-    o.max_tokens_per_step = std::max(512, n_seq);
-    return std::make_unique<cuda::cuda_backend>(m.config(), m.weights(), o);
-#else
-    usage("this binary was built without CUDA");
-#endif
-  }
-  cpu_backend_options o;
-  o.n_seq_max = n_seq;
-  o.n_ctx = n_ctx;
-  o.max_tokens_per_step = std::max(256, n_seq);
-  return std::make_unique<cpu_backend>(m.config(), m.weights(), o);
-}
 
 // bf16 bytes of the matrices one decode step reads (every layer's projections + LM head).
 double weight_bytes(const model_config& c) {
@@ -126,7 +105,7 @@ int main(int argc, char** argv) {
       std::printf("| model | device | batch | ctx | step ms | tok/s | floor ms | %% of floor |\n|---|---|---|---|---|---|---|---|\n");
     for (const int32_t B : a.batches) {
       const int32_t n_ctx = a.ctx + a.steps + 8;
-      std::unique_ptr<backend> be = make(a, m, B, n_ctx);
+      std::unique_ptr<backend> be = bench::make_backend(a.device, m, B, n_ctx, a.device == "cuda" ? 512 : 256);
       std::vector<int32_t> seqs;
       for (int32_t i = 0; i < B; ++i) seqs.push_back(*be->open_sequence());
       // Prefill: any valid ids (away from the special tokens at the start of the vocabulary).

@@ -22,14 +22,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_backend.h"
 #include "engine/backend.h"
-#include "engine/cpu_backend.h"
 #include "engine/model.h"
 #include "engine/spec/policy.h"
 #include "engine/spec/spec_decoder.h"
-#ifdef DSPARK_HAVE_CUDA
-#include "engine/cuda/cuda_backend.h"
-#endif
 
 namespace {
 
@@ -79,24 +76,6 @@ bench_args parse(int argc, char** argv) {
   return a;
 }
 
-std::unique_ptr<backend> make(const bench_args& a, const model& m, int32_t n_seq, int32_t n_ctx) {
-  if (a.device == "cuda") {
-#ifdef DSPARK_HAVE_CUDA
-    cuda::cuda_backend_options o;
-    o.n_seq_max = n_seq;
-    o.n_ctx = n_ctx;
-    o.max_tokens_per_step = std::max(512, a.chunk + n_seq);
-    return std::make_unique<cuda::cuda_backend>(m.config(), m.weights(), o);
-#else
-    usage("this binary was built without CUDA");
-#endif
-  }
-  cpu_backend_options o;
-  o.n_seq_max = n_seq;
-  o.n_ctx = n_ctx;
-  o.max_tokens_per_step = std::max(256, a.chunk + n_seq);
-  return std::make_unique<cpu_backend>(m.config(), m.weights(), o);
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -111,7 +90,7 @@ int main(int argc, char** argv) {
     const model m = load_model(a.model);
     const model_config& c = m.config();
     const int32_t n_ctx = a.prompt + a.steps * 4 + 64;
-    std::unique_ptr<backend> be = make(a, m, a.batch + 1, n_ctx);
+    std::unique_ptr<backend> be = bench::make_backend(a.device, m, a.batch + 1, n_ctx, std::max(a.device == "cuda" ? 512 : 256, a.chunk + a.batch + 1));
     fixed_gamma_policy plain(0);
     spec_decoder dec(*be, nullptr, plain, nullptr, m.stop_ids(), {.max_requests = a.batch + 1, .prefill_chunk = a.chunk});
 
