@@ -7,6 +7,7 @@
 #include "actors/actors.h"
 #include "actors/remote_drafter.h"
 #include "engine/model.h"
+#include "engine/spec/policy_factory.h"
 #include "models/tokenizer/tokenizer.h"
 
 namespace dspark::actors {
@@ -35,6 +36,17 @@ caf::actor_system_config& caf_config(caf::actor_system_config& c) {
   // Every server actor is detached (its own thread); the pool only runs promise bookkeeping.
   c.set("scheduler.max-threads", 2);
   return c;
+}
+
+std::unique_ptr<spec_policy> default_policy(const model& m, const config::server_config& c, backend& target) {
+  policy_build_options o;
+  o.gamma = c.gamma;
+  o.threshold = c.threshold;
+  o.max_slots = c.max_requests;
+  o.target = &target;
+  o.device = "server " + c.device + " threads" + std::to_string(c.threads) + " " + c.precision;
+  o.profile_path = c.sps_profile;
+  return make_policy_by_name(c.policy, m.config(), o);
 }
 
 }  // namespace
@@ -110,8 +122,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       vo.max_requests = cfg.max_requests;
       vo.kv_block_size = cfg.kv_block_size;
       vo.kv_blocks = cfg.kv_blocks;
-      std::unique_ptr<spec_policy> pol =
-          f.make_policy ? f.make_policy(cfg) : std::make_unique<fixed_gamma_policy>(cfg.gamma);
+      std::unique_ptr<spec_policy> pol = f.make_policy ? f.make_policy(mdl, cfg, *p.be) : default_policy(mdl, cfg, *p.be);
       backend* be = p.be.get();
       drafter* d = p.rd.get();
       const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;

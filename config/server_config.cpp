@@ -7,6 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
+#include "engine/spec/policy_factory.h"
+
 namespace dspark::config {
 
 namespace {
@@ -48,6 +51,9 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "drafter_endpoint") read(j, "drafter_endpoint", c.drafter_endpoint);
     else if (k == "draft") read(j, "draft", c.draft);
     else if (k == "gamma") read(j, "gamma", c.gamma);
+    else if (k == "policy") read(j, "policy", c.policy);
+    else if (k == "threshold") read(j, "threshold", c.threshold);
+    else if (k == "sps_profile") read(j, "sps_profile", c.sps_profile);
     else if (k == "ngram_min") read(j, "ngram_min", c.ngram_min);
     else if (k == "ngram_max") read(j, "ngram_max", c.ngram_max);
     else if (k == "max_requests") read(j, "max_requests", c.max_requests);
@@ -76,6 +82,13 @@ void validate_server_config(const server_config& c) {
   range("threads", c.threads, 0, 1024);
   range("n_ctx", c.n_ctx, 16, 1 << 20);
   range("gamma", c.gamma, 1, 64);
+  try {
+    parse_policy_name(c.policy);
+  } catch (const invalid_argument_error& e) {
+    throw std::runtime_error(std::string("config key 'policy': ") + e.what());
+  }
+  if (!(c.threshold >= 0.0 && c.threshold <= 1.0))
+    throw std::runtime_error("config key 'threshold' must be in [0, 1], got " + std::to_string(c.threshold));
   range("ngram_min", c.ngram_min, 1, 64);
   range("ngram_max", c.ngram_max, c.ngram_min, 64);
   range("max_requests", c.max_requests, 1, 4096);

@@ -21,6 +21,12 @@ struct server_config {
   std::string drafter_endpoint = "inproc://dspark-drafter";  // verifier ROUTER (drafters); "" = none
   std::string draft = "none";                            // drafter kind: none | ngram | layerskip:K
   int32_t gamma = 4;                                     // drafts verified per step
+  // Which drafts each step verifies (engine/spec/policy_factory.h, docs/scheduler.md):
+  // fixed | threshold | scheduled | async[:LAG]. scheduled/async profile SPS(B) on the target at
+  // start-up, cached at sps_profile ("" = ~/.cache/dspark/sps-*.json).
+  std::string policy = "fixed";
+  double threshold = 0.0;                                // threshold policy: cumulative confidence, [0, 1]
+  std::string sps_profile;                               // step-time profile cache file
   int32_t ngram_min = 1;
   int32_t ngram_max = 4;
   int32_t max_requests = 8;                              // running batch (decoder slots)

@@ -1,6 +1,7 @@
 // `dspark serve|verifier|drafter|intake`: the server's processes (docs/actors.md).
 //
-//   dspark serve --model PATH [--draft KIND] [--gamma G] [--zmq ENDPOINT] [--http HOST:PORT]
+//   dspark serve --model PATH [--draft KIND] [--gamma G] [--policy fixed|threshold|scheduled|async[:LAG]]
+//                [--zmq ENDPOINT] [--http HOST:PORT]
 //                [--config FILE] [--device cpu|cuda] ...
 //   dspark verifier --config FILE [overrides]   binds engine_endpoint and drafter_endpoint
 //   dspark drafter  --config FILE --draft KIND  connects to drafter_endpoint (hot-swappable)
@@ -21,6 +22,7 @@
 #include "common/error.h"
 #include "config/server_config.h"
 #include "engine/model.h"
+#include "engine/spec/policy_factory.h"
 #include "services/dspark/backend_factory.h"
 #include "services/dspark/cli_args.h"
 #include "services/dspark/spec_cli.h"
@@ -38,6 +40,10 @@ const std::vector<option_spec>& serve_options() {
       {"model", true, false, "PATH  .gguf file or Hugging Face folder"},
       {"draft", true, false, "none|ngram|layerskip:K  drafter kind (serve: in-process; drafter: this service's)"},
       {"gamma", true, false, "G  drafts verified per step, [1, 64]"},
+      {"policy", true, false,
+       "fixed|threshold|scheduled|async[:LAG]  drafts verified per step (docs/scheduler.md; default fixed)"},
+      {"threshold", true, false, "C  threshold policy: cut chains where cumulative confidence < C, [0, 1]"},
+      {"sps-profile", true, false, "FILE  step-time profile cache for scheduled/async (default ~/.cache/dspark/)"},
       {"zmq", true, false, "ENDPOINT  client ROUTER (tcp://HOST:PORT, ipc://PATH, inproc://NAME)"},
       {"http", true, false, "HOST:PORT  also serve the OpenAI HTTP gateway (serve only)"},
       {"api-key", true, false, "KEY  HTTP API key for --http (default: $DSPARK_API_KEY)"},
@@ -62,6 +68,16 @@ config::server_config read_config(const parsed_args& a) {
   if (auto f = a.get("config")) c = config::load_server_config(*f);
   if (auto v = a.get("model")) c.model = *v;
   if (auto v = a.get("draft")) c.draft = *v;
+  if (auto v = a.get("policy")) {
+    try {
+      parse_policy_name(*v);
+    } catch (const invalid_argument_error& e) {
+      throw usage_error(std::string("--") + e.what());
+    }
+    c.policy = *v;
+  }
+  if (auto v = a.get("sps-profile")) c.sps_profile = *v;
+  c.threshold = a.get_double("threshold", c.threshold);
   if (auto v = a.get("zmq")) c.client_endpoint = *v;
   if (auto v = a.get("http")) c.http = *v;
   if (auto v = a.get("engine")) c.engine_endpoint = *v;
@@ -108,6 +124,11 @@ actors::server_factories cli_factories() {
     spec_setup s = make_spec_setup(parse_args(args, spec_option_specs()), m, choice_for(c, c.max_requests),
                                    c.max_requests);
     return std::move(s.d);
+  };
+  // The profile cache key names the device as `dspark generate --policy` does (one cache file).
+  f.make_policy = [](const model& m, const config::server_config& c, backend& target) {
+    return make_policy(c.policy, c.gamma, c.threshold, m, choice_for(c, c.max_requests), c.max_requests, &target,
+                       c.sps_profile.empty() ? std::nullopt : std::optional<std::string>(c.sps_profile));
   };
   return f;
 }

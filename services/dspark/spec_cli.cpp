@@ -9,8 +9,8 @@
 #include <string>
 
 #include "engine/model.h"
-#include "engine/spec/async_capacity_policy.h"
-#include "engine/spec/step_profile.h"
+#include "common/error.h"
+#include "engine/spec/policy_factory.h"
 #include "models/drafters/layerskip_drafter.h"
 #include "models/drafters/trained_drafter.h"
 #include "models/drafters/ngram_drafter.h"
@@ -38,61 +38,21 @@ std::vector<option_spec> spec_option_specs() {
   };
 }
 
-namespace {
-
-// Where the step-time profile of this device + model is cached when --sps-profile is not given.
-std::string default_profile_path(const std::string& key) {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  std::filesystem::path dir = xdg && *xdg ? std::filesystem::path(xdg) : std::filesystem::path(home ? home : "/tmp") / ".cache";
-  dir /= "dspark";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  return (dir / ("sps-" + std::to_string(std::hash<std::string>{}(key)) + ".json")).string();
-}
-
-// SPS(B) for verify steps of up to max_slots * (gamma + 1) tokens, measured on `target`.
-std::vector<double> profile_sps(backend& target, const model& m, const backend_choice& be, int32_t gamma,
-                                int32_t max_slots, const std::optional<std::string>& path) {
-  const backend_limits& lim = target.limits();
-  step_profile_options o;
-  o.max_tokens = std::min({max_slots * (gamma + 1), lim.max_tokens_per_step, lim.max_logit_rows});
-  o.max_sequences = max_slots;
-  o.context_lengths = {std::max(1, std::min(256, lim.n_ctx - o.max_tokens - 1))};
-  const model_config& c = m.config();
-  const std::string key = describe(be) + " | " + c.name + " L" + std::to_string(c.n_layer) + " d" +
-                          std::to_string(c.n_embd) + " V" + std::to_string(c.n_vocab) + " seqs" +
-                          std::to_string(o.max_sequences) + " B" + std::to_string(o.max_tokens);
-  const step_profile p = load_or_measure_step_profile(target, o, key, path ? *path : default_profile_path(key));
-  return p.table(o.context_lengths[0]).values();
-}
-
-}  // namespace
-
 std::unique_ptr<spec_policy> make_policy(const std::string& name, int32_t gamma, double threshold, const model& m,
                                          const backend_choice& be, int32_t max_slots, backend* target,
                                          const std::optional<std::string>& sps_path) {
-  if (name == "fixed") return std::make_unique<fixed_gamma_policy>(gamma);
-  if (name == "threshold") return std::make_unique<threshold_policy>(gamma, static_cast<float>(threshold));
-  const bool scheduled = name == "scheduled";
-  const bool async = name == "async" || name.rfind("async:", 0) == 0;
-  if (!scheduled && !async)
-    throw usage_error("--policy must be fixed, threshold, scheduled or async[:LAG], got '" + name + "'");
-  if (!target) throw usage_error("--policy " + name + " needs the target backend's step-time profile (not available here)");
-  std::vector<double> sps = profile_sps(*target, m, be, gamma, max_slots, sps_path);
-  if (scheduled) return std::make_unique<confidence_scheduled_policy>(gamma, max_slots, std::move(sps));
-  int32_t lag = 2;
-  if (name.size() > 6) {
-    try {
-      size_t used = 0;
-      lag = std::stoi(name.substr(6), &used);
-      if (used != name.size() - 6) lag = 0;
-    } catch (const std::exception&) {
-      lag = 0;
-    }
-    if (lag < 1 || lag > 8) throw usage_error("--policy async:LAG needs LAG in [1, 8], got '" + name.substr(6) + "'");
+  policy_build_options o;
+  o.gamma = gamma;
+  o.threshold = threshold;
+  o.max_slots = max_slots;
+  o.target = target;
+  o.device = describe(be);
+  o.profile_path = sps_path.value_or("");
+  try {
+    return make_policy_by_name(name, m.config(), o);
+  } catch (const invalid_argument_error& e) {
+    throw usage_error(std::string("--") + e.what());  // "--policy must be ..."
   }
-  return std::make_unique<async_capacity_policy>(gamma, max_slots, std::move(sps), lag);
 }
 
 spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,

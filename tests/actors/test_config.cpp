@@ -39,5 +39,24 @@ TEST(ServerConfig, ErrorsNameTheKey) {
   EXPECT_THROW(load_server_config("/nonexistent/dspark.json"), std::runtime_error);
 }
 
+TEST(ServerConfig, PolicyKeys) {
+  server_config c;
+  EXPECT_EQ(c.policy, "fixed");
+  apply_config_json(R"({"policy": "async:3", "threshold": 0.25, "sps_profile": "/tmp/p.json"})", c);
+  EXPECT_EQ(c.policy, "async:3");
+  EXPECT_DOUBLE_EQ(c.threshold, 0.25);
+  EXPECT_EQ(c.sps_profile, "/tmp/p.json");
+  for (const char* ok : {"fixed", "threshold", "scheduled", "async", "async:1", "async:8"}) {
+    EXPECT_EQ(error_of(std::string(R"({"policy": ")") + ok + "\"}"), "") << ok;
+  }
+  const std::string bad = error_of(R"({"policy": "greedy"})");
+  EXPECT_NE(bad.find("config key 'policy'"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("fixed, threshold, scheduled or async[:LAG]"), std::string::npos) << bad;
+  EXPECT_NE(error_of(R"({"policy": "async:9"})").find("LAG in [1, 8]"), std::string::npos);
+  EXPECT_NE(error_of(R"({"policy": "async:x"})").find("LAG in [1, 8]"), std::string::npos);
+  EXPECT_NE(error_of(R"({"policy": 3})").find("'policy' has the wrong type"), std::string::npos);
+  EXPECT_NE(error_of(R"({"threshold": 1.5})").find("'threshold' must be in [0, 1]"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace dspark::config

@@ -3,6 +3,7 @@
 // temperature 0, streams concatenate to the final text, cancel and client disconnect free every
 // KV block, the queue limit answers overloaded, malformed frames get errors while the server
 // keeps serving, and drain finishes in-flight requests.
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -54,6 +55,17 @@ const char* k_prompts[] = {
     "Once upon a time, in a small village,",
 };
 
+// Submits k_prompts as r0..r2 at once (r2 streamed only with stream_last) and collects them.
+std::map<std::string, request_log> run_prompts(raw_client& c, int max_tokens, bool stream_last) {
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 3; ++i) {
+    c.send(submit_text(std::string("r") + std::to_string(i), k_prompts[i], max_tokens, /*stream=*/i != 2 || stream_last));
+    logs[std::string("r") + std::to_string(i)];
+  }
+  collect(c, logs);
+  return logs;
+}
+
 class ServeTest : public ::testing::Test {
  protected:
   void start(config::server_config cfg, bool drafter = true) {
@@ -71,13 +83,8 @@ TEST_F(ServeTest, ConcurrentRequestsEqualOfflineGenerate) {
   cfg.draft = "ngram";
   start(cfg);
   raw_client c(ctx_, srv_->client_endpoint());
-  std::map<std::string, request_log> logs;
   const int max_tokens = 12;
-  for (int i = 0; i < 3; ++i) {
-    c.send(submit_text(std::string("r") + std::to_string(i), k_prompts[i], max_tokens, /*stream=*/i != 2));
-    logs[std::string("r") + std::to_string(i)];
-  }
-  collect(c, logs);
+  std::map<std::string, request_log> logs = run_prompts(c, max_tokens, /*stream_last=*/false);
   const model& m = srv_->loaded_model();
   for (int i = 0; i < 3; ++i) {
     const request_log& l = logs[std::string("r") + std::to_string(i)];
@@ -103,6 +110,38 @@ TEST_F(ServeTest, ConcurrentRequestsEqualOfflineGenerate) {
   auto hr = c.recv();
   ASSERT_TRUE(hr && std::holds_alternative<cm::health_reply>(*hr));
   EXPECT_EQ(std::get<cm::health_reply>(*hr).status, cm::health_status::ok);
+}
+
+// The confidence schedulers in the server (docs/scheduler.md): cfg.policy scheduled and async
+// profile SPS(B) on the verifier's backend at start-up (cached in a temp file, which the second
+// server reuses) and schedule on the n-gram drafter's online confidences; concurrent requests
+// still equal plain decoding token for token.
+TEST_F(ServeTest, ScheduledAndAsyncPoliciesEqualOfflineGenerate) {
+  DSPARK_REQUIRE_MODEL(path);
+  const std::string profile = (std::filesystem::temp_directory_path() /
+                               ("dspark-serve-sps-" + std::to_string(::getpid()) + ".json")).string();
+  const int max_tokens = 12;
+  for (const char* policy : {"scheduled", "async:2"}) {
+    SCOPED_TRACE(policy);
+    auto cfg = test_config(path);
+    cfg.draft = "ngram";
+    cfg.policy = policy;
+    cfg.sps_profile = profile;
+    start(cfg);
+    raw_client c(ctx_, srv_->client_endpoint());
+    std::map<std::string, request_log> logs = run_prompts(c, max_tokens, /*stream_last=*/true);
+    const model& m = srv_->loaded_model();
+    for (int i = 0; i < 3; ++i) {
+      const request_log& l = logs[std::string("r") + std::to_string(i)];
+      ASSERT_TRUE(l.done) << "request " << i << " failed: " << (l.error ? l.error->message : "");
+      const generation_result ref = offline(m, k_prompts[i], max_tokens);
+      EXPECT_EQ(l.done->token_ids, ref.token_ids) << "request " << i;
+      EXPECT_EQ(l.streamed_ids, l.done->token_ids) << "request " << i;
+    }
+    EXPECT_TRUE(std::filesystem::exists(profile));
+    srv_.reset();
+  }
+  std::filesystem::remove(profile);
 }
 
 TEST_F(ServeTest, CancelAndDisconnectFreeEveryKvBlock) {
