@@ -20,7 +20,7 @@ bg_log=/tmp/dspark-bg-build.log
 
 if [ "${1:-}" = "--build-in-background" ]; then
   # A new session, so the build outlives the call that starts it (the machine keeps it running).
-  setsid nohup env DSPARK_BUILD_TARGETS="dspark test_cuda bench_actors" OUT=/tmp/dspark-bg-build \
+  setsid nohup env DSPARK_BUILD_TARGETS="${EVAL_TARGETS:-dspark test_cuda bench_actors}" OUT=/tmp/dspark-bg-build \
     bash "$root/scripts/device/gpu_suite.sh" --build-only > "$bg_log" 2>&1 < /dev/null &
   echo "eval_suite: background build started (log $bg_log)"
   exit 0
@@ -43,14 +43,14 @@ for _ in $(seq 1 60); do
 done
 [ -f "$bg_log" ] && tail -3 "$bg_log"
 source "$root/scripts/device/device_env.sh"   # LD_LIBRARY_PATH for the staged libraries
-if [ ! -x "$build/services/dspark" ] || { [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ ! -x "$build/tests/test_cuda" ]; }; then
+if [ ! -x "$build/services/dspark" ] || { [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ -z "${EVAL_SKIP_TESTS:-}" ] && [ ! -x "$build/tests/test_cuda" ]; }; then
   DSPARK_BUILD_TARGETS="dspark test_cuda bench_actors" OUT=/tmp/dspark-fg-build bash scripts/device/gpu_suite.sh --build-only ||
     { cat /tmp/dspark-fg-build/summary.txt; tail -30 /tmp/dspark-fg-build/build.log; exit 1; }
 fi
 echo "eval_suite: build ready after $(( $(date +%s) - start )) s"
 
 # 2. CUDA tests
-[ "${EVAL_DEVICE:-cuda}" = cuda ] && (cd "$build" && DSPARK_MODEL="$model" timeout 120 ctest -L cuda --output-on-failure --timeout 90 -j4 > "$OUT/test.log" 2>&1)
+[ "${EVAL_DEVICE:-cuda}" = cuda ] && [ -z "${EVAL_SKIP_TESTS:-}" ] && (cd "$build" && DSPARK_MODEL="$model" timeout 120 ctest -L cuda --output-on-failure --timeout 90 -j4 > "$OUT/test.log" 2>&1)
 echo "eval_suite: CUDA tests rc=$? after $(( $(date +%s) - start )) s"
 grep -E "tests passed|FAILED|Failed" "$OUT/test.log" | tail -12
 
@@ -92,7 +92,7 @@ for line in open(sys.argv[1]):
     print(d["label"], "macro tau", round(d["macro_acceptance_length"], 3), taus, "identical", same or "-")
 PY
 # 4. messaging overhead of the actor runtime at batch 1 on the GPU (issue 6)
-if [ -x "$build/bench/bench_actors" ] && [ "${EVAL_DEVICE:-cuda}" = cuda ]; then
+if [ -x "$build/bench/bench_actors" ] && [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ -z "${EVAL_SKIP_TESTS:-}" ]; then
   timeout 120 "$build/bench/bench_actors" --model "$model" --device cuda --tokens 128 --reps 5 > "$OUT/bench_actors.txt" 2>&1
   echo "eval_suite: bench_actors rc=$? after $(( $(date +%s) - start )) s"; tail -5 "$OUT/bench_actors.txt"
 fi
