@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "engine/spec/policy_factory.h"
+#include "models/drafters/skipping_drafter.h"
 
 namespace dspark::config {
 
@@ -54,6 +55,7 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "policy") read(j, "policy", c.policy);
     else if (k == "threshold") read(j, "threshold", c.threshold);
     else if (k == "sps_profile") read(j, "sps_profile", c.sps_profile);
+    else if (k == "draft_skip") read(j, "draft_skip", c.draft_skip);
     else if (k == "ngram_min") read(j, "ngram_min", c.ngram_min);
     else if (k == "ngram_max") read(j, "ngram_max", c.ngram_max);
     else if (k == "max_requests") read(j, "max_requests", c.max_requests);
@@ -89,6 +91,14 @@ void validate_server_config(const server_config& c) {
   }
   if (!(c.threshold >= 0.0 && c.threshold <= 1.0))
     throw std::runtime_error("config key 'threshold' must be in [0, 1], got " + std::to_string(c.threshold));
+  if (!c.draft_skip.empty()) {
+    try {
+      draft_skip_params p;
+      parse_draft_skip(c.draft_skip, p);
+    } catch (const invalid_argument_error& e) {
+      throw std::runtime_error(std::string("config key 'draft_skip': ") + e.what());
+    }
+  }
   range("ngram_min", c.ngram_min, 1, 64);
   range("ngram_max", c.ngram_max, c.ngram_min, 64);
   range("max_requests", c.max_requests, 1, 4096);

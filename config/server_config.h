@@ -27,6 +27,7 @@ struct server_config {
   std::string policy = "fixed";
   double threshold = 0.0;                                // threshold policy: cumulative confidence, [0, 1]
   std::string sps_profile;                               // step-time profile cache file
+  std::string draft_skip;                                // "" | off | auto[:COST]: draft skipping (skipping_drafter.h)
   int32_t ngram_min = 1;
   int32_t ngram_max = 4;
   int32_t max_requests = 8;                              // running batch (decoder slots)

@@ -121,6 +121,17 @@ void spec_metrics::merge(const spec_metrics& o) {
   sum_tpot_s_ += o.sum_tpot_s_;
   tpot_requests_ += o.tpot_requests_;
   sum_wall_s_ += o.sum_wall_s_;
+  if (o.has_skip_) add_draft_skip(o.skip_);
+}
+
+void spec_metrics::add_draft_skip(const draft_skip_counts& c) {
+  has_skip_ = true;
+  skip_.request_rounds += c.request_rounds;
+  skip_.skipped_rounds += c.skipped_rounds;
+  skip_.probe_rounds += c.probe_rounds;
+  skip_.drafts_saved += c.drafts_saved;
+  skip_.propose_s += c.propose_s;
+  skip_.commit_s += c.commit_s;
 }
 
 double spec_metrics::acceptance_length() const {
@@ -187,6 +198,11 @@ nlohmann::json spec_metrics::to_json() const {
   j["ttft_s"] = mean_ttft_s();
   j["tpot_s"] = mean_tpot_s();
   j["tokens_per_s"] = tokens_per_s();
+  if (has_skip_) {
+    j["draft_skip"] = {{"request_rounds", skip_.request_rounds}, {"skipped_rounds", skip_.skipped_rounds},
+                       {"probe_rounds", skip_.probe_rounds},     {"drafts_saved", skip_.drafts_saved},
+                       {"drafter_propose_s", skip_.propose_s},   {"drafter_commit_s", skip_.commit_s}};
+  }
   return j;
 }
 

@@ -36,6 +36,18 @@ struct request_timing {
   int64_t generated_tokens = 0;  // including the first token
 };
 
+// Difficulty-aware draft skipping (models/drafters/skipping_drafter.h), counted by the
+// decorator around the drafter (the decoding loop never sees a skip: the request simply has no
+// drafts that round) and attached to a run's metrics by the command that ran it.
+struct draft_skip_counts {
+  int64_t request_rounds = 0;  // (request, round) pairs with a draft budget > 0
+  int64_t skipped_rounds = 0;  // of those, not drafted
+  int64_t probe_rounds = 0;    // drafted only to re-probe a skipped request
+  int64_t drafts_saved = 0;    // draft budget of the skipped rounds
+  double propose_s = 0.0;      // time inside the drafter's propose
+  double commit_s = 0.0;       // time inside the drafter's on_commit
+};
+
 class spec_metrics {
  public:
   // Per-position counters for drafts 0..gamma_max-1 (allocated here, once).
@@ -54,6 +66,9 @@ class spec_metrics {
   void merge(const spec_metrics& o);
   // Overrides the wall time tokens/s divides by (a batched run's elapsed time).
   void set_wall_seconds(double s) { wall_override_s_ = s; }
+  // Attaches draft-skipping counts (to_json then reports them as "draft_skip"); merge adds them.
+  void add_draft_skip(const draft_skip_counts& c);
+  const draft_skip_counts& draft_skip() const { return skip_; }
 
   int64_t verify_steps() const { return rounds_; }
   int64_t draft_tokens_proposed() const { return proposed_; }
@@ -105,6 +120,8 @@ class spec_metrics {
   int64_t tpot_requests_ = 0;
   double sum_wall_s_ = 0.0;
   double wall_override_s_ = -1.0;
+  draft_skip_counts skip_;
+  bool has_skip_ = false;
 };
 
 }  // namespace dspark

@@ -121,6 +121,7 @@ int run(const parsed_args& a) {
   }
   spec_metrics mt = dec.metrics();
   mt.set_wall_seconds(spec_s);
+  if (setup.skip) mt.add_draft_skip(setup.skip->stats());
 
   const double plain_decode_tps = plain_decode_s > 0 ? (plain_tokens - static_cast<double>(prompts.size())) / plain_decode_s : 0;
   const double spec_decode_tps = spec_decode_s > 0 ? (spec_tokens - static_cast<double>(prompts.size())) / spec_decode_s : 0;
@@ -157,6 +158,7 @@ int run(const parsed_args& a) {
   for (int32_t k = 0; k < mt.positions(); ++k)
     std::printf("    k=%d  %.3f / %.3f  (reached %lld)\n", k + 1, mt.conditional_acceptance(k),
                 mt.unconditional_acceptance(k), static_cast<long long>(mt.reached_at(k)));
+  print_draft_skip(setup, mt);
   std::printf("  identical to plain decoding: %lld / %zu\n", static_cast<long long>(identical), prompts.size());
   std::printf("  plain %.2fs (%.1f tok/s, decode %.1f tok/s) | spec %.2fs (%.1f tok/s, decode %.1f tok/s)\n", plain_s,
               j["plain_tokens_per_s"].get<double>(), plain_decode_tps, spec_s, j["spec_tokens_per_s"].get<double>(),

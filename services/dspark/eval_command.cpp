@@ -13,6 +13,7 @@
 // Prompt i of a dataset is sampled with seed S + i, so runs are reproducible.
 #include <cstdio>
 #include <exception>
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -91,8 +92,21 @@ dataset_result run_dataset(const std::string& path, int64_t limit, const samplin
   spec_decoder dec(be, setup.d.get(), *setup.policy, &m.tokenizer(), m.stop_ids(), {.max_requests = batch});
   sampling_params base = sp;
   base.seed = seed;
+  const draft_skip_counts before = setup.skip ? setup.skip->stats() : draft_skip_counts{};
+  const auto t0 = std::chrono::steady_clock::now();
   const std::vector<spec_result> res = spec_generate_all(dec, prompts, base, /*per_prompt_seed=*/true);
   r.metrics = dec.metrics();
+  r.metrics.set_wall_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (setup.skip) {  // this dataset's share of the drafter's running counts
+    draft_skip_counts d = setup.skip->stats();
+    d.request_rounds -= before.request_rounds;
+    d.skipped_rounds -= before.skipped_rounds;
+    d.probe_rounds -= before.probe_rounds;
+    d.drafts_saved -= before.drafts_saved;
+    d.propose_s -= before.propose_s;
+    d.commit_s -= before.commit_s;
+    r.metrics.add_draft_skip(d);
+  }
   if (check) {
     r.identical = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
@@ -177,6 +191,8 @@ int run(const parsed_args& a) {
       if (mt.calibrated_at(k) > 0) std::printf("          %.4f", mt.expected_calibration_error(k));
       std::printf("\n");
     }
+    std::printf("  %.1f tokens/s\n", mt.tokens_per_s());
+    print_draft_skip(setup, mt);
     if (d.identical >= 0)
       std::printf("  identical to plain decoding: %lld / %zu\n", static_cast<long long>(d.identical), d.prompts);
   }

@@ -40,6 +40,7 @@ const std::vector<option_spec>& serve_options() {
       {"model", true, false, "PATH  .gguf file or Hugging Face folder"},
       {"draft", true, false, "none|ngram|layerskip:K  drafter kind (serve: in-process; drafter: this service's)"},
       {"gamma", true, false, "G  drafts verified per step, [1, 64]"},
+      {"draft-skip", true, false, "off|auto[:COST]  skip drafting where it does not pay (drafter role; docs/scheduler.md)"},
       {"policy", true, false,
        "fixed|threshold|scheduled|async[:LAG]  drafts verified per step (docs/scheduler.md; default fixed)"},
       {"threshold", true, false, "C  threshold policy: cut chains where cumulative confidence < C, [0, 1]"},
@@ -77,6 +78,7 @@ config::server_config read_config(const parsed_args& a) {
     c.policy = *v;
   }
   if (auto v = a.get("sps-profile")) c.sps_profile = *v;
+  if (auto v = a.get("draft-skip")) c.draft_skip = *v;
   c.threshold = a.get_double("threshold", c.threshold);
   if (auto v = a.get("zmq")) c.client_endpoint = *v;
   if (auto v = a.get("http")) c.http = *v;
@@ -118,9 +120,10 @@ actors::server_factories cli_factories() {
     return make_backend(choice_for(c, c.max_requests), m.config(), m.weights());
   };
   f.make_drafter = [](const model& m, const config::server_config& c) -> std::unique_ptr<drafter> {
-    const std::vector<std::string> args = {"--draft", c.draft, "--gamma", std::to_string(c.gamma),
-                                           "--ngram-min", std::to_string(c.ngram_min),
-                                           "--ngram-max", std::to_string(c.ngram_max)};
+    std::vector<std::string> args = {"--draft", c.draft, "--gamma", std::to_string(c.gamma),
+                                     "--ngram-min", std::to_string(c.ngram_min),
+                                     "--ngram-max", std::to_string(c.ngram_max)};
+    if (!c.draft_skip.empty()) args.insert(args.end(), {"--draft-skip", c.draft_skip});
     spec_setup s = make_spec_setup(parse_args(args, spec_option_specs()), m, choice_for(c, c.max_requests),
                                    c.max_requests);
     return std::move(s.d);

@@ -2,6 +2,7 @@
 #include "services/dspark/spec_cli.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "models/drafters/layerskip_drafter.h"
 #include "models/drafters/trained_drafter.h"
 #include "models/drafters/ngram_drafter.h"
+#include "models/drafters/skipping_drafter.h"
 #include "models/tokenizer/tokenizer.h"
 
 namespace dspark::cli {
@@ -33,6 +35,10 @@ std::vector<option_spec> spec_option_specs() {
       {"layerskip-cache", true, false,
        "shared|own  layerskip:K drafts on the target's own KV (shared, default where the backend can) or"
        " on a K-layer copy with its own KV (own)"},
+      {"draft-skip", true, false,
+       "off|auto[:COST]  skip drafting for requests whose recent acceptance / confidence says it will not pay"
+       " (COST = drafter time per round / verify step time, default 0.25; docs/scheduler.md). off: only"
+       " time the drafter (default: no wrapper)"},
       {"ngram-min", true, false, "N  shortest n-gram to match (default 1)"},
       {"ngram-max", true, false, "N  longest n-gram to match (default 4)"},
   };
@@ -55,8 +61,11 @@ std::unique_ptr<spec_policy> make_policy(const std::string& name, int32_t gamma,
   }
 }
 
-spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
-                           int32_t max_slots, backend* target) {
+namespace {
+
+// The drafter and policy of the options, before any --draft-skip wrapper.
+spec_setup make_unwrapped_setup(const parsed_args& a, const model& m, const backend_choice& be,
+                                int32_t max_slots, backend* target) {
   spec_setup s;
   s.draft = a.get("draft").value_or("none");
   const int32_t gamma = static_cast<int32_t>(a.get_int("gamma", 4, 1, 64));
@@ -122,10 +131,35 @@ spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_c
                     s.draft + "'");
 }
 
+}  // namespace
+
+spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
+                           int32_t max_slots, backend* target) {
+  draft_skip_params p;
+  bool enabled = false;
+  const std::optional<std::string> skip = a.get("draft-skip");
+  if (skip) {
+    try {
+      enabled = parse_draft_skip(*skip, p);
+    } catch (const invalid_argument_error& e) {
+      throw usage_error(std::string("--") + e.what());
+    }
+  }
+  spec_setup s = make_unwrapped_setup(a, m, be, max_slots, target);
+  if (skip && s.d) {
+    auto wrapped = std::make_unique<skipping_drafter>(std::move(s.d), max_slots, p, enabled);
+    s.skip = wrapped.get();
+    s.d = std::move(wrapped);
+  }
+  return s;
+}
+
 spec_result run_spec_generate(const model& m, backend& be, spec_setup& s, std::span<const int32_t> prompt,
                               const sampling_params& params, const token_callback& on_token) {
-  return spec_generate(be, s.d.get(), *s.policy, m.has_tokenizer() ? &m.tokenizer() : nullptr, m.stop_ids(),
-                       prompt, params, on_token);
+  spec_result r = spec_generate(be, s.d.get(), *s.policy, m.has_tokenizer() ? &m.tokenizer() : nullptr,
+                                m.stop_ids(), prompt, params, on_token);
+  if (s.skip) r.metrics.add_draft_skip(s.skip->stats());
+  return r;
 }
 
 nlohmann::json spec_stats_json(const spec_metrics& m) {
@@ -138,7 +172,18 @@ nlohmann::json spec_stats_json(const spec_metrics& m) {
   nlohmann::json cond = nlohmann::json::array();
   for (int32_t k = 0; k < m.positions(); ++k) cond.push_back(m.conditional_acceptance(k));
   j["acceptance_conditional"] = cond;
+  if (const nlohmann::json full = m.to_json(); full.contains("draft_skip")) j["draft_skip"] = full["draft_skip"];
   return j;
+}
+
+void print_draft_skip(const spec_setup& s, const spec_metrics& m) {
+  if (!s.skip) return;
+  const draft_skip_counts& k = m.draft_skip();
+  std::printf("  draft skip (%s): skipped %lld of %lld request-rounds (%lld probes), %lld drafts saved;"
+              " drafter propose %.3fs + commit %.3fs\n",
+              s.skip->enabled() ? "auto" : "off", static_cast<long long>(k.skipped_rounds),
+              static_cast<long long>(k.request_rounds), static_cast<long long>(k.probe_rounds),
+              static_cast<long long>(k.drafts_saved), k.propose_s, k.commit_s);
 }
 
 }  // namespace dspark::cli

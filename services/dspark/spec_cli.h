@@ -4,6 +4,7 @@
 //   --gamma G                        drafts verified per step (default 4)
 //   --threshold C                    truncate chains at cumulative confidence < C (default 0)
 //   --ngram-min N, --ngram-max N     n-gram match lengths (default 1..4)
+//   --draft-skip off|auto[:COST]     difficulty-aware draft skipping (skipping_drafter.h)
 //
 // generate_command.cpp adds spec_option_specs() to its options and, when --draft is not
 // "none", calls run_spec_generate() instead of generate(); --json adds spec_stats_json().
@@ -23,6 +24,7 @@
 #include "engine/spec/policy.h"
 #include "engine/spec/spec_decoder.h"
 #include "models/drafters/drafter.h"
+#include "models/drafters/skipping_drafter.h"
 #include "services/dspark/backend_factory.h"
 #include "services/dspark/cli_args.h"
 
@@ -40,6 +42,9 @@ struct spec_setup {
   std::string draft = "none";
   std::unique_ptr<drafter> d;
   std::unique_ptr<spec_policy> policy;
+  // The --draft-skip wrapper around d (models/drafters/skipping_drafter.h), null without one:
+  // its stats() go into a run's metrics (spec_metrics::add_draft_skip).
+  skipping_drafter* skip = nullptr;
 };
 
 // Parses --draft/--gamma/--policy/--threshold/--ngram-*; usage_error for a bad value (naming
@@ -62,5 +67,8 @@ spec_result run_spec_generate(const model& m, backend& be, spec_setup& s, std::s
 // The --json stats the issue asks for: acceptance_length, verify_steps, draft_tokens_proposed,
 // draft_tokens_accepted (plus verified drafts and per-position acceptance).
 nlohmann::json spec_stats_json(const spec_metrics& m);
+
+// One "  draft skip ..." line of a text report from m.draft_skip(); nothing without --draft-skip.
+void print_draft_skip(const spec_setup& s, const spec_metrics& m);
 
 }  // namespace dspark::cli

@@ -56,6 +56,10 @@ TEST(ServerConfig, PolicyKeys) {
   EXPECT_NE(error_of(R"({"policy": "async:x"})").find("LAG in [1, 8]"), std::string::npos);
   EXPECT_NE(error_of(R"({"policy": 3})").find("'policy' has the wrong type"), std::string::npos);
   EXPECT_NE(error_of(R"({"threshold": 1.5})").find("'threshold' must be in [0, 1]"), std::string::npos);
+  apply_config_json(R"({"draft_skip": "auto:0.5"})", c);
+  EXPECT_EQ(c.draft_skip, "auto:0.5");
+  EXPECT_NE(error_of(R"({"draft_skip": "maybe"})").find("config key 'draft_skip'"), std::string::npos);
+  EXPECT_NE(error_of(R"({"draft_skip": "auto:-2"})").find("COST in [0, 64]"), std::string::npos);
 }
 
 }  // namespace
