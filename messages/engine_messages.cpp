@@ -130,6 +130,12 @@ void encode(const status_report& m, std::string& out) {
   w.f32s(m.acceptance_by_position);
   w.str(m.drafter);
   w.i64(m.drafter_timeouts);
+  w.i64(m.plans);
+  w.i64(m.plan_request_rounds);
+  w.i64(m.plan_drafts_verified);
+  w.i32(m.verify_budget_max);
+  w.f64(m.plan_seconds_sum);
+  w.f64(m.plan_seconds_p99);
 }
 
 engine_message decode_engine_message(std::string_view frame) {
@@ -201,6 +207,12 @@ engine_message decode_engine_message(std::string_view frame) {
       r.f32s("acceptance_by_position", k_max_positions, m.acceptance_by_position);
       m.drafter = r.str("drafter", 256);
       m.drafter_timeouts = r.i64("drafter_timeouts");
+      m.plans = r.i64("plans");
+      m.plan_request_rounds = r.i64("plan_request_rounds");
+      m.plan_drafts_verified = r.i64("plan_drafts_verified");
+      m.verify_budget_max = r.i32("verify_budget_max");
+      m.plan_seconds_sum = r.f64("plan_seconds_sum");
+      m.plan_seconds_p99 = r.f64("plan_seconds_p99");
       out = std::move(m);
       break;
     }

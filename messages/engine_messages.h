@@ -110,6 +110,13 @@ struct status_report {
   std::vector<float> acceptance_by_position;  // conditional acceptance of draft k
   std::string drafter;           // the connected drafter's name, "" when none
   int64_t drafter_timeouts = 0;  // proposals that missed the deadline
+  // The scheduler (actors/scheduler.h, engine/spec/timed_policy.h), over every verify step:
+  int64_t plans = 0;                 // verify steps planned
+  int64_t plan_request_rounds = 0;   // (request, step) pairs planned
+  int64_t plan_drafts_verified = 0;  // drafts admitted by the policy
+  int32_t verify_budget_max = 0;     // largest tokens verified in one step
+  double plan_seconds_sum = 0;       // time inside policy.plan
+  double plan_seconds_p99 = 0;       // over the last 4096 steps
 };
 
 using engine_message = std::variant<submit_request, cancel_request, status_query, token_delta,
