@@ -269,6 +269,16 @@ std::string intake_core::metrics_text(const msg::status_report& s) const {
     o << "dspark_acceptance_by_position{k=\"" << k << "\"} " << s.acceptance_by_position[k] << '\n';
   gauge("dspark_verify_tokens_per_step", "Tokens verified per decoder step.",
         s.steps > 0 ? static_cast<double>(s.step_tokens) / static_cast<double>(s.steps) : 0.0);
+  // The scheduler: verify budget per step (tokens the verify forward carries), drafts verified
+  // per request per step, and the time policy.plan takes (actors/scheduler.h).
+  gauge("dspark_verify_tokens_per_step_max", "Largest tokens verified in one decoder step.", s.verify_budget_max);
+  gauge("dspark_request_verify_length_mean", "Mean drafts verified per request per verify step.",
+        s.plan_request_rounds > 0 ? static_cast<double>(s.plan_drafts_verified) / static_cast<double>(s.plan_request_rounds) : 0.0);
+  counter("dspark_scheduler_plans_total", "Verify steps planned by the scheduling policy.", static_cast<double>(s.plans));
+  gauge("dspark_scheduler_plan_seconds_mean", "Mean time of the policy's plan per verify step.",
+        s.plans > 0 ? s.plan_seconds_sum / static_cast<double>(s.plans) : 0.0);
+  gauge("dspark_scheduler_plan_seconds_p99", "99th percentile plan time over the last 4096 verify steps.",
+        s.plan_seconds_p99);
   counter("dspark_draft_tokens_proposed_total", "Draft tokens proposed.", static_cast<double>(s.draft_tokens_proposed));
   counter("dspark_draft_tokens_accepted_total", "Draft tokens accepted.", static_cast<double>(s.draft_tokens_accepted));
   gauge("dspark_kv_blocks_total", "KV blocks in the kv_manager budget.", s.kv_blocks_total);
