@@ -4,7 +4,7 @@
 namespace dspark::actors {
 
 scheduler::scheduler(kv_manager& kv, std::unique_ptr<spec_policy> policy)
-    : kv_(kv), policy_(std::move(policy)) {}
+    : kv_(kv), policy_(std::make_unique<timed_policy>(std::move(policy))) {}
 
 bool scheduler::remove(const std::string& peer, uint64_t key, waiting_request* out) {
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {

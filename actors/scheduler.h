@@ -9,7 +9,8 @@
 // The per-step shape of the batch (how many drafts each running request verifies) is the
 // spec_policy's decision (engine/spec/policy.h), which the spec_decoder applies every step; the
 // scheduler owns the policy object so a confidence scheduler plugs in here without touching the
-// actors.
+// actors. The policy is wrapped in a timed_policy (engine/spec/timed_policy.h), so the
+// scheduler's own cost and the verify budgets it chose are exported with the other metrics.
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,7 @@
 
 #include "actors/kv_manager.h"
 #include "engine/spec/policy.h"
+#include "engine/spec/timed_policy.h"
 #include "messages/engine_messages.h"
 
 namespace dspark::actors {
@@ -39,6 +41,8 @@ class scheduler {
   scheduler(kv_manager& kv, std::unique_ptr<spec_policy> policy);
 
   spec_policy& policy() { return *policy_; }
+  // Plan time and verify budgets of every step so far.
+  const timed_policy& timing() const { return *policy_; }
   void enqueue(waiting_request r) { queue_.push_back(std::move(r)); }
   // Removes a waiting request (cancel before it ran); false when it is not waiting.
   bool remove(const std::string& peer, uint64_t key, waiting_request* out);
@@ -50,7 +54,7 @@ class scheduler {
 
  private:
   kv_manager& kv_;
-  std::unique_ptr<spec_policy> policy_;
+  std::unique_ptr<timed_policy> policy_;
   std::deque<waiting_request> queue_;
 };
 

@@ -262,6 +262,13 @@ msg::status_report verifier_core::status() const {
   s.step_tokens = m.verify_steps() + m.draft_tokens_verified();
   for (int32_t k = 0; k < m.positions() && k < static_cast<int32_t>(msg::k_max_positions); ++k)
     s.acceptance_by_position.push_back(static_cast<float>(m.conditional_acceptance(k)));
+  const timed_policy& t = sched_.timing();
+  s.plans = t.stats().plans;
+  s.plan_request_rounds = t.stats().request_rounds;
+  s.plan_drafts_verified = t.stats().drafts_verified;
+  s.verify_budget_max = t.stats().budget_max;
+  s.plan_seconds_sum = t.stats().plan_seconds;
+  s.plan_seconds_p99 = t.plan_seconds_quantile(0.99);
   if (const auto* rd = dynamic_cast<const remote_drafter*>(drafter_)) {
     s.drafter = rd->current();
     s.drafter_timeouts = rd->timeouts();

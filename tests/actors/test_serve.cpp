@@ -125,6 +125,7 @@ TEST_F(ServeTest, ScheduledAndAsyncPoliciesEqualOfflineGenerate) {
     SCOPED_TRACE(policy);
     auto cfg = test_config(path);
     cfg.draft = "ngram";
+    cfg.max_requests = 2;  // a profile of verify steps up to 2 x (gamma + 1) tokens: quick to measure
     cfg.policy = policy;
     cfg.sps_profile = profile;
     start(cfg);
@@ -139,6 +140,21 @@ TEST_F(ServeTest, ScheduledAndAsyncPoliciesEqualOfflineGenerate) {
       EXPECT_EQ(l.streamed_ids, l.done->token_ids) << "request " << i;
     }
     EXPECT_TRUE(std::filesystem::exists(profile));
+    // The scheduler's metrics (actors/scheduler.h): steps were planned, the largest verify step
+    // fits max_requests x (gamma + 1), and plan time is positive and far below a step's.
+    const std::string t = wait_idle(c);
+    EXPECT_GT(metric(t, "dspark_scheduler_plans_total"), 0) << t;
+    const double budget_max = metric(t, "dspark_verify_tokens_per_step_max");
+    EXPECT_GE(budget_max, 1);
+    EXPECT_LE(budget_max, cfg.max_requests * (cfg.gamma + 1));
+    const double len = metric(t, "dspark_request_verify_length_mean");
+    EXPECT_GE(len, 0);
+    EXPECT_LE(len, cfg.gamma);
+    const double mean = metric(t, "dspark_scheduler_plan_seconds_mean"), p99 = metric(t, "dspark_scheduler_plan_seconds_p99");
+    EXPECT_GT(mean, 0);
+    EXPECT_LT(mean, 0.01);
+    EXPECT_GT(p99, 0);
+    EXPECT_LT(p99, 0.05);
     srv_.reset();
   }
   std::filesystem::remove(profile);
