@@ -3,6 +3,7 @@
 // temperature 0, streams concatenate to the final text, cancel and client disconnect free every
 // KV block, the queue limit answers overloaded, malformed frames get errors while the server
 // keeps serving, and drain finishes in-flight requests.
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 #include <thread>
@@ -155,6 +156,8 @@ TEST_F(ServeTest, ScheduledAndAsyncPoliciesEqualOfflineGenerate) {
     EXPECT_LT(mean, 0.01);
     EXPECT_GT(p99, 0);
     EXPECT_LT(p99, 0.05);
+    std::printf("%s: %.0f plans, verify budget max %.0f, %.2f drafts/request/step, plan %.1f us mean, %.1f us p99\n",
+                policy, metric(t, "dspark_scheduler_plans_total"), budget_max, len, mean * 1e6, p99 * 1e6);
     srv_.reset();
   }
   std::filesystem::remove(profile);
