@@ -95,6 +95,10 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
     if (run_drafter) local_drafter = f.make_drafter(mdl, cfg);
     if (roles.verifier) {
       p.be = f.make_backend(mdl, cfg);
+      // The policy first: scheduled/async profile the backend for seconds, and a drafter that
+      // connected to an already bound drafter endpoint in that time would not be served until the
+      // verifier actor runs (its hello was seen lost in the split-process test).
+      std::unique_ptr<spec_policy> pol = f.make_policy ? f.make_policy(mdl, cfg, *p.be) : default_policy(mdl, cfg, *p.be);
       if (!cfg.drafter_endpoint.empty()) {
         remote_drafter_options ro;
         ro.endpoint = cfg.drafter_endpoint;
@@ -122,7 +126,6 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       vo.max_requests = cfg.max_requests;
       vo.kv_block_size = cfg.kv_block_size;
       vo.kv_blocks = cfg.kv_blocks;
-      std::unique_ptr<spec_policy> pol = f.make_policy ? f.make_policy(mdl, cfg, *p.be) : default_policy(mdl, cfg, *p.be);
       backend* be = p.be.get();
       drafter* d = p.rd.get();
       const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;

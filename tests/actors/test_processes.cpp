@@ -126,6 +126,44 @@ TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
   EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
 }
 
+// The CLI path of docs/scheduler.md in the split layout: `dspark verifier --policy async:2`
+// (SPS(B) profiled at start-up into --sps-profile) and `dspark drafter --draft ngram
+// --draft-skip auto:0.5` (the skipping decorator behind the remote-drafter protocol); the
+// requests still equal plain decoding.
+TEST(SplitProcesses, AsyncPolicyAndDraftSkippingEqualOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  temp_dir d;
+  config::server_config cfg = split_config(d, path);
+  cfg.max_requests = 2;  // a small step-time profile
+  const std::string conf = write_config(d, cfg);
+  const std::string cli = dspark_cli();
+  child_process verifier({cli, "verifier", "--config", conf, "--policy", "async:2", "--sps-profile",
+                          (d.path / "sps.json").string()},
+                         (d.path / "verifier.log").string());
+  child_process drafter({cli, "drafter", "--config", conf, "--draft", "ngram", "--draft-skip", "auto:0.5"},
+                        (d.path / "drafter.log").string());
+  child_process intake({cli, "intake", "--config", conf}, (d.path / "intake.log").string());
+  zmq::context_t ctx;
+  raw_client c(ctx, cfg.client_endpoint);
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(90))) << verifier.log() << drafter.log() << intake.log();
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 3; ++i) {
+    c.send(submit_text(std::string("q") + std::to_string(i), k_prompts[i], 12));
+    logs[std::string("q") + std::to_string(i)];
+  }
+  collect(c, logs);
+  const model m = load_model(path);
+  for (int i = 0; i < 3; ++i) {
+    const request_log& l = logs[std::string("q") + std::to_string(i)];
+    ASSERT_TRUE(l.done) << (l.error ? l.error->message : "") << verifier.log() << drafter.log();
+    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 12).token_ids) << i;
+  }
+  EXPECT_TRUE(fs::exists(d.path / "sps.json")) << verifier.log();
+  for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
+  EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0) << drafter.log();
+  EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
+}
+
 // A verifier that dies mid-stream ends every live request with error `internal` (no client
 // waits forever); a restarted verifier is reconnected by the intake and re-adopts the drafter,
 // which announces itself again; serving resumes and equals offline.
