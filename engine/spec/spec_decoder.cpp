@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <string>
 
 #include "common/error.h"
@@ -24,6 +25,7 @@ struct spec_decoder::request {
   int32_t id = 0;
   int32_t seq = -1;                 // backend sequence, -1 once freed
   bool prefilled = false;
+  int32_t prefill_pos = 0;          // prompt tokens already in the target KV (chunked prefill)
   bool drafter_open = false;        // begin() called, end() not yet
   bool done = false;
   bool cancelled = false;
@@ -150,20 +152,23 @@ int32_t spec_decoder::add(std::span<const int32_t> prompt, const sampling_params
   return id;
 }
 
-void spec_decoder::prefill(request& r) {
+int32_t spec_decoder::prefill(request& r, int32_t budget) {
   const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, be_.limits().max_tokens_per_step));
   const std::span<const int32_t> prompt(r.ctx.data(), static_cast<size_t>(r.prompt_len));
   const float* logits = nullptr;
-  if (drafter_) {
+  if (drafter_ && !r.drafter_open) {
     drafter_->begin(r.id, prompt);
     r.drafter_open = true;
   }
+  int32_t used = 0;
   // A drafter that reads target features gets every prompt row's, one on_commit per chunk
   // (no tokens; features_pos0 = the chunk's first position), before the one committing x0.
   const std::span<const int32_t> capture =
       drafter_ ? std::span<const int32_t>(drafter_->caps().capture_layers) : std::span<const int32_t>();
-  for (size_t i = 0; i < prompt.size(); i += static_cast<size_t>(chunk)) {
+  for (size_t i = static_cast<size_t>(r.prefill_pos); i < prompt.size() && used < budget; i += static_cast<size_t>(chunk)) {
     const size_t n = std::min(prompt.size() - i, static_cast<size_t>(chunk));
+    used += static_cast<int32_t>(n);
+    r.prefill_pos = static_cast<int32_t>(i + n);
     const bool last = i + n == prompt.size();
     batch_sequence s{r.seq, static_cast<int32_t>(n), last ? 1 : 0};
     if (!capture.empty()) s.n_capture = static_cast<int32_t>(n);
@@ -175,7 +180,7 @@ void spec_decoder::prefill(request& r) {
     if (o.status != forward_status::ok) {
       r.out->result().finish = finish_reason::context_full;
       finish(r);
-      return;
+      return used;
     }
     if (last) logits = o.logits;
     if (!capture.empty()) {
@@ -190,6 +195,7 @@ void spec_decoder::prefill(request& r) {
       drafter_->on_commit(r.id, c);
     }
   }
+  if (logits == nullptr) return used;  // budget spent before the last chunk: go on next step
   r.prefilled = true;
   // x0: argmax, or a draw from the filtered distribution keyed by (seed, round 0, position).
   int32_t x0;
@@ -206,7 +212,7 @@ void spec_decoder::prefill(request& r) {
   const bool go_on = r.out->push(x0);
   if (!go_on) {
     finish(r);
-    return;
+    return used;
   }
   r.ctx.push_back(x0);
   if (drafter_) {
@@ -214,12 +220,20 @@ void spec_decoder::prefill(request& r) {
     c.tokens = std::span<const int32_t>(&r.ctx.back(), 1);
     drafter_->on_commit(r.id, c);
   }
+  return used;
 }
 
 int32_t spec_decoder::step() {
   step_buffers& b = *buf_;
+  // Chunked prefill: while other requests decode, a step carries at most one prefill chunk of
+  // prompt tokens (in arrival order of the slots), so a long prompt that joins delays their next
+  // token by one chunk's forward per step, not by its whole prefill. With nobody decoding,
+  // prompts are prefilled whole (nothing to protect; the first token comes sooner).
+  bool decoding = false;
+  for (auto& r : reqs_) decoding = decoding || (r && !r->done && r->prefilled);
+  int32_t budget = decoding ? std::max(1, opt_.prefill_chunk) : std::numeric_limits<int32_t>::max();
   for (auto& r : reqs_)
-    if (r && !r->done && !r->prefilled) prefill(*r);
+    if (r && !r->done && !r->prefilled && budget > 0) budget -= prefill(*r, budget);
   b.active.clear();
   for (auto& r : reqs_)
     if (r && !r->done && r->prefilled) b.active.push_back(r.get());

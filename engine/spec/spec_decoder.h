@@ -2,7 +2,8 @@
 // target forward that verifies every request's drafts at once.
 //
 // Per step:
-//   1. prefill newly added requests (chunked like generate()), sample x0 from the last row;
+//   1. prefill newly added requests (chunked like generate(); while others decode, one chunk
+//      per step, so a long prompt does not stall them), sample x0 from the last row;
 //   2. drafter.propose for every decoding request (up to the policy's budget, capped by the
 //      tokens left before max_tokens and the context);
 //   3. policy.plan truncates each chain to l_r drafts (it sees the whole batch);
@@ -50,7 +51,8 @@ class tokenizer;
 
 struct spec_decoder_options {
   int32_t max_requests = 1;    // requests decoded together, [1, backend n_seq_max]
-  int32_t prefill_chunk = 256; // prompt tokens per prefill forward (as generate_options)
+  int32_t prefill_chunk = 256; // prompt tokens per prefill forward (as generate_options), and per
+                               // step while other requests are decoding
 };
 
 // A finished request: the plain generator's result plus speculative metrics.
@@ -96,7 +98,9 @@ class spec_decoder {
   struct request;
   struct step_buffers;
   request& get(int32_t id, const char* who);
-  void prefill(request& r);
+  // Prefills up to `budget` prompt tokens of r (whole chunks, so it may use up to one chunk
+  // more); samples x0 once the prompt is in. Returns the tokens it forwarded.
+  int32_t prefill(request& r, int32_t budget);
   void verify_round(std::span<request*> reqs);
   void run_forward(std::span<request*> reqs);
   void commit_round(request& r, const forward_output& out, int64_t row0);

@@ -9,6 +9,8 @@
 
 #include <cstdio>
 #include <map>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -181,6 +183,52 @@ TEST(SpecTiny, GreedyEqualsPlainGenerate) {
       }
       EXPECT_GT(dec.metrics().verify_steps(), 0);
     }
+  }
+}
+
+TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
+  // Two requests decode; a 40-token prompt joins. With prefill_chunk 8 each step carries one
+  // 8-token chunk, so the decoders get a token every step and the newcomer's first token comes
+  // on the 5th step. Scheduling only: every output equals plain generate().
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/11);
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(3));
+  sampling_params sp;
+  sp.max_tokens = 20;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7}, [] {
+    std::vector<int32_t> p;
+    for (int32_t i = 0; i < 40; ++i) p.push_back((i * 5 + 3) % 16);
+    return p;
+  }()};
+  std::vector<std::vector<int32_t>> plain;
+  for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
+  ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 3});
+  layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 3, .sampled = true, .shared_target = &be},
+                           tiny_factory(3));
+  for (drafter* d : {static_cast<drafter*>(nullptr), static_cast<drafter*>(&ng), static_cast<drafter*>(&shared)}) {
+    const std::string name = d ? d->caps().name : "plain";
+    fixed_gamma_policy pol(d ? 2 : 0);
+    spec_decoder dec(be, d, pol, nullptr, {}, {.max_requests = 3, .prefill_chunk = 8});
+    std::vector<int32_t> per_step_tokens(3, 0);
+    std::vector<int32_t> ids;
+    for (int32_t i = 0; i < 2; ++i)
+      ids.push_back(dec.add(prompts[static_cast<size_t>(i)], sp, [&, i](int32_t, std::string_view) { ++per_step_tokens[i]; }));
+    dec.step();  // both short prompts prefilled together (nobody decoding yet: no budget)
+    ids.push_back(dec.add(prompts[2], sp, [&](int32_t, std::string_view) { ++per_step_tokens[2]; }));
+    int steps_to_first = 0;
+    while (per_step_tokens[2] == 0) {
+      per_step_tokens[0] = per_step_tokens[1] = 0;
+      dec.step();
+      ++steps_to_first;
+      ASSERT_LE(steps_to_first, 10) << name;
+      if (per_step_tokens[2] == 0) {  // still prefilling: the decoders were not held up
+        EXPECT_GE(per_step_tokens[0], 1) << name << " step " << steps_to_first;
+        EXPECT_GE(per_step_tokens[1], 1) << name << " step " << steps_to_first;
+      }
+    }
+    EXPECT_EQ(steps_to_first, 5) << name << ": 40 prompt tokens in chunks of 8";
+    dec.run();
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_EQ(dec.take(ids[i]).gen.token_ids, plain[i]) << name << " prompt " << i;
   }
 }
 
