@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "services/dspark/bench_load_command.h"
 #include "services/dspark/bench_spec_command.h"
 #include "services/dspark/commands.h"
 #include "services/dspark/eval_command.h"
@@ -15,9 +16,10 @@
 namespace dspark::cli {
 
 std::span<const command> all_commands() {
-  static const std::array<command, 8> k_commands = {{
+  static const std::array<command, 9> k_commands = {{
       {"generate", "generate a continuation of one prompt, streamed to stdout", generate_command},
       {"bench-spec", "speculative decoding on a prompt set: acceptance and speedup", bench_spec_command},
+      {"bench-load", "closed-loop load per policy and concurrency: aggregate/per-user tok/s, TPOT", bench_load_command},
       {"eval", "drafter acceptance per dataset: tau, per-position acceptance, verify rate, ECE", eval_command},
       {"gateway", "OpenAI-compatible HTTP API in front of a running server", gateway_command},
       {"serve", "the server in one process: intake, verifier, drafter actors (ZeroMQ clients)", serve_command},

@@ -128,6 +128,41 @@ TEST(Cli, JsonOutputOnATinyHfModel) {
   EXPECT_NE(plain.err.find("cpu, 1 threads"), std::string::npos) << plain.err;
 }
 
+// bench-load: one JSON line per (policy, concurrency) with every measured request counted;
+// bad lists are usage errors.
+TEST(Cli, BenchLoadOnATinyHfModel) {
+  REQUIRE_CLI(bin);
+  test::tiny_spec s;
+  const std::string dir = test::write_tiny_hf(test::scratch_dir("cli_load"), s, test::make_tiny_weights(s));
+  test::write_tiny_tokenizer(dir);
+  const std::string prompts = test::scratch_dir("cli_load") + "/p.jsonl";
+  std::ofstream(prompts) << "{\"turns\": [\"abc\"]}\n{\"turns\": [\"cab\"]}\n{\"turns\": [\"bca\"]}\n";
+  const auto r = run_cli(bin, {"bench-load", "--model", dir, "--prompts", prompts, "--concurrency", "1,3",
+                               "--policies", "none,fixed", "--requests", "4", "--max-tokens", "5", "--draft", "ngram",
+                               "--gamma", "2", "--threads", "1", "--device", "cpu", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::stringstream lines(r.out);
+  std::vector<nlohmann::json> rows;
+  for (std::string l; std::getline(lines, l);)
+    if (!l.empty()) rows.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(rows.size(), 4u) << r.out;
+  const std::vector<std::pair<std::string, int>> want = {{"none", 1}, {"none", 3}, {"fixed:2", 1}, {"fixed:2", 3}};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i]["policy"], want[i].first);
+    EXPECT_EQ(rows[i]["concurrency"], want[i].second);
+    EXPECT_EQ(rows[i]["requests"], std::max(4, 2 * want[i].second));  // at least 2 x concurrency
+    EXPECT_GT(rows[i]["generated_tokens"].get<int64_t>(), 0);
+    EXPECT_LE(rows[i]["generated_tokens"].get<int64_t>(), 5 * rows[i]["requests"].get<int64_t>());
+    EXPECT_GT(rows[i]["aggregate_tokens_per_s"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(rows[0]["mean_verify_length"], 0.0) << "plain decoding verifies no drafts";
+  EXPECT_EQ(run_cli(bin, {"bench-load", "--model", dir, "--prompts", prompts, "--concurrency", "0"}).code, 2);
+  EXPECT_EQ(run_cli(bin, {"bench-load", "--model", dir, "--prompts", prompts, "--concurrency", "x"}).code, 2);
+  EXPECT_EQ(run_cli(bin, {"bench-load", "--model", dir, "--prompts", prompts, "--policies", "psychic",
+                          "--device", "cpu", "--draft", "ngram"}).code,
+            2);
+}
+
 // --device: an unknown name is a bad argument (2); cuda where the binary or the machine has
 // none is a clear error (1), given before the model is read. Needs no GPU: where one is
 // present, the missing model file is the error instead (also 1).
