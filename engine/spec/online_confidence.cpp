@@ -55,9 +55,13 @@ void online_confidence::observe(int32_t slot, int32_t n_verified, int32_t n_acce
     acc_[i] *= p_.decay;
     tried_[i] *= p_.decay;
   }
-  if (n_verified == 0) return;  // nothing verified: no evidence, only the decay
+  // The engine-wide counts decay on every round, verified or not: once the rate is low enough
+  // that the scheduler verifies nothing, rounds without evidence pull it back toward the prior
+  // (within ~1 / (1 - global_decay) request rounds), so verification resumes and the estimate
+  // can recover. Without this a pessimistic estimate never sees the evidence to correct it.
   for (auto& v : g_acc_) v *= p_.global_decay;
   for (auto& v : g_tried_) v *= p_.global_decay;
+  if (n_verified == 0) return;  // nothing verified: no evidence, only the decay
   const int32_t tried = std::min(n_accepted + 1, n_verified);
   for (int32_t k = 0; k < tried; ++k) {
     const double a = k < n_accepted ? 1.0 : 0.0;

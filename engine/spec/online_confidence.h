@@ -9,7 +9,9 @@
 //
 // where a round that verified l drafts and accepted a of them "tried" positions 1..min(a+1, l)
 // and accepted positions 1..a (position a + 1 was tried and rejected). Counts decay by
-// `decay` per round, so a request whose text turns predictable is noticed within a few rounds.
+// `decay` per round, so a request whose text turns predictable is noticed within a few rounds;
+// the engine-wide counts decay by `global_decay` per round even when nothing was verified, so a
+// rate low enough that the scheduler stops verifying drifts back to the prior and is re-tested.
 //
 // Lossless: the estimate uses only finished rounds, never the drafts it is attached to, so it
 // satisfies the drafter contract (c_k may not depend on x_k; models/drafters/drafter.h).

@@ -102,6 +102,22 @@ TEST(SpecScheduler, OnlineConfidenceTracksConditionalAcceptance) {
   EXPECT_THROW(online_confidence({.max_slots = 1, .gamma_max = 1, .prior = 1.0}), invalid_argument_error);
 }
 
+TEST(SpecScheduler, OnlineConfidenceRecoversWhenNothingIsVerified) {
+  // Every first draft rejected: c_1 falls so low that a scheduler verifies nothing. Rounds
+  // without evidence must pull it back toward the prior, or it would never be re-tested.
+  online_confidence oc({.max_slots = 1, .gamma_max = 2, .global_decay = 0.99});
+  std::vector<float> c(2);
+  for (int i = 0; i < 60; ++i) oc.observe(0, 2, 0);
+  oc.fill(0, c);
+  const float low = c[0];
+  EXPECT_LT(low, 0.05f);
+  for (int i = 0; i < 500; ++i) oc.observe(0, 0, 0);
+  oc.fill(0, c);
+  // global rate = (0 + 2 * 0.5) / (45 * 0.99^500 + 2) = 0.43 (45 = the decayed tries of the 60 rounds)
+  EXPECT_GT(c[0], 0.4f) << "stuck at " << low;
+  EXPECT_LE(c[0], 0.5f);
+}
+
 // ---- losslessness at temperature 1 ----
 
 constexpr std::array<float, 2> kTarget = {0.7f, 0.3f};
