@@ -60,7 +60,7 @@ load() {  # output file, then bench-load arguments
 }
 : > "$OUT/load_ngram.jsonl"
 load "$OUT/load_ngram.jsonl" --draft ngram --gamma 4 --threshold 0.3 --concurrency 1,4,16,64,128,256 \
-  --policies none,fixed,threshold,scheduled,async --requests 16
+  --policies none,fixed,threshold,scheduled,async --requests "${LOAD_REQUESTS:-48}"
 : > "$OUT/load_trained.jsonl"
 if [ -d "$drafters/dspark" ]; then
   LOAD_TIMEOUT=100 load "$OUT/load_trained.jsonl" --draft "dspark:$drafters/dspark" --gamma 7 --concurrency 1,4 \
