@@ -11,19 +11,20 @@ namespace dspark::actors {
 
 namespace {
 
-channel_options router_options(const std::string& endpoint) {
+channel_options router_options(const std::string& endpoint, const std::string& curve_secret_key) {
   channel_options o;
   o.type = zmq::socket_type::router;
   o.endpoint = endpoint;
   o.bind = true;
   o.watch_disconnects = endpoint.rfind("inproc://", 0) != 0;
+  o.curve_secret_key = curve_secret_key;
   return o;
 }
 
 }  // namespace
 
 remote_drafter::remote_drafter(zmq::context_t& ctx, const remote_drafter_options& opt)
-    : opt_(opt), ch_(ctx, router_options(opt.endpoint)) {
+    : opt_(opt), ch_(ctx, router_options(opt.endpoint, opt.curve_secret_key)) {
   caps_.name = "remote";
   caps_.dist_kind = opt.dist_kind;
   caps_.max_sparse = opt.max_sparse;

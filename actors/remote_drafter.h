@@ -61,6 +61,9 @@ struct remote_drafter_options {
   // Host shared memory for features, used when the link is ipc:// or inproc:// (same host) and
   // this is > 0; over tcp features travel inline.
   size_t feature_shm_bytes = size_t{64} << 20;
+  // CURVE secret key of the bound endpoint (Z85; "" = plain): drafter services must then connect
+  // with the matching public key (server_config link_curve_secret_key).
+  std::string curve_secret_key;
 };
 
 class remote_drafter final : public drafter {

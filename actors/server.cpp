@@ -32,6 +32,17 @@ channel_options dealer_to(const std::string& endpoint) {
   return o;
 }
 
+bool is_tcp(const std::string& endpoint) { return endpoint.rfind("tcp://", 0) == 0; }
+
+// CURVE on an internal tcp link (config link_curve_secret_key): the bound side holds the
+// secret, a connecting side the server's public key. ipc/inproc links stay plain.
+channel_options secured(channel_options o, const std::string& link_secret) {
+  if (link_secret.empty() || !is_tcp(o.endpoint)) return o;
+  if (o.bind) o.curve_secret_key = link_secret;
+  else o.curve_server_public_key = curve_public_key(link_secret);
+  return o;
+}
+
 caf::actor_system_config& caf_config(caf::actor_system_config& c) {
   // Every server actor is detached (its own thread); the pool only runs promise bookkeeping.
   c.set("scheduler.max-threads", 2);
@@ -117,10 +128,12 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
                                                       : draft_dist_kind::one_hot;
           ro.max_sparse = cfg.draft_max_sparse;
         }
+        if (is_tcp(ro.endpoint)) ro.curve_secret_key = cfg.link_curve_secret_key;
         p.rd = std::make_unique<remote_drafter>(p.ctx, ro);
         p.drafter_ep = p.rd->endpoint();
       }
-      auto engine = std::make_unique<zmq_channel>(p.ctx, bound_router(cfg.engine_endpoint, true));
+      auto engine =
+          std::make_unique<zmq_channel>(p.ctx, secured(bound_router(cfg.engine_endpoint, true), cfg.link_curve_secret_key));
       p.engine_ep = engine->endpoint();
       verifier_options vo;
       vo.max_requests = cfg.max_requests;
@@ -140,7 +153,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
     }
     if (run_drafter) {
       const std::string ep = p.drafter_ep.empty() ? cfg.drafter_endpoint : p.drafter_ep;
-      auto link = std::make_unique<zmq_channel>(p.ctx, dealer_to(ep));
+      auto link = std::make_unique<zmq_channel>(p.ctx, secured(dealer_to(ep), cfg.link_curve_secret_key));
       auto holder = std::make_shared<std::unique_ptr<dspark::drafter>>(std::move(local_drafter));
       const int64_t n_vocab = mdl.config().n_vocab;
       const int32_t slots = cfg.max_requests, gamma = cfg.gamma;
@@ -154,7 +167,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       auto clients = std::make_unique<zmq_channel>(p.ctx, co);
       p.client_ep = clients->endpoint();
       const std::string ep = p.engine_ep.empty() ? cfg.engine_endpoint : p.engine_ep;
-      auto engine = std::make_unique<zmq_channel>(p.ctx, dealer_to(ep));
+      auto engine = std::make_unique<zmq_channel>(p.ctx, secured(dealer_to(ep), cfg.link_curve_secret_key));
       intake_options io;
       io.model_id = mdl.path();
       const auto slash = io.model_id.find_last_of('/');

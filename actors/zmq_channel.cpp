@@ -62,6 +62,13 @@ void zmq_channel::send(frames f) {
   wake();
 }
 
+std::string curve_public_key(const std::string& secret_key) {
+  char pub[41];
+  if (secret_key.size() != 40 || zmq_curve_public(pub, secret_key.c_str()) != 0)
+    throw std::runtime_error("not a valid Z85 CURVE secret key (40 characters)");
+  return std::string(pub, 40);
+}
+
 void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
   zmq::socket_t s;
   zmq::socket_t mon;
@@ -78,6 +85,15 @@ void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
       if (opt_.curve_secret_key.size() != 40) throw std::runtime_error("the CURVE secret key must be 40 Z85 characters");
       s.set(zmq::sockopt::curve_server, 1);
       s.set(zmq::sockopt::curve_secretkey, opt_.curve_secret_key);
+    }
+    if (!opt_.curve_server_public_key.empty()) {
+      if (opt_.curve_server_public_key.size() != 40)
+        throw std::runtime_error("the CURVE server public key must be 40 Z85 characters");
+      char pub[41], sec[41];
+      if (zmq_curve_keypair(pub, sec) != 0) throw std::runtime_error("zmq_curve_keypair failed (libzmq without CURVE?)");
+      s.set(zmq::sockopt::curve_serverkey, opt_.curve_server_public_key);
+      s.set(zmq::sockopt::curve_publickey, std::string(pub, 40));
+      s.set(zmq::sockopt::curve_secretkey, std::string(sec, 40));
     }
     if (opt_.watch_disconnects) {
       const std::string mon_ep = "inproc://dspark-monitor-" + std::to_string(g_monitor_counter++);

@@ -49,7 +49,13 @@ struct channel_options {
   // A bound socket with a CURVE secret key (Z85, 40 characters) accepts only CURVE clients that
   // know the matching public key; their traffic is encrypted. Empty: plain.
   std::string curve_secret_key;
+  // A connecting socket with the server's CURVE public key (Z85, 40 characters) talks CURVE to
+  // it, with a fresh client key pair per socket. Empty: plain.
+  std::string curve_server_public_key;
 };
+
+// The Z85 public key of a Z85 CURVE secret key; throws std::runtime_error for an invalid key.
+std::string curve_public_key(const std::string& secret_key);
 
 class zmq_channel {
  public:

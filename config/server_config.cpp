@@ -70,6 +70,7 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "draft_max_sparse") read(j, "draft_max_sparse", c.draft_max_sparse);
     else if (k == "feature_shm_mib") read(j, "feature_shm_mib", c.feature_shm_mib);
     else if (k == "curve_secret_key") read(j, "curve_secret_key", c.curve_secret_key);
+    else if (k == "link_curve_secret_key") read(j, "link_curve_secret_key", c.link_curve_secret_key);
     else if (k.rfind("_", 0) == 0) continue;  // "_comment" and friends
     else throw std::runtime_error("unknown config key '" + k + "'");
   }
@@ -114,6 +115,8 @@ void validate_server_config(const server_config& c) {
   range("drafter_timeout_ms", c.drafter_timeout_ms, 1, 600000);
   if (!c.curve_secret_key.empty() && c.curve_secret_key.size() != 40)
     throw std::runtime_error("config key 'curve_secret_key' must be 40 Z85 characters");
+  if (!c.link_curve_secret_key.empty() && c.link_curve_secret_key.size() != 40)
+    throw std::runtime_error("config key 'link_curve_secret_key' must be 40 Z85 characters");
   if (c.client_endpoint.empty()) throw std::runtime_error("config key 'client_endpoint' is empty");
   if (c.engine_endpoint.empty()) throw std::runtime_error("config key 'engine_endpoint' is empty");
 }

@@ -45,6 +45,10 @@ struct server_config {
   int32_t feature_shm_mib = 64;                          // features via host shared memory (ipc/inproc); 0 = inline
   std::string http;                                      // HOST:PORT of the HTTP gateway ("" = off)
   std::string curve_secret_key;                          // Z85 key: CURVE on client_endpoint ("" = plain)
+  // Z85 key: CURVE on the internal tcp links (engine_endpoint, drafter_endpoint). The verifier's
+  // bound endpoints use it as their secret; intake and drafter processes, reading the same
+  // config, connect with its public key. ipc:// and inproc:// links stay plain. "" = plain.
+  std::string link_curve_secret_key;
 };
 
 // Reads and validates a JSON config file. std::runtime_error naming the file and the key.

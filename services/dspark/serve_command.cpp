@@ -87,6 +87,7 @@ config::server_config read_config(const parsed_args& a) {
   if (auto v = a.get("precision")) c.precision = *v;
   if (auto v = a.get("device")) c.device = *v;
   if (const char* k = std::getenv("DSPARK_CURVE_SECRET_KEY")) c.curve_secret_key = k;
+  if (const char* k = std::getenv("DSPARK_LINK_CURVE_SECRET_KEY")) c.link_curve_secret_key = k;
   c.gamma = static_cast<int32_t>(a.get_int("gamma", c.gamma, 1, 64));
   c.drafter_timeout_ms = static_cast<int32_t>(a.get_int("drafter-timeout-ms", c.drafter_timeout_ms, 1, 600000));
   c.max_requests = static_cast<int32_t>(a.get_int("max-requests", c.max_requests, 1, 4096));

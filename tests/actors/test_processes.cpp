@@ -37,6 +37,7 @@ std::string write_config(const temp_dir& d, const config::server_config& c) {
                       {"engine_endpoint", c.engine_endpoint},
                       {"drafter_endpoint", c.drafter_endpoint},
                       {"drafter_timeout_ms", c.drafter_timeout_ms}};
+  if (!c.link_curve_secret_key.empty()) j["link_curve_secret_key"] = c.link_curve_secret_key;
   const std::string p = (d.path / "server.json").string();
   std::ofstream(p) << j.dump(2);
   return p;
@@ -77,6 +78,24 @@ const char* k_prompts[] = {
     "Once upon a time, in a small village,",
     "List three primary colors:",
 };
+
+// Submits prompts 0..n-1 (12 tokens each, ids prefix + i) and checks every output equals offline
+// generate(); `logs` is printed on failure.
+void expect_prompts_equal_offline(raw_client& c, const std::string& model_path, int n, const std::string& prefix,
+                                  const std::string& logs) {
+  std::map<std::string, request_log> got;
+  for (int i = 0; i < n; ++i) {
+    c.send(submit_text(prefix + std::to_string(i), k_prompts[i], 12));
+    got[prefix + std::to_string(i)];
+  }
+  collect(c, got);
+  const model m = load_model(model_path);
+  for (int i = 0; i < n; ++i) {
+    const request_log& l = got[prefix + std::to_string(i)];
+    ASSERT_TRUE(l.done) << (l.error ? l.error->message : "") << logs;
+    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 12).token_ids) << i;
+  }
+}
 
 TEST(SplitProcesses, VerifierDrafterIntakeOverIpcEqualOffline) {
   DSPARK_REQUIRE_MODEL(path);
@@ -146,21 +165,37 @@ TEST(SplitProcesses, AsyncPolicyAndDraftSkippingEqualOffline) {
   zmq::context_t ctx;
   raw_client c(ctx, cfg.client_endpoint);
   ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(90))) << verifier.log() << drafter.log() << intake.log();
-  std::map<std::string, request_log> logs;
-  for (int i = 0; i < 3; ++i) {
-    c.send(submit_text(std::string("q") + std::to_string(i), k_prompts[i], 12));
-    logs[std::string("q") + std::to_string(i)];
-  }
-  collect(c, logs);
-  const model m = load_model(path);
-  for (int i = 0; i < 3; ++i) {
-    const request_log& l = logs[std::string("q") + std::to_string(i)];
-    ASSERT_TRUE(l.done) << (l.error ? l.error->message : "") << verifier.log() << drafter.log();
-    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i], 12).token_ids) << i;
-  }
+  expect_prompts_equal_offline(c, path, 3, "q", verifier.log() + drafter.log());
   EXPECT_TRUE(fs::exists(d.path / "sps.json")) << verifier.log();
   for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
   EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0) << drafter.log();
+  EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
+}
+
+// The internal links over tcp with CURVE (link_curve_secret_key in the shared config): the
+// verifier binds engine and drafter endpoints as CURVE servers, drafter and intake connect with
+// the public key; the drafter is adopted and outputs equal offline.
+TEST(SplitProcesses, CurveOnTcpLinksEqualOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  if (!zmq_has("curve")) GTEST_SKIP() << "libzmq built without CURVE";
+  temp_dir d;
+  config::server_config cfg = split_config(d, path);
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  cfg.engine_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+  cfg.drafter_endpoint = "tcp://127.0.0.1:" + std::to_string(port + 1);
+  char pub[41], sec[41];
+  ASSERT_EQ(zmq_curve_keypair(pub, sec), 0);
+  cfg.link_curve_secret_key = std::string(sec, 40);
+  const std::string conf = write_config(d, cfg);
+  const std::string cli = dspark_cli();
+  child_process verifier({cli, "verifier", "--config", conf}, (d.path / "verifier.log").string());
+  child_process drafter({cli, "drafter", "--config", conf, "--draft", "ngram"}, (d.path / "drafter.log").string());
+  child_process intake({cli, "intake", "--config", conf}, (d.path / "intake.log").string());
+  zmq::context_t ctx;
+  raw_client c(ctx, cfg.client_endpoint);
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << verifier.log() << drafter.log() << intake.log();
+  expect_prompts_equal_offline(c, path, 2, "c", verifier.log() + drafter.log());
+  for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
   EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
 }
 
