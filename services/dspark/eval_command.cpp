@@ -3,6 +3,7 @@
 //
 //   dspark eval --model M --draft dspark:DIR --prompts gsm8k.jsonl,mbpp.jsonl [--limit 50]
 //       [--temperature 1] [--gamma 7] [--max-tokens 256] [--batch 8] [--check-lossless] [--json]
+//       [--record-rounds TRACE.jsonl]
 //
 // Per dataset (the file stem names it): tau (acceptance length, bonus included), the
 // conditional and unconditional acceptance at every draft position, the verify rate
@@ -15,6 +16,8 @@
 #include <exception>
 #include <chrono>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +28,7 @@
 #include "engine/model.h"
 #include "engine/spec/prompt_set.h"
 #include "engine/spec/spec_decoder.h"
+#include "models/drafters/recording_drafter.h"
 #include "services/dspark/backend_factory.h"
 #include "services/dspark/cli_args.h"
 #include "services/dspark/eval_command.h"
@@ -48,6 +52,9 @@ std::vector<option_spec> eval_options() {
       {"ctx", true, false, "N  context length (default 2048)"},
       device_option_spec(),
       {"check-lossless", false, false, "also run plain decoding and count identical outputs (temperature 0)"},
+      {"record-rounds", true, false,
+       "FILE  write every request's rounds (proposed confidences, verified, accepted) as a JSONL round trace"
+       " (models/drafters/round_trace.h; replayed by --draft replay:FILE in bench_load)"},
       {"json", false, false, "print one JSON object"},
       {"help", false, false, "this message"},
   };
@@ -154,6 +161,13 @@ int run(const parsed_args& a) {
   const model m = load_model(path);
   const std::unique_ptr<backend> be_owner = make_backend(bc, m.config(), m.weights());
   spec_setup setup = make_spec_setup(a, m, bc, batch, be_owner.get());
+  if (const std::optional<std::string> rec = a.get("record-rounds")) {
+    if (!setup.d) throw usage_error("--record-rounds needs a drafter (--draft)");
+    const std::string note = "dspark eval, draft " + setup.draft + ", policy " + setup.policy->name() + ", T " +
+                             std::to_string(sp.temperature) + ", max " + std::to_string(sp.max_tokens) + " tokens, " +
+                             describe(bc);
+    setup.d = std::make_unique<recording_drafter>(std::move(setup.d), batch, setup.policy->draft_budget(), *rec, note);
+  }
   std::vector<dataset_result> results;
   for (const std::string& f : files)
     results.push_back(run_dataset(f, limit, sp, seed, batch, check, m, *be_owner, setup));
