@@ -1,0 +1,436 @@
+// bench_load: closed-loop load at several concurrencies for several verification policies,
+// on a real model or on an 8B shape with synthetic random weights (docs/scheduler.md, "Load
+// benchmark"; the loop itself is engine/spec/load_loop.h).
+//
+//   bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)
+//              [--device cpu|cuda] [--draft SPEC] [--gamma 7] [--threshold 0.5]
+//              [--policies none,fixed,threshold,scheduled,async] [--mtp1 SPEC]
+//              [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds S] [--warmup N]
+//              [--max-tokens 64] [--min-tokens 32] [--prompt-count 64] [--prompt-tokens 128]
+//              [--prefill-chunk 256] [--ctx N] [--threads N] [--sps-profile FILE] [--seed S]
+//              [--jsonl FILE] [--md FILE]
+//
+// Drafters (SPEC): none, ngram, layerskip:K (on the target's KV), dspark|dflash|eagle3|mtp1:DIR
+// (trained, host CPU), or replay:TRACE.jsonl[,layers=N][,logits=all|last]: replayed acceptance
+// from a recorded round trace against the target's own greedy continuations
+// (models/drafters/replay_drafter.h; the draft pass is charged as N target layers). Policies:
+// none (plain decoding through the same loop), fixed[:G], threshold[:T], scheduled, async[:LAG]
+// (scheduled/async profile SPS(B) at start-up, cached in --sps-profile). --mtp1 SPEC adds a run
+// labelled "mtp1": fixed gamma 1 with that drafter (the MTP-1-like baseline).
+//
+// Per (run, concurrency) one JSON line (--jsonl, appended) and one markdown row (stdout, and
+// --md): aggregate and per-user tok/s, TPOT p50/p90/p99, TTFT p50, tau, mean verify length,
+// verify tokens per step, scheduler time per step, oracle misses (replay). Greedy decoding;
+// prompts cycle; request i's max_tokens is drawn once from [--min-tokens, --max-tokens]
+// (different lengths keep the closed loop from marching in lock-step waves). Progress and
+// the time each level took go to stderr.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "engine/cpu_backend.h"
+#include "engine/model.h"
+#include "engine/spec/counter_rng.h"
+#include "engine/spec/load_loop.h"
+#include "engine/spec/policy_factory.h"
+#include "engine/spec/prompt_set.h"
+#include "engine/spec/timed_policy.h"
+#include "models/arch/synthetic_model.h"
+#include "models/drafters/drafter_config.h"
+#include "models/drafters/layerskip_drafter.h"
+#include "models/drafters/ngram_drafter.h"
+#include "models/drafters/replay_drafter.h"
+#include "models/drafters/trained_drafter.h"
+#ifdef DSPARK_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
+
+namespace {
+
+using namespace dspark;
+using clock_type = std::chrono::steady_clock;
+
+struct bench_args {
+  std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
+  std::string sps_profile, jsonl, md;
+  std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
+  int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
+  int32_t prefill_chunk = 256, ctx = 0, threads = 0;
+  double threshold = 0.5, seconds = 5.0;
+  uint64_t seed = 1234;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "bench_load: %s\nusage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)\n"
+               "  [--device cpu|cuda] [--draft none|ngram|layerskip:K|KIND:DIR|replay:TRACE[,layers=N][,logits=all|last]]\n"
+               "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
+               "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
+               "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
+               "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+int32_t to_int(const std::string& k, const std::string& v, int64_t lo, int64_t hi) {
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || x < lo || x > hi)
+    usage(k + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
+  return static_cast<int32_t>(x);
+}
+
+double to_double(const std::string& k, const std::string& v) {
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || !(x >= 0)) usage(k + " needs a number >= 0, got '" + v + "'");
+  return x;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, sep);)
+    if (!t.empty()) out.push_back(t);
+  return out;
+}
+
+bench_args parse(int argc, char** argv) {
+  bench_args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (k == "--help" || k == "-h") usage("help");
+    if (i + 1 >= argc) usage("option " + k + " needs a value");
+    const std::string v = argv[++i];
+    if (k == "--model") a.model = v;
+    else if (k == "--synthetic") a.synthetic = v;
+    else if (k == "--prompts") a.prompts = v;
+    else if (k == "--device") a.device = v;
+    else if (k == "--draft") a.draft = v;
+    else if (k == "--mtp1") a.mtp1 = v;
+    else if (k == "--policies") a.policies = v;
+    else if (k == "--sps-profile") a.sps_profile = v;
+    else if (k == "--jsonl") a.jsonl = v;
+    else if (k == "--md") a.md = v;
+    else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
+    else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
+    else if (k == "--warmup") a.warmup = to_int(k, v, 0, 1 << 20);
+    else if (k == "--max-tokens") a.max_tokens = to_int(k, v, 1, 1 << 16);
+    else if (k == "--min-tokens") a.min_tokens = to_int(k, v, 1, 1 << 16);
+    else if (k == "--prompt-count") a.prompt_count = to_int(k, v, 1, 1 << 16);
+    else if (k == "--prompt-tokens") a.prompt_tokens = to_int(k, v, 2, 1 << 16);
+    else if (k == "--prefill-chunk") a.prefill_chunk = to_int(k, v, 1, 1 << 16);
+    else if (k == "--ctx") a.ctx = to_int(k, v, 16, 1 << 20);
+    else if (k == "--threads") a.threads = to_int(k, v, 0, 1024);
+    else if (k == "--seed") a.seed = static_cast<uint64_t>(to_int(k, v, 0, 1 << 30));
+    else if (k == "--threshold") a.threshold = to_double(k, v);
+    else if (k == "--seconds") a.seconds = to_double(k, v);
+    else if (k == "--concurrency") {
+      a.concurrency.clear();
+      for (const std::string& c : split(v, ',')) a.concurrency.push_back(to_int(k, c, 1, 1024));
+    } else {
+      usage("unknown option " + k);
+    }
+  }
+  if (a.model.empty() == a.synthetic.empty()) usage("give exactly one of --model and --synthetic");
+  if (!a.model.empty() && a.prompts.empty()) usage("--model needs --prompts");
+  if (a.device != "cpu" && a.device != "cuda") usage("--device must be cpu or cuda");
+  if (a.concurrency.empty()) usage("--concurrency needs at least one value");
+  if (a.min_tokens < 0) a.min_tokens = std::max(1, a.max_tokens / 2);
+  if (a.min_tokens > a.max_tokens) usage("--min-tokens must not exceed --max-tokens");
+  if (a.threshold > 1.0) usage("--threshold must be in [0, 1]");
+  return a;
+}
+
+// The target: a loaded model file or a synthetic shape, with prompts and the backend.
+struct target {
+  std::optional<model> file;
+  std::unique_ptr<synthetic_model> synth;
+  const model_config* cfg = nullptr;
+  const llama_weights* w = nullptr;
+  const tokenizer* tok = nullptr;
+  std::vector<int32_t> stop_ids;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> max_tokens;  // per prompt
+  std::unique_ptr<backend> be;
+  std::string name;
+};
+
+std::unique_ptr<backend> make_target_backend(const bench_args& a, const target& t, int32_t n_seq, int32_t n_ctx,
+                                             int32_t max_step) {
+  if (a.device == "cuda") {
+#ifdef DSPARK_HAVE_CUDA
+    cuda::cuda_backend_options o;
+    o.n_seq_max = n_seq;
+    o.n_ctx = n_ctx;
+    o.max_tokens_per_step = max_step;
+    return std::make_unique<cuda::cuda_backend>(*t.cfg, *t.w, o);
+#else
+    throw std::runtime_error("this binary was built without CUDA");
+#endif
+  }
+  cpu_backend_options o;
+  o.n_threads = a.threads;
+  o.n_seq_max = n_seq;
+  o.n_ctx = n_ctx;
+  o.max_tokens_per_step = max_step;
+  return std::make_unique<cpu_backend>(*t.cfg, *t.w, o);
+}
+
+double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+
+void load_target(const bench_args& a, target& t) {
+  const auto t0 = clock_type::now();
+  uint64_t h = splitmix64_mix(a.seed);
+  auto next = [&h](int64_t n) {  // deterministic draws in [0, n)
+    h = splitmix64_mix(h);
+    return static_cast<int64_t>(h % static_cast<uint64_t>(n));
+  };
+  if (!a.synthetic.empty()) {
+    t.synth = make_synthetic_model(a.synthetic, a.seed);
+    t.cfg = &t.synth->config;
+    t.w = &t.synth->weights;
+    t.name = "synthetic " + a.synthetic;
+    const int32_t lo = std::max(1, a.prompt_tokens / 2);
+    for (int32_t i = 0; i < a.prompt_count; ++i) {
+      std::vector<int32_t> p(static_cast<size_t>(lo + next(a.prompt_tokens - lo + 1)));
+      for (int32_t& x : p) x = static_cast<int32_t>(next(t.cfg->n_vocab));
+      t.prompts.push_back(std::move(p));
+    }
+  } else {
+    t.file.emplace(load_model(a.model));
+    t.cfg = &t.file->config();
+    t.w = &t.file->weights();
+    t.tok = &t.file->tokenizer();
+    t.stop_ids = t.file->stop_ids();
+    t.name = t.cfg->name;
+    for (const std::string& s : read_first_turns(a.prompts, a.prompt_count)) t.prompts.push_back(encode_chat_prompt(*t.tok, s));
+    if (t.prompts.empty()) usage("no prompts in " + a.prompts);
+  }
+  for (size_t i = 0; i < t.prompts.size(); ++i)
+    t.max_tokens.push_back(a.min_tokens + static_cast<int32_t>(next(a.max_tokens - a.min_tokens + 1)));
+  size_t longest = 0;
+  for (const auto& p : t.prompts) longest = std::max(longest, p.size());
+  const int32_t n_seq = *std::max_element(a.concurrency.begin(), a.concurrency.end());
+  const int32_t n_ctx = a.ctx > 0 ? a.ctx : static_cast<int32_t>(longest) + a.max_tokens + a.gamma + 16;
+  const int32_t max_step = std::max({512, n_seq * (a.gamma + 1), a.prefill_chunk});
+  const double t_weights = seconds_since(t0);
+  t.be = make_target_backend(a, t, n_seq, n_ctx, max_step);
+  std::fprintf(stderr, "bench_load: %s, %zu prompts (longest %zu), context %d, steps of up to %d tokens; weights %.1f s, backend %.1f s\n",
+               t.name.c_str(), t.prompts.size(), longest, n_ctx, max_step, t_weights, seconds_since(t0) - t_weights);
+}
+
+// Drafters by SPEC; the replay oracles are computed once, on first use.
+struct drafter_maker {
+  const bench_args& a;
+  target& t;
+  int32_t max_slots;
+  std::optional<std::vector<replay_oracle>> oracles;
+
+  std::unique_ptr<drafter> make(const std::string& spec) {
+    if (spec == "none") return nullptr;
+    if (spec == "ngram") return std::make_unique<ngram_drafter>(ngram_drafter_params{1, 4, max_slots});
+    if (spec.rfind("layerskip:", 0) == 0) {
+      layerskip_drafter_params p;
+      p.n_layers = to_int("layerskip:K", spec.substr(10), 1, t.cfg->n_layer);
+      p.max_slots = max_slots;
+      p.shared_target = t.be.get();
+      return std::make_unique<layerskip_drafter>(*t.cfg, *t.w, p, nullptr);
+    }
+    if (spec.rfind("replay:", 0) == 0) {
+      const replay_spec r = parse_replay_spec(spec);
+      if (!oracles) {
+        const auto t0 = clock_type::now();
+        sampling_params sp;
+        sp.max_tokens = a.max_tokens;
+        oracles = compute_replay_oracles(*t.be, t.prompts, sp, t.tok, t.stop_ids,
+                                         std::min<int32_t>(max_slots, static_cast<int32_t>(t.prompts.size())));
+        std::fprintf(stderr, "bench_load: replay oracles (plain greedy decoding of %zu prompts) %.1f s\n", t.prompts.size(),
+                     seconds_since(t0));
+      }
+      replay_drafter_params p;
+      p.max_slots = max_slots;
+      p.n_layers = r.n_layers;
+      p.all_logits = r.all_logits;
+      p.target = t.be.get();
+      return std::make_unique<replay_drafter>(read_round_trace(r.trace_path), *oracles, t.cfg->n_vocab, p);
+    }
+    const size_t colon = spec.find(':');
+    if (colon != std::string::npos && t.file)
+      if (const auto kind = parse_drafter_kind(spec.substr(0, colon))) {
+        drafter_runtime_params p;
+        p.max_slots = max_slots;
+        p.max_ctx = t.be->limits().n_ctx;
+        p.n_threads = a.threads;
+        return load_trained_drafter(spec.substr(colon + 1), *t.cfg, *t.w, p, kind);
+      }
+    usage("--draft/--mtp1: unknown drafter '" + spec + "' (trained KIND:DIR needs --model)");
+  }
+};
+
+// One run: a drafter with a policy, over every concurrency level.
+struct run_spec {
+  std::string label, policy_name, draft_spec;
+  int32_t gamma = 1;
+  double threshold = 0.0;
+};
+
+std::vector<run_spec> plan_runs(const bench_args& a) {
+  std::vector<run_spec> runs;
+  for (const std::string& p : split(a.policies, ',')) {
+    run_spec r{p, p, a.draft, a.gamma, a.threshold};
+    const size_t colon = p.find(':');
+    const std::string head = p.substr(0, colon);
+    const std::string arg = colon == std::string::npos ? "" : p.substr(colon + 1);
+    if (head == "none") {
+      r.draft_spec = "none";
+      r.policy_name = "none";
+    } else if (head == "fixed" || head == "threshold") {
+      r.policy_name = head;
+      if (!arg.empty() && head == "fixed") r.gamma = to_int("fixed:G", arg, 1, 64);
+      if (!arg.empty() && head == "threshold") r.threshold = to_double("threshold:T", arg);
+    } else if (p != "scheduled" && head != "async") {
+      usage("--policies: '" + p + "' is not none, fixed[:G], threshold[:T], scheduled or async[:LAG]");
+    }
+    if (head != "none" && a.draft == "none") usage("--policies " + p + " needs a drafter (--draft)");
+    runs.push_back(r);
+  }
+  if (!a.mtp1.empty()) runs.push_back({"mtp1", "fixed", a.mtp1, 1, 0.0});
+  if (runs.empty()) usage("--policies needs at least one name");
+  return runs;
+}
+
+std::string fmt(const char* f, double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+std::string md_row(const nlohmann::json& j) {
+  return "| " + j["label"].get<std::string>() + " | " + std::to_string(j["concurrency"].get<int>()) + " | " +
+         fmt("%.1f", j["aggregate_tokens_per_s"]) + " | " + fmt("%.1f", j["per_user_tokens_per_s"]) + " | " +
+         fmt("%.2f", j["tpot_ms_p50"]) + " / " + fmt("%.2f", j["tpot_ms_p90"]) + " / " + fmt("%.2f", j["tpot_ms_p99"]) +
+         " | " + fmt("%.1f", j["ttft_ms_p50"]) + " | " + fmt("%.3f", j["tau"]) + " | " + fmt("%.2f", j["mean_verify_length"]) +
+         " | " + fmt("%.1f", j["verify_tokens_per_step"]) + " | " + fmt("%.1f", j["plan_us_per_step"]) + " | " +
+         std::to_string(j["oracle_misses"].get<int64_t>()) + " | " + fmt("%.1f", j["level_wall_s"]) + " |\n";
+}
+
+const char* k_md_header =
+    "| run | C | aggregate tok/s | per-user tok/s | TPOT p50 / p90 / p99 ms | TTFT p50 ms | tau | verify len | "
+    "verify tok/step | plan us/step | oracle misses | level s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+int run(const bench_args& a) {
+  const std::vector<run_spec> runs = plan_runs(a);  // bad lists fail before the weights load
+  target t;
+  load_target(a, t);
+  const int32_t max_c = *std::max_element(a.concurrency.begin(), a.concurrency.end());
+  drafter_maker drafters{a, t, max_c, std::nullopt};
+  std::ofstream jsonl;
+  if (!a.jsonl.empty()) {
+    jsonl.open(a.jsonl, std::ios::app);
+    if (!jsonl) usage("cannot write " + a.jsonl);
+  }
+  std::string md = k_md_header;
+  std::fputs(k_md_header, stdout);
+  size_t next_prompt = 0;
+  for (const run_spec& rs : runs) {
+    const auto t_setup = clock_type::now();
+    std::unique_ptr<drafter> d = drafters.make(rs.draft_spec);
+    auto* replay = dynamic_cast<replay_drafter*>(d.get());
+    std::unique_ptr<spec_policy> inner;
+    if (rs.policy_name == "none") {
+      inner = std::make_unique<fixed_gamma_policy>(0);
+    } else {
+      policy_build_options o;
+      o.gamma = rs.gamma;
+      o.threshold = rs.threshold;
+      o.max_slots = max_c;
+      o.target = t.be.get();
+      o.device = a.device + " bench_load";
+      o.profile_path = a.sps_profile;
+      inner = make_policy_by_name(rs.policy_name, *t.cfg, o);
+    }
+    timed_policy pol(std::move(inner));
+    std::fprintf(stderr, "bench_load: run %s (%s, draft %s) set up in %.1f s\n", rs.label.c_str(), pol.name().c_str(),
+                 rs.draft_spec.c_str(), seconds_since(t_setup));
+    for (int32_t c : a.concurrency) {
+      const auto t_level = clock_type::now();
+      spec_decoder dec(*t.be, d.get(), pol, t.tok, t.stop_ids, {.max_requests = c, .prefill_chunk = a.prefill_chunk});
+      scheduler_stats s0, s1;
+      int64_t miss0 = 0, miss1 = 0;
+      load_level_options lo;
+      lo.concurrency = c;
+      lo.warmup_requests = a.warmup;
+      lo.measured_requests = a.requests > 0 ? a.requests : 2 * c;
+      lo.max_seconds = a.seconds;
+      lo.params.max_tokens = a.max_tokens;
+      lo.max_tokens = t.max_tokens;
+      lo.on_window_open = [&] {
+        s0 = pol.stats();
+        miss0 = replay ? replay->oracle_misses() : 0;
+      };
+      lo.on_window_close = [&] {
+        s1 = pol.stats();
+        miss1 = replay ? replay->oracle_misses() : 0;
+      };
+      const load_level_result res = run_load_level(dec, t.prompts, next_prompt, lo);
+      const int64_t plans = s1.plans - s0.plans;
+      nlohmann::json j = res.to_json();
+      j["label"] = rs.label;
+      j["policy"] = rs.policy_name == "none" ? "none" : pol.name();
+      j["draft"] = rs.draft_spec;
+      j["replayed_acceptance"] = replay != nullptr;
+      j["model"] = t.name;
+      j["device"] = a.device;
+      j["max_tokens"] = a.max_tokens;
+      j["min_tokens"] = a.min_tokens;
+      j["verify_tokens_per_step"] = plans ? static_cast<double>(s1.budget_sum - s0.budget_sum) / static_cast<double>(plans) : 0.0;
+      j["plan_us_per_step"] = plans ? (s1.plan_seconds - s0.plan_seconds) / static_cast<double>(plans) * 1e6 : 0.0;
+      j["oracle_misses"] = miss1 - miss0;
+      j["level_wall_s"] = seconds_since(t_level);
+      if (jsonl) jsonl << j.dump() << '\n' << std::flush;
+      const std::string row = md_row(j);
+      md += row;
+      std::fputs(row.c_str(), stdout);
+      std::fflush(stdout);
+    }
+  }
+  if (!a.md.empty()) {
+    std::ofstream f(a.md);
+    f << md;
+    if (!f) usage("cannot write " + a.md);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bench_args a = parse(argc, argv);
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_load: %s\n", e.what());
+    return 1;
+  }
+}
