@@ -8,7 +8,7 @@
 //              [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds S] [--warmup N]
 //              [--max-tokens 64] [--min-tokens 32] [--prompt-count 64] [--prompt-tokens 128]
 //              [--prefill-chunk 256] [--ctx N] [--threads N] [--sps-profile FILE] [--seed S]
-//              [--jsonl FILE] [--md FILE]
+//              [--jsonl FILE] [--md FILE] [--label-prefix P]
 //
 // Drafters (SPEC): none, ngram, layerskip:K (on the target's KV), dspark|dflash|eagle3|mtp1:DIR
 // (trained, host CPU), or replay:TRACE.jsonl[,layers=N][,logits=all|last]: replayed acceptance
@@ -20,7 +20,8 @@
 //
 // Per (run, concurrency) one JSON line (--jsonl, appended) and one markdown row (stdout, and
 // --md): aggregate and per-user tok/s, TPOT p50/p90/p99, TTFT p50, tau, mean verify length,
-// verify tokens per step, scheduler time per step, oracle misses (replay). Greedy decoding;
+// verify tokens per step, scheduler time per step, oracle misses (replay); each row's "label" is
+// --label-prefix + the policy entry (or "mtp1"). Greedy decoding;
 // prompts cycle; request i's max_tokens is drawn once from [--min-tokens, --max-tokens]
 // (different lengths keep the closed loop from marching in lock-step waves). Progress and
 // the time each level took go to stderr.
@@ -62,7 +63,7 @@ using clock_type = std::chrono::steady_clock;
 
 struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
-  std::string sps_profile, jsonl, md;
+  std::string sps_profile, jsonl, md, label_prefix;
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -77,7 +78,7 @@ struct bench_args {
                "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
-               "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE]\n",
+               "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n",
                why.c_str());
   std::exit(2);
 }
@@ -132,6 +133,7 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--sps-profile") a.sps_profile = v;
     else if (k == "--jsonl") a.jsonl = v;
     else if (k == "--md") a.md = v;
+    else if (k == "--label-prefix") a.label_prefix = v;
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
     else if (k == "--warmup") a.warmup = to_int(k, v, 0, 1 << 20);
@@ -396,7 +398,7 @@ int run(const bench_args& a) {
       const load_level_result res = run_load_level(dec, t.prompts, next_prompt, lo);
       const int64_t plans = s1.plans - s0.plans;
       nlohmann::json j = res.to_json();
-      j["label"] = rs.label;
+      j["label"] = a.label_prefix + rs.label;
       j["policy"] = rs.policy_name == "none" ? "none" : pol.name();
       j["draft"] = rs.draft_spec;
       j["replayed_acceptance"] = replay != nullptr;

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The load benchmark of issue 7 on the GPU machine (docs/scheduler.md, "Load benchmark"):
+# closed-loop clients at concurrency 1..256 through one serving loop, for every verification
+# policy and an MTP-1-like run, with bench/bench_load.
+#
+#   phase synthetic  an 8B shape (LOAD_SHAPE, default qwen3-8b) with random bf16 weights made
+#                    on the host and uploaded; acceptance REPLAYED from the SmolLM2 traces in
+#                    bench/traces (DSpark gamma 7 for none/fixed/threshold/scheduled/async,
+#                    MTP-1 gamma 1 for the "mtp1" run), the draft pass charged as 2 (MTP-1: 1)
+#                    target layers on the target's KV; oracle misses reported per level
+#   phase smollm2    SmolLM2-135M (staged by stage_model.sh; prompts carried in .stage/data):
+#                    the same replay on the real model (the traces' own target), and, when
+#                    trained drafters were carried to $DSPARK_DRAFTERS/{dspark,mtp1}, the real
+#                    drafters at concurrency 1, 4 (whatever device load_trained_drafter runs
+#                    them on; the host CPU until CUDA drafters land)
+#   plots            scripts/plot_load.py (when matplotlib is there) for the synthetic sweep;
+#                    the matched-throughput tables (per-user speed at MTP-1's throughput) in load.md
+#
+# Calls (carry build-devdeps; for smollm2 also .stage/data):
+#   bash scripts/device/load_suite.sh --build-in-background   # returns at once; the build runs on
+#   bash scripts/device/load_suite.sh                         # waits for that build, then both phases
+#   LOAD_PHASES=synthetic bash scripts/device/load_suite.sh   # one phase (synthetic | smollm2)
+# Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_CONCURRENCY (default
+# 1,4,16,64,128,256), LOAD_POLICIES, DSPARK_DRAFTERS (default /tmp/dspark-train/export);
+# LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
+# an existing build (no build step).
+# $OUT (at most 8 files): load_synthetic.jsonl, load_smollm2.jsonl, load.md, suite.log,
+# synthetic_{throughput,per_user,tradeoff}.png.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root" || exit 1
+build="${LOAD_BUILD:-$root/build-gpu}"
+bg_log=/tmp/dspark-load-build.log
+targets="bench_load"
+if [ "${1:-}" = "--build-in-background" ]; then
+  setsid nohup env DSPARK_BUILD_TARGETS="$targets" OUT=/tmp/dspark-load-build \
+    bash "$root/scripts/device/gpu_suite.sh" --build-only > "$bg_log" 2>&1 < /dev/null &
+  echo "load_suite: background build started ($bg_log)"
+  exit 0
+fi
+OUT="${OUT:-$root/build-load-out}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/suite.log") 2>&1
+start=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - start )) s"; }
+phases="${LOAD_PHASES:-synthetic smollm2}"
+shape="${LOAD_SHAPE:-qwen3-8b}"
+secs="${LOAD_SECONDS:-3}"
+conc="${LOAD_CONCURRENCY:-1,4,16,64,128,256}"
+policies="${LOAD_POLICIES:-none,fixed,threshold,scheduled,async}"
+model="${LOAD_MODEL:-/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf}"
+drafters="${DSPARK_DRAFTERS:-/tmp/dspark-train/export}"
+traces="$root/bench/traces"
+
+if [ -z "${LOAD_BUILD:-}" ]; then
+  for _ in $(seq 1 60); do pgrep -f "gpu_suite.sh --build-only" > /dev/null || break; sleep 5; done
+  source "$root/scripts/device/device_env.sh"
+  # Incremental: a no-op after the background build, a rebuild of what changed otherwise.
+  DSPARK_BUILD_TARGETS="$targets" OUT=/tmp/dspark-load-fg bash scripts/device/gpu_suite.sh --build-only ||
+    { tail -30 /tmp/dspark-load-fg/build.log; exit 1; }
+fi
+echo "load_suite: build ready after $(elapsed)"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1
+
+# Common shape of every sweep: greedy, 32..64 new tokens per request, prompts of 32..64
+# tokens (synthetic) admitted with 1024-token prefill chunks (so joins do not throttle the
+# closed loop at 256 clients), a window of LOAD_SECONDS per level after a warm-up wave.
+sweep() {  # output jsonl, then bench_load arguments
+  local out="$1"; shift
+  timeout "${LOAD_TIMEOUT:-420}" "$build/bench/bench_load" --device "${LOAD_DEVICE:-cuda}" --concurrency "$conc" --seconds "$secs" \
+    --max-tokens 64 --min-tokens 32 --prefill-chunk 1024 --gamma 7 --threshold 0.5 --jsonl "$out" \
+    --md /tmp/dspark-load-part.md "$@"
+  local rc=$?
+  echo "load_suite: bench_load $* rc=$rc after $(elapsed)"
+  { echo; echo "### $(basename "$out" .jsonl): bench_load $*"; echo; cat /tmp/dspark-load-part.md 2>/dev/null; } >> "$OUT/load.md"
+  return $rc
+}
+: > "$OUT/load.md"
+
+if [[ " $phases " == *" synthetic "* ]]; then
+  : > "$OUT/load_synthetic.jsonl"
+  sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 \
+    --sps-profile "/tmp/dspark-sps-$shape.json" --policies "$policies" \
+    --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=2" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
+  if python3 -c "import matplotlib" 2>/dev/null; then
+    { echo; echo "### matched throughput (synthetic $shape, replayed acceptance)"; echo;
+      python3 scripts/plot_load.py "$OUT/load_synthetic.jsonl" "$OUT/synthetic" \
+        "$shape shape, synthetic weights, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"; } >> "$OUT/load.md"
+  else
+    echo "load_suite: no matplotlib here; plot later: python3 scripts/plot_load.py load_synthetic.jsonl docs/plots/load_synthetic"
+  fi
+fi
+
+if [[ " $phases " == *" smollm2 "* ]]; then
+  : > "$OUT/load_smollm2.jsonl"
+  if [ -f "$model" ] && [ -f "$root/.stage/data/mixed100.jsonl" ]; then
+    sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" --prompt-count 100 \
+      --sps-profile /tmp/dspark-sps-smollm2.json --policies "$policies" \
+      --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=2" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
+    if [ -d "$drafters/dspark" ] && [ -d "$drafters/mtp1" ]; then
+      conc=1,4 LOAD_TIMEOUT=150 sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
+        --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json --policies fixed,scheduled \
+        --draft "dspark:$drafters/dspark" --mtp1 "mtp1:$drafters/mtp1" --label-prefix "trained "
+    else
+      echo "load_suite: no trained drafters in $drafters: real-drafter runs skipped"
+    fi
+    if python3 -c "import matplotlib" 2>/dev/null; then
+      { echo; echo "### matched throughput (SmolLM2)"; echo;
+        python3 scripts/plot_load.py "$OUT/load_smollm2.jsonl" /tmp/dspark-load-smollm2 "SmolLM2-135M"; } >> "$OUT/load.md"
+    fi
+  else
+    echo "load_suite: SmolLM2 not staged ($model) or .stage/data not carried: smollm2 phase skipped"
+  fi
+fi
+cat "$OUT/load.md"
+echo "load_suite: done after $(elapsed)"
