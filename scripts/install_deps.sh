@@ -17,9 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python tools used by tests and scripts (test references, the training toolkit's CPU parts).
+# Python tools used by tests and scripts (test references, the training toolkit's CPU parts,
+# scripts/plot_load.py).
 # Entries are PIP_NAME or PIP_NAME:MODULE when the module is named otherwise.
-py_packages=(numpy pyzmq:zmq pytest)
+py_packages=(numpy pyzmq:zmq pytest matplotlib)
 for entry in "${py_packages[@]}"; do
   p="${entry%%:*}"; m="${entry#*:}"
   python3 -c "import $m" 2>/dev/null || python3 -m pip install -q "$p"
