@@ -8,7 +8,7 @@
 //              [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds S] [--warmup N]
 //              [--max-tokens 64] [--min-tokens 32] [--prompt-count 64] [--prompt-tokens 128]
 //              [--prefill-chunk 256] [--ctx N] [--threads N] [--sps-profile FILE] [--seed S]
-//              [--jsonl FILE] [--md FILE] [--label-prefix P]
+//              [--jsonl FILE] [--md FILE] [--label-prefix P] [--synthetic-text echo|random]
 //
 // Drafters (SPEC): none, ngram, layerskip:K (on the target's KV), dspark|dflash|eagle3|mtp1:DIR
 // (trained, host CPU), or replay:TRACE.jsonl[,layers=N][,logits=all|last]: replayed acceptance
@@ -24,7 +24,8 @@
 // --label-prefix + the policy entry (or "mtp1"). Greedy decoding;
 // prompts cycle; request i's max_tokens is drawn once from [--min-tokens, --max-tokens]
 // (different lengths keep the closed loop from marching in lock-step waves). Progress and
-// the time each level took go to stderr.
+// the time each level took go to stderr. --synthetic-text echo (default) gives the synthetic
+// model a bf16-robust greedy text, so replay oracles do not miss (models/arch/synthetic_model.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -63,7 +64,7 @@ using clock_type = std::chrono::steady_clock;
 
 struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
-  std::string sps_profile, jsonl, md, label_prefix;
+  std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo";
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -78,7 +79,8 @@ struct bench_args {
                "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
-               "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n",
+               "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
+               "  [--synthetic-text echo|random]\n",
                why.c_str());
   std::exit(2);
 }
@@ -134,6 +136,7 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--jsonl") a.jsonl = v;
     else if (k == "--md") a.md = v;
     else if (k == "--label-prefix") a.label_prefix = v;
+    else if (k == "--synthetic-text") a.synth_text = v;
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
     else if (k == "--warmup") a.warmup = to_int(k, v, 0, 1 << 20);
@@ -161,6 +164,7 @@ bench_args parse(int argc, char** argv) {
   if (a.min_tokens < 0) a.min_tokens = std::max(1, a.max_tokens / 2);
   if (a.min_tokens > a.max_tokens) usage("--min-tokens must not exceed --max-tokens");
   if (a.threshold > 1.0) usage("--threshold must be in [0, 1]");
+  if (a.synth_text != "echo" && a.synth_text != "random") usage("--synthetic-text must be echo or random");
   return a;
 }
 
@@ -209,10 +213,11 @@ void load_target(const bench_args& a, target& t) {
     return static_cast<int64_t>(h % static_cast<uint64_t>(n));
   };
   if (!a.synthetic.empty()) {
-    t.synth = make_synthetic_model(a.synthetic, a.seed);
+    t.synth = make_synthetic_model(a.synthetic, a.seed, 4096,
+                                   a.synth_text == "echo" ? synthetic_text::echo : synthetic_text::random);
     t.cfg = &t.synth->config;
     t.w = &t.synth->weights;
-    t.name = "synthetic " + a.synthetic;
+    t.name = "synthetic " + a.synthetic + " (" + a.synth_text + ")";
     const int32_t lo = std::max(1, a.prompt_tokens / 2);
     for (int32_t i = 0; i < a.prompt_count; ++i) {
       std::vector<int32_t> p(static_cast<size_t>(lo + next(a.prompt_tokens - lo + 1)));

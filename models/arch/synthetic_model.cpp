@@ -83,7 +83,8 @@ std::vector<uint16_t> random_bf16(int64_t n, uint64_t seed, uint64_t tensor, flo
 
 std::string synthetic_shape_names() { return "qwen3-8b, llama3-8b (or llama3.1-8b), tiny"; }
 
-std::unique_ptr<synthetic_model> make_synthetic_model(const std::string& shape, uint64_t seed, int64_t n_ctx_train) {
+std::unique_ptr<synthetic_model> make_synthetic_model(const std::string& shape, uint64_t seed, int64_t n_ctx_train,
+                                                      synthetic_text text) {
   auto m = std::make_unique<synthetic_model>();
   m->config = shape_config(shape, n_ctx_train);
   const model_config& c = m->config;
@@ -101,8 +102,14 @@ std::unique_ptr<synthetic_model> make_synthetic_model(const std::string& shape, 
   m->storage.reserve(9);  // views point into the buffers: no reallocation of the outer vector
   const int64_t d = c.n_embd;
   auto scaled = [](int64_t n_in) { return 1.0f / std::sqrt(static_cast<float>(n_in)); };
-  m->weights.token_embd = matrix("token_embd", c.n_vocab, d, 1.0f);
-  m->weights.output = matrix("output", c.n_vocab, d, scaled(d));
+  const bool echo = text == synthetic_text::echo;
+  m->weights.token_embd = matrix("token_embd", c.n_vocab, d, echo ? 16.0f : 1.0f);
+  if (echo) {  // the head reads the embedding's values (its own matrix on the device: untied)
+    m->weights.output = m->weights.token_embd;
+    m->weights.output.name = "output";
+  } else {
+    m->weights.output = matrix("output", c.n_vocab, d, scaled(d));
+  }
   m->weights.output_norm.assign(static_cast<size_t>(d), 1.0f);
   layer_weights l;
   l.attn_norm.assign(static_cast<size_t>(d), 1.0f);

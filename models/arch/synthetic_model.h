@@ -16,6 +16,14 @@
 // activations stay O(1), embedding in [-1, 1], norm gains 1; generated from a counter-based
 // hash of (seed, tensor, element) on all cores, so the same seed gives the same weights.
 // No EOS ids: requests on it always run to max_tokens.
+//
+// Greedy text: with random weights the top two logits of a step are often close, and bf16
+// kernels round differently at different batch shapes, so two runs of the same prompt can
+// part ways (replayed acceptance counts that as an oracle miss, replay_drafter.h). The `echo`
+// variant avoids it: the embedding is scaled by 16 so it dominates the residual stream, and
+// the LM head holds the embedding's values (still a separate, full-size matrix for the
+// backend, so the cost is unchanged): greedy decoding then repeats the last prompt token with
+// a margin far beyond rounding. The text is meaningless either way; the cost is the same.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +35,8 @@
 #include "models/arch/model_config.h"
 
 namespace dspark {
+
+enum class synthetic_text { random, echo };
 
 struct synthetic_model {
   model_config config;
@@ -40,6 +50,7 @@ std::string synthetic_shape_names();
 // Builds the named shape with random weights. n_ctx_train is set to `n_ctx_train` (the
 // backend's context comes from its own options). invalid_argument_error for an unknown name.
 std::unique_ptr<synthetic_model> make_synthetic_model(const std::string& shape, uint64_t seed = 1234,
-                                                      int64_t n_ctx_train = 4096);
+                                                      int64_t n_ctx_train = 4096,
+                                                      synthetic_text text = synthetic_text::random);
 
 }  // namespace dspark

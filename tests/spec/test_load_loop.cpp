@@ -20,6 +20,7 @@
 
 #include "common/error.h"
 #include "engine/cpu_backend.h"
+#include "engine/generator.h"
 #include "engine/spec/load_loop.h"
 #include "engine/spec/policy.h"
 #include "engine/spec/spec_decoder.h"
@@ -108,6 +109,24 @@ TEST(LoadLoop, FiguresFromSamples) {
   const nlohmann::json j = r.to_json();
   EXPECT_EQ(j["requests"], 4);
   EXPECT_DOUBLE_EQ(j["tpot_ms_p50"].get<double>(), 100.0);
+}
+
+// The echo variant's greedy text repeats the last prompt token (a bf16-robust oracle); the
+// random one does not; unknown shapes are rejected.
+TEST(SyntheticModel, EchoTextRepeatsTheLastPromptToken) {
+  const auto echo = make_synthetic_model("tiny", 9, 4096, synthetic_text::echo);
+  const auto be = tiny_backend(*echo, 1);
+  sampling_params sp;
+  sp.max_tokens = 12;
+  const std::vector<int32_t> prompt = {3, 141, 59, 26, 5};
+  const std::vector<int32_t> generated = generate(*be, nullptr, {}, prompt, sp).token_ids;
+  EXPECT_EQ(generated, std::vector<int32_t>(12, 5));
+  const auto random = make_synthetic_model("tiny", 9);
+  const std::vector<int32_t> other = generate(*tiny_backend(*random, 1), nullptr, {}, prompt, sp).token_ids;
+  EXPECT_NE(other, std::vector<int32_t>(12, 5));
+  EXPECT_EQ(random->config.n_layer, 2);
+  EXPECT_EQ(random->weights.layers.size(), 2u);
+  EXPECT_THROW(make_synthetic_model("gpt-5"), invalid_argument_error);
 }
 
 std::string bench_load_binary() {
