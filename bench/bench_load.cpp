@@ -72,17 +72,19 @@ struct bench_args {
   uint64_t seed = 1234;
 };
 
+// Prints `why` and the usage to stderr and exits 2; an empty `why` (--help): the usage to
+// stdout, exit 0.
 [[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "bench_load: %s\nusage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)\n"
+  std::fprintf(why.empty() ? stdout : stderr,
+               "%s%susage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)\n"
                "  [--device cpu|cuda] [--draft none|ngram|layerskip:K|KIND:DIR|replay:TRACE[,layers=N][,logits=all|last]]\n"
                "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
                "  [--synthetic-text echo|random]\n",
-               why.c_str());
-  std::exit(2);
+               why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
+  std::exit(why.empty() ? 0 : 2);
 }
 
 int32_t to_int(const std::string& k, const std::string& v, int64_t lo, int64_t hi) {
@@ -122,7 +124,7 @@ bench_args parse(int argc, char** argv) {
   bench_args a;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
-    if (k == "--help" || k == "-h") usage("help");
+    if (k == "--help" || k == "-h") usage("");
     if (i + 1 >= argc) usage("option " + k + " needs a value");
     const std::string v = argv[++i];
     if (k == "--model") a.model = v;
