@@ -263,7 +263,8 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   // launch-bound: 10-18 ms for 2-8 tokens vs 8.6 ms for a replayed 1-token step). The attention
   // in a graph runs max_splits_ splits; splits past a sequence's keys are empty and the
   // fixed-boundary combine makes the result bit-identical to the exact split count.
-  const bool graphable = opt_.use_graphs && s.capture_layers.empty() && s.n_tokens <= k_graph_max_tokens;
+  const bool graphable = opt_.use_graphs && s.capture_layers.size() <= k_graph_max_capture_layers &&
+                         s.n_tokens <= k_graph_max_tokens;
   shape sh{s.n_tokens, s.n_seqs, n_items, s.n_rows,
            graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), s.n_capture_rows,
            variant, s.capture_layers, s.argmax, n_layers};
@@ -273,7 +274,10 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
 
   bool launched = false;
   if (graphable) {
-    const graph_key key{s.n_tokens, s.n_seqs, sh.n_items, s.n_rows, static_cast<int32_t>(variant), s.argmax, n_layers};
+    graph_key key{s.n_tokens, s.n_seqs, sh.n_items, s.n_rows, static_cast<int32_t>(variant), s.argmax, n_layers,
+                  s.n_capture_rows, {}};
+    key.capture_layers.fill(-1);
+    std::copy(s.capture_layers.begin(), s.capture_layers.end(), key.capture_layers.begin());
     auto it = graphs_.find(key);
     if (it == graphs_.end() && graphs_.size() < k_max_graphs) it = graphs_.emplace(key, graph_entry{}).first;
     graph_entry dummy;  // over the graph cap: run eager

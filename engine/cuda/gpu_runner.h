@@ -13,13 +13,14 @@
 //              cache); a = attention(q, cache); o = a Wo^T; h = rmsnorm(x += o);
 //              gu = h Wgu^T; m = silu(g) * u; mlp_out = m Wdown^T
 //   h = rmsnorm(x += mlp_out); logits = gather(h, logit_rows) Wout^T   (float32)
-// A step of at most 128 new tokens without residual captures (plain decoding, speculative
-// verification) is captured as a CUDA graph on the second occurrence of its shape and replayed
+// A step of at most 128 new tokens (plain decoding, speculative verification, also with up to 8
+// captured layers for a drafter) is captured as a CUDA graph on the second occurrence of its shape and replayed
 // after that.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstdint>
 #include <compare>
 #include <map>
@@ -152,10 +153,15 @@ class gpu_runner {
     cudaGraphExec_t exec = nullptr;
   };
   // Everything enqueue() depends on besides the device plan.
+  // Captured layers (a drafter's feature layers, constant per drafter) are part of the shape: the
+  // gather kernels take the layer order and the row count as arguments.
+  static constexpr size_t k_graph_max_capture_layers = 8;
   struct graph_key {
     int32_t n_tokens, n_seqs, n_items, n_rows, variant;
     bool argmax;
     int32_t n_layers;
+    int32_t n_capture_rows;
+    std::array<int32_t, k_graph_max_capture_layers> capture_layers;  // -1 past the list
     auto operator<=>(const graph_key&) const = default;
   };
   // Steps of up to this many new tokens are captured (decode batches and verify steps); larger

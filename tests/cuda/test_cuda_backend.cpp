@@ -153,6 +153,44 @@ TEST(cuda_backend, matches_cpu_backend_over_ragged_steps) {
   both({{a, 3, 2}, {c, 2, 1}}, cap);                    // captures
 }
 
+// Verify steps that capture a drafter's feature layers run from a CUDA graph after their second
+// occurrence; eager (use_graphs off), first-time, captured and replayed steps give the same
+// logits and captured rows bit for bit, and a different layer list is a different graph.
+TEST(cuda_backend, captured_steps_replay_from_graphs_bit_identically) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(5);
+  cuda_backend_options go = small_opts(), eo = small_opts();
+  eo.use_graphs = false;
+  cuda_backend graphed(m.cfg, m.w, go), eager(m.cfg, m.w, eo);
+  const int64_t V = m.cfg.n_vocab, E = m.cfg.n_embd;
+  const std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 7, 42, 8};
+  const int32_t caps[2][2] = {{0, 1}, {1, 0}};
+  int32_t sid[2], n = 0;
+  for (cuda_backend* be : {&graphed, &eager}) {
+    sid[n] = *be->open_sequence();
+    const batch_sequence ps{sid[n++], 8, 1};
+    be->forward({prompt, {&ps, 1}, {}});
+  }
+  for (int round = 0; round < 6; ++round) {
+    const std::vector<int32_t> drafts = {11 + round, 12, 13, 14};
+    const std::span<const int32_t> cap(caps[round % 2 == 0 ? 0 : 1], 2);
+    std::vector<float> logits[2], hidden[2];
+    int i = 0;
+    for (cuda_backend* be : {&graphed, &eager}) {
+      const batch_sequence vs{sid[i], 4, 4};
+      const forward_output o = be->forward({drafts, {&vs, 1}, cap});
+      ASSERT_EQ(o.status, forward_status::ok);
+      ASSERT_EQ(o.n_hidden_rows, 4);
+      logits[i].assign(o.logits, o.logits + 4 * V);
+      hidden[i].assign(o.hidden, o.hidden + 2 * 4 * E);
+      be->truncate(sid[i], be->sequence_length(sid[i]) - 4);  // the same step again next round
+      ++i;
+    }
+    EXPECT_EQ(logits[0], logits[1]) << "round " << round;
+    EXPECT_EQ(hidden[0], hidden[1]) << "round " << round;
+  }
+}
+
 TEST(cuda_backend, truncate_then_redecode_is_bitwise_stable) {
   DSPARK_REQUIRE_CUDA_DEVICE();
   const tiny_model m(4);
