@@ -55,6 +55,7 @@
 #include "models/drafters/trained_drafter.h"
 #ifdef DSPARK_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
+#include "models/drafters/cuda/cuda_trained_drafter.h"
 #endif
 
 namespace {
@@ -291,6 +292,14 @@ struct drafter_maker {
         p.max_slots = max_slots;
         p.max_ctx = t.be->limits().n_ctx;
         p.n_threads = a.threads;
+#ifdef DSPARK_HAVE_CUDA
+        // Trained drafters draft on the GPU next to a GPU target (the RNN head stays on the host).
+        if (a.device == "cuda") {
+          std::string why;
+          if (auto d = load_trained_drafter_cuda(spec.substr(colon + 1), *t.cfg, *t.w, p, kind, &why)) return d;
+          std::fprintf(stderr, "bench_load: %s drafts on the CPU (%s)\n", spec.c_str(), why.c_str());
+        }
+#endif
         return load_trained_drafter(spec.substr(colon + 1), *t.cfg, *t.w, p, kind);
       }
     usage("--draft/--mtp1: unknown drafter '" + spec + "' (trained KIND:DIR needs --model)");

@@ -8,7 +8,8 @@ if(DSPARK_CUDA)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
   check_language(CUDA)
-  file(GLOB DSPARK_CUDA_SOURCES CONFIGURE_DEPENDS kernels/cuda/*.cu engine/cuda/*.cu engine/cuda/*.cpp)
+  file(GLOB DSPARK_CUDA_SOURCES CONFIGURE_DEPENDS kernels/cuda/*.cu engine/cuda/*.cu engine/cuda/*.cpp
+       models/drafters/cuda/*.cpp)
   if(CMAKE_CUDA_COMPILER AND DSPARK_CUDA_SOURCES)
     # Hopper unless the caller names another target; set before enable_language, which would
     # otherwise pick nvcc's default (sm_75).

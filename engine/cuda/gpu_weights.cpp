@@ -30,8 +30,15 @@ void require(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument("gpu model: " + msg);
 }
 
-void upload_matrix(const tensor_view& t, int64_t rows, int64_t cols, bf16_t* dst, device_buffer& staging,
-                   cudaStream_t stream) {
+void upload_floats(const std::vector<float>& v, size_t n, float* dst, const char* what, cudaStream_t stream) {
+  require(v.size() == n, std::string(what) + " has " + std::to_string(v.size()) + " values, want " + std::to_string(n));
+  DSPARK_CUDA_CHECK(cudaMemcpyAsync(dst, v.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
+}
+
+}  // namespace
+
+void upload_matrix_bf16(const tensor_view& t, int64_t rows, int64_t cols, bf16_t* dst, device_buffer& staging,
+                        cudaStream_t stream) {
   require(t.shape.size() == 2 && t.shape[0] == rows && t.shape[1] == cols,
           "tensor " + t.name + " has an unexpected shape (want [" + std::to_string(rows) + ", " +
               std::to_string(cols) + "])");
@@ -45,13 +52,6 @@ void upload_matrix(const tensor_view& t, int64_t rows, int64_t cols, bf16_t* dst
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(staging.data(), t.data, bytes, cudaMemcpyHostToDevice, stream));
   dequantize_to_bf16(t.type, staging.data(), dst, rows * cols, stream);
 }
-
-void upload_floats(const std::vector<float>& v, size_t n, float* dst, const char* what, cudaStream_t stream) {
-  require(v.size() == n, std::string(what) + " has " + std::to_string(v.size()) + " values, want " + std::to_string(n));
-  DSPARK_CUDA_CHECK(cudaMemcpyAsync(dst, v.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
-}
-
-}  // namespace
 
 size_t gpu_model_config::matrix_bytes_per_step() const {
   const size_t per_layer = static_cast<size_t>(qkv_dim()) * n_embd + static_cast<size_t>(n_embd) * q_dim() +
@@ -133,21 +133,21 @@ gpu_weights gpu_weights::upload(const gpu_model_config& c, const llama_weights& 
   require(static_cast<int32_t>(w.layers.size()) == c.n_layer, "layer count mismatch");
   const int64_t d = c.n_embd;
   device_buffer staging;
-  upload_matrix(w.token_embd, c.n_vocab, d, g.tok_embd, staging, stream);
-  if (!c.tied_embeddings) upload_matrix(w.output, c.n_vocab, d, g.output, staging, stream);
+  upload_matrix_bf16(w.token_embd, c.n_vocab, d, g.tok_embd, staging, stream);
+  if (!c.tied_embeddings) upload_matrix_bf16(w.output, c.n_vocab, d, g.output, staging, stream);
   upload_floats(w.output_norm, d, g.output_norm, "output_norm", stream);
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(g.inv_freq, c.inv_freq.data(), c.inv_freq.size() * sizeof(float),
                                     cudaMemcpyHostToDevice, stream));
   for (int32_t l = 0; l < c.n_layer; ++l) {
     const layer_weights& s = w.layers[l];
     const gpu_layer& t = g.layers[l];
-    upload_matrix(s.wq, c.q_dim(), d, t.wqkv, staging, stream);
-    upload_matrix(s.wk, c.kv_dim(), d, t.wqkv + static_cast<size_t>(c.q_dim()) * d, staging, stream);
-    upload_matrix(s.wv, c.kv_dim(), d, t.wqkv + static_cast<size_t>(c.q_dim() + c.kv_dim()) * d, staging, stream);
-    upload_matrix(s.wo, d, c.q_dim(), t.wo, staging, stream);
-    upload_matrix(s.w_gate, c.n_ff, d, t.w_gate_up, staging, stream);
-    upload_matrix(s.w_up, c.n_ff, d, t.w_gate_up + static_cast<size_t>(c.n_ff) * d, staging, stream);
-    upload_matrix(s.w_down, d, c.n_ff, t.w_down, staging, stream);
+    upload_matrix_bf16(s.wq, c.q_dim(), d, t.wqkv, staging, stream);
+    upload_matrix_bf16(s.wk, c.kv_dim(), d, t.wqkv + static_cast<size_t>(c.q_dim()) * d, staging, stream);
+    upload_matrix_bf16(s.wv, c.kv_dim(), d, t.wqkv + static_cast<size_t>(c.q_dim() + c.kv_dim()) * d, staging, stream);
+    upload_matrix_bf16(s.wo, d, c.q_dim(), t.wo, staging, stream);
+    upload_matrix_bf16(s.w_gate, c.n_ff, d, t.w_gate_up, staging, stream);
+    upload_matrix_bf16(s.w_up, c.n_ff, d, t.w_gate_up + static_cast<size_t>(c.n_ff) * d, staging, stream);
+    upload_matrix_bf16(s.w_down, d, c.n_ff, t.w_down, staging, stream);
     upload_floats(s.attn_norm, d, t.attn_norm, "attn_norm", stream);
     upload_floats(s.ffn_norm, d, t.ffn_norm, "ffn_norm", stream);
     if (c.qk_norm) {

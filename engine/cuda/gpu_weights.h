@@ -19,6 +19,7 @@
 namespace dspark {
 struct model_config;
 struct llama_weights;
+struct tensor_view;
 }  // namespace dspark
 
 namespace dspark::cuda {
@@ -69,6 +70,13 @@ struct gpu_layer {
   float* k_norm = nullptr;      // [head_dim] or null
   float* qkv_bias = nullptr;    // [qkv_dim] or null
 };
+
+// Copies a host tensor of shape [rows, cols] (any dtype dequantize_to_bf16 reads: f32, bf16,
+// f16, the GGUF quants) to dst as bf16 through `staging` (grown, after a sync, when too small).
+// Throws std::invalid_argument naming the tensor on a shape or size mismatch. Asynchronous on
+// `stream` except for that growth; keep the host tensor alive until the stream is synchronised.
+void upload_matrix_bf16(const tensor_view& t, int64_t rows, int64_t cols, bf16_t* dst, device_buffer& staging,
+                        cudaStream_t stream);
 
 class gpu_weights {
  public:

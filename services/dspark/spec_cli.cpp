@@ -17,6 +17,9 @@
 #include "models/drafters/ngram_drafter.h"
 #include "models/drafters/skipping_drafter.h"
 #include "models/tokenizer/tokenizer.h"
+#ifdef DSPARK_HAVE_CUDA
+#include "models/drafters/cuda/cuda_trained_drafter.h"
+#endif
 
 namespace dspark::cli {
 
@@ -39,6 +42,9 @@ std::vector<option_spec> spec_option_specs() {
        "off|auto[:COST]  skip drafting for requests whose recent acceptance / confidence says it will not pay"
        " (COST = drafter time per round / verify step time, default 0.25; docs/scheduler.md). off: only"
        " time the drafter (default: no wrapper)"},
+      {"draft-device", true, false,
+       "auto|cpu|cuda  where a trained drafter runs: on the GPU when the target does (auto, default; the RNN"
+       " Markov head always runs on the CPU)"},
       {"ngram-min", true, false, "N  shortest n-gram to match (default 1)"},
       {"ngram-max", true, false, "N  longest n-gram to match (default 4)"},
   };
@@ -123,6 +129,20 @@ spec_setup make_unwrapped_setup(const parsed_args& a, const model& m, const back
       p.max_slots = max_slots;
       p.max_ctx = be.cpu.n_ctx > 0 ? be.cpu.n_ctx : static_cast<int32_t>(std::min<int64_t>(m.config().n_ctx_train, 4096));
       p.n_threads = be.cpu.n_threads;
+      const std::string where = a.get("draft-device").value_or("auto");
+      if (where != "auto" && where != "cpu" && where != "cuda")
+        throw usage_error("--draft-device must be auto, cpu or cuda, got '" + where + "'");
+      if (where == "cuda" && be.device != device_kind::cuda)
+        throw usage_error("--draft-device cuda needs the target on the GPU (--device cuda)");
+#ifdef DSPARK_HAVE_CUDA
+      if (where != "cpu" && be.device == device_kind::cuda) {
+        std::string why;
+        s.d = load_trained_drafter_cuda(dir, m.config(), m.weights(), p, kind, &why);
+        if (s.d) return s;
+        if (where == "cuda") throw usage_error("--draft-device cuda: " + why);
+        std::fprintf(stderr, "drafter: %s runs on the CPU (%s)\n", dir.c_str(), why.c_str());
+      }
+#endif
       s.d = load_trained_drafter(dir, m.config(), m.weights(), p, kind);
       return s;
     }

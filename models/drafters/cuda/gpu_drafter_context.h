@@ -1,0 +1,69 @@
+// What the GPU drafters share: their own CUDA stream, the drafter's weights uploaded as bf16
+// (the target's embedding and LM head included: a private copy, so the drafter does not depend
+// on where the target runs), skinny linear layers (the streaming GEMV up to 8 rows, cuBLASLt
+// above), and CUDA graphs of fixed-shape rounds captured on their second occurrence.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
+#include "models/drafters/drafter_weights.h"
+#include "models/formats/tensor_view.h"
+
+namespace dspark {
+
+class gpu_drafter_context {
+ public:
+  gpu_drafter_context();
+  ~gpu_drafter_context();
+  gpu_drafter_context(const gpu_drafter_context&) = delete;
+  gpu_drafter_context& operator=(const gpu_drafter_context&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  cuda::gemm_context& gemm() { return gemm_; }
+
+  // Device memory owned by the context (freed with it), `bytes` rounded up to 256.
+  void* alloc(size_t bytes);
+  // A [rows, cols] host tensor (any dtype the dequantizer reads) as bf16 on the device.
+  __nv_bfloat16* upload(const tensor_view& t, int64_t rows, int64_t cols);
+  // Several [rows_i, cols] drafter tensors stacked by rows into one matrix (fused projections).
+  __nv_bfloat16* upload_stacked(std::initializer_list<const host_tensor*> parts);
+  // f32 values on the device; nullptr for an empty vector.
+  float* upload_floats(const std::vector<float>& v);
+  // Waits for the uploads and drops the staging buffer.
+  void finish_uploads();
+  size_t device_bytes() const { return bytes_; }
+
+  // y[n, n_out] = x[n, n_in] . w^T on the stream.
+  void linear(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n, int64_t n_out, int64_t n_in,
+              __nv_bfloat16* y);
+  void linear(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n, int64_t n_out, int64_t n_in, float* y);
+
+  // Runs enqueue() on the stream for a round of shape `key`: eagerly the first time (which also
+  // warms cuBLASLt's plans), captured as a graph the second time and replayed from then on. At
+  // most `max_graphs` shapes get graphs; others run eagerly. enqueue() must not synchronise.
+  void run_graph(std::pair<int32_t, int32_t> key, const std::function<void()>& enqueue, size_t max_graphs = 64);
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cuda::gemm_context gemm_;
+  std::list<cuda::device_buffer> owned_;
+  cuda::device_buffer staging_;
+  size_t bytes_ = 0;
+  struct graph_entry {
+    int32_t seen = 0;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::map<std::pair<int32_t, int32_t>, graph_entry> graphs_;
+};
+
+}  // namespace dspark
