@@ -58,7 +58,9 @@ std::vector<double> profile_sps(const model_config& c, const policy_build_option
   step_profile_options po;
   po.max_tokens = std::min({o.max_slots * (o.gamma + 1), lim.max_tokens_per_step, lim.max_logit_rows});
   po.max_sequences = o.max_slots;
-  po.context_lengths = {std::max(1, std::min(256, lim.n_ctx - po.max_tokens - 1))};
+  // A B-token step spreads over the slots, so each sequence needs only ceil(B / slots) more rows.
+  const int32_t per_seq = (po.max_tokens + std::min(o.max_slots, lim.n_seq_max) - 1) / std::min(o.max_slots, lim.n_seq_max);
+  po.context_lengths = {std::max(1, std::min(256, lim.n_ctx - per_seq - 1))};
   const std::string key = o.device + " | " + c.name + " L" + std::to_string(c.n_layer) + " d" +
                           std::to_string(c.n_embd) + " V" + std::to_string(c.n_vocab) + " seqs" +
                           std::to_string(po.max_sequences) + " B" + std::to_string(po.max_tokens);

@@ -137,10 +137,13 @@ step_profile measure_step_profile(backend& be, const step_profile_options& opt, 
     tokens[i] = static_cast<int32_t>(first + static_cast<int64_t>(i) % (lim.n_vocab - first));
   std::vector<batch_sequence> bs;
   using clock = std::chrono::steady_clock;
+  // A step of B tokens spreads them over min(B, n_seq) sequences: each grows by at most
+  // ceil(max_tokens / n_seq) tokens past the context (one when B <= n_seq).
+  const int32_t per_seq = (opt.max_tokens + n_seq - 1) / n_seq;
   for (const int32_t ctx : opt.context_lengths) {
-    if (ctx + opt.max_tokens > lim.n_ctx)
-      throw invalid_argument_error("step profile: context " + std::to_string(ctx) + " + " +
-                                   std::to_string(opt.max_tokens) + " exceeds n_ctx " + std::to_string(lim.n_ctx));
+    if (ctx + per_seq > lim.n_ctx)
+      throw invalid_argument_error("step profile: context " + std::to_string(ctx) + " + " + std::to_string(per_seq) +
+                                   " tokens per sequence exceeds n_ctx " + std::to_string(lim.n_ctx));
     // Prefill every sequence to ctx (in chunks the backend accepts), without logits.
     for (int32_t s : seqs.ids) {
       be.truncate(s, 0);

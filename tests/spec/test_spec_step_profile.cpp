@@ -66,6 +66,20 @@ TEST(SpecStepProfile, CacheIsReusedOnlyForTheSameKeyAndGrid) {
   std::remove(path.c_str());
 }
 
+// A B-token step spreads over the sequences, so a context only needs room for ceil(B / seqs)
+// more tokens per sequence (a short-context deployment with many slots can still be profiled).
+TEST(SpecStepProfile, ContextNeedsRoomForOneSequencesShareOfTheStep) {
+  tiny_model tm;
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(4));
+  step_profile_options o = small_options();
+  o.context_lengths = {58};  // 58 + ceil(20 / 4) = 63 <= n_ctx 64 (58 + 20 would not fit)
+  o.repeats = 1;
+  const step_profile p = measure_step_profile(be, o, "short");
+  EXPECT_EQ(p.context_lengths, std::vector<int32_t>{58});
+  o.context_lengths = {60};  // 60 + 5 > 64
+  EXPECT_THROW(measure_step_profile(be, o, "short"), invalid_argument_error);
+}
+
 TEST(SpecStepProfile, RejectsBadOptionsAndMalformedFiles) {
   tiny_model tm;
   cpu_backend be(tm.cfg, tm.w, tiny_model::options(2));
