@@ -11,8 +11,8 @@
 #   phase smollm2    SmolLM2-135M (staged by stage_model.sh; prompts carried in .stage/data):
 #                    the same replay on the real model (the traces' own target), and, when
 #                    trained drafters were carried to $DSPARK_DRAFTERS/{dspark,mtp1}, the real
-#                    drafters at concurrency 1, 4 (whatever device load_trained_drafter runs
-#                    them on; the host CPU until CUDA drafters land)
+#                    drafters at LOAD_TRAINED_CONCURRENCY (default 1,4): dspark on the GPU
+#                    (models/drafters/cuda), mtp1 on the host CPU
 #   plots            scripts/plot_load.py (when matplotlib is there) for the synthetic sweep;
 #                    the matched-throughput tables (per-user speed at MTP-1's throughput) in load.md
 #
@@ -21,7 +21,7 @@
 #   bash scripts/device/load_suite.sh                         # waits for that build, then both phases
 #   LOAD_PHASES=synthetic bash scripts/device/load_suite.sh   # one phase (synthetic | smollm2)
 # Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_CONCURRENCY (default
-# 1,4,16,64,128,256), LOAD_POLICIES, DSPARK_DRAFTERS (default /tmp/dspark-train/export);
+# 1,4,16,64,128,256), LOAD_POLICIES, LOAD_TRAINED_CONCURRENCY, DSPARK_DRAFTERS (default /tmp/dspark-train/export);
 # LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
 # an existing build (no build step).
 # $OUT (at most 8 files): load_synthetic.jsonl, load_smollm2.jsonl, load.md, suite.log,
@@ -98,7 +98,7 @@ if [[ " $phases " == *" smollm2 "* ]]; then
       --sps-profile /tmp/dspark-sps-smollm2.json --policies "$policies" \
       --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=2" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
     if [ -d "$drafters/dspark" ] && [ -d "$drafters/mtp1" ]; then
-      conc=1,4 LOAD_TIMEOUT=150 sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
+      conc="${LOAD_TRAINED_CONCURRENCY:-1,4}" LOAD_TIMEOUT="${LOAD_TRAINED_TIMEOUT:-150}" sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
         --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json --policies fixed,scheduled \
         --draft "dspark:$drafters/dspark" --mtp1 "mtp1:$drafters/mtp1" --label-prefix "trained "
     else
