@@ -50,6 +50,7 @@
 #include "models/arch/synthetic_model.h"
 #include "models/drafters/drafter_config.h"
 #include "models/drafters/layerskip_drafter.h"
+#include "models/drafters/skipping_drafter.h"
 #include "models/drafters/ngram_drafter.h"
 #include "models/drafters/replay_drafter.h"
 #include "models/drafters/trained_drafter.h"
@@ -65,7 +66,7 @@ using clock_type = std::chrono::steady_clock;
 
 struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
-  std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo";
+  std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo", draft_skip = "off";
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -83,6 +84,7 @@ struct bench_args {
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
+               "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1)\n"
                "  [--synthetic-text echo|random]\n",
                why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
   std::exit(why.empty() ? 0 : 2);
@@ -139,6 +141,7 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--jsonl") a.jsonl = v;
     else if (k == "--md") a.md = v;
     else if (k == "--label-prefix") a.label_prefix = v;
+    else if (k == "--draft-skip") a.draft_skip = v;
     else if (k == "--synthetic-text") a.synth_text = v;
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
@@ -359,6 +362,13 @@ const char* k_md_header =
 
 int run(const bench_args& a) {
   const std::vector<run_spec> runs = plan_runs(a);  // bad lists fail before the weights load
+  draft_skip_params skip_params;
+  bool skip_on = false;
+  try {
+    skip_on = parse_draft_skip(a.draft_skip, skip_params);
+  } catch (const std::exception& e) {
+    usage(std::string("--") + e.what());
+  }
   target t;
   load_target(a, t);
   const int32_t max_c = *std::max_element(a.concurrency.begin(), a.concurrency.end());
@@ -375,6 +385,9 @@ int run(const bench_args& a) {
     const auto t_setup = clock_type::now();
     std::unique_ptr<drafter> d = drafters.make(rs.draft_spec);
     auto* replay = dynamic_cast<replay_drafter*>(d.get());
+    // Difficulty-aware draft skipping (models/drafters/skipping_drafter.h) around the policy
+    // runs' drafter: a request whose drafts the policy stops verifying stops paying for them.
+    if (skip_on && d && rs.label != "mtp1") d = std::make_unique<skipping_drafter>(std::move(d), max_c, skip_params, true);
     std::unique_ptr<spec_policy> inner;
     if (rs.policy_name == "none") {
       inner = std::make_unique<fixed_gamma_policy>(0);
