@@ -1,6 +1,8 @@
 // skipping_drafter: see skipping_drafter.h.
 #include "models/drafters/skipping_drafter.h"
 
+#include <algorithm>
+
 #include <string>
 
 #include "common/error.h"
@@ -17,13 +19,17 @@ double seconds_since(clock_type::time_point t0) {
 }
 
 // sum_k c_1 * ... * c_k: the expected accepted drafts of a chain under its own confidences.
-double expected_from_confidences(std::span<const float> c) {
+// Writes into cum[k] the head's expected accepted drafts of the chain's first k + 1 drafts,
+// sum_{j <= k} c_1 * ... * c_j; returns the chain length written (at most cum.size()).
+size_t expected_prefixes(std::span<const float> c, std::span<double> cum) {
   double a = 1.0, sum = 0.0;
-  for (float ck : c) {
-    a *= static_cast<double>(ck);
+  const size_t n = std::min(c.size(), cum.size());
+  for (size_t k = 0; k < n; ++k) {
+    a *= static_cast<double>(c[k]);
     sum += a;
+    cum[k] = sum;
   }
-  return sum;
+  return n;
 }
 
 }  // namespace
@@ -35,7 +41,8 @@ skipping_drafter::skipping_drafter(std::unique_ptr<drafter> inner, int32_t max_s
   if (max_slots < 1) throw invalid_argument_error("skipping_drafter: max_slots must be >= 1");
   state_.resize(static_cast<size_t>(max_slots));
   drafted_.assign(static_cast<size_t>(max_slots), 0);
-  pending_conf_.assign(static_cast<size_t>(max_slots), -1.0);
+  pending_len_.assign(static_cast<size_t>(max_slots), -1);
+  pending_cum_.assign(static_cast<size_t>(max_slots) * k_max_chain, 0.0);
   sub_.reserve(static_cast<size_t>(max_slots));
 }
 
@@ -81,7 +88,9 @@ void skipping_drafter::propose(std::span<const propose_request> batch, draft_bat
   const bool head = inner_->caps().has_confidence;
   for (const propose_request& r : sub_) {
     const size_t s = static_cast<size_t>(r.slot);
-    pending_conf_[s] = head && drafted_[s] ? expected_from_confidences(out.confidences(r.slot)) : -1.0;
+    pending_len_[s] = head && drafted_[s] ? static_cast<int32_t>(expected_prefixes(
+                                                  out.confidences(r.slot), {pending_cum_.data() + s * k_max_chain, k_max_chain}))
+                                          : -1;
   }
 }
 
@@ -93,7 +102,15 @@ void skipping_drafter::on_commit(int32_t slot, const commit_info& c) {
   // A round's commit carries its tokens; prefill chunks (no tokens) and x0 (not drafted) do not
   // count.
   if (drafted_[s] && !c.tokens.empty()) {
-    rule_.observe(state_[s], c.n_accepted, pending_conf_[s]);
+    // The head's expectation counts only the drafts the policy verified (n_proposed): a round
+    // whose drafts the scheduler did not admit yields nothing however confident the head was,
+    // so a request the policy keeps declining stops drafting (with probes) like a hard one.
+    double conf = -1.0;
+    if (pending_len_[s] >= 0) {
+      const int32_t l = std::min(c.n_proposed, pending_len_[s]);
+      conf = l > 0 ? pending_cum_[s * k_max_chain + static_cast<size_t>(l - 1)] : 0.0;
+    }
+    rule_.observe(state_[s], c.n_accepted, conf);
     drafted_[s] = 0;
   }
 }

@@ -59,7 +59,11 @@ class skipping_drafter final : public drafter {
   bool enabled_;
   std::vector<draft_skip_state> state_;       // [max_slots]
   std::vector<uint8_t> drafted_;              // [max_slots] 1 while a drafted round awaits on_commit
-  std::vector<double> pending_conf_;          // [max_slots] that round's expected accepted (-1 none)
+  // That round's head expectation per verified-prefix length: [max_slots][k_max_chain] cumulative
+  // sums of survival products, and the chain length per slot (-1: no head or not drafted).
+  static constexpr size_t k_max_chain = 64;
+  std::vector<int32_t> pending_len_;
+  std::vector<double> pending_cum_;
   std::vector<propose_request> sub_;          // the requests passed on; capacity max_slots
   draft_skip_stats stats_;
 };

@@ -125,8 +125,9 @@ class recording_drafter final : public drafter {
   float conf_;
 };
 
-// Two requests for `rounds` rounds with budget 4: slot 0 always accepts all 4, slot 1 none.
-void drive(skipping_drafter& d, int rounds) {
+// Two requests for `rounds` rounds with budget 4: slot 0 always accepts all 4, slot 1 none; the
+// policy verifies all of slot 1's drafts, or `verified1` of them when >= 0.
+void drive(skipping_drafter& d, int rounds, int32_t verified1 = -1) {
   draft_batch out({.max_slots = 2, .gamma_max = 4, .n_vocab = 8});
   const int32_t ctx[] = {1, 2, 3};
   d.begin(0, ctx);
@@ -141,7 +142,7 @@ void drive(skipping_drafter& d, int rounds) {
     d.propose(batch, out);
     const int32_t good[] = {1, 1, 1, 1, 2}, bad[] = {5};
     d.on_commit(0, {.tokens = good, .n_accepted = 4, .n_proposed = out.length(0)});
-    d.on_commit(1, {.tokens = bad, .n_accepted = 0, .n_proposed = out.length(1)});
+    d.on_commit(1, {.tokens = bad, .n_accepted = 0, .n_proposed = verified1 >= 0 ? verified1 : out.length(1)});
   }
   d.rollback(1, 2);
   d.end(0);
@@ -182,6 +183,23 @@ TEST(SkippingDrafter, ConfidentHeadKeepsDraftingAndOffOnlyCounts) {
   EXPECT_EQ(off.stats().request_rounds, 16);
   EXPECT_EQ(off.stats().skipped_rounds, 0);
   EXPECT_THROW(skipping_drafter(nullptr, 2, {}), invalid_argument_error);
+}
+
+// The head's expectation counts only the drafts the policy verified: a confident head whose
+// drafts the scheduler declines (0 verified) or truncates to one (E = (0 + 0.9) / 2 = 0.45 <
+// 0.5) stops drafting like a head-less drafter; two verified (E = (0 + 1.71) / 2) keep it going.
+TEST(SkippingDrafter, ConfidenceCountsOnlyTheDraftsThePolicyVerified) {
+  for (int32_t verified : {0, 1, 2}) {
+    SCOPED_TRACE(verified);
+    auto inner = std::make_unique<recording_drafter>(/*head=*/true, 0.9f);
+    recording_drafter& rec = *inner;
+    skipping_drafter d(std::move(inner), 2,
+                       {.draft_cost = 0.5, .ema_alpha = 0.5, .warmup_rounds = 2, .probe_interval = 2,
+                        .max_probe_interval = 4});
+    drive(d, 8, verified);
+    EXPECT_EQ(rec.proposed_rounds[0], 8);
+    EXPECT_EQ(rec.proposed_rounds[1], verified == 2 ? 8 : 3) << "same schedule as the head-less case above";
+  }
 }
 
 TEST(SkippingDrafter, MetricsCarryAndMergeTheCounts) {
