@@ -57,6 +57,10 @@ def parse():
     ap.add_argument("--export-dtype", default="bf16", choices=["bf16", "f32"])
     ap.add_argument("--log-json", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--amp", default="bf16", choices=["bf16", "off"],
+                    help="bf16 autocast with f32 master weights on CUDA (no-op on the CPU)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the drafters' training forwards and the loss kernels")
     ap.add_argument("--cpu-threads", type=int, default=1, help="torch threads on the CPU (shared boxes)")
     return ap.parse_args()
 
@@ -118,7 +122,8 @@ def main():
                    target_layers=layers, lr=args.lr, seed=args.seed, log_every=args.log_every,
                    ckpt_every=args.ckpt_every, time_limit_s=args.time_limit)
     info = target.target_info(model, name)
-    tr = Trainer(model, target.target_head(model), info, train_ex, holdout, ta, dev, log)
+    tr = Trainer(model, target.target_head(model), info, train_ex, holdout, ta, dev, log,
+                 amp=args.amp == "bf16", compile=args.compile)
     prior_steps = {}
     if args.ckpt and os.path.exists(args.ckpt):
         tr.load(args.ckpt)

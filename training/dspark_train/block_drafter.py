@@ -95,27 +95,41 @@ class BlockDrafter(nn.Module):
     def heads(self, h, prev, head):
         """h [B, N, γ, d] final-normed; prev [B, N, γ] previous tokens (slot 0: the anchor).
         Returns base logits U, draft logits U + B, confidence logits z [B, N, γ] (or None)."""
-        base = head.logits(h)
-        logits, conf = base, None
+        return self.heads_rows(h, prev, head, None)
+
+    def markov_inputs(self, h, prev):
+        """The rank-r pieces of the sequential head over whole blocks (h [..., γ, d], prev
+        [..., γ]): (input of w2 or None, w1[prev] or None). Cheap (r wide), so computed for
+        every row even when only some rows reach the vocabulary."""
         mtype = self.cfg.markov_type
-        feat = h
-        if mtype != "none":
-            e = self.markov.w1(prev)                                 # [B, N, γ, r]
-            if mtype == "vanilla":
-                logits = base + self.markov.w2(e).to(base.dtype)
-            else:
-                r = self.markov.rank
-                s = torch.zeros_like(e[..., 0, :])
-                outs = []
-                for k in range(h.shape[-2]):
-                    z = self.rnn(torch.cat([s, e[..., k, :], h[..., k, :].to(e.dtype)], dim=-1))
-                    g, c, o = z[..., :r], z[..., r:2 * r], z[..., 2 * r:]
-                    s = torch.sigmoid(g) * s + (1 - torch.sigmoid(g)) * torch.tanh(c)
-                    outs.append(torch.tanh(o))
-                logits = base + self.markov.w2(torch.stack(outs, dim=-2)).to(base.dtype)
-            feat = torch.cat([h, e.to(h.dtype)], dim=-1)
-        if self.cfg.confidence:
-            conf = self.confidence(feat).squeeze(-1)
+        if mtype == "none":
+            return None, None
+        e = self.markov.w1(prev)                                     # [..., γ, r]
+        if mtype == "vanilla":
+            return e, e
+        r = self.markov.rank
+        s = torch.zeros_like(e[..., 0, :])
+        outs = []
+        for k in range(h.shape[-2]):
+            z = self.rnn(torch.cat([s, e[..., k, :], h[..., k, :].to(e.dtype)], dim=-1))
+            g, c, o = z[..., :r], z[..., r:2 * r], z[..., 2 * r:]
+            s = torch.sigmoid(g) * s + (1 - torch.sigmoid(g)) * torch.tanh(c)
+            outs.append(torch.tanh(o))
+        return torch.stack(outs, dim=-2), e
+
+    def heads_rows(self, h, prev, head, rows):
+        """heads() on the rows `rows` (LongTensor into the flattened [..., γ] grid; None = all,
+        keeping the shape): the vocabulary-wide logits are only computed where a loss needs
+        them. Returns base [n, V], logits [n, V], conf [n] (or the full shapes when rows is None)."""
+        m_in, e = self.markov_inputs(h, prev)
+        feat = h if e is None else torch.cat([h, e.to(h.dtype)], dim=-1)
+        if rows is not None:
+            h = h.reshape(-1, h.shape[-1])[rows]
+            feat = feat.reshape(-1, feat.shape[-1])[rows]
+            m_in = None if m_in is None else m_in.reshape(-1, m_in.shape[-1])[rows]
+        base = head.logits(h)
+        logits = base if m_in is None else base + self.markov.w2(m_in).to(base.dtype)
+        conf = self.confidence(feat).squeeze(-1) if self.cfg.confidence else None
         return base, logits, conf
 
     # ---- training: many blocks, masked -------------------------------------------------------
@@ -124,6 +138,12 @@ class BlockDrafter(nn.Module):
         masked out by `mask`); mask [B, N·γ, L + N·γ] from masks.block_attention_mask.
         Teacher forcing: slot k's input is the anchor (k = 0) or the mask token, its previous
         token is input_ids[anchor + k]. Returns (base, logits, conf) shaped [B, N, γ, ...]."""
+        h, prev = self.forward_train_hidden(features, input_ids, anchors, mask, head)
+        return self.heads(h, prev, head)
+
+    def forward_train_hidden(self, features, input_ids, anchors, mask, head):
+        """forward_train up to the heads: (final-normed h [B, N, γ, d], prev [B, N, γ]); the
+        trainer applies heads_rows() to the rows its loss counts."""
         cfg = self.cfg
         B, L = input_ids.shape
         N, g = anchors.shape[1], cfg.block_size
@@ -138,7 +158,7 @@ class BlockDrafter(nn.Module):
         h = head.embed(tok).to(self.fc.weight.dtype).view(B, N * g, -1)
         h = self.run_layers(h, pos.view(B, N * g), ctx_kv, mask).view(B, N, g, -1)
         prev = input_ids.gather(1, pos.clamp(max=L - 1).view(B, N * g)).view(B, N, g)
-        return self.heads(h, prev, head)
+        return h, prev
 
 
 class ContextCache:

@@ -64,10 +64,15 @@ class ChainDrafter(nn.Module):
 
     def finish(self, feat, attn_out, head):
         """h = feat + attn; h += MLP; returns (h before the final norm, logits)."""
+        h, normed = self.finish_hidden(feat, attn_out)
+        return h, head.logits(normed)
+
+    def finish_hidden(self, feat, attn_out):
+        """finish() without the LM head: (h before the final norm, RMSNorm(h; norm))."""
         layer = self.layers[0]
         h = feat + attn_out
         h = h + layer.mlp(layer.ffn_norm(h))
-        return h, head.logits(self.norm(h))
+        return h, self.norm(h)
 
     def forward_train(self, features, input_ids, steps, head):
         """TTT: step 0 rows are (f_t, token t+1) at position t; step s rows are
@@ -75,9 +80,13 @@ class ChainDrafter(nn.Module):
         positions <= t and the keys of steps 1..s at the same t (the chain it would have built
         at inference). Returns logits per step: list of [B, L, V]; row t of step s predicts
         token t+2+s. Tokens past the end are filled with 0 (their loss is masked)."""
+        return [head.logits(h) for h in self.forward_train_hidden(features, input_ids, steps, head)]
+
+    def forward_train_hidden(self, features, input_ids, steps, head):
+        """forward_train up to the LM head: final-normed rows per step (list of [B, L, d]); the
+        trainer applies the head to the rows its loss counts."""
         B, L = input_ids.shape
         dev = input_ids.device
-        layer = self.layers[0]
         padded = torch.cat([input_ids, torch.zeros(B, steps + 1, dtype=input_ids.dtype, device=dev)], 1)
         t = torch.arange(L, device=dev)
         causal = t.unsqueeze(1) >= t.unsqueeze(0)                     # [L, L]
@@ -90,9 +99,9 @@ class ChainDrafter(nn.Module):
             keys.append(k)
             values.append(v)
             mask = torch.cat([causal] + [diag] * s, dim=1).expand(B, L, L * (s + 1))
-            a = layer.attn.attend(q, torch.cat(keys, -2), torch.cat(values, -2), mask)
-            feat, logits = self.finish(feat, a, head)
-            out.append(logits)
+            a = self.layers[0].attn.attend(q, torch.cat(keys, -2), torch.cat(values, -2), mask)
+            feat, normed = self.finish_hidden(feat, a)
+            out.append(normed)
         return out
 
 

@@ -13,9 +13,10 @@ from .config import DrafterConfig, TargetInfo
 from .data import batch_indices, collate
 from .export import build_drafter, load_tensors
 from .layers import init_weights
-from .losses import block_loss, chain_loss, tau_probabilistic
-from .masks import block_attention_mask, block_eval_mask, block_labels, sample_anchors
+from .losses import block_loss_rows, chain_step_loss_rows, compile_row_kernels, target_probs, tau_probabilistic
+from .masks import block_attention_mask
 from .optim import make_optimizer
+from .step_plan import StepPlan
 from .target import FeatureTap, features_for, target_forward
 
 
@@ -61,10 +62,14 @@ def drafter_config(kind, target_cfg, info, a):
 
 
 class Trainer:
-    def __init__(self, model, head, info, examples, holdout, args, device, log=print):
+    """amp: bf16 autocast on CUDA (no-op on the CPU); compile: torch.compile the drafters'
+    training forwards and the vocabulary-wide loss kernels (off by default: first steps
+    recompile per new shape)."""
+
+    def __init__(self, model, head, info, examples, holdout, args, device, log=print, amp=True, compile=False):
         self.model, self.head, self.a, self.dev, self.log = model, head, args, device, log
         self.examples, self.holdout = examples, holdout
-        self.autocast = device.type == "cuda"
+        self.autocast = amp and device.type == "cuda"
         self.runs = {}
         for i, kind in enumerate(args.kinds):
             cfg = drafter_config(kind, model.config, info, args)
@@ -72,54 +77,73 @@ class Trainer:
             init_weights(m, args.seed + i)
             m.to(device)
             opt, sched = make_optimizer(m, args.lr, args.steps, args.warmup_frac)
-            self.runs[kind] = {"cfg": cfg, "model": m, "opt": opt, "sched": sched}
+            fwd = m.forward_train_hidden
+            self.runs[kind] = {"cfg": cfg, "model": m, "opt": opt, "sched": sched,
+                               "forward": torch.compile(fwd, dynamic=True) if compile else fwd}
+        if compile:
+            compile_row_kernels()
         layers = sorted({l for r in self.runs.values() for l in r["cfg"].target_layers})
         self.tap = FeatureTap(model, layers)
         self.step = 0
         self.history = []
 
     # ---- one batch -------------------------------------------------------------------------
-    def _batch(self, examples):
-        ids, attn, lm = (t.to(self.dev) for t in collate(examples))
+    def _batch(self, examples, anchor_seed):
+        """Collate on the CPU, plan the counted rows there (no host sync later), one target
+        forward, and the target distribution of every counted row once for all drafters."""
+        ids, attn, lm = collate(examples)
+        cfgs = [r["cfg"] for r in self.runs.values()]
+        plan = StepPlan(ids, lm, self.a.anchors, anchor_seed, [c.block_size for c in cfgs if c.is_block],
+                        [c.block_size for c in cfgs if not c.is_block]).to(self.dev)
+        nb = self.dev.type == "cuda"
+        ids, attn = (t.to(self.dev, non_blocking=nb) for t in (ids, attn))
         layer_out, last_h = target_forward(self.model, self.tap, ids, attn)
-        return ids, lm, layer_out, last_h
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            p_t = target_probs(self.head, last_h, plan.target_b, plan.target_t)
+        return ids, plan, layer_out, p_t
 
-    def _drafter_loss(self, kind, run, ids, lm, layer_out, last_h, anchor_seed):
+    def _drafter_loss(self, kind, run, ids, plan, layer_out, p_t, keep_rows=False):
         cfg, m = run["cfg"], run["model"]
         feats = features_for(layer_out, cfg.target_layers)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             if cfg.is_block:
-                gen = torch.Generator().manual_seed(anchor_seed)
-                anchors, valid = sample_anchors(lm.cpu(), self.a.anchors, gen)
-                anchors, valid = anchors.to(self.dev), valid.to(self.dev)
-                L = ids.shape[1]
-                mask = block_attention_mask(anchors, valid, L, cfg.block_size)
-                base, logits, conf = m.forward_train(feats, ids, anchors, mask, self.head)
-                ev = block_eval_mask(lm, anchors, valid, cfg.block_size)
-                pos = (anchors.unsqueeze(-1) + torch.arange(cfg.block_size, device=self.dev)).clamp(max=L - 1)
-                rows = last_h.gather(1, pos.flatten(1).unsqueeze(-1).expand(-1, -1, last_h.shape[-1]))
-                tgt = self.head.logits(rows).view(*pos.shape, -1)
-                loss, st = block_loss(kind, logits, conf, block_labels(ids, anchors, cfg.block_size), tgt, ev)
-                st["_conf_rows"] = (conf, ev, logits, tgt)
+                blk = plan.blocks[cfg.block_size]
+                mask = block_attention_mask(plan.anchors, plan.valid, ids.shape[1], cfg.block_size)
+                h, prev = run["forward"](feats, ids, plan.anchors, mask, self.head)
+                _, logits, conf = m.heads_rows(h, prev, self.head, blk["rows"])
+                loss, st, c_star = block_loss_rows(kind, logits, conf, blk["labels"], p_t[blk["target"]],
+                                                   blk["weight"], blk["slot"], cfg.block_size)
+                if keep_rows:
+                    st["_conf_rows"] = (conf, c_star, blk)
             else:
-                step_logits = m.forward_train(feats, ids, cfg.block_size, self.head)
-                loss, st = chain_loss(step_logits, self.head.logits(last_h), lm)
+                hidden = run["forward"](feats, ids, cfg.block_size, self.head)
+                loss, accept = 0.0, []
+                for s, hs in enumerate(hidden):
+                    rows = plan.chain[s]
+                    lg = self.head.logits(hs.reshape(-1, hs.shape[-1])[rows["rows"]])
+                    ce, acc = chain_step_loss_rows(lg, p_t[rows["target"]])
+                    loss = loss + (0.8 ** s) * ce
+                    accept.append(acc)
+                st = {"soft_ce": loss.detach(), "accept": torch.stack(accept)}
         return loss, st
 
     def train_step(self):
+        """One optimizer step of every drafter on batch self.step. Returns the record with
+        device tensors (no host sync); summarize() turns it into numbers when it is logged."""
         a = self.a
         idx = batch_indices(len(self.examples), a.batch_size, self.step, a.seed)
-        ids, lm, layer_out, last_h = self._batch([self.examples[i] for i in idx])
+        ids, plan, layer_out, p_t = self._batch([self.examples[i] for i in idx], a.seed * 7919 + self.step)
         rec = {"step": self.step + 1}
         for kind, run in self.runs.items():
             run["model"].train()
-            loss, st = self._drafter_loss(kind, run, ids, lm, layer_out, last_h, a.seed * 7919 + self.step)
+            loss, st = self._drafter_loss(kind, run, ids, plan, layer_out, p_t)
             run["opt"].zero_grad(set_to_none=True)
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(run["model"].parameters(), a.grad_clip)
             run["opt"].step()
             run["sched"].step()
-            rec[kind] = summarize(loss, st, gn, run["sched"].get_last_lr()[0])
+            rec[kind] = (loss.detach(), {k: v for k, v in st.items() if not k.startswith("_")}, gn,
+                         run["sched"].get_last_lr()[0])
         self.step += 1
         return rec
 
@@ -130,21 +154,25 @@ class Trainer:
         sums = {k: [] for k in self.runs}
         bs = self.a.batch_size
         for start in range(0, len(self.holdout) - bs + 1, bs):
-            ids, lm, layer_out, last_h = self._batch(self.holdout[start:start + bs])
+            ids, plan, layer_out, p_t = self._batch(self.holdout[start:start + bs], 10 ** 9 + start)
             for kind, run in self.runs.items():
                 run["model"].eval()
-                loss, st = self._drafter_loss(kind, run, ids, lm, layer_out, last_h, 10 ** 9 + start)
-                sums[kind].append((float(loss), st["accept"].float().cpu()))
-                if collect_conf and kind == "dspark":
-                    conf, ev, logits, tgt = st["_conf_rows"]
-                    c_star = 1 - 0.5 * (torch.softmax(logits.float(), -1) - torch.softmax(tgt.float(), -1)).abs().sum(-1)
-                    conf_rows.append((conf.float().flatten(0, 1).cpu(), c_star.clamp(0, 1).flatten(0, 1).cpu(),
+                keep = collect_conf and kind == "dspark"
+                loss, st = self._drafter_loss(kind, run, ids, plan, layer_out, p_t, keep_rows=keep)
+                sums[kind].append((loss.detach(), st["accept"].float()))
+                if keep:
+                    conf, c_star, blk = st["_conf_rows"]
+                    ev = blk["eval"]
+                    z = torch.zeros(ev.numel(), device=conf.device).index_copy_(0, blk["rows"], conf.float())
+                    c = torch.zeros(ev.numel(), device=conf.device).index_copy_(0, blk["rows"], c_star.float())
+                    # rows outside the eval mask stay 0: calibration reads a slot only where it is valid
+                    conf_rows.append((z.view_as(ev).flatten(0, 1).cpu(), c.view_as(ev).flatten(0, 1).cpu(),
                                       ev.bool().flatten(0, 1).cpu()))
         for kind, vals in sums.items():
             if not vals:
                 continue
-            acc = torch.stack([v[1] for v in vals]).mean(0)
-            out[kind] = {"loss": sum(v[0] for v in vals) / len(vals), "accept": acc.tolist(),
+            acc = torch.stack([v[1] for v in vals]).mean(0).cpu()
+            out[kind] = {"loss": float(torch.stack([v[0].float() for v in vals]).mean()), "accept": acc.tolist(),
                          "tau_probabilistic": tau_probabilistic(acc)}
         if collect_conf and conf_rows:
             z, c, v = (torch.cat([r[i] for r in conf_rows]) for i in range(3))
@@ -200,7 +228,10 @@ class Trainer:
         while self.step < self.a.steps:
             rec = self.train_step()
             if self.step % self.a.log_every == 0 or self.step == self.a.steps:
+                rec = {k: (summarize(*v) if isinstance(v, tuple) else v) for k, v in rec.items()}
                 rec["wall_s"] = round(time.time() - t0, 1)
+                if self.dev.type == "cuda":
+                    rec["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(self.dev) / 2 ** 30, 2)
                 self.history.append(rec)
                 self.log(json.dumps(short(rec)))
             if ckpt_path and (self.step % self.a.ckpt_every == 0):
