@@ -63,6 +63,23 @@ int32_t push_draft(const propose_request& r, const float* logits, int64_t n_voca
   return x;
 }
 
+bool check_commit_features(const target_features& f, int32_t pos0, int32_t known, const drafter_config& c,
+                           int32_t max_ctx, const char* who) {
+  if (f.data == nullptr || f.n_rows <= 0) return false;
+  const std::string w(who);
+  if (f.n_layers != static_cast<int32_t>(c.target_layers.size()) || f.n_embd != c.target_n_embd)
+    throw invalid_argument_error(w + ": features of " + std::to_string(f.n_layers) + " layers x " +
+                                 std::to_string(f.n_embd) + ", expected " + std::to_string(c.target_layers.size()) +
+                                 " x " + std::to_string(c.target_n_embd));
+  if (pos0 > known)
+    throw invalid_argument_error(w + ": features for position " + std::to_string(pos0) + " but only positions < " +
+                                 std::to_string(known) + " are known (a gap)");
+  if (pos0 + f.n_rows > max_ctx)
+    throw invalid_argument_error(w + ": context of " + std::to_string(pos0 + f.n_rows) +
+                                 " positions exceeds max_ctx = " + std::to_string(max_ctx));
+  return true;
+}
+
 void gather_feature_row(const target_features& f, int32_t i, float* dst) {
   for (int32_t l = 0; l < f.n_layers; ++l) {
     const float* src = f.row(l, i);

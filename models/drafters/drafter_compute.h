@@ -79,6 +79,12 @@ struct draft_sampler_slot {
 int32_t push_draft(const propose_request& r, const float* logits, int64_t n_vocab, bool sampled, float confidence,
                    draft_sampler_slot& s, draft_batch& out);
 
+// Whether a commit's features extend a trained drafter's context: false when it carries none;
+// invalid_argument_error (prefixed by `who`) when their shape is not the config's, when they
+// start past the `known` positions (a gap) or end past max_ctx.
+bool check_commit_features(const target_features& f, int32_t pos0, int32_t known, const drafter_config& c,
+                           int32_t max_ctx, const char* who);
+
 // Gathers feature row i of `f` (the listed layers concatenated) into dst[n_layers * n_embd].
 void gather_feature_row(const target_features& f, int32_t i, float* dst);
 

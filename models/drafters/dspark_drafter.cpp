@@ -114,21 +114,11 @@ void dspark_drafter::rollback(int32_t slot, int32_t n_context) {
 
 void dspark_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_state& s = open_slot(slot);
-  if (c.features.data == nullptr || c.features.n_rows <= 0) return;
-  if (c.features.n_layers != static_cast<int32_t>(c_.target_layers.size()) || c.features.n_embd != c_.target_n_embd)
-    throw invalid_argument_error("dspark_drafter: features of " + std::to_string(c.features.n_layers) + " layers x " +
-                                 std::to_string(c.features.n_embd) + ", expected " +
-                                 std::to_string(c_.target_layers.size()) + " x " + std::to_string(c_.target_n_embd));
+  if (!check_commit_features(c.features, c.features_pos0, s.n_rows, c_, p_.max_ctx, "dspark_drafter")) return;
   append_context(s, c.features, c.features_pos0);
 }
 
 void dspark_drafter::append_context(slot_state& s, const target_features& f, int32_t pos0) {
-  if (pos0 > s.n_rows)
-    throw invalid_argument_error("dspark_drafter: features for position " + std::to_string(pos0) +
-                                 " but only positions < " + std::to_string(s.n_rows) + " are known (a gap)");
-  if (pos0 + f.n_rows > p_.max_ctx)
-    throw invalid_argument_error("dspark_drafter: context of " + std::to_string(pos0 + f.n_rows) +
-                                 " positions exceeds max_ctx = " + std::to_string(p_.max_ctx));
   const int64_t d = c_.n_embd, kvd = c_.kv_dim(), hd = c_.head_dim, cap = p_.max_ctx + c_.block_size;
   const int64_t mw = c_.feature_width();
   const float eps = static_cast<float>(c_.rms_eps);

@@ -97,18 +97,8 @@ void eagle3_drafter::rollback(int32_t slot, int32_t n_context) {
 void eagle3_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_state& s = open_slot(slot);
   const target_features& f = c.features;
-  if (f.data == nullptr || f.n_rows <= 0) return;
-  if (f.n_layers != static_cast<int32_t>(c_.target_layers.size()) || f.n_embd != c_.target_n_embd)
-    throw invalid_argument_error("eagle3_drafter: features of " + std::to_string(f.n_layers) + " layers x " +
-                                 std::to_string(f.n_embd) + ", expected " + std::to_string(c_.target_layers.size()) +
-                                 " x " + std::to_string(c_.target_n_embd));
   const int32_t pos0 = c.features_pos0;
-  if (pos0 > s.n_feat)
-    throw invalid_argument_error("eagle3_drafter: features for position " + std::to_string(pos0) +
-                                 " but only positions < " + std::to_string(s.n_feat) + " are known (a gap)");
-  if (pos0 + f.n_rows > p_.max_ctx)
-    throw invalid_argument_error("eagle3_drafter: context of " + std::to_string(pos0 + f.n_rows) +
-                                 " positions exceeds max_ctx = " + std::to_string(p_.max_ctx));
+  if (!check_commit_features(f, pos0, s.n_feat, c_, p_.max_ctx, "eagle3_drafter")) return;
   const int64_t mw = c_.feature_width(), d = c_.n_embd;
   for (int32_t i0 = 0; i0 < f.n_rows; i0 += static_cast<int32_t>(chunk_)) {
     const int64_t n = std::min<int64_t>(chunk_, f.n_rows - i0);

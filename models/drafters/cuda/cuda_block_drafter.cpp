@@ -20,7 +20,6 @@
 #include "models/drafters/cuda/gpu_drafter_context.h"
 #include "kernels/cuda/paged_attention.h"
 #include "kernels/cuda/rms_norm.h"
-#include "kernels/cuda/rope.h"
 #include "kernels/cuda/silu_mul.h"
 
 namespace dspark {
@@ -235,6 +234,8 @@ cuda_block_drafter::cuda_block_drafter(drafter_config c, drafter_weights w, cons
 
 cuda_block_drafter::~cuda_block_drafter() = default;
 
+slot_kv_cache cuda_block_drafter::kv_cache(const device_layer& L) const { return {L.k_cache, L.v_cache, cap_, p_.max_slots}; }
+
 size_t cuda_block_drafter::device_bytes() const { return d_->ctx.device_bytes(); }
 
 cuda_block_drafter::slot_info& cuda_block_drafter::open_slot(int32_t slot) {
@@ -289,18 +290,8 @@ void cuda_block_drafter::rollback(int32_t slot, int32_t n_context) {
 void cuda_block_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_info& s = open_slot(slot);
   const target_features& f = c.features;
-  if (f.data == nullptr || f.n_rows <= 0) return;
-  if (f.n_layers != static_cast<int32_t>(c_.target_layers.size()) || f.n_embd != c_.target_n_embd)
-    throw invalid_argument_error("cuda_block_drafter: features of " + std::to_string(f.n_layers) + " layers x " +
-                                 std::to_string(f.n_embd) + ", expected " + std::to_string(c_.target_layers.size()) +
-                                 " x " + std::to_string(c_.target_n_embd));
   const int32_t pos0 = c.features_pos0;
-  if (pos0 > s.n_rows)
-    throw invalid_argument_error("cuda_block_drafter: features for position " + std::to_string(pos0) +
-                                 " but only positions < " + std::to_string(s.n_rows) + " are known (a gap)");
-  if (pos0 + f.n_rows > p_.max_ctx)
-    throw invalid_argument_error("cuda_block_drafter: context of " + std::to_string(pos0 + f.n_rows) +
-                                 " positions exceeds max_ctx = " + std::to_string(p_.max_ctx));
+  if (!check_commit_features(f, pos0, s.n_rows, c_, p_.max_ctx, "cuda_block_drafter")) return;
   device_state& d = *d_;
   // Rows re-sent for known positions replace the queued ones.
   int32_t* ms = d.at<int32_t>(d.ctx_meta_host, 0);
@@ -343,36 +334,9 @@ void cuda_block_drafter::flush_context() {
   cuda::rms_norm_residual(s.x, nullptr, s.hidden_norm, static_cast<float>(c_.rms_eps), s.h, n, d, st);
   for (size_t il = 0; il < s.layers.size(); ++il) {
     const device_layer& L = s.layers[il];
-    qkv_rope_write(L, n, md + pending_max_, md);
+    drafter_qkv_rope_write(s.ctx, c_, L.wqkv, s.h, d, n, md + pending_max_, md, s.inv_freq, L.q_norm, L.k_norm, s.qkv,
+                           s.q, kv_cache(L));
   }
-}
-
-void cuda_block_drafter::qkv_rope_write(const device_layer& L, int32_t n, const int32_t* positions,
-                                        const int32_t* slots) {
-  device_state& s = *d_;
-  const int64_t qkv = c_.q_dim() + 2 * c_.kv_dim();
-  s.ctx.linear(L.wqkv, s.h, n, qkv, c_.n_embd, s.qkv);
-  cuda::rope_kv_params rp;
-  rp.qkv = s.qkv;
-  rp.qkv_stride = qkv;
-  rp.n_tokens = n;
-  rp.n_head = static_cast<int32_t>(c_.n_head);
-  rp.n_kv_head = static_cast<int32_t>(c_.n_head_kv);
-  rp.head_dim = static_cast<int32_t>(c_.head_dim);
-  rp.n_rot = static_cast<int32_t>(c_.head_dim);
-  rp.positions = positions;
-  rp.inv_freq = s.inv_freq;
-  rp.pairing = cuda::rope_pairing::neox;
-  rp.q_norm = c_.qk_norm ? L.q_norm : nullptr;
-  rp.k_norm = c_.qk_norm ? L.k_norm : nullptr;
-  rp.norm_eps = static_cast<float>(c_.rms_eps);
-  rp.q_out = s.q;
-  rp.k_cache = L.k_cache;
-  rp.v_cache = L.v_cache;
-  rp.block_size = cap_;
-  rp.n_cache_slots = static_cast<int64_t>(p_.max_slots) * cap_;
-  rp.slots = slots;
-  cuda::rope_qk_norm_kv_write(rp, s.stream);
 }
 
 void cuda_block_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
@@ -496,31 +460,13 @@ void cuda_block_drafter::enqueue_forward(int32_t R, int32_t g_max, int32_t n_spl
   for (size_t il = 0; il < s.layers.size(); ++il) {
     const device_layer& L = s.layers[il];
     cuda::rms_norm_residual(s.x, il == 0 ? nullptr : s.delta, L.attn_norm, eps, s.h, N, d, st);
-    qkv_rope_write(L, N, s.at<int32_t>(s.meta_dev, s.o_pos), s.at<int32_t>(s.meta_dev, s.o_slots));
+    drafter_qkv_rope_write(s.ctx, c_, L.wqkv, s.h, d, N, s.at<int32_t>(s.meta_dev, s.o_pos),
+                           s.at<int32_t>(s.meta_dev, s.o_slots), s.inv_freq, L.q_norm, L.k_norm, s.qkv, s.q, kv_cache(L));
 
-    cuda::paged_attention_params ap;
-    ap.q = s.q;
-    ap.k_cache = L.k_cache;
-    ap.v_cache = L.v_cache;
-    ap.out = s.attn;
-    ap.cu_q_lens = s.at<int32_t>(s.meta_dev, s.o_cu);
-    ap.kv_lens = s.at<int32_t>(s.meta_dev, s.o_kv);
-    ap.block_tables = s.at<int32_t>(s.meta_dev, s.o_bt);
-    ap.max_blocks_per_seq = 1;
-    ap.items = s.at<cuda::attention_work_item>(s.meta_dev, s.o_items);
-    ap.n_items = N;
-    ap.n_tokens = N;
-    ap.n_seqs = N;
-    ap.n_head = static_cast<int32_t>(c_.n_head);
-    ap.n_kv_head = static_cast<int32_t>(c_.n_head_kv);
-    ap.head_dim = static_cast<int32_t>(c_.head_dim);
-    ap.block_size = cap_;
-    ap.scale = 1.f / std::sqrt(static_cast<float>(c_.head_dim));
-    ap.variant = cuda::attention_variant::decode;
-    ap.split_len = k_split_len;
-    ap.n_splits = n_splits;
-    ap.workspace = s.attn_ws;
-    cuda::paged_attention(ap, st);
+    drafter_slot_attention(s.ctx, c_, s.q, kv_cache(L), s.at<int32_t>(s.meta_dev, s.o_cu),
+                           s.at<int32_t>(s.meta_dev, s.o_kv), s.at<int32_t>(s.meta_dev, s.o_bt),
+                           s.at<cuda::attention_work_item>(s.meta_dev, s.o_items), N, k_split_len, n_splits, s.attn_ws,
+                           s.attn);
 
     s.ctx.linear(L.wo, s.attn, N, d, qd, s.delta);
     cuda::rms_norm_residual(s.x, s.delta, L.ffn_norm, eps, s.h, N, d, st);

@@ -34,6 +34,7 @@
 #include <span>
 #include <vector>
 
+#include "models/drafters/cuda/gpu_drafter_context.h"
 #include "models/drafters/drafter.h"
 #include "models/drafters/drafter_compute.h"
 #include "models/drafters/drafter_config.h"
@@ -90,8 +91,7 @@ class cuda_block_drafter final : public drafter {
   void enqueue_head_position(int32_t R, int32_t k);                 // Markov bias + confidence of k
   void enqueue_greedy_head(int32_t R, int32_t g_max);               // every k with argmax, download
   void record(int32_t R, int32_t g_max);
-  // QKV projection of the normed rows, then RoPE (+ q/k norm) and the K/V write at `slots`.
-  void qkv_rope_write(const device_layer& L, int32_t n, const int32_t* positions, const int32_t* slots);
+  slot_kv_cache kv_cache(const device_layer& L) const;
 
 
   drafter_config c_;

@@ -17,9 +17,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/drafter_ops.h"
 #include "kernels/cuda/gather_rows.h"
-#include "kernels/cuda/paged_attention.h"
 #include "kernels/cuda/rms_norm.h"
-#include "kernels/cuda/rope.h"
 #include "kernels/cuda/silu_mul.h"
 #include "models/drafters/cuda/gpu_drafter_context.h"
 
@@ -207,6 +205,8 @@ cuda_chain_drafter::cuda_chain_drafter(drafter_config c, drafter_weights w, cons
 
 cuda_chain_drafter::~cuda_chain_drafter() = default;
 
+slot_kv_cache cuda_chain_drafter::kv_cache() const { return {d_->k_cache, d_->v_cache, cap_, p_.max_slots}; }
+
 size_t cuda_chain_drafter::device_bytes() const { return d_->ctx.device_bytes(); }
 
 cuda_chain_drafter::slot_info& cuda_chain_drafter::open_slot(int32_t slot) {
@@ -249,18 +249,8 @@ void cuda_chain_drafter::rollback(int32_t slot, int32_t n_context) {
 void cuda_chain_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_info& s = open_slot(slot);
   const target_features& f = c.features;
-  if (f.data == nullptr || f.n_rows <= 0) return;
-  if (f.n_layers != static_cast<int32_t>(c_.target_layers.size()) || f.n_embd != c_.target_n_embd)
-    throw invalid_argument_error("cuda_chain_drafter: features of " + std::to_string(f.n_layers) + " layers x " +
-                                 std::to_string(f.n_embd) + ", expected " + std::to_string(c_.target_layers.size()) +
-                                 " x " + std::to_string(c_.target_n_embd));
   const int32_t pos0 = c.features_pos0;
-  if (pos0 > s.n_feat)
-    throw invalid_argument_error("cuda_chain_drafter: features for position " + std::to_string(pos0) +
-                                 " but only positions < " + std::to_string(s.n_feat) + " are known (a gap)");
-  if (pos0 + f.n_rows > p_.max_ctx)
-    throw invalid_argument_error("cuda_chain_drafter: context of " + std::to_string(pos0 + f.n_rows) +
-                                 " positions exceeds max_ctx = " + std::to_string(p_.max_ctx));
+  if (!check_commit_features(f, pos0, s.n_feat, c_, p_.max_ctx, "cuda_chain_drafter")) return;
   device_state& d = *d_;
   drop_pending(slot, pos0);
   const int64_t fw = c_.feature_width();
@@ -314,40 +304,6 @@ void cuda_chain_drafter::propose(std::span<const propose_request> batch, draft_b
   if (n > 0) run_group({grp, static_cast<size_t>(n)}, out);
 }
 
-namespace {
-
-// QKV projection of u's rows, then RoPE (+ q/k norm) and the K/V write at `slots`.
-void qkv_rope_write(gpu_drafter_context& ctx, const drafter_config& c, const bf16_t* wqkv, const bf16_t* u,
-                    int32_t n, const int32_t* positions, const int32_t* slots, const float* inv_freq,
-                    const float* q_norm, const float* k_norm, bf16_t* qkv, bf16_t* q, bf16_t* k_cache,
-                    bf16_t* v_cache, int32_t cap, int32_t max_slots) {
-  const int64_t width = c.q_dim() + 2 * c.kv_dim();
-  ctx.linear(wqkv, u, n, width, 2 * c.n_embd, qkv);
-  cuda::rope_kv_params rp;
-  rp.qkv = qkv;
-  rp.qkv_stride = width;
-  rp.n_tokens = n;
-  rp.n_head = static_cast<int32_t>(c.n_head);
-  rp.n_kv_head = static_cast<int32_t>(c.n_head_kv);
-  rp.head_dim = static_cast<int32_t>(c.head_dim);
-  rp.n_rot = static_cast<int32_t>(c.head_dim);
-  rp.positions = positions;
-  rp.inv_freq = inv_freq;
-  rp.pairing = cuda::rope_pairing::neox;
-  rp.q_norm = c.qk_norm ? q_norm : nullptr;
-  rp.k_norm = c.qk_norm ? k_norm : nullptr;
-  rp.norm_eps = static_cast<float>(c.rms_eps);
-  rp.q_out = q;
-  rp.k_cache = k_cache;
-  rp.v_cache = v_cache;
-  rp.block_size = cap;
-  rp.n_cache_slots = static_cast<int64_t>(max_slots) * cap;
-  rp.slots = slots;
-  cuda::rope_qk_norm_kv_write(rp, ctx.stream());
-}
-
-}  // namespace
-
 void cuda_chain_drafter::run_group(std::span<const group_request> grp, draft_batch& out) {
   flush_features();
   device_state& s = *d_;
@@ -367,8 +323,8 @@ void cuda_chain_drafter::run_group(std::span<const group_request> grp, draft_bat
                                       cudaMemcpyHostToDevice, st));
     int32_t* dv = static_cast<int32_t*>(s.chunk_dev);
     cuda::chain_input_rows(s.embed, dv, s.fused, dv + max_rows_, s.input_norm, s.hidden_norm, eps, n, d, s.u, st);
-    qkv_rope_write(s.ctx, c_, s.wqkv, s.u, n, dv + 2 * max_rows_, dv + 3 * max_rows_, s.inv_freq, s.q_norm, s.k_norm,
-                   s.qkv, s.q, s.k_cache, s.v_cache, cap_, p_.max_slots);
+    drafter_qkv_rope_write(s.ctx, c_, s.wqkv, s.u, 2 * d, n, dv + 2 * max_rows_, dv + 3 * max_rows_, s.inv_freq,
+                           s.q_norm, s.k_norm, s.qkv, s.q, kv_cache());
     n = 0;
   };
   for (const group_request& q : grp) {
@@ -425,32 +381,13 @@ void cuda_chain_drafter::run_group(std::span<const group_request> grp, draft_bat
     const float* f_src = j == 0 ? s.fused : s.x;
     const int32_t* f_rows = j == 0 ? s.at<int32_t>(s.meta_dev, s.o_frow0) : s.at<int32_t>(s.meta_dev, s.o_ident);
     cuda::chain_input_rows(s.embed, y, f_src, f_rows, s.input_norm, s.hidden_norm, eps, R, d, s.u, st);
-    qkv_rope_write(s.ctx, c_, s.wqkv, s.u, R, s.at<int32_t>(s.meta_dev, s.o_pos) + j * R,
-                   s.at<int32_t>(s.meta_dev, s.o_slot) + j * R, s.inv_freq, s.q_norm, s.k_norm, s.qkv, s.q, s.k_cache,
-                   s.v_cache, cap_, p_.max_slots);
-    cuda::paged_attention_params ap;
-    ap.q = s.q;
-    ap.k_cache = s.k_cache;
-    ap.v_cache = s.v_cache;
-    ap.out = s.attn;
-    ap.cu_q_lens = s.at<int32_t>(s.meta_dev, s.o_cu);
-    ap.kv_lens = s.at<int32_t>(s.meta_dev, s.o_kv) + j * R;
-    ap.block_tables = s.at<int32_t>(s.meta_dev, s.o_bt);
-    ap.max_blocks_per_seq = 1;
-    ap.items = s.at<cuda::attention_work_item>(s.meta_dev, s.o_items);
-    ap.n_items = R;
-    ap.n_tokens = R;
-    ap.n_seqs = R;
-    ap.n_head = static_cast<int32_t>(c_.n_head);
-    ap.n_kv_head = static_cast<int32_t>(c_.n_head_kv);
-    ap.head_dim = static_cast<int32_t>(c_.head_dim);
-    ap.block_size = cap_;
-    ap.scale = 1.f / std::sqrt(static_cast<float>(c_.head_dim));
-    ap.variant = cuda::attention_variant::decode;
-    ap.split_len = k_split_len;
-    ap.n_splits = n_splits;
-    ap.workspace = s.attn_ws;
-    cuda::paged_attention(ap, st);
+    drafter_qkv_rope_write(s.ctx, c_, s.wqkv, s.u, 2 * d, R, s.at<int32_t>(s.meta_dev, s.o_pos) + j * R,
+                           s.at<int32_t>(s.meta_dev, s.o_slot) + j * R, s.inv_freq, s.q_norm, s.k_norm, s.qkv, s.q,
+                           kv_cache());
+    drafter_slot_attention(s.ctx, c_, s.q, kv_cache(), s.at<int32_t>(s.meta_dev, s.o_cu),
+                           s.at<int32_t>(s.meta_dev, s.o_kv) + j * R, s.at<int32_t>(s.meta_dev, s.o_bt),
+                           s.at<cuda::attention_work_item>(s.meta_dev, s.o_items), R, k_split_len, n_splits, s.attn_ws,
+                           s.attn);
     // h = f + o-proj(attn); step 0's f is f_{s-1}, later steps continue from h of the last.
     if (j == 0) cuda::gather_rows(s.fused, d, f_rows, R, d, s.x, st);
     s.ctx.linear(s.wo, s.attn, R, d, qd, s.delta);

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "models/drafters/cuda/gpu_drafter_context.h"
 #include "models/drafters/drafter.h"
 #include "models/drafters/drafter_compute.h"
 #include "models/drafters/drafter_config.h"
@@ -73,6 +74,7 @@ class cuda_chain_drafter final : public drafter {
   void drop_pending(int32_t slot, int32_t from);
   void flush_features();
   void run_group(std::span<const group_request> grp, draft_batch& out);
+  slot_kv_cache kv_cache() const;
 
   drafter_config c_;
   drafter_runtime_params p_;

@@ -1,9 +1,12 @@
 // gpu_drafter_context (see the header).
 #include "models/drafters/cuda/gpu_drafter_context.h"
 
+#include <cmath>
+
 #include "engine/cuda/gpu_weights.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemv.h"
+#include "kernels/cuda/rope.h"
 
 namespace dspark {
 
@@ -97,6 +100,64 @@ void gpu_drafter_context::run_graph(std::pair<int32_t, int32_t> key, const std::
   }
   if (g.exec != nullptr) DSPARK_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
   else enqueue();
+}
+
+void drafter_qkv_rope_write(gpu_drafter_context& ctx, const drafter_config& c, const __nv_bfloat16* wqkv,
+                            const __nv_bfloat16* x, int64_t n_in, int32_t n, const int32_t* positions,
+                            const int32_t* slots, const float* inv_freq, const float* q_norm, const float* k_norm,
+                            __nv_bfloat16* qkv, __nv_bfloat16* q, const slot_kv_cache& kv) {
+  const int64_t width = c.q_dim() + 2 * c.kv_dim();
+  ctx.linear(wqkv, x, n, width, n_in, qkv);
+  cuda::rope_kv_params rp;
+  rp.qkv = qkv;
+  rp.qkv_stride = width;
+  rp.n_tokens = n;
+  rp.n_head = static_cast<int32_t>(c.n_head);
+  rp.n_kv_head = static_cast<int32_t>(c.n_head_kv);
+  rp.head_dim = static_cast<int32_t>(c.head_dim);
+  rp.n_rot = static_cast<int32_t>(c.head_dim);
+  rp.positions = positions;
+  rp.inv_freq = inv_freq;
+  rp.pairing = cuda::rope_pairing::neox;
+  rp.q_norm = c.qk_norm ? q_norm : nullptr;
+  rp.k_norm = c.qk_norm ? k_norm : nullptr;
+  rp.norm_eps = static_cast<float>(c.rms_eps);
+  rp.q_out = q;
+  rp.k_cache = kv.k;
+  rp.v_cache = kv.v;
+  rp.block_size = kv.cap;
+  rp.n_cache_slots = static_cast<int64_t>(kv.max_slots) * kv.cap;
+  rp.slots = slots;
+  cuda::rope_qk_norm_kv_write(rp, ctx.stream());
+}
+
+void drafter_slot_attention(gpu_drafter_context& ctx, const drafter_config& c, const __nv_bfloat16* q,
+                            const slot_kv_cache& kv, const int32_t* cu_q_lens, const int32_t* kv_lens,
+                            const int32_t* block_tables, const cuda::attention_work_item* items, int32_t n,
+                            int32_t split_len, int32_t n_splits, void* workspace, __nv_bfloat16* out) {
+  cuda::paged_attention_params ap;
+  ap.q = q;
+  ap.k_cache = kv.k;
+  ap.v_cache = kv.v;
+  ap.out = out;
+  ap.cu_q_lens = cu_q_lens;
+  ap.kv_lens = kv_lens;
+  ap.block_tables = block_tables;
+  ap.max_blocks_per_seq = 1;
+  ap.items = items;
+  ap.n_items = n;
+  ap.n_tokens = n;
+  ap.n_seqs = n;
+  ap.n_head = static_cast<int32_t>(c.n_head);
+  ap.n_kv_head = static_cast<int32_t>(c.n_head_kv);
+  ap.head_dim = static_cast<int32_t>(c.head_dim);
+  ap.block_size = kv.cap;
+  ap.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  ap.variant = cuda::attention_variant::decode;
+  ap.split_len = split_len;
+  ap.n_splits = n_splits;
+  ap.workspace = workspace;
+  cuda::paged_attention(ap, ctx.stream());
 }
 
 }  // namespace dspark

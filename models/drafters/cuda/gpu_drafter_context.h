@@ -16,6 +16,8 @@
 
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/paged_attention.h"
+#include "models/drafters/drafter_config.h"
 #include "models/drafters/drafter_weights.h"
 #include "models/formats/tensor_view.h"
 
@@ -65,5 +67,29 @@ class gpu_drafter_context {
   };
   std::map<std::pair<int32_t, int32_t>, graph_entry> graphs_;
 };
+
+// A drafter layer's K/V cache: one block of `cap` rows per slot in the paged layout of
+// kernels/cuda/rope.h (row p of slot s is cache slot s * cap + p; block table entry = s).
+struct slot_kv_cache {
+  __nv_bfloat16* k = nullptr;
+  __nv_bfloat16* v = nullptr;
+  int32_t cap = 0;
+  int32_t max_slots = 0;
+};
+
+// A layer's projection and cache write for n rows: qkv = x . wqkv^T (x: [n, n_in]), then q/k
+// RMSNorm (when the config has it), NeoX RoPE at `positions` and the K/V write at cache
+// `slots`; rotated Q into q. On the context's stream.
+void drafter_qkv_rope_write(gpu_drafter_context& ctx, const drafter_config& c, const __nv_bfloat16* wqkv,
+                            const __nv_bfloat16* x, int64_t n_in, int32_t n, const int32_t* positions,
+                            const int32_t* slots, const float* inv_freq, const float* q_norm, const float* k_norm,
+                            __nv_bfloat16* qkv, __nv_bfloat16* q, const slot_kv_cache& kv);
+
+// Causal attention of n one-token pseudo-sequences over their slots' caches (cu_q_lens 0..n,
+// kv_lens, block tables = slot ids, items {i, 0, 1}), decode variant, `split_len` keys per split.
+void drafter_slot_attention(gpu_drafter_context& ctx, const drafter_config& c, const __nv_bfloat16* q,
+                            const slot_kv_cache& kv, const int32_t* cu_q_lens, const int32_t* kv_lens,
+                            const int32_t* block_tables, const cuda::attention_work_item* items, int32_t n,
+                            int32_t split_len, int32_t n_splits, void* workspace, __nv_bfloat16* out);
 
 }  // namespace dspark
