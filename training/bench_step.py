@@ -8,10 +8,13 @@ of --kinds on one batch), on a target of the default model's shape, without data
     python3 training/bench_step.py --target /tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf \
         --batch 8 --max-len 640 --anchors 64 --steps 60
 
-Examples are synthetic: a prompt of max_len/4 tokens and a response filling the rest (the
-loss mask of a long answer), random token ids; the timed loop is Trainer.train_step as in
-train.py. --profile prints the top operators of torch.profiler over the timed steps."""
+Examples: --examples FILE (the JSONL train.py writes, or its .gz from an export), truncated to
+--max-len as train.py does; else synthetic, a prompt of max_len/4 tokens and a response filling
+the rest (random ids: more counted rows than real data, where ~44% of a batch-8 grid of
+SmolLM2's regenerated examples are response rows). The timed loop is Trainer.train_step. --profile prints the top operators of torch.profiler over the timed steps."""
 import argparse
+import gzip
+import json
 import os
 import random
 import sys
@@ -40,9 +43,18 @@ def synthetic_examples(n, max_len, vocab, seed):
     return [([rng.randrange(5, vocab) for _ in range(max_len)], k) for _ in range(n)]
 
 
+def read_examples(path, max_len):
+    """train.py's examples (JSONL, optionally gzipped), the first max_len tokens of each."""
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    out = [(r["ids"][:max_len], int(r["n_prompt"])) for r in recs]
+    return [(ids, k) for ids, k in out if len(ids) - k >= 8]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="random", help="GGUF path, or 'random' (SmolLM2 shape)")
+    ap.add_argument("--examples", help="JSONL(.gz) training examples; default synthetic")
     ap.add_argument("--kinds", default="dspark,dflash,eagle3,mtp1")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-len", type=int, default=640)
@@ -66,7 +78,10 @@ def main():
         model, _ = target.load_gguf_target(args.target, dev, dtype)
     n_layer = model.config.num_hidden_layers
     layers = [1, 8, 15, 22, 28] if n_layer == 30 else [0, n_layer // 2]
-    ex = synthetic_examples(args.batch * 4, args.max_len, model.config.vocab_size, 0)
+    if args.examples:
+        ex = read_examples(args.examples, args.max_len)
+    else:
+        ex = synthetic_examples(args.batch * 4, args.max_len, model.config.vocab_size, 0)
     ta = TrainArgs(kinds=args.kinds.split(","), steps=10 ** 6, batch_size=args.batch, anchors=args.anchors,
                    block_size=args.block_size, target_layers=layers, log_every=10 ** 9)
     tr = Trainer(model, target.target_head(model), target.target_info(model, "bench"), ex, ex[:args.batch],
@@ -84,18 +99,20 @@ def main():
         acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
         prof = torch.profiler.profile(activities=acts)
         prof.__enter__()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         tr.train_step()
     sync()
     dt = (time.perf_counter() - t0) / args.steps
+    cpu = (time.process_time() - c0) / args.steps      # less sensitive to a shared box than wall
     if prof is not None:
         prof.__exit__(None, None, None)
         key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=25))
     mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if dev.type == "cuda" else ""
     print(f"bench_step: {args.kinds} batch {args.batch} max_len {args.max_len} anchors {args.anchors} "
-          f"block {args.block_size} on {dev.type}: {dt:.3f} s/step, {1 / dt:.2f} steps/s over {args.steps} steps{mem}")
+          f"block {args.block_size} on {dev.type}: {dt:.3f} s/step, {1 / dt:.2f} steps/s over {args.steps} steps "
+          f"(process CPU time {cpu:.3f} s/step){mem}")
 
 
 if __name__ == "__main__":

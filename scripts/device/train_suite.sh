@@ -21,6 +21,8 @@
 # If the call is cut off (or stops at its deadline), the trainer checkpoint in
 # /tmp/dspark-train/ckpt.pt is resumed by the next call while the machine is still warm.
 #
+# Knobs: TRAIN_STEPS, TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (8), TRAIN_AMP (bf16|off),
+# TRAIN_COMPILE (0|1), DSPARK_INIT_FROM (below).
 # Locally (CPU): bash scripts/device/train_suite.sh --smoke   (a few steps, tiny data; uses the
 # default model when .models/ has it, else a tiny random target).
 set -uo pipefail
@@ -63,8 +65,12 @@ else
   # regeneration stops after 150 s; training stops 510 s after the start of this script,
   # leaving ~60 s for the held-out evaluation, calibration, export and packing
   args=(--target "$model" --n-prompts 4096 --max-new 256 --regen-batch 512 --regen-time-limit 150
-        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch 8 --anchors 64
-        --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}")
+        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch "${TRAIN_BATCH:-8}" --anchors 64
+        --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
+        --amp "${TRAIN_AMP:-bf16}")
+  # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first
+  # steps, counted in the training time; see docs/training.md "Training throughput")
+  [ "${TRAIN_COMPILE:-0}" = 1 ] && args+=(--compile)
 fi
 # Continuing an earlier lease's training: carry its exports (and examples.jsonl.gz, which skips
 # the regeneration) and point DSPARK_INIT_FROM at them; the drafters warm-start from those
@@ -89,6 +95,11 @@ json.dump({"calibration": cal, "steps_done": log["steps_done"], "complete": log[
           open(sys.argv[2], "w"), indent=1)
 for k, v in log["exports"].items():
     print(f"train_suite: {k}: {sum(v.values()) / 2**20:.1f} MiB in {len(v)} files")
+hist = log["history"]
+if hist and log["steps_done"]:
+    print(f"train_suite: {log['steps_done']} steps in {log['train_wall_s']} s of training: "
+          f"{log['train_wall_s'] / log['steps_done']:.3f} s/step (batch {log['args']['batch']}, "
+          f"peak GPU memory {hist[-1].get('peak_gpu_gib', '?')} GiB)")
 PY
 gzip -c "$work/examples.jsonl" > "$work/export/examples.jsonl.gz"
 tar -C "$work" -cf - export | split -b 15M -d -a 2 - "$OUT/drafters.tar.part-"
