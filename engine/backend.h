@@ -20,6 +20,20 @@
 //
 // Nothing here is CPU-specific: the CUDA backend keeps its own KV cache and buffers, and
 // returns host pointers to logits it has copied back.
+//
+// Automatic prefix caching (both backends; engine/kv_block_pool.h): a caller that knows a
+// sequence's tokens publishes its full KV blocks with cache_prefix(); a new sequence whose
+// prompt starts with the same tokens calls attach_prefix() first, shares those blocks and
+// forwards only the rest:
+//
+//   seq = open_sequence();
+//   n = attach_prefix(seq, prompt);              // e.g. 512 of 528 prompt tokens cached
+//   forward(prompt[n ..]) in chunks              // positions n .. 527 only
+//   cache_prefix(seq, prompt);                   // its own full blocks, for the next prompt
+//
+// The logits are the ones a cold prefill gives, bit for bit, wherever a row's result does not
+// depend on the other rows of its batch (the CPU backend always; the CUDA backend for steps
+// within its GEMV path).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +42,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "engine/kv_block_pool.h"
 
 namespace dspark {
 
@@ -86,6 +101,7 @@ struct backend_limits {
   int32_t n_ctx = 0;                // longest sequence
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
+  int32_t kv_block_size = 0;        // positions per KV block (the prefix cache's unit); 0: unknown
 };
 
 class backend {
@@ -102,6 +118,17 @@ class backend {
   virtual int32_t sequence_length(int32_t seq) const = 0;
   // Rolls the sequence back to new_len <= length (rejected draft tokens), O(1).
   virtual void truncate(int32_t seq, int32_t new_len) = 0;
+
+  // Prefix cache (see the top of this file); backends without one keep these defaults.
+  // Attaches to `seq` (open, length 0) the cached K/V of the longest chain of full blocks whose
+  // tokens start `tokens`, never the block holding tokens.back(), and returns the positions
+  // covered, now the sequence's length (a multiple of kv_block_size, 0 on a miss).
+  virtual int32_t attach_prefix(int32_t seq, std::span<const int32_t> tokens);
+  // Offers `seq`'s full blocks among its first min(length, tokens.size()) positions to later
+  // attach_prefix() calls. `tokens` must be what the sequence holds from position 0, computed
+  // by forward() (not forward_prefix() rows before their truncate).
+  virtual void cache_prefix(int32_t seq, std::span<const int32_t> tokens);
+  virtual prefix_cache_stats prefix_stats() const { return {}; }
 
   // Runs the batch, appends its K/V and returns the requested logits. Throws
   // invalid_argument_error for a malformed batch (unknown or repeated sequence, token id out

@@ -89,6 +89,7 @@ cpu_backend::cpu_backend(const model_config& c, const llama_weights& w,
   limits_.n_ctx = kv_.params().n_ctx;
   limits_.n_vocab = c.n_vocab;
   limits_.n_embd = c.n_embd;
+  limits_.kv_block_size = kv_.params().block_size;
 
   const size_t T = static_cast<size_t>(limits_.max_tokens_per_step);
   const size_t R = static_cast<size_t>(limits_.max_logit_rows);
@@ -134,6 +135,8 @@ std::optional<int32_t> cpu_backend::open_sequence() { return kv_.open_sequence()
 void cpu_backend::free_sequence(int32_t seq) { kv_.free_sequence(seq); }
 int32_t cpu_backend::sequence_length(int32_t seq) const { return kv_.length(seq); }
 void cpu_backend::truncate(int32_t seq, int32_t new_len) { kv_.truncate(seq, new_len); }
+int32_t cpu_backend::attach_prefix(int32_t seq, std::span<const int32_t> tokens) { return kv_.attach_prefix(seq, tokens); }
+void cpu_backend::cache_prefix(int32_t seq, std::span<const int32_t> tokens) { kv_.cache_prefix(seq, tokens); }
 
 void cpu_backend::validate(const forward_batch& b) {
   if (b.seqs.empty()) throw invalid_argument_error("forward: the batch has no sequences");

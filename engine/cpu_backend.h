@@ -50,6 +50,9 @@ class cpu_backend final : public backend {
   void free_sequence(int32_t seq) override;
   int32_t sequence_length(int32_t seq) const override;
   void truncate(int32_t seq, int32_t new_len) override;
+  int32_t attach_prefix(int32_t seq, std::span<const int32_t> tokens) override;
+  void cache_prefix(int32_t seq, std::span<const int32_t> tokens) override;
+  prefix_cache_stats prefix_stats() const override { return kv_.prefix_stats(); }
   forward_output forward(const forward_batch& batch) override;
   bool supports_forward_prefix() const override { return true; }
   forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) override;

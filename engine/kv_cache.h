@@ -25,12 +25,18 @@
 // A step is two-phase (prepare -> apply): reserve() makes room for the new positions of every
 // sequence of a batch or fails leaving no partial state; the backend writes K/V; commit()
 // advances the logical length.
+//
+// The bookkeeping (block tables, reference counts, automatic prefix caching: attach_prefix /
+// cache_prefix) is engine/kv_block_pool.h's; this class adds the f32 storage and performs the
+// copy on write a reserve() into a shared block asks for.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <vector>
+#include <span>
+
+#include "engine/kv_block_pool.h"
 
 namespace dspark {
 
@@ -45,12 +51,6 @@ struct kv_cache_params {
   int32_t n_blocks = 0;
 };
 
-enum class kv_status : int {
-  ok = 0,
-  out_of_blocks = 1,    // the pool has too few free blocks; nothing was changed
-  exceeds_n_ctx = 2,    // the sequence would grow past n_ctx; nothing was changed
-};
-
 class kv_cache {
  public:
   // Allocates the pool. Throws invalid_argument_error for non-positive sizes.
@@ -60,47 +60,52 @@ class kv_cache {
   int64_t row_size() const { return p_.n_head_kv * p_.head_dim; }  // floats per position
 
   // A free sequence id in [0, n_seq_max), length 0; nullopt when all are in use.
-  std::optional<int32_t> open_sequence();
-  // Returns the sequence's blocks to the pool and its id to the free set.
-  void free_sequence(int32_t seq);
-  bool is_open(int32_t seq) const;
+  std::optional<int32_t> open_sequence() { return pool_.open_sequence(); }
+  // Returns the sequence's blocks to the pool (published ones stay cached) and its id.
+  void free_sequence(int32_t seq) { pool_.free_sequence(seq); }
+  bool is_open(int32_t seq) const { return pool_.is_open(seq); }
 
-  int32_t length(int32_t seq) const;  // logical length (positions holding valid K/V)
-  // Blocks needed to grow `seq` to n_total positions that it does not hold yet.
-  int32_t blocks_needed(int32_t seq, int32_t n_total) const;
-  // Makes positions [0, n_total) of `seq` addressable, taking blocks from the pool. On failure
-  // returns the reason and changes nothing.
+  int32_t length(int32_t seq) const { return pool_.length(seq); }  // positions holding valid K/V
+  // Blocks needed to grow `seq` to n_total positions that it does not hold yet (plus one when
+  // the block holding its length is shared and must be copied first).
+  int32_t blocks_needed(int32_t seq, int32_t n_total) const { return pool_.blocks_needed(seq, n_total); }
+  // Makes positions [length, n_total) of `seq` writable, taking blocks from the pool (and
+  // copying a shared block it would write into). On failure returns the reason and changes
+  // nothing.
   kv_status reserve(int32_t seq, int32_t n_total);
   // Sets the logical length after K/V of positions [length, new_len) were written; new_len
   // must be within the reserved capacity.
-  void commit(int32_t seq, int32_t new_len);
-  // Rolls the logical length back to new_len <= length, O(1); the blocks are kept.
-  void truncate(int32_t seq, int32_t new_len);
+  void commit(int32_t seq, int32_t new_len) { pool_.commit(seq, new_len); }
+  // Rolls the logical length back to new_len <= length, O(1); the blocks are kept (published
+  // blocks past new_len excepted, kv_block_pool.h).
+  void truncate(int32_t seq, int32_t new_len) { pool_.truncate(seq, new_len); }
+
+  // Prefix cache (kv_block_pool.h): attach the cached blocks matching a fresh sequence's first
+  // tokens (returns the positions covered), publish a sequence's full blocks.
+  int32_t attach_prefix(int32_t seq, std::span<const int32_t> tokens) { return pool_.attach_prefix(seq, tokens); }
+  void cache_prefix(int32_t seq, std::span<const int32_t> tokens) { pool_.cache_prefix(seq, tokens); }
+  const prefix_cache_stats& prefix_stats() const { return pool_.stats(); }
+  const kv_block_pool& blocks() const { return pool_; }
 
   // K / V vector of `pos` (within the reserved capacity): [n_head_kv][head_dim] f32.
   float* k_at(int64_t layer, int32_t seq, int32_t pos);
   float* v_at(int64_t layer, int32_t seq, int32_t pos);
   const float* k_block(int64_t layer, int32_t block) const;  // [block_size][n_head_kv][head_dim]
   const float* v_block(int64_t layer, int32_t block) const;
-  const int32_t* block_table(int32_t seq) const;  // [capacity / block_size] block ids
-  int32_t capacity(int32_t seq) const;            // reserved positions
-  int32_t free_blocks() const { return static_cast<int32_t>(free_blocks_.size()); }
+  const int32_t* block_table(int32_t seq) const { return pool_.block_table(seq); }  // [capacity / block_size]
+  int32_t capacity(int32_t seq) const { return pool_.capacity(seq); }  // reserved positions
+  // Blocks reserve() can take: free ones plus cached blocks no sequence holds (evictable).
+  int32_t free_blocks() const { return pool_.free_blocks(); }
 
  private:
-  struct sequence {
-    bool open = false;
-    int32_t length = 0;
-    std::vector<int32_t> blocks;  // capacity reserved for n_ctx / block_size at construction
-  };
-  void check_seq(int32_t seq) const;
+  size_t block_offset(int64_t layer, int32_t block) const;  // first float of the block in `layer`
   size_t offset(int64_t layer, int32_t seq, int32_t pos) const;
 
   kv_cache_params p_;
   size_t layer_stride_ = 0;            // floats per layer: n_blocks * block_size * row_size
   std::unique_ptr<float[]> k_;         // [n_layer][n_blocks][block_size][n_head_kv][head_dim]
   std::unique_ptr<float[]> v_;         // same
-  std::vector<int32_t> free_blocks_;   // stack of free block ids
-  std::vector<sequence> seqs_;         // [n_seq_max]
+  kv_block_pool pool_;
 };
 
 }  // namespace dspark
