@@ -31,6 +31,7 @@ std::string_view finish_reason_name(finish_reason r);  // "stop", "stop_string",
 
 struct generation_stats {
   int32_t prompt_tokens = 0;
+  int32_t cached_tokens = 0;     // prompt tokens whose K/V came from the prefix cache (not forwarded)
   int32_t generated_tokens = 0;  // sampled tokens, the final stop id included
   double prefill_s = 0;          // prompt forward time
   double decode_s = 0;           // from the first sampled token to the end

@@ -26,6 +26,7 @@ struct spec_decoder::request {
   int32_t seq = -1;                 // backend sequence, -1 once freed
   bool prefilled = false;
   int32_t prefill_pos = 0;          // prompt tokens already in the target KV (chunked prefill)
+  int32_t kv_valid = 0;             // leading ctx tokens whose K/V the sequence holds, verified
   bool drafter_open = false;        // begin() called, end() not yet
   bool done = false;
   bool cancelled = false;
@@ -72,6 +73,7 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
     throw invalid_argument_error("spec_decoder: the drafter needs " +
                                  std::to_string(d->caps().capture_layers.size()) +
                                  " captured layers; the backend allows " + std::to_string(lim.max_capture_layers));
+  prefix_cache_ = opt.prefix_cache && (d == nullptr || d->caps().capture_layers.empty());
   reqs_.resize(static_cast<size_t>(opt.max_requests));
   total_ = spec_metrics(gamma_max_);
   buf_ = std::make_unique<step_buffers>();
@@ -148,6 +150,11 @@ int32_t spec_decoder::add(std::span<const int32_t> prompt, const sampling_params
   r->out.emplace(tok_, stop_ids_, params, lim.n_ctx, r->prompt_len, std::move(on_token));
   r->metrics = spec_metrics(gamma_max_);
   r->t_add = clock_type::now();
+  if (prefix_cache_) {
+    r->prefill_pos = be_.attach_prefix(r->seq, prompt);  // < prompt_len: the last token is forwarded
+    r->kv_valid = r->prefill_pos;
+    r->out->result().stats.cached_tokens = r->prefill_pos;
+  }
   reqs_[static_cast<size_t>(id)] = std::move(r);
   return id;
 }
@@ -183,6 +190,8 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
       return used;
     }
     if (last) logits = o.logits;
+    r.kv_valid = r.prefill_pos;
+    if (prefix_cache_) be_.cache_prefix(r.seq, prompt.first(static_cast<size_t>(r.prefill_pos)));
     if (!capture.empty()) {
       commit_info c;
       c.features_pos0 = static_cast<int32_t>(i);
@@ -378,6 +387,7 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
   }
   // The KV keeps x0 and the accepted drafts; y (= ctx.back()) is the next round's x0.
   be_.truncate(r.seq, static_cast<int32_t>(ctx_before) + v.n_accepted);
+  r.kv_valid = static_cast<int32_t>(ctx_before) + v.n_accepted;
   if (drafter_) {
     commit_info c;
     c.tokens = {b.commit.data(), static_cast<size_t>(n_commit)};
@@ -401,6 +411,8 @@ void spec_decoder::finish(request& r) {
   if (r.done) return;
   r.done = true;
   if (r.seq >= 0) {
+    // Publish the verified K/V (prompt and generated) for requests that repeat this one.
+    if (prefix_cache_ && r.kv_valid > 0) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.kv_valid)});
     be_.free_sequence(r.seq);
     r.seq = -1;
   }

@@ -25,6 +25,15 @@
 // prefix, and stop conditions are the generator's, so the output equals generate() token for
 // token whenever the backend's logits for a row do not depend on the other rows of its batch.
 //
+// Prefix caching (options.prefix_cache, off by default; `dspark serve` turns it on): add()
+// attaches the backend's cached K/V for the longest run of full blocks the prompt starts with
+// (backend::attach_prefix) and prefill forwards only the rest; every prefill chunk publishes
+// the request's new full prompt blocks, and finish() publishes its committed tokens' blocks
+// (prompt + generated, the verified part only) before freeing the sequence, so a later request
+// repeating the conversation reuses them too. Off while the drafter reads target features
+// (it needs every prompt row's). The output is unchanged: with batch-invariant rows the cached
+// K/V are the ones a cold prefill computes, bit for bit.
+//
 // The hot path allocates nothing of its own: every per-step buffer is sized at construction for
 // max_requests x (gamma_max + 1); only the tokenizer's text streaming allocates strings.
 #pragma once
@@ -53,6 +62,7 @@ struct spec_decoder_options {
   int32_t max_requests = 1;    // requests decoded together, [1, backend n_seq_max]
   int32_t prefill_chunk = 256; // prompt tokens per prefill forward (as generate_options), and per
                                // step while other requests are decoding
+  bool prefix_cache = false;   // reuse and publish KV blocks through the backend's prefix cache
 };
 
 // A finished request: the plain generator's result plus speculative metrics.
@@ -92,6 +102,8 @@ class spec_decoder {
   // Metrics merged over every request taken so far.
   const spec_metrics& metrics() const { return total_; }
   int32_t gamma_max() const { return gamma_max_; }
+  // True when requests attach and publish cached prefixes (the option, and no feature drafter).
+  bool prefix_cache() const { return prefix_cache_; }
   int32_t max_requests() const { return opt_.max_requests; }
 
  private:
@@ -113,6 +125,7 @@ class spec_decoder {
   std::span<const int32_t> stop_ids_;
   spec_decoder_options opt_;
   int32_t gamma_max_ = 0;
+  bool prefix_cache_ = false;
   std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
   std::unique_ptr<step_buffers> buf_;
   // Confidences for drafters without a head: the policy then schedules on each request's
