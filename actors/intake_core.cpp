@@ -193,7 +193,7 @@ void intake_core::finish(uint64_t key, const msg::request_done& d) {
     dr.reason = to_finish(d.reason);
     dr.stats = m::request_stats{s.prompt_tokens, s.completion_tokens, s.ttft_s, s.tpot_s, s.tokens_per_s,
                                 s.acceptance_length, s.verify_steps, s.draft_tokens_proposed,
-                                s.draft_tokens_accepted};
+                                s.draft_tokens_accepted, s.cached_tokens};
     reply(r.client, dr);
   }
   by_client_id_.erase({r.client, r.id});
@@ -283,10 +283,25 @@ std::string intake_core::metrics_text(const msg::status_report& s) const {
   counter("dspark_draft_tokens_accepted_total", "Draft tokens accepted.", static_cast<double>(s.draft_tokens_accepted));
   gauge("dspark_kv_blocks_total", "KV blocks in the kv_manager budget.", s.kv_blocks_total);
   gauge("dspark_kv_blocks_used", "KV blocks reserved by admitted requests.", s.kv_blocks_used);
-  gauge("dspark_kv_usage_ratio", "Share of the KV budget reserved.",
-        s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
+  gauge("dspark_kv_blocks_shared", "KV blocks prefix sharing saves the admitted requests (counted once).", s.kv_blocks_shared);
+  gauge("dspark_kv_usage_ratio", "Share of the KV budget reserved, shared blocks counted once.",
+        s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used - s.kv_blocks_shared) / s.kv_blocks_total : 0.0);
   gauge("dspark_backend_kv_free_blocks", "Free physical KV blocks of the backend (-1 unknown).", s.backend_free_blocks);
   gauge("dspark_backend_kv_blocks", "Physical KV blocks of the backend (-1 unknown).", s.backend_total_blocks);
+  // The prefix cache (engine/kv_block_pool.h): lookups, reused prompt tokens, cached blocks.
+  counter("dspark_prefix_cache_queries_total", "Requests that looked up their prompt in the prefix cache.",
+          static_cast<double>(s.prefix_cache_queries));
+  counter("dspark_prefix_cache_hits_total", "Requests that reused at least one cached KV block.",
+          static_cast<double>(s.prefix_cache_hits));
+  counter("dspark_prefix_cache_query_tokens_total", "Prompt tokens looked up in the prefix cache.",
+          static_cast<double>(s.prefix_cache_query_tokens));
+  counter("dspark_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache (not prefilled).",
+          static_cast<double>(s.prefix_cache_hit_tokens));
+  counter("dspark_prefix_cache_evictions_total", "Cached KV blocks reclaimed for new data.",
+          static_cast<double>(s.prefix_cache_evictions));
+  gauge("dspark_prefix_cache_blocks", "KV blocks in the prefix cache (held or evictable).", s.prefix_cache_blocks);
+  gauge("dspark_prefix_cache_evictable_blocks", "Cached KV blocks no request holds (free for admission).",
+        s.prefix_cache_evictable_blocks);
   gauge("dspark_active_requests", "Requests in the running batch.", s.active_requests);
   gauge("dspark_queued_requests", "Requests waiting for KV admission.", s.queued_requests);
   gauge("dspark_live_requests", "Requests accepted by the intake and not yet finished.", live());

@@ -33,6 +33,11 @@ bool kv_manager::try_admit(uint64_t key, int32_t prompt_len, int32_t max_tokens)
   return true;
 }
 
+void kv_manager::set_shared_credit(int32_t blocks) {
+  if (blocks < 0) throw invalid_argument_error("kv_manager: the shared credit must be >= 0, got " + std::to_string(blocks));
+  shared_ = blocks;
+}
+
 void kv_manager::release(uint64_t key) {
   const auto it = held_.find(key);
   if (it == held_.end()) return;

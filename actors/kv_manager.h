@@ -14,6 +14,19 @@
 //
 //   budget  [######## req 1 ########][#### req 2 ####][...... free ......]
 //            reserved (worst case)    reserved          admits the next request that fits
+//
+// Prefix sharing (backend prefix cache) is counted once: the verifier sets, before each
+// admission round, the shared credit S = the backend's prefix_cache_stats::shared_refs (block
+// references beyond the first: blocks the running sequences' tables hold without taking them
+// from the pool), and a request is admitted while  reserved + its blocks <= budget + S.
+// Why that never over-commits (budget <= the pool's N blocks): with U blocks held by the
+// running requests, t_a the blocks request a's table holds and w_a its reservation, the pool
+// can still hand out N - U blocks (cached blocks no one holds are evictable, so they count as
+// free) and request a takes at most w_a - t_a more, since it shares only at its start; and
+//   sum (w_a - t_a) = sum w_a - (U + S) <= budget + S - U - S <= N - U.
+// The inequality survives every event: growth adds 1 to t_a and U; an attach raises S; a
+// request ending lowers sum w_a by w_a and S by at most its shared blocks <= w_a. (A truncate
+// below the committed length into shared blocks could lower S; the decoding loop never does one.)
 #pragma once
 
 #include <cstdint>
@@ -38,19 +51,24 @@ class kv_manager {
   // True when a request of this shape could ever be admitted (fits an empty budget).
   bool could_fit(int32_t prompt_len, int32_t max_tokens) const;
   // Reserves the request's blocks and returns true, or returns false (nothing reserved) when
-  // they do not fit now. invalid_argument_error when `key` already holds a reservation.
+  // they do not fit now (reserved + blocks > budget + shared credit). invalid_argument_error
+  // when `key` already holds a reservation.
   bool try_admit(uint64_t key, int32_t prompt_len, int32_t max_tokens);
   // Returns the request's blocks to the budget; a key without a reservation is ignored.
   void release(uint64_t key);
+  // The blocks prefix sharing saves now (see above), >= 0; 0 without a prefix cache.
+  void set_shared_credit(int32_t blocks);
 
   int32_t total_blocks() const { return p_.total_blocks; }
-  int32_t used_blocks() const { return used_; }
-  int32_t free_blocks() const { return p_.total_blocks - used_; }
+  int32_t used_blocks() const { return used_; }        // reserved, sharing not deducted
+  int32_t shared_blocks() const { return shared_; }
+  int32_t free_blocks() const { return p_.total_blocks + shared_ - used_; }  // what may still be reserved
   int32_t admitted() const { return static_cast<int32_t>(held_.size()); }
 
  private:
   kv_manager_params p_;
   int32_t used_ = 0;
+  int32_t shared_ = 0;
   std::unordered_map<uint64_t, int32_t> held_;  // key -> blocks reserved
 };
 

@@ -139,6 +139,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       vo.max_requests = cfg.max_requests;
       vo.kv_block_size = cfg.kv_block_size;
       vo.kv_blocks = cfg.kv_blocks;
+      vo.prefix_cache = cfg.prefix_cache;
       backend* be = p.be.get();
       drafter* d = p.rd.get();
       const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;

@@ -57,7 +57,7 @@ verifier_core::verifier_core(backend& be, drafter* d, std::unique_ptr<spec_polic
                             policy->draft_budget() + 1}),
       sched_(kv_, std::move(policy)),
       dec_(be, d, sched_.policy(), tok, stop_ids,
-           spec_decoder_options{opt.max_requests, opt.prefill_chunk}) {
+           spec_decoder_options{opt.max_requests, opt.prefill_chunk, opt.prefix_cache}) {
   slots_.resize(static_cast<size_t>(opt.max_requests));
   admitted_.reserve(static_cast<size_t>(opt.max_requests));
 }
@@ -185,6 +185,7 @@ void verifier_core::step() {
   int32_t free_slots = 0;
   for (const auto& r : slots_) free_slots += r ? 0 : 1;
   admitted_.clear();
+  kv_.set_shared_credit(shared_credit());
   sched_.admit(free_slots, admitted_);
   for (auto& w : admitted_) start(std::move(w));
   bool any = false;
@@ -214,6 +215,12 @@ void verifier_core::step() {
   }
 }
 
+// Block references the backend saves by prefix sharing, when they are in kv_manager's unit.
+int32_t verifier_core::shared_credit() const {
+  if (!dec_.prefix_cache() || be_.limits().kv_block_size != opt_.kv_block_size) return 0;
+  return be_.prefix_stats().shared_refs;
+}
+
 void verifier_core::finish(int32_t slot) {
   std::unique_ptr<running> r = std::move(slots_[static_cast<size_t>(slot)]);
   spec_result res = dec_.take(slot);
@@ -238,6 +245,7 @@ void verifier_core::finish(int32_t slot) {
   s.verify_steps = res.metrics.verify_steps();
   s.draft_tokens_proposed = res.metrics.draft_tokens_proposed();
   s.draft_tokens_accepted = res.metrics.draft_tokens_accepted();
+  s.cached_tokens = res.gen.stats.cached_tokens;
   msg::encode(d, out_);
   send(r->peer);
 }
@@ -248,6 +256,7 @@ msg::status_report verifier_core::status() const {
   s.queued_requests = sched_.queued();
   s.kv_blocks_total = kv_.total_blocks();
   s.kv_blocks_used = kv_.used_blocks();
+  s.kv_blocks_shared = kv_.shared_blocks();
   if (const auto* cpu = dynamic_cast<const cpu_backend*>(&be_)) {
     s.backend_free_blocks = cpu->kv().free_blocks();
     s.backend_total_blocks = cpu->kv().params().n_blocks;
@@ -269,6 +278,14 @@ msg::status_report verifier_core::status() const {
   s.verify_budget_max = t.stats().budget_max;
   s.plan_seconds_sum = t.stats().plan_seconds;
   s.plan_seconds_p99 = t.plan_seconds_quantile(0.99);
+  const prefix_cache_stats pc = be_.prefix_stats();
+  s.prefix_cache_queries = pc.queries;
+  s.prefix_cache_hits = pc.hits;
+  s.prefix_cache_query_tokens = pc.query_tokens;
+  s.prefix_cache_hit_tokens = pc.hit_tokens;
+  s.prefix_cache_evictions = pc.evictions;
+  s.prefix_cache_blocks = pc.cached_blocks;
+  s.prefix_cache_evictable_blocks = pc.evictable_blocks;
   if (const auto* rd = dynamic_cast<const remote_drafter*>(drafter_)) {
     s.drafter = rd->current();
     s.drafter_timeouts = rd->timeouts();

@@ -4,7 +4,8 @@
 // can drive it directly.
 //
 // Per step():
-//   1. the scheduler admits waiting requests into free decoder slots, KV reserved by kv_manager;
+//   1. the scheduler admits waiting requests into free decoder slots, KV reserved by kv_manager
+//      (its shared credit refreshed from the backend's prefix cache first);
 //   2. spec_decoder.step(): prefill of the new requests, one verify round for the others
 //      (drafts from the drafter: in a server the remote_drafter, which proposes nothing when no
 //      drafter answers in time);
@@ -42,6 +43,9 @@ struct verifier_options {
   int32_t kv_block_size = 16;  // kv_manager's accounting unit (the CPU backend's block size)
   int32_t kv_blocks = 0;       // budget; 0 = max_requests * ceil(n_ctx / kv_block_size)
   int32_t max_waiting = 1024;  // requests waiting for KV; more are rejected as overloaded
+  // Prefix caching (spec_decoder_options::prefix_cache): prompts reuse the backend's cached KV
+  // blocks of earlier or running requests; kv_manager counts shared blocks once.
+  bool prefix_cache = true;
 };
 
 class verifier_core {
@@ -73,6 +77,7 @@ class verifier_core {
   void finish(int32_t slot);
   void reject(const std::string& peer, uint64_t key, msg::reject_code c, const std::string& why);
   void send(const std::string& peer);  // sends out_ (the last encoded message)
+  int32_t shared_credit() const;       // kv_manager's credit for blocks shared through the prefix cache
 
   backend& be_;
   drafter* drafter_;

@@ -175,6 +175,8 @@ request_stats read_stats(const json& v) {
   s.verify_steps = i("verify_steps");
   s.draft_tokens_proposed = i("draft_tokens_proposed");
   s.draft_tokens_accepted = i("draft_tokens_accepted");
+  if (const json* c = find(v, "cached_tokens"))  // added later: servers before it leave it out
+    s.cached_tokens = as_int(*c, "stats.cached_tokens", error_code::bad_request, 0);
   return s;
 }
 
@@ -336,7 +338,8 @@ struct server_encoder {
                   {"acceptance_length", finite_or_zero(s.acceptance_length)},
                   {"verify_steps", s.verify_steps},
                   {"draft_tokens_proposed", s.draft_tokens_proposed},
-                  {"draft_tokens_accepted", s.draft_tokens_accepted}};
+                  {"draft_tokens_accepted", s.draft_tokens_accepted},
+                  {"cached_tokens", s.cached_tokens}};
     return j;
   }
   json operator()(const error_reply& r) const {

@@ -145,6 +145,7 @@ struct request_stats {
   int64_t verify_steps = 0;
   int64_t draft_tokens_proposed = 0;
   int64_t draft_tokens_accepted = 0;
+  int64_t cached_tokens = 0;    // prompt tokens served by the prefix cache (optional on the wire)
   bool operator==(const request_stats&) const = default;
 };
 

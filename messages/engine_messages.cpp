@@ -38,6 +38,7 @@ void put_stats(wire_writer& w, const request_stats& s) {
   w.i64(s.verify_steps);
   w.i64(s.draft_tokens_proposed);
   w.i64(s.draft_tokens_accepted);
+  w.i32(s.cached_tokens);
 }
 
 request_stats get_stats(wire_reader& r) {
@@ -51,6 +52,7 @@ request_stats get_stats(wire_reader& r) {
   s.verify_steps = r.i64("stats.verify_steps");
   s.draft_tokens_proposed = r.i64("stats.draft_tokens_proposed");
   s.draft_tokens_accepted = r.i64("stats.draft_tokens_accepted");
+  s.cached_tokens = r.i32("stats.cached_tokens");
   return s;
 }
 
@@ -120,6 +122,7 @@ void encode(const status_report& m, std::string& out) {
   w.i32(m.kv_blocks_used);
   w.i32(m.backend_free_blocks);
   w.i32(m.backend_total_blocks);
+  w.i32(m.kv_blocks_shared);
   w.i64(m.requests_finished);
   w.i64(m.tokens_generated);
   w.i64(m.verify_steps);
@@ -136,6 +139,13 @@ void encode(const status_report& m, std::string& out) {
   w.i32(m.verify_budget_max);
   w.f64(m.plan_seconds_sum);
   w.f64(m.plan_seconds_p99);
+  w.i64(m.prefix_cache_queries);
+  w.i64(m.prefix_cache_hits);
+  w.i64(m.prefix_cache_query_tokens);
+  w.i64(m.prefix_cache_hit_tokens);
+  w.i64(m.prefix_cache_evictions);
+  w.i32(m.prefix_cache_blocks);
+  w.i32(m.prefix_cache_evictable_blocks);
 }
 
 engine_message decode_engine_message(std::string_view frame) {
@@ -197,6 +207,7 @@ engine_message decode_engine_message(std::string_view frame) {
       m.kv_blocks_used = r.i32("kv_blocks_used");
       m.backend_free_blocks = r.i32("backend_free_blocks");
       m.backend_total_blocks = r.i32("backend_total_blocks");
+      m.kv_blocks_shared = r.i32("kv_blocks_shared");
       m.requests_finished = r.i64("requests_finished");
       m.tokens_generated = r.i64("tokens_generated");
       m.verify_steps = r.i64("verify_steps");
@@ -213,6 +224,13 @@ engine_message decode_engine_message(std::string_view frame) {
       m.verify_budget_max = r.i32("verify_budget_max");
       m.plan_seconds_sum = r.f64("plan_seconds_sum");
       m.plan_seconds_p99 = r.f64("plan_seconds_p99");
+      m.prefix_cache_queries = r.i64("prefix_cache_queries");
+      m.prefix_cache_hits = r.i64("prefix_cache_hits");
+      m.prefix_cache_query_tokens = r.i64("prefix_cache_query_tokens");
+      m.prefix_cache_hit_tokens = r.i64("prefix_cache_hit_tokens");
+      m.prefix_cache_evictions = r.i64("prefix_cache_evictions");
+      m.prefix_cache_blocks = r.i32("prefix_cache_blocks");
+      m.prefix_cache_evictable_blocks = r.i32("prefix_cache_evictable_blocks");
       out = std::move(m);
       break;
     }

@@ -75,6 +75,7 @@ struct request_stats {
   int64_t verify_steps = 0;
   int64_t draft_tokens_proposed = 0;
   int64_t draft_tokens_accepted = 0;
+  int32_t cached_tokens = 0;  // prompt tokens served by the prefix cache (not prefilled)
 };
 
 struct request_done {
@@ -100,6 +101,7 @@ struct status_report {
   int32_t kv_blocks_used = 0;    // reserved by admitted requests
   int32_t backend_free_blocks = -1;  // the CPU backend's physical free list (-1: not known)
   int32_t backend_total_blocks = -1;
+  int32_t kv_blocks_shared = 0;  // kv_manager's credit: block references saved by prefix sharing
   int64_t requests_finished = 0;
   int64_t tokens_generated = 0;
   int64_t verify_steps = 0;      // speculative rounds over all requests
@@ -117,6 +119,14 @@ struct status_report {
   int32_t verify_budget_max = 0;     // largest tokens verified in one step
   double plan_seconds_sum = 0;       // time inside policy.plan
   double plan_seconds_p99 = 0;       // over the last 4096 steps
+  // The backend's prefix cache (engine/kv_block_pool.h: prefix_cache_stats), all 0 when off:
+  int64_t prefix_cache_queries = 0;       // requests that looked up their prompt
+  int64_t prefix_cache_hits = 0;          // ... and reused at least one block
+  int64_t prefix_cache_query_tokens = 0;  // prompt tokens looked up
+  int64_t prefix_cache_hit_tokens = 0;    // prompt tokens reused (not prefilled)
+  int64_t prefix_cache_evictions = 0;     // cached blocks reclaimed for new data
+  int32_t prefix_cache_blocks = 0;        // cached blocks (held or evictable)
+  int32_t prefix_cache_evictable_blocks = 0;  // cached blocks no request holds
 };
 
 using engine_message = std::variant<submit_request, cancel_request, status_query, token_delta,

@@ -55,6 +55,7 @@ const std::vector<option_spec>& serve_options() {
       {"max-queued", true, false, "N  live requests before `overloaded`"},
       {"ctx", true, false, "N  context length per request"},
       {"kv-blocks", true, false, "N  KV block budget (0 = max-requests full contexts)"},
+      {"prefix-cache", true, false, "on|off  reuse the KV blocks of shared prompt prefixes (default on)"},
       {"threads", true, false, "N  CPU threads (default: all cores)"},
       {"precision", true, false, "q8|f32  CPU activation precision"},
       device_option_spec(),
@@ -94,6 +95,10 @@ config::server_config read_config(const parsed_args& a) {
   c.max_queued = static_cast<int32_t>(a.get_int("max-queued", c.max_queued, 1, 1 << 20));
   c.n_ctx = static_cast<int32_t>(a.get_int("ctx", c.n_ctx, 16, 1 << 20));
   c.kv_blocks = static_cast<int32_t>(a.get_int("kv-blocks", c.kv_blocks, 0, 1 << 24));
+  if (auto v = a.get("prefix-cache")) {
+    if (*v != "on" && *v != "off") throw usage_error("--prefix-cache must be on or off, got '" + *v + "'");
+    c.prefix_cache = *v == "on";
+  }
   c.threads = static_cast<int32_t>(a.get_int("threads", c.threads, 0, 1024));
   if (c.model.empty()) throw usage_error("--model (or \"model\" in --config) is required");
   config::validate_server_config(c);

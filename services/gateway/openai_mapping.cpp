@@ -172,9 +172,11 @@ dm::prompt_input read_messages(const json& b) {
 }
 
 json usage_json(const dm::request_stats& s) {
-  return {{"prompt_tokens", s.prompt_tokens},
-          {"completion_tokens", s.completion_tokens},
-          {"total_tokens", s.prompt_tokens + s.completion_tokens}};
+  json u = {{"prompt_tokens", s.prompt_tokens},
+            {"completion_tokens", s.completion_tokens},
+            {"total_tokens", s.prompt_tokens + s.completion_tokens}};
+  if (s.cached_tokens > 0) u["prompt_tokens_details"] = {{"cached_tokens", s.cached_tokens}};  // prefix cache
+  return u;
 }
 
 json chunk_base(const response_meta& meta) {

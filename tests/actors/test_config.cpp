@@ -28,6 +28,14 @@ TEST(ServerConfig, DefaultsOverridesAndComments) {
   EXPECT_EQ(c.drafter_endpoint, "");
 }
 
+TEST(ServerConfig, PrefixCacheKey) {
+  server_config c;
+  EXPECT_TRUE(c.prefix_cache);  // on by default for serving
+  apply_config_json(R"({"prefix_cache": false})", c);
+  EXPECT_FALSE(c.prefix_cache);
+  EXPECT_NE(error_of(R"({"prefix_cache": 1})").find("'prefix_cache' has the wrong type"), std::string::npos);
+}
+
 TEST(ServerConfig, ErrorsNameTheKey) {
   EXPECT_NE(error_of(R"({"gama": 4})").find("unknown config key 'gama'"), std::string::npos);
   EXPECT_NE(error_of(R"({"gamma": "four"})").find("'gamma' has the wrong type"), std::string::npos);

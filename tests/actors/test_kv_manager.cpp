@@ -30,6 +30,22 @@ TEST(KvManager, ReservesWorstCaseAndReleases) {
   EXPECT_THROW(kv_manager({0, 16, 256, 1}), invalid_argument_error);
 }
 
+TEST(KvManager, SharedCreditCountsSharedBlocksOnce) {
+  kv_manager kv({10, 16, 256, 0});
+  EXPECT_TRUE(kv.try_admit(1, 64, 32));   // 6 blocks
+  EXPECT_FALSE(kv.try_admit(2, 64, 32));  // 12 > 10
+  kv.set_shared_credit(2);                // request 1's sequence and a sibling share 2 blocks
+  EXPECT_EQ(kv.free_blocks(), 6);
+  EXPECT_TRUE(kv.try_admit(2, 64, 32));   // 12 <= 10 + 2
+  EXPECT_EQ(kv.used_blocks(), 12);
+  EXPECT_EQ(kv.free_blocks(), 0);
+  EXPECT_FALSE(kv.try_admit(3, 1, 1));
+  kv.set_shared_credit(0);                // the sharing ended with request 1 ...
+  kv.release(1);                          // ... which releases its whole reservation
+  EXPECT_EQ(kv.free_blocks(), 4);
+  EXPECT_THROW(kv.set_shared_credit(-1), invalid_argument_error);
+}
+
 waiting_request req(uint64_t id, int32_t prompt, int32_t max_tokens) {
   waiting_request w;
   w.peer = std::string(1, 'p');  // (not = "p": a GCC 12 -Wrestrict false positive)

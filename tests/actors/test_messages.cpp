@@ -113,6 +113,7 @@ TEST(EngineMessages, RoundTripFieldForField) {
   d.reason = end_reason::cancelled;
   d.stats.ttft_s = 0.25;
   d.stats.draft_tokens_accepted = 77;
+  d.stats.cached_tokens = 32;
   encode(d, b);
   auto e = std::get<request_done>(decode_engine_message(b));
   EXPECT_EQ(e.token_ids, d.token_ids);
@@ -120,6 +121,7 @@ TEST(EngineMessages, RoundTripFieldForField) {
   EXPECT_EQ(e.reason, end_reason::cancelled);
   EXPECT_EQ(e.stats.ttft_s, 0.25);
   EXPECT_EQ(e.stats.draft_tokens_accepted, 77);
+  EXPECT_EQ(e.stats.cached_tokens, 32);
 
   status_report r;
   r.cookie = 5;
@@ -132,6 +134,14 @@ TEST(EngineMessages, RoundTripFieldForField) {
   r.verify_budget_max = 19;
   r.plan_seconds_sum = 0.125;
   r.plan_seconds_p99 = 0.0625;
+  r.kv_blocks_shared = 4;
+  r.prefix_cache_queries = 9;
+  r.prefix_cache_hits = 8;
+  r.prefix_cache_query_tokens = 700;
+  r.prefix_cache_hit_tokens = 512;
+  r.prefix_cache_evictions = 3;
+  r.prefix_cache_blocks = 40;
+  r.prefix_cache_evictable_blocks = 12;
   encode(r, b);
   auto q = std::get<status_report>(decode_engine_message(b));
   EXPECT_EQ(q.plans, 7);
@@ -140,6 +150,14 @@ TEST(EngineMessages, RoundTripFieldForField) {
   EXPECT_EQ(q.verify_budget_max, 19);
   EXPECT_EQ(q.plan_seconds_sum, 0.125);
   EXPECT_EQ(q.plan_seconds_p99, 0.0625);
+  EXPECT_EQ(q.kv_blocks_shared, 4);
+  EXPECT_EQ(q.prefix_cache_queries, 9);
+  EXPECT_EQ(q.prefix_cache_hits, 8);
+  EXPECT_EQ(q.prefix_cache_query_tokens, 700);
+  EXPECT_EQ(q.prefix_cache_hit_tokens, 512);
+  EXPECT_EQ(q.prefix_cache_evictions, 3);
+  EXPECT_EQ(q.prefix_cache_blocks, 40);
+  EXPECT_EQ(q.prefix_cache_evictable_blocks, 12);
   EXPECT_EQ(q.cookie, 5u);
   EXPECT_EQ(q.backend_free_blocks, 31);
   EXPECT_EQ(q.acceptance_by_position, r.acceptance_by_position);

@@ -2,7 +2,8 @@
 // tcp on loopback): concurrent requests equal offline generate() token for token at
 // temperature 0, streams concatenate to the final text, cancel and client disconnect free every
 // KV block, the queue limit answers overloaded, malformed frames get errors while the server
-// keeps serving, and drain finishes in-flight requests.
+// keeps serving, drain finishes in-flight requests, and requests sharing a prompt prefix reuse
+// its cached KV blocks.
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -216,6 +217,60 @@ TEST_F(ServeTest, CancelAndDisconnectFreeEveryKvBlock) {
   EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0) << t;
   EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0);
   EXPECT_EQ(metric(t, "dspark_requests_total{outcome=\"cancelled\"}"), 2);
+}
+
+// Prefix caching (on by default): two requests sharing a system prompt of over 40 tokens, the
+// second submitted once the first streams (so it shares the running request's blocks): both
+// equal offline generate(), the second reports the shared full blocks as cached tokens, the
+// metrics count the hit, and every block is free again (cached ones evictable) when idle.
+TEST_F(ServeTest, SharedPrefixRequestsReuseCachedBlocks) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.draft = "ngram";
+  start(cfg);
+  raw_client c(ctx_, srv_->client_endpoint());
+  const double free0 = metric(metrics_text(c), "dspark_backend_kv_free_blocks");
+  const std::string system =
+      "<|im_start|>system\nYou are a terse assistant for a public library. Answer in one sentence, name the "
+      "shelf when you can, never invent a book title, and point to the help desk on the ground floor "
+      "for anything about fines or lost cards.<|im_end|>\n";
+  const std::string p0 = system + "<|im_start|>user\nWhere are the atlases?<|im_end|>\n<|im_start|>assistant\n";
+  const std::string p1 = system + "<|im_start|>user\nCan I renew a loan online?<|im_end|>\n<|im_start|>assistant\n";
+  const model& m = srv_->loaded_model();
+  const auto t0 = m.tokenizer().encode(p0, true, true), t1 = m.tokenizer().encode(p1, true, true);
+  size_t common = 0;
+  while (common < t0.size() && common < t1.size() && t0[common] == t1[common]) ++common;
+  ASSERT_GE(common, 40u);
+  const int64_t want_cached = static_cast<int64_t>(std::min(common, t1.size() - 1) / 16 * 16);
+
+  std::map<std::string, request_log> logs;
+  c.send(submit_text("a", p0, 16));
+  while (logs["a"].streamed_ids.empty()) {  // a is prefilled and decoding
+    auto r = c.recv();
+    ASSERT_TRUE(r);
+    if (auto* t = std::get_if<cm::tokens_reply>(&*r)) logs["a"].streamed_ids = t->token_ids;
+    ASSERT_FALSE(std::holds_alternative<cm::done_reply>(*r)) << "a ended before b joined";
+  }
+  logs["a"].streamed_ids.clear();
+  c.send(submit_text("b", p1, 16));
+  logs["b"];
+  collect(c, logs);
+  ASSERT_TRUE(logs["a"].done && logs["b"].done);
+  EXPECT_EQ(logs["a"].done->token_ids, offline(m, p0, 16).token_ids);
+  EXPECT_EQ(logs["b"].done->token_ids, offline(m, p1, 16).token_ids);
+  EXPECT_EQ(logs["a"].done->stats.cached_tokens, 0);
+  EXPECT_EQ(logs["b"].done->stats.cached_tokens, want_cached);
+  EXPECT_EQ(logs["b"].done->stats.prompt_tokens, static_cast<int64_t>(t1.size()));
+
+  const std::string t = wait_idle(c);
+  EXPECT_EQ(metric(t, "dspark_prefix_cache_queries_total"), 2) << t;
+  EXPECT_EQ(metric(t, "dspark_prefix_cache_hits_total"), 1);
+  EXPECT_EQ(metric(t, "dspark_prefix_cache_hit_tokens_total"), want_cached);
+  EXPECT_GT(metric(t, "dspark_prefix_cache_blocks"), 0);
+  EXPECT_EQ(metric(t, "dspark_prefix_cache_evictable_blocks"), metric(t, "dspark_prefix_cache_blocks"));
+  EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0);
+  EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0);
+  EXPECT_EQ(metric(t, "dspark_kv_blocks_shared"), 0);
 }
 
 TEST_F(ServeTest, QueueLimitAndMalformedFramesKeepServing) {

@@ -67,7 +67,7 @@ TEST(ClientMessages, EveryClientMessageRoundTrips) {
 
 TEST(ClientMessages, EveryServerMessageRoundTrips) {
   dm::done_reply done{"a1", "Hello!", {19556, 17}, dm::finish_reason::length,
-                      {25, 2, 0.01, 0.002, 500.0, 1.5, 2, 4, 1}};
+                      {25, 2, 0.01, 0.002, 500.0, 1.5, 2, 4, 1, 16}};
   std::vector<dm::server_message> all = {
       dm::accepted_reply{"a1", 25},
       dm::tokens_reply{"a1", {19556}, "Hello"},
@@ -85,8 +85,14 @@ TEST(ClientMessages, EveryServerMessageRoundTrips) {
   const json expected = json::parse(R"({"v":1,"type":"done","id":"a1","text":"Hello!","token_ids":[19556,17],
       "finish_reason":"length","stats":{"prompt_tokens":25,"completion_tokens":2,"ttft_s":0.01,"tpot_s":0.002,
       "tokens_per_s":500.0,"acceptance_length":1.5,"verify_steps":2,"draft_tokens_proposed":4,
-      "draft_tokens_accepted":1}})");
+      "draft_tokens_accepted":1,"cached_tokens":16}})");
   EXPECT_EQ(json::parse(dm::encode(done)), expected);
+  // Servers from before prefix caching send no cached_tokens: it reads as 0.
+  json old = expected;
+  old["stats"].erase("cached_tokens");
+  auto r_old = dm::decode_server_message(old.dump());
+  ASSERT_TRUE(r_old.ok()) << r_old.error().message;
+  EXPECT_EQ(std::get<dm::done_reply>(r_old.value()).stats.cached_tokens, 0);
   EXPECT_EQ(json::parse(dm::encode(dm::error_reply{std::nullopt, dm::error_code::internal, "m"})),
             json::parse(R"({"v":1,"type":"error","code":"internal","message":"m"})"));
 }

@@ -130,6 +130,10 @@ TEST(OpenAiMapping, NonStreamingBodies) {
   EXPECT_EQ(json::parse(gw::completion_body(k_text, done)), json::parse(R"({"id":"cmpl-2","object":"text_completion",
       "created":1700000001,"model":"smollm2","choices":[{"index":0,"text":"Paris.","logprobs":null,
       "finish_reason":"length"}],"usage":{"prompt_tokens":20,"completion_tokens":2,"total_tokens":22}})"));
+  done.stats.cached_tokens = 16;  // the prefix cache served 16 prompt tokens: OpenAI's usage detail
+  EXPECT_EQ(json::parse(gw::completion_body(k_text, done))["usage"],
+            json::parse(R"({"prompt_tokens":20,"completion_tokens":2,"total_tokens":22,
+                "prompt_tokens_details":{"cached_tokens":16}})"));
 }
 
 TEST(OpenAiMapping, SseChunksHaveTheOpenAiShape) {
