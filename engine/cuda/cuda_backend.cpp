@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "engine/kv_block_pool.h"
 #include "engine/cuda/gpu_runner.h"
 #include "engine/cuda/gpu_weights.h"
 #include "kernels/cuda/cuda_check.h"
@@ -22,15 +23,8 @@ struct cuda_backend::state {
   std::unique_ptr<gpu_kv_pool> kv;
   std::unique_ptr<gpu_runner> runner;
   int32_t max_blocks_per_seq = 0;
-
-  struct sequence {
-    bool open = false;
-    int32_t length = 0;
-    std::vector<int32_t> blocks;
-  };
-  std::vector<sequence> seqs;
-  std::vector<int32_t> free_blocks;  // stack
-  std::vector<uint8_t> seen;         // per seq id, for batch validation
+  std::unique_ptr<kv_block_pool> blocks;  // block tables, lengths, prefix cache
+  std::vector<uint8_t> seen;              // per seq id, for batch validation
 };
 
 namespace {
@@ -77,6 +71,7 @@ cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const 
   limits_.n_ctx = n_ctx;
   limits_.n_vocab = c.n_vocab;
   limits_.n_embd = c.n_embd;
+  limits_.kv_block_size = bs;
 
   s.weights = gpu_weights::upload(s.cfg, w, s.st.get());
 
@@ -107,58 +102,58 @@ cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const 
   }
   s.kv = std::make_unique<gpu_kv_pool>(s.cfg, bs, n_blocks);
   s.runner = std::make_unique<gpu_runner>(s.cfg, s.weights, *s.kv, ro);
-  s.seqs.resize(opt.n_seq_max);
-  for (auto& q : s.seqs) q.blocks.reserve(s.max_blocks_per_seq);
+  s.blocks = std::make_unique<kv_block_pool>(kv_block_pool_params{opt.n_seq_max, n_ctx, bs, n_blocks});
   s.seen.assign(opt.n_seq_max, 0);
-  s.free_blocks.resize(n_blocks);
-  for (int32_t i = 0; i < n_blocks; ++i) s.free_blocks[i] = n_blocks - 1 - i;  // pop gives 0, 1, 2, ...
 }
 
 cuda_backend::~cuda_backend() = default;
 
 int32_t cuda_backend::kv_blocks_total() const { return st_->kv->n_blocks(); }
-int32_t cuda_backend::kv_blocks_free() const { return static_cast<int32_t>(st_->free_blocks.size()); }
+int32_t cuda_backend::kv_blocks_free() const { return st_->blocks->free_blocks(); }
 int32_t cuda_backend::kv_block_size() const { return st_->kv->block_size(); }
 
 void cuda_backend::check_seq(int32_t seq, const char* what) const {
-  if (seq < 0 || seq >= static_cast<int32_t>(st_->seqs.size()) || !st_->seqs[seq].open)
+  if (!st_->blocks->is_open(seq))
     throw invalid_argument_error(std::string(what) + ": sequence " + std::to_string(seq) + " is not open");
 }
 
-std::optional<int32_t> cuda_backend::open_sequence() {
-  for (size_t i = 0; i < st_->seqs.size(); ++i) {
-    auto& q = st_->seqs[i];
-    if (!q.open) {
-      q.open = true;
-      q.length = 0;
-      q.blocks.clear();
-      return static_cast<int32_t>(i);
-    }
-  }
-  return std::nullopt;
-}
+std::optional<int32_t> cuda_backend::open_sequence() { return st_->blocks->open_sequence(); }
 
 void cuda_backend::free_sequence(int32_t seq) {
   check_seq(seq, "free_sequence");
-  auto& q = st_->seqs[seq];
-  for (auto it = q.blocks.rbegin(); it != q.blocks.rend(); ++it) st_->free_blocks.push_back(*it);
-  q.blocks.clear();
-  q.length = 0;
-  q.open = false;
+  st_->blocks->free_sequence(seq);  // published blocks stay cached (evictable)
 }
 
 int32_t cuda_backend::sequence_length(int32_t seq) const {
   check_seq(seq, "sequence_length");
-  return st_->seqs[seq].length;
+  return st_->blocks->length(seq);
 }
 
 void cuda_backend::truncate(int32_t seq, int32_t new_len) {
   check_seq(seq, "truncate");
-  auto& q = st_->seqs[seq];
-  if (new_len < 0 || new_len > q.length)
-    throw invalid_argument_error("truncate: new length " + std::to_string(new_len) + " outside [0, " +
-                                 std::to_string(q.length) + "]");
-  q.length = new_len;  // blocks stay; the next step overwrites the rolled-back slots
+  st_->blocks->truncate(seq, new_len);  // blocks stay; the next step overwrites the rolled-back slots
+}
+
+int32_t cuda_backend::attach_prefix(int32_t seq, std::span<const int32_t> tokens) {
+  check_seq(seq, "attach_prefix");
+  return st_->blocks->attach_prefix(seq, tokens);
+}
+
+void cuda_backend::cache_prefix(int32_t seq, std::span<const int32_t> tokens) {
+  check_seq(seq, "cache_prefix");
+  st_->blocks->cache_prefix(seq, tokens);
+}
+
+prefix_cache_stats cuda_backend::prefix_stats() const { return st_->blocks->stats(); }
+
+// Copy on write (kv_block_pool.h): the whole block, K and V of every layer, on the step's stream.
+void cuda_backend::copy_block(const kv_block_copy& c) {
+  state& s = *st_;
+  const size_t elems = static_cast<size_t>(s.cfg.n_kv_head) * s.kv->block_size() * s.cfg.head_dim;  // one block, one layer
+  for (int32_t l = 0; l < s.cfg.n_layer; ++l)
+    for (bf16_t* base : {s.kv->k(l), s.kv->v(l)})
+      DSPARK_CUDA_CHECK(cudaMemcpyAsync(base + c.dst * elems, base + c.src * elems, elems * sizeof(bf16_t),
+                                        cudaMemcpyDeviceToDevice, s.st.get()));
 }
 
 forward_output cuda_backend::forward(const forward_batch& b) { return run_layers(b, 0); }
@@ -216,21 +211,18 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
 
   // --- reserve KV blocks: all or nothing ---
   const int32_t bs = s.kv->block_size();
+  kv_block_pool& kvb = *s.blocks;
   int64_t need = 0;
   for (const batch_sequence& q : b.seqs) {
-    const auto& sq = s.seqs[q.seq_id];
-    const int32_t n_total = sq.length + q.n_tokens;
+    const int32_t n_total = kvb.length(q.seq_id) + q.n_tokens;
     if (n_total > limits_.n_ctx) return {forward_status::out_of_kv, 0, nullptr, nullptr};
-    need += std::max<int64_t>(0, (n_total + bs - 1) / bs - static_cast<int64_t>(sq.blocks.size()));
+    need += kvb.blocks_needed(q.seq_id, n_total);
   }
-  if (need > static_cast<int64_t>(s.free_blocks.size())) return {forward_status::out_of_kv, 0, nullptr, nullptr};
+  if (need > kvb.free_blocks()) return {forward_status::out_of_kv, 0, nullptr, nullptr};
   for (const batch_sequence& q : b.seqs) {
-    auto& sq = s.seqs[q.seq_id];
-    const int32_t n_total = sq.length + q.n_tokens;
-    while (static_cast<int64_t>(sq.blocks.size()) * bs < n_total) {
-      sq.blocks.push_back(s.free_blocks.back());
-      s.free_blocks.pop_back();
-    }
+    kv_block_copy cow;
+    kvb.reserve(q.seq_id, kvb.length(q.seq_id) + q.n_tokens, &cow);
+    if (cow.src >= 0) copy_block(cow);
   }
 
   // --- plan ---
@@ -242,20 +234,21 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   p.cu_q_lens[0] = 0;
   for (int32_t i = 0; i < n_real; ++i) {
     const batch_sequence& q = b.seqs[i];
-    const auto& sq = s.seqs[q.seq_id];
+    const int32_t len = kvb.length(q.seq_id), n_table = kvb.capacity(q.seq_id) / bs;
+    const int32_t* table = kvb.block_table(q.seq_id);
     int32_t* bt = p.block_tables + static_cast<size_t>(i) * mbps;
-    std::copy(sq.blocks.begin(), sq.blocks.end(), bt);
-    std::fill(bt + sq.blocks.size(), bt + mbps, 0);
+    std::copy(table, table + n_table, bt);
+    std::fill(bt + n_table, bt + mbps, 0);
     for (int32_t j = 0; j < q.n_tokens; ++j, ++t) {
-      const int32_t pos = sq.length + j;
+      const int32_t pos = len + j;
       p.tokens[t] = b.tokens[t];
       p.positions[t] = pos;
-      p.slots[t] = sq.blocks[pos / bs] * bs + pos % bs;
+      p.slots[t] = table[pos / bs] * bs + pos % bs;
       if (j >= q.n_tokens - q.n_logits) p.logit_rows[r++] = t;
       if (j >= q.n_tokens - q.capture_count()) p.capture_rows[h++] = t;
     }
     p.cu_q_lens[i + 1] = t;
-    p.kv_lens[i] = sq.length + q.n_tokens;
+    p.kv_lens[i] = len + q.n_tokens;
     max_kv = std::max(max_kv, p.kv_lens[i]);
   }
   for (int32_t i = n_real; i < n_seqs; ++i) {  // graph-bucket padding: reads block 0, writes nothing
@@ -281,7 +274,7 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   s.runner->run(sd, s.st.get());
   s.st.synchronize();  // the one host sync of the step
 
-  for (const batch_sequence& q : b.seqs) s.seqs[q.seq_id].length += q.n_tokens;
+  for (const batch_sequence& q : b.seqs) kvb.commit(q.seq_id, kvb.length(q.seq_id) + q.n_tokens);
   forward_output out;
   out.status = forward_status::ok;
   out.n_rows = n_rows;

@@ -7,9 +7,16 @@
 // copied back. Plain decoding steps (every sequence adds one token and wants its logits) are
 // padded to a batch-size bucket (1, 2, 4, 8, ...) and replayed from a CUDA graph per bucket.
 //
-// KV bookkeeping lives on the host: each sequence holds a list of block ids and a logical
-// length; truncate() only lowers the length (O(1)); blocks return to the pool on free. A batch
-// that needs more blocks than are free returns forward_status::out_of_kv and changes nothing.
+// KV bookkeeping lives on the host (engine/kv_block_pool.h, shared with the CPU cache): each
+// sequence holds a block table and a logical length; truncate() only lowers the length (O(1));
+// blocks return to the pool on free. A batch that needs more blocks than are free returns
+// forward_status::out_of_kv and changes nothing. Prefix caching is the pool's too
+// (attach_prefix / cache_prefix, backend.h): attached sequences read the shared blocks through
+// their block tables; the one device-side step is the copy on write of a shared block a
+// truncated sequence would write into (one cudaMemcpyAsync per layer for K and V, on the step's
+// stream before the forward). Cached-prefix logits equal a cold prefill's bit for bit when
+// every step that wrote the rows stayed within gemv_max_tokens (see below), else to bf16
+// rounding.
 //
 // Token rows are bit-identical whatever batch they are in as long as a step has at most
 // gemv_max_tokens tokens (the hand GEMV path; attention is batch-invariant always): with the
@@ -68,6 +75,9 @@ class cuda_backend final : public backend {
   void free_sequence(int32_t seq) override;
   int32_t sequence_length(int32_t seq) const override;
   void truncate(int32_t seq, int32_t new_len) override;
+  int32_t attach_prefix(int32_t seq, std::span<const int32_t> tokens) override;
+  void cache_prefix(int32_t seq, std::span<const int32_t> tokens) override;
+  prefix_cache_stats prefix_stats() const override;
   forward_output forward(const forward_batch& batch) override;
   bool supports_forward_prefix() const override { return true; }
   forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) override;
@@ -80,6 +90,7 @@ class cuda_backend final : public backend {
   struct state;
   void check_seq(int32_t seq, const char* what) const;
   forward_output run_layers(const forward_batch& b, int32_t n_layers);
+  void copy_block(const kv_block_copy& c);
   std::unique_ptr<state> st_;
   backend_limits limits_;
 };

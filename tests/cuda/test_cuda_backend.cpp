@@ -1,12 +1,14 @@
 // The CUDA backend (engine/cuda/cuda_backend) against the CPU backend on the same tiny random
 // model (bf16 weights held in host memory as tensor views, no model file needed), plus the
 // backend contract: O(1) truncate and re-decode, out-of-KV with no state change, invalid
-// batches, and residual-stream capture.
+// batches, residual-stream capture, and prefix caching (cached-prefix logits equal a cold
+// prefill's, copy on write of a shared block).
 //
 // Tolerance GPU vs CPU (f32 activations): relative L2 error per logits row <= 3e-2 (the GPU
 // rounds activations to bf16 between GEMMs, the CPU keeps float32).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -273,6 +275,104 @@ TEST(cuda_backend, out_of_kv_changes_nothing) {
   gpu.free_sequence(a);
   EXPECT_EQ(gpu.kv_blocks_free(), 4);
   EXPECT_EQ(gpu.forward({t30, {&sb, 1}, {}}).status, forward_status::ok);
+}
+
+// Every logit row of tokens[from ..) fed in chunks of `chunk` on `seq`.
+std::vector<float> prefill_rows(cuda_backend& gpu, int32_t seq, const std::vector<int32_t>& tokens, size_t from,
+                                size_t chunk) {
+  std::vector<float> rows;
+  for (size_t i = from; i < tokens.size(); i += chunk) {
+    const auto n = static_cast<int32_t>(std::min(chunk, tokens.size() - i));
+    const batch_sequence q{seq, n, n};
+    const forward_output o = gpu.forward({std::span<const int32_t>(tokens).subspan(i, n), {&q, 1}, {}});
+    EXPECT_EQ(o.status, forward_status::ok);
+    const auto r = rows_of(o, gpu.limits().n_vocab);
+    rows.insert(rows.end(), r.begin(), r.end());
+  }
+  return rows;
+}
+
+// Greedy tokens and their logit rows, n steps from the last row `last`.
+std::vector<float> greedy_rows(cuda_backend& gpu, int32_t seq, std::vector<float> last, int n, std::vector<int32_t>& toks) {
+  const int64_t V = gpu.limits().n_vocab;
+  std::vector<float> rows;
+  for (int i = 0; i < n; ++i) {
+    const int32_t t = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    toks.push_back(t);
+    const batch_sequence q{seq, 1, 1};
+    last = rows_of(gpu.forward({std::span<const int32_t>(&t, 1), {&q, 1}, {}}), V);
+    rows.insert(rows.end(), last.begin(), last.end());
+  }
+  return rows;
+}
+
+// Prefix caching on the GPU: a prompt whose first 32 positions come from another (running)
+// sequence's published blocks gets a cold prefill's logits and greedy continuation bit for bit
+// when every step stays on the GEMV path (chunks of <= gemv_max_tokens), and to bf16 rounding
+// with cuBLASLt-sized chunks. Then a truncate into the shared region copies the block on write:
+// the owner's next logits do not move.
+TEST(cuda_backend, cached_prefix_logits_equal_a_cold_prefill) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(7);
+  const int64_t V = m.cfg.n_vocab;
+  std::vector<int32_t> shared;
+  for (int32_t i = 0; i < 40; ++i) shared.push_back((i * 37 + 5) % 384);
+  std::vector<int32_t> a = shared, b = shared;
+  a.insert(a.end(), {1, 2, 3, 4, 5});
+  b.insert(b.end(), {9, 8, 7, 6, 5, 4, 3});
+  for (const size_t chunk : {size_t{8}, size_t{64}}) {
+    SCOPED_TRACE("chunk " + std::to_string(chunk));
+    cuda_backend gpu(m.cfg, m.w, small_opts());  // block size 16
+    ASSERT_EQ(gpu.limits().kv_block_size, 16);
+    const int32_t sa = *gpu.open_sequence();
+    EXPECT_EQ(gpu.attach_prefix(sa, a), 0);
+    prefill_rows(gpu, sa, a, 0, chunk);
+    gpu.cache_prefix(sa, a);
+    EXPECT_EQ(gpu.prefix_stats().cached_blocks, 2);
+    const int32_t sb = *gpu.open_sequence();
+    ASSERT_EQ(gpu.attach_prefix(sb, b), 32);
+    EXPECT_EQ(gpu.sequence_length(sb), 32);
+    EXPECT_EQ(gpu.prefix_stats().shared_refs, 2);
+    const auto rows_b = prefill_rows(gpu, sb, b, 32, chunk);
+    std::vector<int32_t> greedy_b;
+    const auto dec_b = greedy_rows(gpu, sb, {rows_b.end() - V, rows_b.end()}, 8, greedy_b);
+
+    cuda_backend cold(m.cfg, m.w, small_opts());
+    const int32_t cb = *cold.open_sequence();
+    const auto cold_rows = prefill_rows(cold, cb, b, 0, chunk);
+    std::vector<int32_t> greedy_cold;
+    const auto dec_cold = greedy_rows(cold, cb, {cold_rows.end() - V, cold_rows.end()}, 8, greedy_cold);
+    const std::vector<float> cold_tail(cold_rows.begin() + 32 * V, cold_rows.end());
+    ASSERT_EQ(rows_b.size(), cold_tail.size());
+    if (chunk <= 8) {
+      EXPECT_EQ(0, std::memcmp(rows_b.data(), cold_tail.data(), rows_b.size() * 4));
+      EXPECT_EQ(0, std::memcmp(dec_b.data(), dec_cold.data(), dec_b.size() * 4));
+      EXPECT_EQ(greedy_b, greedy_cold);
+    } else {
+      const std::vector<double> ref(cold_tail.begin(), cold_tail.end());
+      EXPECT_LE(rel_l2(rows_b, ref), 2e-2);
+    }
+
+    // Copy on write: b rolls back into block 1 (shared with a) and writes new tokens there; a's
+    // next token still sees its own K/V.
+    gpu.truncate(sb, 20);
+    std::vector<int32_t> other = b;
+    std::fill(other.begin() + 20, other.end(), 300);
+    prefill_rows(gpu, sb, other, 20, chunk);
+    EXPECT_EQ(gpu.prefix_stats().shared_refs, 1);  // block 0 only
+    const int32_t next = 11;
+    const batch_sequence qa{sa, 1, 1};
+    const auto after = rows_of(gpu.forward({std::span<const int32_t>(&next, 1), {&qa, 1}, {}}), V);
+    cuda_backend ref(m.cfg, m.w, small_opts());
+    const int32_t ra = *ref.open_sequence();
+    prefill_rows(ref, ra, a, 0, chunk);
+    const batch_sequence qr{ra, 1, 1};
+    const auto want = rows_of(ref.forward({std::span<const int32_t>(&next, 1), {&qr, 1}, {}}), V);
+    EXPECT_EQ(0, std::memcmp(after.data(), want.data(), V * 4));
+    gpu.free_sequence(sa);
+    gpu.free_sequence(sb);
+    EXPECT_EQ(gpu.kv_blocks_free(), 64);  // cached blocks count as free
+  }
 }
 
 TEST(cuda_backend, rejects_malformed_batches) {
