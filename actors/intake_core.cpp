@@ -286,7 +286,8 @@ std::string intake_core::metrics_text(const msg::status_report& s) const {
   gauge("dspark_kv_blocks_shared", "KV blocks prefix sharing saves the admitted requests (counted once).", s.kv_blocks_shared);
   gauge("dspark_kv_usage_ratio", "Share of the KV budget reserved, shared blocks counted once.",
         s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used - s.kv_blocks_shared) / s.kv_blocks_total : 0.0);
-  gauge("dspark_backend_kv_free_blocks", "Free physical KV blocks of the backend (-1 unknown).", s.backend_free_blocks);
+  gauge("dspark_backend_kv_free_blocks", "Free physical KV blocks of the backend, evictable cached ones included (-1 unknown).",
+        s.backend_free_blocks);
   gauge("dspark_backend_kv_blocks", "Physical KV blocks of the backend (-1 unknown).", s.backend_total_blocks);
   // The prefix cache (engine/kv_block_pool.h): lookups, reused prompt tokens, cached blocks.
   counter("dspark_prefix_cache_queries_total", "Requests that looked up their prompt in the prefix cache.",

@@ -99,7 +99,7 @@ struct status_report {
   int32_t queued_requests = 0;   // waiting for KV admission
   int32_t kv_blocks_total = 0;   // kv_manager's budget
   int32_t kv_blocks_used = 0;    // reserved by admitted requests
-  int32_t backend_free_blocks = -1;  // the CPU backend's physical free list (-1: not known)
+  int32_t backend_free_blocks = -1;  // the CPU backend's free + evictable cached blocks (-1: not known)
   int32_t backend_total_blocks = -1;
   int32_t kv_blocks_shared = 0;  // kv_manager's credit: block references saved by prefix sharing
   int64_t requests_finished = 0;
