@@ -4,6 +4,9 @@
 //
 // --quick: the first model only, GEMV table at 1/2/4/8 tokens, decode at batch 1 and 8, the
 // verify curve for B = 1..32 at context 2048 (about a minute on an H100).
+// --kernels: per model, each kernel kind of a batch-1 step alone (its launches replayed from one
+// graph with PDL, as in the step), against the whole step (split_len 32), plus batch 8 and
+// 4/8-token verify steps: where the time goes without a profiler.
 // --profile: no tables; after warm-up, one EAGER decode step (batch 1) and one eager 8-token
 // verify step, context 2048, between cudaProfilerStart/Stop (run under
 // `ncu --profile-from-start off` for per-kernel times); with attention split_len 512 (the first
@@ -43,6 +46,10 @@
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
+#include "kernels/cuda/pdl.h"
+#include "kernels/cuda/rms_norm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/silu_mul.h"
 #include "kernels/cuda/random_fill.h"
 #include <cuda_profiler_api.h>
 #endif
@@ -59,6 +66,7 @@ struct options {
   bool quick = false;
   bool profile = false;  // one eager decode step and one eager 8-token verify step, for ncu
   bool sweep = false;     // decode/verify steps over the attention split length, then stop
+  bool kernels = false;   // where a batch-1 step's time goes (kernel kinds alone vs the step), then stop
   int decode_only = 0;    // > 0: only this many batch-1 decode steps (for nsys), then stop
 };
 
@@ -78,13 +86,14 @@ options parse(int argc, char** argv) {
     else if (a == "--profile") o.profile = true;
     else if (a == "--split-len") o.split_len = std::stoi(next());
     else if (a == "--sweep") o.sweep = true;
+    else if (a == "--kernels") o.kernels = true;
     else if (a == "--decode-only") o.decode_only = std::stoi(next());
     else if (a == "--models") {
       o.models.clear();
       std::stringstream ss(next());
       for (std::string m; std::getline(ss, m, ',');) o.models.push_back(m);
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L] [--sweep] [--decode-only N]\n");
+      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L] [--sweep] [--kernels] [--decode-only N]\n");
       std::exit(0);
     } else {
       throw std::invalid_argument("unknown argument " + a);
@@ -336,6 +345,20 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
     }
   };
 
+  // Median ms of a graph-replayed step: n_seqs sequences of q new tokens, ending at context ctx.
+  auto time_step = [&](gpu_runner& target, int n_seqs, int q, int ctx) {
+    bool aliased = false;
+    fill_plan(target, n_seqs, q, ctx - q, aliased);
+    dspark::cuda::step_desc sd;
+    sd.n_tokens = n_seqs * q;
+    sd.n_seqs = n_seqs;
+    sd.n_rows = n_seqs * q;
+    sd.max_kv_len = ctx;
+    sd.copy_logits = false;
+    sd.argmax = true;
+    return time_ms(s, 3, o.iters, [&] { target.run(sd, s); });
+  };
+
   if (o.decode_only > 0) {
     // Only batch-1 decode steps (graph replays) at decode_ctx: a clean trace for nsys.
     bool aliased = false;
@@ -352,6 +375,104 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
                 o.decode_only);
     return;
   }
+  if (o.kernels) {
+    // Where a batch-1 step's time goes without a profiler: the time of each kernel kind alone,
+    // n_layer launches (2 n_layer for the norm, as in the step) replayed from one graph with PDL
+    // between them, against the whole step.
+    const double floor1 = (wbytes + kvb * o.decode_ctx) / (ceil.copy_gbs * 1e9) * 1e3;
+    const double gemv_floor = wbytes / (ceil.copy_gbs * 1e9) * 1e3;
+    char buf[512];
+    device_buffer xf(c.n_embd * 4), xb(std::max<int64_t>(c.n_ff, c.q_dim()) * 2),
+        y(std::max<int64_t>(2ll * c.n_ff, c.qkv_dim()) * 2), yl(c.n_vocab * 4), hb(c.n_embd * 2),
+        qo(c.q_dim() * 2), pos_slot(2 * 4);
+    fill_uniform(xf.as<float>(), c.n_embd, 5, -1.f, 1.f, s);
+    fill_uniform(xb.as<bf16_t>(), std::max<int64_t>(c.n_ff, c.q_dim()), 7, -1.f, 1.f, s);
+    fill_uniform(y.as<bf16_t>(), std::max<int64_t>(2ll * c.n_ff, c.qkv_dim()), 8, -1.f, 1.f, s);
+    const int32_t ps[2] = {o.decode_ctx - 1, o.decode_ctx - 1};  // position, KV slot
+    DSPARK_CUDA_CHECK(cudaMemcpy(pos_slot.data(), ps, sizeof ps, cudaMemcpyHostToDevice));
+    auto chain_ms = [&](const std::function<void(int)>& layer, bool lm_head) {
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      DSPARK_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      {
+        const pdl_scope pdl(true);
+        for (int l = 0; l < c.n_layer; ++l) layer(l);
+        if (lm_head) gemv_bf16(w.output, xb.as<bf16_t>(), 1, c.n_vocab, c.n_embd, yl.as<float>(), s);
+      }
+      DSPARK_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+      DSPARK_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      const double ms = time_ms(s, 3, o.iters, [&] { DSPARK_CUDA_CHECK(cudaGraphLaunch(exec, s)); });
+      (void)cudaGraphExecDestroy(exec);
+      (void)cudaGraphDestroy(graph);
+      return ms;
+    };
+    const double t_gemv = chain_ms([&](int l) {
+      const gpu_layer& L = w.layers[l];
+      gemv_bf16(L.wqkv, xb.as<bf16_t>(), 1, c.qkv_dim(), c.n_embd, y.as<bf16_t>(), s);
+      gemv_bf16(L.wo, xb.as<bf16_t>(), 1, c.n_embd, c.q_dim(), y.as<bf16_t>(), s);
+      gemv_bf16(L.w_gate_up, xb.as<bf16_t>(), 1, 2ll * c.n_ff, c.n_embd, y.as<bf16_t>(), s);
+      gemv_bf16(L.w_down, xb.as<bf16_t>(), 1, c.n_embd, c.n_ff, y.as<bf16_t>(), s);
+    }, true);
+    const double t_norm = chain_ms([&](int l) {
+      rms_norm_residual(xf.as<float>(), xb.as<bf16_t>(), w.layers[l].attn_norm, 1e-6f, hb.as<bf16_t>(), 1, c.n_embd, s);
+      rms_norm_residual(xf.as<float>(), xb.as<bf16_t>(), w.layers[l].ffn_norm, 1e-6f, hb.as<bf16_t>(), 1, c.n_embd, s);
+    }, false);
+    const double t_silu = chain_ms([&](int) {
+      silu_mul(y.as<bf16_t>(), y.as<bf16_t>() + c.n_ff, 2ll * c.n_ff, xb.as<bf16_t>(), 1, c.n_ff, s);
+    }, false);
+    const double t_rope = chain_ms([&](int l) {
+      rope_kv_params rp;
+      rp.qkv = y.as<bf16_t>();
+      rp.qkv_stride = c.qkv_dim();
+      rp.n_tokens = 1;
+      rp.n_head = c.n_head;
+      rp.n_kv_head = c.n_kv_head;
+      rp.head_dim = c.head_dim;
+      rp.n_rot = c.n_rot;
+      rp.positions = pos_slot.as<int32_t>();
+      rp.inv_freq = w.inv_freq;
+      rp.pairing = c.pairing;
+      rp.q_norm = w.layers[l].q_norm;
+      rp.k_norm = w.layers[l].k_norm;
+      rp.q_out = qo.as<bf16_t>();
+      rp.k_cache = kv.k(l);
+      rp.v_cache = kv.v(l);
+      rp.block_size = kv.block_size();
+      rp.n_cache_slots = static_cast<int64_t>(kv.n_blocks()) * kv.block_size();
+      rp.slots = pos_slot.as<int32_t>() + 1;
+      rope_qk_norm_kv_write(rp, s);
+    }, false);
+    gpu_runner_options rv = ro;
+    rv.split_len = 32;
+    gpu_runner runv(c, w, kv, rv);
+    auto step = [&](int n_seqs, int q, int ctx) { return time_step(runv, n_seqs, q, ctx); };
+    const double d1 = step(1, 1, o.decode_ctx), d8 = step(8, 1, o.decode_ctx);
+    const double v4 = step(1, 4, 2048), v8 = step(1, 8, 2048);
+    md += "## " + name + ": where a batch-1 step goes (graphs with PDL, split_len 32, context " +
+          std::to_string(o.decode_ctx) + ")\n\n| part | ms per step | us per layer |\n|---|---|---|\n";
+    const double rest = d1 - t_gemv - t_norm - t_silu - t_rope;
+    for (auto [label, ms] : {std::pair<const char*, double>{"layer GEMVs + LM head, alone", t_gemv},
+                             {"2 x RMSNorm per layer, alone", t_norm},
+                             {"SwiGLU, alone", t_silu},
+                             {"q/k norm + RoPE + KV write, alone", t_rope},
+                             {"rest (attention + combine, embedding, final norm, argmax, overlap)", rest},
+                             {"whole decode step", d1}}) {
+      std::snprintf(buf, sizeof buf, "| %s | %.3f | %.1f |\n", label, ms, 1e3 * ms / c.n_layer);
+      md += buf;
+    }
+    std::snprintf(buf, sizeof buf,
+                  "\nWeights floor %.3f ms (GEMVs at %.1f%% of it); step floor %.3f ms: batch-1 step at %.1f%%. "
+                  "Batch 8: %.3f ms; one sequence verifying 4 / 8 tokens at context 2048: %.3f / %.3f ms.\n\n",
+                  gemv_floor, 100.0 * gemv_floor / t_gemv, floor1, 100.0 * floor1 / d1, d8, v4, v8);
+    md += buf;
+    std::printf("%s", md.c_str());
+    std::fflush(stdout);
+    j["step_parts"] = {{"gemvs_ms", t_gemv}, {"norms_ms", t_norm}, {"silu_ms", t_silu}, {"rope_ms", t_rope},
+                       {"decode_b1_ms", d1}, {"decode_b8_ms", d8}, {"verify4_ctx2048_ms", v4},
+                       {"verify8_ctx2048_ms", v8}, {"floor_b1_ms", floor1}, {"weights_floor_ms", gemv_floor}};
+    jall["models"].push_back(j);
+    return;
+  }
   if (o.sweep) {
     // Step times over the attention split length (fixed per runner for batch invariance): which
     // setting suits which deployment. One runner per split length.
@@ -364,18 +485,7 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
       rv.split_len = sl;
       gpu_runner runv(c, w, kv, rv);
       {
-        auto step = [&](int n_seqs, int q, int ctx) {
-          bool aliased = false;
-          fill_plan(runv, n_seqs, q, ctx - q, aliased);
-          dspark::cuda::step_desc sd;
-          sd.n_tokens = n_seqs * q;
-          sd.n_seqs = n_seqs;
-          sd.n_rows = n_seqs * q;
-          sd.max_kv_len = ctx;
-          sd.copy_logits = false;
-          sd.argmax = true;
-          return time_ms(s, 3, o.iters, [&] { runv.run(sd, s); });
-        };
+        auto step = [&](int n_seqs, int q, int ctx) { return time_step(runv, n_seqs, q, ctx); };
         const double d1 = step(1, 1, o.decode_ctx), d8 = step(8, 1, o.decode_ctx), v8 = step(1, 8, 2048);
         const double d32 = step(32, 1, o.decode_ctx), d128 = step(128, 1, o.decode_ctx);
         char buf[256];
@@ -542,7 +652,7 @@ int run_all(const options& o) {
   std::printf("[bench_cuda] copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n", c.copy_gbs, c.gemm_tflops);
   for (const auto& m : o.models) {
     bench_model(m, o, c, st.get(), j, md);
-    if (o.quick || o.profile || o.sweep || o.decode_only > 0) break;  // first model only
+    if (o.quick || o.profile || o.sweep || o.decode_only > 0) break;  // first model only (--kernels: all)
   }
   std::filesystem::create_directories(o.out);
   std::ofstream(o.out + "/bench_cuda.md") << md;

@@ -15,6 +15,7 @@
 // keys hit distinct banks per quarter-warp. Variants differ only in RPW (rows per warp).
 #include "kernels/cuda/paged_attention.h"
 
+#include <climits>
 #include <cmath>
 #include <mutex>
 #include <string>
@@ -58,16 +59,21 @@ paged_attention_kernel(const paged_attention_params p) {
   float* q_s = reinterpret_cast<float*>(smem_raw);  // [RMAX][HD]
   bf16* k_s = reinterpret_cast<bf16*>(q_s + RMAX * HD);  // [2][T][KS]
   bf16* v_s = k_s + 2 * T * KS;                          // [2][T][HD]
-  pdl_wait();
-  pdl_trigger();
 
+  // Before waiting for the previous kernel (PDL): everything that no kernel of this step writes.
+  // The plan (items, q/kv lengths, block tables) is uploaded before the step's first kernel,
+  // and the keys before the step's new tokens were cached by earlier steps; so the block reads
+  // its item and starts copying its first tile's cached keys while the RoPE kernel (which
+  // writes q and the new keys) finishes. That takes ~3 dependent global round trips off the
+  // layer's critical path.
   const attention_work_item it = p.items[blockIdx.x];
   const int kvh = blockIdx.y;
   const int split = blockIdx.z;
   const int G = p.n_head / p.n_kv_head;
   const int q_start = p.cu_q_lens[it.seq];
   const int q_len = p.cu_q_lens[it.seq + 1] - q_start;
-  const int first_pos = p.kv_lens[it.seq] - q_len + it.q_begin;  // position of the item's 1st token
+  const int old_end = p.kv_lens[it.seq] - q_len;                    // keys [0, old_end) predate the step
+  const int first_pos = old_end + it.q_begin;                       // position of the item's 1st token
   const int R = it.q_count * G;                                     // live rows, <= RMAX
   const int kb = split * p.split_len;
   const int ke = min(first_pos + it.q_count, kb + p.split_len);   // keys [kb, ke)
@@ -75,8 +81,44 @@ paged_attention_kernel(const paged_attention_params p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // A split past the item's last position holds no key for it. When the combine knows the
   // sequences (n_seqs > 0) it never reads such a split, so the block has nothing to do; graphs
-  // launch max-context splits for every step and most of them end here.
+  // launch max-context splits for every step and most of them end here. (Other blocks of the
+  // grid wait, so the grid still completes after its predecessor.)
   if (p.n_seqs > 0 && p.n_splits > 1 && kb >= first_pos + it.q_count) return;
+
+  const int* btab = p.block_tables + static_cast<int64_t>(it.seq) * p.max_blocks_per_seq;
+  // Issues the cp.async copies of tile `tile` for the key positions in [lo, hi) (those >= ke
+  // are zero-filled, so every value in shared memory stays finite); the caller commits.
+  auto load_keys = [&](int tile, int buf, int lo, int hi) {
+    const int t0 = kb + tile * T;
+    for (int idx = threadIdx.x; idx < T * C8; idx += NT) {
+      const int tt = idx / C8, c = (idx % C8) * 8;
+      const int key = t0 + tt;
+      if (key < lo || key >= hi) continue;
+      const bool valid = key < ke;
+      int64_t off = 0;
+      if (valid) {
+        const int64_t blk = btab[key / p.block_size];
+        off = ((blk * p.n_kv_head + kvh) * p.block_size + key % p.block_size) * HD + c;
+      }
+      cp_async16(k_s + (buf * T + tt) * KS + c, p.k_cache + off, valid);
+      cp_async16(v_s + (buf * T + tt) * HD + c, p.v_cache + off, valid);
+    }
+  };
+  auto load_tile = [&](int tile, int buf) {
+    load_keys(tile, buf, INT_MIN, INT_MAX);
+    cp_async_commit();
+  };
+  const int n_tiles = ke > kb ? (ke - kb + T - 1) / T : 0;
+  // Tile 0: the cached keys now; the step's new keys (and the zero-filled slots past ke, unless
+  // they fall before old_end) after the wait.
+  if (n_tiles > 0) load_keys(0, 0, INT_MIN, old_end);
+
+  pdl_wait();
+  pdl_trigger();
+  if (n_tiles > 0) {
+    load_keys(0, 0, old_end, INT_MAX);
+    cp_async_commit();
+  }
 
   // Stage the query rows: row j = (token j / G, head kvh*G + j % G); rows >= R are zero.
   const float qscale = p.scale * 1.4426950408889634f;
@@ -93,24 +135,6 @@ paged_attention_kernel(const paged_attention_params p) {
     reinterpret_cast<float4*>(q_s + j * HD + c)[1] = make_float4(f[4], f[5], f[6], f[7]);
   }
 
-  const int* btab = p.block_tables + static_cast<int64_t>(it.seq) * p.max_blocks_per_seq;
-  auto load_tile = [&](int tile, int buf) {
-    const int t0 = kb + tile * T;
-    for (int idx = threadIdx.x; idx < T * C8; idx += NT) {
-      const int tt = idx / C8, c = (idx % C8) * 8;
-      const int key = t0 + tt;
-      const bool valid = key < ke;
-      int64_t off = 0;
-      if (valid) {
-        const int64_t blk = btab[key / p.block_size];
-        off = ((blk * p.n_kv_head + kvh) * p.block_size + key % p.block_size) * HD + c;
-      }
-      cp_async16(k_s + (buf * T + tt) * KS + c, p.k_cache + off, valid);
-      cp_async16(v_s + (buf * T + tt) * HD + c, p.v_cache + off, valid);
-    }
-    cp_async_commit();
-  };
-
   float m[RPW], l[RPW], acc[RPW][DPL];
 #pragma unroll
   for (int i = 0; i < RPW; ++i) {
@@ -120,8 +144,6 @@ paged_attention_kernel(const paged_attention_params p) {
     for (int d = 0; d < DPL; ++d) acc[i][d] = 0.f;
   }
 
-  const int n_tiles = ke > kb ? (ke - kb + T - 1) / T : 0;
-  if (n_tiles > 0) load_tile(0, 0);
   for (int tile = 0; tile < n_tiles; ++tile) {
     const int buf = tile & 1;
     if (tile + 1 < n_tiles) {
@@ -239,11 +261,11 @@ paged_attention_kernel(const paged_attention_params p) {
 __global__ void combine_kernel(const float* __restrict__ ws, bf16* __restrict__ out, int n_tokens,
                                int n_head, int hd, int n_splits, const int32_t* __restrict__ cu_q_lens,
                                const int32_t* __restrict__ kv_lens, int n_seqs, int split_len) {
-  pdl_wait();
-  pdl_trigger();
   const int64_t th = blockIdx.x;  // token * n_head + head
   const int64_t per_split = static_cast<int64_t>(n_tokens) * n_head;
   const float* ws_ml = ws + static_cast<int64_t>(n_splits) * per_split * hd;
+  // The step plan (cu_q_lens, kv_lens) is uploaded before the step's first kernel and no kernel
+  // writes it, so the live split count is found before waiting for the attention kernel.
   int live = n_splits;
   if (n_seqs > 0) {
     const int token = static_cast<int>(th / n_head);
@@ -256,6 +278,8 @@ __global__ void combine_kernel(const float* __restrict__ ws, bf16* __restrict__ 
     const int pos = kv_lens[lo] - (cu_q_lens[lo + 1] - cu_q_lens[lo]) + (token - cu_q_lens[lo]);
     live = min(n_splits, max(1, pos / split_len + 1));
   }
+  pdl_wait();
+  pdl_trigger();
   // The (m, l) pairs are staged in shared memory by all threads at once (the serial loops below
   // were a chain of dependent global loads: ~8 us per layer with 17 live splits); the arithmetic
   // and its order are unchanged, so the bits are too.
@@ -279,13 +303,25 @@ __global__ void combine_kernel(const float* __restrict__ ws, bf16* __restrict__ 
     const float w = ms == -INFINITY ? 0.f : exp2f(ms - M);
     L = fmaf(w, l_of(s), L);
   }
+  // The splits' partial outputs are loaded k_batch at a time into registers before any is used,
+  // so up to k_batch loads are in flight per thread instead of a few (the fmaf chain would
+  // otherwise serialise them: 32 live splits were ~8 dependent L2 round trips); the fmaf order
+  // is unchanged.
+  constexpr int k_batch = 16;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float o = 0.f;
-#pragma unroll 4
-    for (int s = 0; s < live; ++s) {
-      const float ms = m_of(s);
-      const float w = ms == -INFINITY ? 0.f : exp2f(ms - M);
-      o = fmaf(w, ws[(s * per_split + th) * hd + d], o);
+    for (int s0 = 0; s0 < live; s0 += k_batch) {
+      float v[k_batch];
+#pragma unroll
+      for (int j = 0; j < k_batch; ++j) v[j] = s0 + j < live ? ws[((s0 + j) * per_split + th) * hd + d] : 0.f;
+#pragma unroll
+      for (int j = 0; j < k_batch; ++j) {
+        if (s0 + j < live) {
+          const float ms = m_of(s0 + j);
+          const float w = ms == -INFINITY ? 0.f : exp2f(ms - M);
+          o = fmaf(w, v[j], o);
+        }
+      }
     }
     out[th * hd + d] = to_bf16(L > 0.f ? o / L : 0.f);
   }

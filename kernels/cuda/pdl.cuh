@@ -7,6 +7,11 @@
 // kernel of look-ahead. Both are no-ops when the kernel was launched without the attribute.
 // At least one block of every grid reaches pdl_wait(), so a grid never completes before its
 // predecessor: completion stays transitive along the stream.
+// Before pdl_wait() a kernel may read what no kernel of the same step writes: weights, the step
+// plan the runner uploads before its first kernel (tokens, positions, slots, q/kv lengths,
+// block tables, attention items) and KV-cache entries older than the step's new tokens. The
+// attention, RoPE and RMSNorm kernels do, to take global round trips off the critical path; a
+// caller that launches them under PDL must not produce those inputs with a kernel of the step.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -34,61 +34,93 @@ __device__ __forceinline__ void pair_dims(int p, int n_rot, int pairing, int& a,
   }
 }
 
+// Before waiting for the previous kernel (PDL), a warp gathers what no kernel of the step
+// writes: its pair indices, the bias and norm gains (weights), the position and slot (the step
+// plan, uploaded before the first kernel) and the rotation's sin/cos, the costliest part (full
+// range reduction). After the wait only the QKV row's loads, the norm and the stores remain.
 __global__ void __launch_bounds__(k_warps * 32) rope_kernel(const rope_kv_params p) {
-  pdl_wait();
-  pdl_trigger();
   const int lane = threadIdx.x & 31;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * k_warps + (threadIdx.x >> 5);
   const int heads = p.n_head + p.n_kv_head;
-  if (item >= static_cast<int64_t>(p.n_tokens) * heads) return;  // whole warp exits together
+  // Whole warps exit together; another warp of the grid always reaches pdl_wait().
+  if (item >= static_cast<int64_t>(p.n_tokens) * heads) return;
   const int t = static_cast<int>(item / heads);
   const int h = static_cast<int>(item % heads);  // < n_head: query head; else key head
   const bool is_q = h < p.n_head;
   const int hd = p.head_dim;
   const int n_pairs = hd / 2;
   const int col0 = h * hd;  // Q heads then K heads are contiguous in the QKV row
-  const bf16* row = p.qkv + static_cast<int64_t>(t) * p.qkv_stride;
+  const int kvh = h - p.n_head;
+  const int v_col0 = (p.n_head + p.n_kv_head + kvh) * hd;
+  const float* gain = is_q ? p.q_norm : p.k_norm;
+  const float pos = static_cast<float>(p.positions[t]);
+  const int32_t slot = is_q ? -1 : p.slots[t];
 
-  float xa[k_max_pairs_per_lane], xb[k_max_pairs_per_lane];
   int ia[k_max_pairs_per_lane], ib[k_max_pairs_per_lane];
-  float ss = 0.f;
+  float ba[k_max_pairs_per_lane], bb[k_max_pairs_per_lane];    // QKV bias (0 without)
+  float vba[k_max_pairs_per_lane], vbb[k_max_pairs_per_lane];  // V bias
+  float ga[k_max_pairs_per_lane], gb[k_max_pairs_per_lane];    // norm gains
+  float sn[k_max_pairs_per_lane], cs[k_max_pairs_per_lane];    // rotation (pairs < n_rot / 2)
 #pragma unroll
   for (int k = 0; k < k_max_pairs_per_lane; ++k) {
     const int pr = lane + 32 * k;
-    xa[k] = xb[k] = 0.f;
     ia[k] = ib[k] = 0;
+    ba[k] = bb[k] = vba[k] = vbb[k] = 0.f;
+    ga[k] = gb[k] = 1.f;
+    sn[k] = 0.f;
+    cs[k] = 1.f;
     if (pr < n_pairs) {
       pair_dims(pr, p.n_rot, static_cast<int>(p.pairing), ia[k], ib[k]);
+      if (p.qkv_bias != nullptr) {
+        ba[k] = p.qkv_bias[col0 + ia[k]];
+        bb[k] = p.qkv_bias[col0 + ib[k]];
+        if (!is_q) {
+          vba[k] = p.qkv_bias[v_col0 + ia[k]];
+          vbb[k] = p.qkv_bias[v_col0 + ib[k]];
+        }
+      }
+      if (gain != nullptr) {
+        ga[k] = gain[ia[k]];
+        gb[k] = gain[ib[k]];
+      }
+      if (pr < p.n_rot / 2) sincosf(pos * p.inv_freq[pr], &sn[k], &cs[k]);  // angles reach 1e5 rad
+    }
+  }
+
+  pdl_wait();
+  pdl_trigger();
+  const bf16* row = p.qkv + static_cast<int64_t>(t) * p.qkv_stride;
+  float xa[k_max_pairs_per_lane], xb[k_max_pairs_per_lane];
+  float ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < k_max_pairs_per_lane; ++k) {
+    xa[k] = xb[k] = 0.f;
+    if (lane + 32 * k < n_pairs) {
       xa[k] = to_float(row[col0 + ia[k]]);
       xb[k] = to_float(row[col0 + ib[k]]);
       if (p.qkv_bias != nullptr) {
-        xa[k] += p.qkv_bias[col0 + ia[k]];
-        xb[k] += p.qkv_bias[col0 + ib[k]];
+        xa[k] += ba[k];
+        xb[k] += bb[k];
       }
       ss += xa[k] * xa[k] + xb[k] * xb[k];
     }
   }
-  const float* gain = is_q ? p.q_norm : p.k_norm;
   if (gain != nullptr) {
     const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(hd) + p.norm_eps);
 #pragma unroll
     for (int k = 0; k < k_max_pairs_per_lane; ++k) {
       if (lane + 32 * k < n_pairs) {
-        xa[k] = xa[k] * inv * gain[ia[k]];
-        xb[k] = xb[k] * inv * gain[ib[k]];
+        xa[k] = xa[k] * inv * ga[k];
+        xb[k] = xb[k] * inv * gb[k];
       }
     }
   }
-  const float pos = static_cast<float>(p.positions[t]);
 #pragma unroll
   for (int k = 0; k < k_max_pairs_per_lane; ++k) {
-    const int pr = lane + 32 * k;
-    if (pr < p.n_rot / 2) {
-      float s, c;
-      sincosf(pos * p.inv_freq[pr], &s, &c);  // full-range sincos: angles reach 1e5 rad
+    if (lane + 32 * k < p.n_rot / 2) {
       const float a = xa[k], b = xb[k];
-      xa[k] = a * c - b * s;
-      xb[k] = a * s + b * c;
+      xa[k] = a * cs[k] - b * sn[k];
+      xb[k] = a * sn[k] + b * cs[k];
     }
   }
 
@@ -103,12 +135,9 @@ __global__ void __launch_bounds__(k_warps * 32) rope_kernel(const rope_kv_params
     }
     return;
   }
-  const int32_t slot = p.slots[t];
   if (slot < 0 || slot >= p.n_cache_slots) return;
-  const int kvh = h - p.n_head;
   const int64_t blk = slot / p.block_size, off = slot % p.block_size;
   const int64_t base = ((blk * p.n_kv_head + kvh) * p.block_size + off) * hd;
-  const int v_col0 = (p.n_head + p.n_kv_head + kvh) * hd;
 #pragma unroll
   for (int k = 0; k < k_max_pairs_per_lane; ++k) {
     if (lane + 32 * k < n_pairs) {
@@ -116,8 +145,8 @@ __global__ void __launch_bounds__(k_warps * 32) rope_kernel(const rope_kv_params
       p.k_cache[base + ib[k]] = to_bf16(xb[k]);
       float va = to_float(row[v_col0 + ia[k]]), vb = to_float(row[v_col0 + ib[k]]);
       if (p.qkv_bias != nullptr) {
-        va += p.qkv_bias[v_col0 + ia[k]];
-        vb += p.qkv_bias[v_col0 + ib[k]];
+        va += vba[k];
+        vb += vbb[k];
       }
       p.v_cache[base + ia[k]] = to_bf16(va);
       p.v_cache[base + ib[k]] = to_bf16(vb);

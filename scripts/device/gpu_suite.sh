@@ -20,10 +20,22 @@ if [ "${1:-}" = "--stage" ]; then
   exec bash "$root/scripts/device/device_env.sh" --stage
 fi
 
+# --build-in-background: start `--build-only` detached and return at once (so a staging call
+# overlaps the build); a later run waits for it first.
+# BENCH_ARGS: bench_cuda's arguments instead of the full run (e.g. "--fusion --iters 20").
 # --build-only: configure and build (DSPARK_BUILD_TARGETS, default test_cuda bench_cuda), then stop.
 # --quick: shorter stage limits, bench_cuda --quick (one model, the verify curve at context
 # 2048 up to B = 32) and, when ncu exists, per-kernel times of one eager decode step and one
 # eager 8-token verify step (bench_cuda --profile under ncu; ncu_kernels.txt). Fits ~4 minutes.
+if [ "${1:-}" = "--build-in-background" ]; then
+  setsid nohup env DSPARK_BUILD_TARGETS="${DSPARK_BUILD_TARGETS:-test_cuda bench_cuda}" OUT=/tmp/dspark-gpu-build \
+    bash "$root/scripts/device/gpu_suite.sh" --build-only > /tmp/dspark-gpu-build.log 2>&1 < /dev/null &
+  echo "gpu_suite: background build started"
+  exit 0
+fi
+if [ "${1:-}" != "--build-only" ]; then
+  for _ in $(seq 1 60); do pgrep -f "gpu_suite.sh --build-only" > /dev/null || break; sleep 5; done
+fi
 quick=0
 build_only=0
 [ "${1:-}" = "--quick" ] && quick=1
@@ -114,7 +126,8 @@ for i, part in enumerate(parts):
 PY
   fi
 else
-  timeout 150 "$build/bench/bench_cuda" --out "$OUT" --iters 15 > "$OUT/bench.log" 2>&1
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
+  timeout 150 "$build/bench/bench_cuda" --out "$OUT" ${BENCH_ARGS:---iters 15} > "$OUT/bench.log" 2>&1
   brc=$?
 fi
 note "bench: rc=$brc after $(( $(date +%s) - start )) s"
