@@ -57,9 +57,9 @@ struct cuda_backend_options {
 };
 
 // The split length for a backend that runs at most n_seq_max sequences per step. H100,
-// Qwen3-8B shape, context 1024 (docs/benchmarks.md, 2026-11-23 sweep): batch 1 is fastest at
-// 32 keys (6.28 ms vs 6.58 at 128), batch 8 at 64 (8.95 vs 9.10), batch 32 and 128 at 128
-// (9.63 / 19.5 ms vs 12.5 / 30.1 at 32).
+// Qwen3-8B shape, context 1024 (docs/benchmarks.md, 2026-12-06 sweep): batch 1 is fastest at
+// 32 keys (5.89 ms vs 6.26 at 128), batch 8 at 64 (8.88 vs 8.99), batch 32 and 128 at 128
+// (9.54 / 19.5 ms vs 11.4 / 26.2 at 32).
 int32_t attention_split_len_for(int32_t n_seq_max);
 
 class cuda_backend final : public backend {
