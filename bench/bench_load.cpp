@@ -84,7 +84,7 @@ struct bench_args {
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
-               "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1)\n"
+               "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1; auto: cost measured)\n"
                "  [--synthetic-text echo|random]\n",
                why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
   std::exit(why.empty() ? 0 : 2);
@@ -388,6 +388,7 @@ int run(const bench_args& a) {
     // Difficulty-aware draft skipping (models/drafters/skipping_drafter.h) around the policy
     // runs' drafter: a request whose drafts the policy stops verifying stops paying for them.
     if (skip_on && d && rs.label != "mtp1") d = std::make_unique<skipping_drafter>(std::move(d), max_c, skip_params, true);
+    auto* skipper = dynamic_cast<skipping_drafter*>(d.get());
     std::unique_ptr<spec_policy> inner;
     if (rs.policy_name == "none") {
       inner = std::make_unique<fixed_gamma_policy>(0);
@@ -409,6 +410,7 @@ int run(const bench_args& a) {
       spec_decoder dec(*t.be, d.get(), pol, t.tok, t.stop_ids, {.max_requests = c, .prefill_chunk = a.prefill_chunk});
       scheduler_stats s0, s1;
       int64_t miss0 = 0, miss1 = 0;
+      draft_skip_stats k0, k1;
       load_level_options lo;
       lo.concurrency = c;
       lo.warmup_requests = a.warmup;
@@ -419,10 +421,12 @@ int run(const bench_args& a) {
       lo.on_window_open = [&] {
         s0 = pol.stats();
         miss0 = replay ? replay->oracle_misses() : 0;
+        if (skipper) k0 = skipper->stats();
       };
       lo.on_window_close = [&] {
         s1 = pol.stats();
         miss1 = replay ? replay->oracle_misses() : 0;
+        if (skipper) k1 = skipper->stats();
       };
       const load_level_result res = run_load_level(dec, t.prompts, next_prompt, lo);
       const int64_t plans = s1.plans - s0.plans;
@@ -438,6 +442,12 @@ int run(const bench_args& a) {
       j["verify_tokens_per_step"] = plans ? static_cast<double>(s1.budget_sum - s0.budget_sum) / static_cast<double>(plans) : 0.0;
       j["plan_us_per_step"] = plans ? (s1.plan_seconds - s0.plan_seconds) / static_cast<double>(plans) * 1e6 : 0.0;
       j["oracle_misses"] = miss1 - miss0;
+      if (skipper) {
+        const int64_t rounds = k1.request_rounds - k0.request_rounds;
+        j["draft_skip"] = a.draft_skip;
+        j["draft_skip_rate"] = rounds > 0 ? static_cast<double>(k1.skipped_rounds - k0.skipped_rounds) / rounds : 0.0;
+        j["draft_cost_used"] = skipper->rule().params().draft_cost;  // measured ("auto") or fixed
+      }
       j["level_wall_s"] = seconds_since(t_level);
       if (jsonl) jsonl << j.dump() << '\n' << std::flush;
       const std::string row = md_row(j);

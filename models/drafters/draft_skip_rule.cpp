@@ -46,4 +46,9 @@ void draft_skip_rule::observe(draft_skip_state& s, int32_t accepted, double conf
   ++s.observed;
 }
 
+void draft_skip_rule::set_draft_cost(double c) {
+  if (!(c >= 0.0 && c < 1e6)) throw invalid_argument_error("draft skip: draft_cost must be >= 0, got " + std::to_string(c));
+  p_.draft_cost = c;
+}
+
 }  // namespace dspark

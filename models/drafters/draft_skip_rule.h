@@ -33,6 +33,9 @@ namespace dspark {
 
 struct draft_skip_params {
   double draft_cost = 0.25;          // drafting per round / one verify step, >= 0
+  // Measure draft_cost online instead (draft_cost_meter.h; skipping_drafter feeds it, and
+  // draft_cost is then only the value used until the first measurements).
+  bool measured_cost = false;
   double ema_alpha = 0.3;            // weight of the newest round, (0, 1]
   int32_t warmup_rounds = 2;         // drafted rounds before skipping may start, >= 0
   int32_t probe_interval = 4;        // skipped rounds before the first re-probe, >= 1
@@ -63,6 +66,8 @@ class draft_skip_rule {
   draft_skip_decision decide(draft_skip_state& s) const;
   // A drafted round finished: `accepted` drafts were accepted; `conf` as draft_skip_state::conf.
   void observe(draft_skip_state& s, int32_t accepted, double conf) const;
+  // The threshold of decide(), for a measured cost (>= 0; invalid_argument_error otherwise).
+  void set_draft_cost(double c);
 
  private:
   draft_skip_params p_;

@@ -36,7 +36,7 @@ size_t expected_prefixes(std::span<const float> c, std::span<double> cum) {
 
 skipping_drafter::skipping_drafter(std::unique_ptr<drafter> inner, int32_t max_slots, const draft_skip_params& p,
                                    bool enabled)
-    : inner_(std::move(inner)), rule_(p), enabled_(enabled) {
+    : inner_(std::move(inner)), rule_(p), meter_(0.2, p.draft_cost), enabled_(enabled) {
   if (!inner_) throw invalid_argument_error("skipping_drafter: inner drafter is null");
   if (max_slots < 1) throw invalid_argument_error("skipping_drafter: max_slots must be >= 1");
   state_.resize(static_cast<size_t>(max_slots));
@@ -60,6 +60,8 @@ void skipping_drafter::begin(int32_t slot, std::span<const int32_t> prompt) {
 }
 
 void skipping_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
+  meter_.round_start(std::chrono::duration<double>(clock_type::now().time_since_epoch()).count());
+  if (rule_.params().measured_cost) rule_.set_draft_cost(meter_.cost());
   sub_.clear();
   for (const propose_request& r : batch) {
     const size_t s = static_cast<size_t>(checked(r.slot));
@@ -81,10 +83,17 @@ void skipping_drafter::propose(std::span<const propose_request> batch, draft_bat
     drafted_[s] = 1;
     sub_.push_back(r);
   }
-  if (sub_.empty()) return;
+  int32_t n_drafted = 0;
+  for (const propose_request& r : sub_) n_drafted += drafted_[static_cast<size_t>(r.slot)];
+  if (sub_.empty()) {
+    meter_.round_drafted(0.0, 0, static_cast<int32_t>(batch.size()));
+    return;
+  }
   const auto t0 = clock_type::now();
   inner_->propose(sub_, out);
-  stats_.propose_s += seconds_since(t0);
+  const double dt = seconds_since(t0);
+  stats_.propose_s += dt;
+  meter_.round_drafted(dt, n_drafted, static_cast<int32_t>(batch.size()));
   const bool head = inner_->caps().has_confidence;
   for (const propose_request& r : sub_) {
     const size_t s = static_cast<size_t>(r.slot);
@@ -98,7 +107,9 @@ void skipping_drafter::on_commit(int32_t slot, const commit_info& c) {
   const size_t s = static_cast<size_t>(checked(slot));
   const auto t0 = clock_type::now();
   inner_->on_commit(slot, c);
-  stats_.commit_s += seconds_since(t0);
+  const double dt = seconds_since(t0);
+  stats_.commit_s += dt;
+  meter_.committed(dt);
   // A round's commit carries its tokens; prefill chunks (no tokens) and x0 (not drafted) do not
   // count.
   if (drafted_[s] && !c.tokens.empty()) {
@@ -127,8 +138,12 @@ void skipping_drafter::end(int32_t slot) {
 
 bool parse_draft_skip(const std::string& s, draft_skip_params& p) {
   if (s == "off") return false;
-  if (s == "auto") return true;
+  if (s == "auto") {
+    p.measured_cost = true;
+    return true;
+  }
   if (s.rfind("auto:", 0) == 0) {
+    p.measured_cost = false;
     const std::string v = s.substr(5);
     double cost = -1.0;
     try {

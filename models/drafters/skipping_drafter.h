@@ -15,6 +15,9 @@
 //
 // With enabled = false it forwards everything and only keeps the statistics (drafter time), so
 // `--draft-skip off` measures the cost that `auto` saves.
+// With params.measured_cost ("auto" without a COST) the rule's draft cost is measured online
+// each round (draft_cost_meter.h): the drafter's propose / commit time against the rest of the
+// round, per request, so the threshold follows the load.
 #pragma once
 
 #include <chrono>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "engine/spec/metrics.h"
+#include "models/drafters/draft_cost_meter.h"
 #include "models/drafters/draft_skip_rule.h"
 #include "models/drafters/drafter.h"
 
@@ -49,6 +53,7 @@ class skipping_drafter final : public drafter {
   const draft_skip_stats& stats() const { return stats_; }
   bool enabled() const { return enabled_; }
   const draft_skip_rule& rule() const { return rule_; }
+  const draft_cost_meter& cost_meter() const { return meter_; }
   drafter& inner() { return *inner_; }
 
  private:
@@ -56,6 +61,7 @@ class skipping_drafter final : public drafter {
 
   std::unique_ptr<drafter> inner_;
   draft_skip_rule rule_;
+  draft_cost_meter meter_;
   bool enabled_;
   std::vector<draft_skip_state> state_;       // [max_slots]
   std::vector<uint8_t> drafted_;              // [max_slots] 1 while a drafted round awaits on_commit
@@ -68,8 +74,9 @@ class skipping_drafter final : public drafter {
   draft_skip_stats stats_;
 };
 
-// Parses the CLI form "off", "auto" or "auto:COST" (COST = draft_cost, >= 0; default 0.25).
-// Returns false for "off"; invalid_argument_error naming the forms for anything else.
+// Parses the CLI form "off", "auto" (the draft cost measured online) or "auto:COST" (a fixed
+// COST = draft_cost, >= 0). Returns false for "off"; invalid_argument_error naming the forms for
+// anything else.
 bool parse_draft_skip(const std::string& s, draft_skip_params& p);
 
 }  // namespace dspark

@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "common/error.h"
 #include "engine/cpu_backend.h"
@@ -19,6 +21,7 @@
 #include "engine/spec/policy.h"
 #include "engine/spec/prompt_set.h"
 #include "engine/spec/spec_decoder.h"
+#include "models/drafters/draft_cost_meter.h"
 #include "models/drafters/ngram_drafter.h"
 #include "models/drafters/skipping_drafter.h"
 #include "models/drafters/trained_drafter.h"
@@ -93,8 +96,10 @@ TEST(DraftSkipRule, ZeroCostNeverSkipsAHelpfulDrafterAndBadParamsThrow) {
   EXPECT_FALSE(parse_draft_skip("off", p));
   EXPECT_TRUE(parse_draft_skip("auto", p));
   EXPECT_DOUBLE_EQ(p.draft_cost, 0.25);
+  EXPECT_TRUE(p.measured_cost);
   EXPECT_TRUE(parse_draft_skip("auto:1.5", p));
   EXPECT_DOUBLE_EQ(p.draft_cost, 1.5);
+  EXPECT_FALSE(p.measured_cost);
   EXPECT_THROW(parse_draft_skip("auto:x", p), invalid_argument_error);
   EXPECT_THROW(parse_draft_skip("auto:-1", p), invalid_argument_error);
   EXPECT_THROW(parse_draft_skip("sometimes", p), invalid_argument_error);
@@ -276,6 +281,88 @@ TEST(SkippingDrafter, TrainedDrafterWithHeadGreedyEqualsPlainDecoding) {
   EXPECT_EQ(run_all(be, &d, 4, 2, &m, prompts, sp), plain);
   EXPECT_GT(d.stats().skipped_rounds, 0);
   EXPECT_GT(d.stats().request_rounds, d.stats().skipped_rounds);
+}
+
+// The measured draft cost by hand: per-request draft seconds / per-request verify seconds,
+// where a round's verify time is its interval minus its drafting and commit time.
+TEST(DraftCostMeter, KnownRoundsGiveTheCostByHand) {
+  draft_cost_meter m(0.2, 0.25);
+  EXPECT_DOUBLE_EQ(m.cost(), 0.25);  // no sample yet
+  m.round_start(0.0);
+  m.round_drafted(0.002, 2, 4);  // 1 ms per drafted request
+  m.committed(0.001);
+  m.round_start(0.013);  // verify 0.013 - 0.002 - 0.001 = 10 ms for 4 requests: 2.5 ms each
+  EXPECT_DOUBLE_EQ(m.draft_s_per_request(), 0.001);
+  EXPECT_DOUBLE_EQ(m.verify_s_per_request(), 0.0025);
+  EXPECT_NEAR(m.cost(), 0.4, 1e-12);
+  m.round_drafted(0.004, 4, 4);  // 1 ms each again
+  m.round_start(0.013 + 0.024);  // verify 20 ms: 5 ms each -> ema 2.5 + 0.2 * 2.5 = 3 ms
+  EXPECT_NEAR(m.verify_s_per_request(), 0.003, 1e-12);
+  EXPECT_NEAR(m.cost(), 1.0 / 3.0, 1e-9);
+  // An idle gap (an interval of seconds) is an outlier: ignored...
+  m.round_drafted(0.0, 0, 4);
+  m.round_start(0.037 + 2.0);
+  EXPECT_NEAR(m.verify_s_per_request(), 0.003, 1e-12);
+  // ...unless three come in a row: the load changed, the average restarts there.
+  m.round_drafted(0.0, 0, 4);
+  m.round_start(2.037 + 2.0);
+  m.round_drafted(0.0, 0, 4);
+  m.round_start(4.037 + 2.0);
+  EXPECT_NEAR(m.verify_s_per_request(), 0.5, 1e-9);
+  EXPECT_THROW(draft_cost_meter(0.0), invalid_argument_error);
+  EXPECT_THROW(draft_cost_meter(0.5, -1.0), invalid_argument_error);
+}
+
+// A drafter whose propose takes propose_ms per call (4 one-hot drafts per request).
+class slow_drafter final : public drafter {
+ public:
+  explicit slow_drafter(int propose_ms) : ms_(propose_ms) {}
+  const drafter_caps& caps() const override { return caps_; }
+  void begin(int32_t, std::span<const int32_t>) override {}
+  void propose(std::span<const propose_request> batch, draft_batch& out) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
+    for (const propose_request& r : batch)
+      for (int32_t k = 0; k < r.max_drafts; ++k) out.push_one_hot(r.slot, 1, 1.0f);
+  }
+  void on_commit(int32_t, const commit_info&) override {}
+  void rollback(int32_t, int32_t) override {}
+  void end(int32_t) override {}
+
+ private:
+  drafter_caps caps_;
+  int ms_;
+};
+
+// With "auto" the threshold follows the measured cost: one request that gets 1 draft accepted
+// per round keeps drafting while drafting (10 ms) is cheap next to its verify step (40 ms:
+// cost ~0.25 < 1), and stops (apart from probes) when the verify step shrinks to 1 ms (cost ~10).
+// Generous bounds: only the side of the threshold matters, not the timing.
+TEST(SkippingDrafter, MeasuredCostFollowsTheLoad) {
+  draft_skip_params p;
+  ASSERT_TRUE(parse_draft_skip("auto", p));
+  skipping_drafter d(std::make_unique<slow_drafter>(10), 1, p);
+  draft_batch out({.max_slots = 1, .gamma_max = 4, .n_vocab = 8});
+  const int32_t ctx[] = {1, 2, 3};
+  d.begin(0, ctx);
+  auto rounds = [&](int n, int verify_ms) {
+    const int64_t before = d.stats().skipped_rounds;
+    for (int i = 0; i < n; ++i) {
+      out.clear();
+      const propose_request batch[] = {{.slot = 0, .max_drafts = 4, .context = ctx}};
+      d.propose(batch, out);
+      std::this_thread::sleep_for(std::chrono::milliseconds(verify_ms));  // the verify step
+      const int32_t toks[] = {1, 2};
+      d.on_commit(0, {.tokens = toks, .n_accepted = 1, .n_proposed = out.length(0)});
+    }
+    return d.stats().skipped_rounds - before;
+  };
+  EXPECT_EQ(rounds(8, 40), 0);
+  EXPECT_GT(d.cost_meter().cost(), 0.05);
+  EXPECT_LT(d.cost_meter().cost(), 0.8);
+  rounds(20, 1);  // the averages move to the new load (alpha 0.2: 0.8^20 of the old one is left)
+  EXPECT_GT(d.cost_meter().cost(), 2.0);
+  EXPECT_GE(rounds(10, 1), 6);  // mostly skipped: only probes draft
+  d.end(0);
 }
 
 }  // namespace
