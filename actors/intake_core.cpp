@@ -104,8 +104,6 @@ void intake_core::submit(const std::string& client, m::submit_request&& s) {
   if (live() >= opt_.max_queued)
     return error(client, s.id, m::error_code::overloaded,
                  "the server holds " + std::to_string(live()) + " live requests (max_queued)");
-  if (s.params.ignore_eos)
-    return error(client, s.id, m::error_code::invalid_params, "params.ignore_eos: not supported by this server");
   auto prompt = tokenize(client, s);
   if (!prompt) return;
   if (prompt->empty()) return error(client, s.id, m::error_code::invalid_params, "the prompt is empty");
@@ -123,6 +121,7 @@ void intake_core::submit(const std::string& client, m::submit_request&& s) {
   r.params.min_p = static_cast<float>(s.params.min_p);
   r.params.seed = s.params.seed ? *s.params.seed : next_seed_++;
   r.params.stop = s.params.stop;
+  r.params.ignore_eos = s.params.ignore_eos;
   try {
     validate(r.params);
   } catch (const invalid_argument_error& e) {

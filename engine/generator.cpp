@@ -105,7 +105,7 @@ generation_result generate(backend& be, const tokenizer* tok, std::span<const in
       t_first = clock_type::now();
       res.stats.ttft_s = seconds_since(t_start);
     }
-    if (std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) {
+    if (!params.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) {
       res.finish = finish_reason::stop_id;
       break;
     }

@@ -34,6 +34,10 @@ struct sampling_params {
   uint64_t seed = 0;
   int32_t max_tokens = 256;  // >= 1 generated tokens at most
   std::vector<std::string> stop;  // stop strings, each non-empty; not part of the output
+  // Generate through the model's end-of-sequence / end-of-turn ids (they are then ordinary
+  // tokens, kept in the output) until max_tokens or a stop string: what load generators ask for
+  // so that every request produces the same number of tokens.
+  bool ignore_eos = false;
 };
 
 // Throws invalid_argument_error naming the first bad field and its valid range.

@@ -76,6 +76,7 @@ void encode(const submit_request& m, std::string& out) {
   w.f32(p.min_p);
   w.u64(p.seed);
   w.i32(p.max_tokens);
+  w.u8(p.ignore_eos ? 1 : 0);
   w.u32(static_cast<uint32_t>(p.stop.size()));
   for (const auto& s : p.stop) w.str(s);
 }
@@ -162,6 +163,7 @@ engine_message decode_engine_message(std::string_view frame) {
       m.params.min_p = r.f32("min_p");
       m.params.seed = r.u64("seed");
       m.params.max_tokens = r.i32("max_tokens");
+      m.params.ignore_eos = get_enum<uint8_t>(r, "ignore_eos", 1) != 0;
       const uint32_t n_stop = r.u32("stop count");
       if (n_stop > k_max_stop_strings)
         throw wire_error("'stop' has " + std::to_string(n_stop) + " strings, at most " +

@@ -147,7 +147,8 @@ int32_t spec_decoder::add(std::span<const int32_t> prompt, const sampling_params
   r->ctx.reserve(prompt.size() + static_cast<size_t>(params.max_tokens) + 1);
   r->ctx.assign(prompt.begin(), prompt.end());
   r->smp.emplace(lim.n_vocab, params);
-  r->out.emplace(tok_, stop_ids_, params, lim.n_ctx, r->prompt_len, std::move(on_token));
+  r->out.emplace(tok_, params.ignore_eos ? std::span<const int32_t>{} : stop_ids_, params, lim.n_ctx, r->prompt_len,
+                 std::move(on_token));
   r->metrics = spec_metrics(gamma_max_);
   r->t_add = clock_type::now();
   if (prefix_cache_) {

@@ -40,6 +40,7 @@ const std::vector<option_spec>& generate_options() {
       {"min-p", true, false, "P  drop tokens below P x the top probability (0 = off)"},
       {"seed", true, false, "S  sampling seed (default 0)"},
       {"stop", true, true, "S  stop string, not printed; repeatable"},
+      {"ignore-eos", false, false, "generate through end-of-sequence tokens, up to --max-tokens"},
       {"threads", true, false, "N  CPU threads (default: hardware cores)"},
       {"ctx", true, false, "N  context length (default: the model's, at most 8192)"},
       {"precision", true, false, "q8|f32  activation precision of quantized matmuls (default q8)"},
@@ -67,6 +68,7 @@ sampling_params read_sampling(const parsed_args& a) {
   p.min_p = static_cast<float>(a.get_double("min-p", 0.0));
   p.seed = a.get_u64("seed", 0);
   p.stop = a.all("stop");
+  p.ignore_eos = a.has("ignore-eos");
   validate(p);  // invalid_argument_error names the field and its range
   return p;
 }

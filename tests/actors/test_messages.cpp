@@ -97,8 +97,10 @@ TEST(EngineMessages, RoundTripFieldForField) {
   s.params.seed = 99;
   s.params.max_tokens = 8;
   s.params.stop = {"x"};
+  s.params.ignore_eos = true;
   encode(s, b);
   auto m = std::get<submit_request>(decode_engine_message(b));
+  EXPECT_TRUE(m.params.ignore_eos);
   EXPECT_EQ(m.key, 42u);
   EXPECT_EQ(m.prompt, s.prompt);
   EXPECT_EQ(m.params.temperature, 0.5f);

@@ -386,6 +386,38 @@ TEST_F(ServeTest, StopStringsEndAsOffline) {
   EXPECT_EQ(logs["s"].done->reason, ref.finish == finish_reason::max_tokens ? cm::finish_reason::length : cm::finish_reason::stop);
 }
 
+// params.ignore_eos: the request runs through the model's end-of-turn token to max_tokens
+// ("length"), with the same tokens as offline generate() with ignore_eos.
+TEST_F(ServeTest, IgnoreEosRunsToMaxTokensAsOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  start(test_config(path), false);
+  raw_client c(ctx_, srv_->client_endpoint());
+  const std::string prompt = "Say hi.";
+  const model& m = srv_->loaded_model();
+  cpu_backend_options o;
+  o.n_threads = 2;
+  o.n_ctx = 512;
+  cpu_backend be(m.config(), m.weights(), o);
+  sampling_params p;
+  p.max_tokens = 48;
+  const generation_result stops = generate(m, be, m.tokenizer().encode(prompt, true, true), p);
+  p.ignore_eos = true;
+  const generation_result ref = generate(m, be, m.tokenizer().encode(prompt, true, true), p);
+  ASSERT_EQ(ref.finish, finish_reason::max_tokens);
+  cm::submit_request s = submit_text("e", prompt, 48);
+  s.params.ignore_eos = true;
+  std::map<std::string, request_log> logs;
+  logs["e"];
+  c.send(s);
+  collect(c, logs);
+  ASSERT_TRUE(logs["e"].done);
+  EXPECT_EQ(logs["e"].done->reason, cm::finish_reason::length);
+  EXPECT_EQ(logs["e"].done->token_ids, ref.token_ids);
+  EXPECT_EQ(logs["e"].done->token_ids.size(), 48u);
+  // Without it the same prompt ends at the end-of-turn token when offline decoding does.
+  if (stops.finish == finish_reason::stop_id) EXPECT_LT(stops.token_ids.size(), 48u);
+}
+
 // Garbage from a rogue peer on the internal links (engine and drafter ROUTERs) is dropped; the
 // server keeps serving.
 TEST_F(ServeTest, GarbageOnInternalLinksIsDropped) {

@@ -186,6 +186,36 @@ TEST(SpecTiny, GreedyEqualsPlainGenerate) {
   }
 }
 
+// ignore_eos: the stop ids no longer end a request; it runs to max_tokens and its tokens (stop
+// ids kept) equal plain decoding with no stop ids at all, in generate() and in the spec loop.
+TEST(SpecTiny, IgnoreEosRunsToMaxTokensThroughStopIds) {
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/9);
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(2));
+  sampling_params sp;
+  sp.max_tokens = 24;
+  const std::vector<int32_t> prompt = {1, 7, 3, 4};
+  const std::vector<int32_t> full = generate(be, nullptr, {}, prompt, sp).token_ids;  // no stop ids
+  ASSERT_EQ(full.size(), 24u);
+  const int32_t stop[] = {full[5]};  // a "stop id" the greedy text reaches at token 5 at the latest
+  const generation_result stopped = generate(be, nullptr, stop, prompt, sp);
+  EXPECT_EQ(stopped.finish, finish_reason::stop_id);
+  EXPECT_LE(stopped.token_ids.size(), 5u);
+  sampling_params through = sp;
+  through.ignore_eos = true;
+  const generation_result plain = generate(be, nullptr, stop, prompt, through);
+  EXPECT_EQ(plain.finish, finish_reason::max_tokens);
+  EXPECT_EQ(plain.token_ids, full);
+  ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 2});
+  fixed_gamma_policy pol(3);
+  spec_decoder dec(be, &ng, pol, nullptr, stop, {.max_requests = 2});
+  const int32_t a = dec.add(prompt, sp), b = dec.add(prompt, through);
+  while (!dec.finished(a) || !dec.finished(b)) dec.step();
+  EXPECT_EQ(dec.take(a).gen.token_ids, stopped.token_ids);
+  const spec_result rb = dec.take(b);
+  EXPECT_EQ(rb.gen.finish, finish_reason::max_tokens);
+  EXPECT_EQ(rb.gen.token_ids, full);
+}
+
 TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
   // Two requests decode; a 40-token prompt joins. With prefill_chunk 8 each step carries one
   // 8-token chunk, so the decoders get a token every step and the newcomer's first token comes
