@@ -146,14 +146,17 @@ inline cm::submit_request submit_text(const std::string& id, const std::string& 
 
 // The offline reference: engine generate() on a fresh CPU backend, same prompt encoding as the
 // intake's raw-text path.
-inline generation_result offline(const model& m, const std::string& prompt, int max_tokens) {
+inline generation_result offline(const model& m, const std::string& prompt, const sampling_params& p) {
   cpu_backend_options o;
   o.n_threads = 2;
   o.n_ctx = 512;
   cpu_backend be(m.config(), m.weights(), o);
+  return generate(m, be, m.tokenizer().encode(prompt, true, true), p);
+}
+inline generation_result offline(const model& m, const std::string& prompt, int max_tokens) {
   sampling_params p;
   p.max_tokens = max_tokens;
-  return generate(m, be, m.tokenizer().encode(prompt, true, true), p);
+  return offline(m, prompt, p);
 }
 
 }  // namespace dspark::test
