@@ -1,10 +1,12 @@
 // zmq_channel: see zmq_channel.h.
 #include "actors/zmq_channel.h"
 
+#include <netdb.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
@@ -15,6 +17,40 @@ namespace {
 std::atomic<uint64_t> g_monitor_counter{0};
 
 bool is_router(const channel_options& o) { return o.type == zmq::socket_type::router; }
+
+// tcp://HOST:PORT with HOST resolved to its first IPv4 address; "" when the endpoint is not
+// tcp or HOST does not resolve. Example: tcp://localhost:* -> tcp://127.0.0.1:*.
+std::string resolved_tcp_endpoint(const std::string& endpoint) {
+  const std::string scheme = "tcp://";
+  const size_t colon = endpoint.rfind(':');
+  if (endpoint.rfind(scheme, 0) != 0 || colon == std::string::npos || colon <= scheme.size()) return "";
+  const std::string host = endpoint.substr(scheme.size(), colon - scheme.size());
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || !found) return "";
+  char ip[NI_MAXHOST];
+  const int rc = ::getnameinfo(found->ai_addr, found->ai_addrlen, ip, sizeof ip, nullptr, 0, NI_NUMERICHOST);
+  ::freeaddrinfo(found);
+  return rc == 0 ? scheme + ip + endpoint.substr(colon) : "";
+}
+
+// Binds `endpoint`. libzmq 4.3.4 (Debian bookworm) binds a tcp host only when it is an IP
+// address, `*` or an interface name, and fails on a host name with ENODEV; compose stacks name
+// the verifier by its service name (tcp://verifier:5556) in the process that binds and in
+// those that connect, so a host name is resolved here and its address bound.
+void bind_endpoint(zmq::socket_t& s, const std::string& endpoint) {
+  try {
+    s.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != ENODEV) throw;
+    const std::string resolved = resolved_tcp_endpoint(endpoint);
+    if (resolved.empty())
+      throw std::runtime_error("the host is not an IP address, interface or resolvable host name");
+    s.bind(resolved);
+  }
+}
 
 }  // namespace
 
@@ -105,7 +141,7 @@ void zmq_channel::run(zmq::context_t& ctx, std::promise<void>* ready) {
       mon.connect(mon_ep);
     }
     if (opt_.bind) {
-      s.bind(opt_.endpoint);
+      bind_endpoint(s, opt_.endpoint);
       endpoint_ = s.get(zmq::sockopt::last_endpoint);
     } else {
       s.connect(opt_.endpoint);
