@@ -4,12 +4,16 @@
 #
 #   sudo deploy/build_base_image.sh [MIRROR]     (default http://deb.debian.org/debian)
 #
+# The image's apt sources are bookworm, bookworm-updates and bookworm-security (SECURITY_MIRROR,
+# default the MIRROR's host + /debian-security); the image is upgraded to the security fixes.
+#
 # Needs debootstrap and podman (installed here when missing). Safe to repeat: an existing image
 # is kept unless REBUILD=1.
 set -euo pipefail
 
 IMAGE=${IMAGE:-dspark-base:bookworm}
 MIRROR=${1:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}
 # podman on this kind of host (rootful, no systemd, small limits) needs these flags.
 PODMAN_FLAGS=(--runtime runc)
 
@@ -25,7 +29,14 @@ rootfs=$(mktemp -d /tmp/dspark-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 # minbase: apt, dpkg and the essentials only; the Dockerfile installs what the build needs.
 debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR"
-echo "deb $MIRROR bookworm main" > "$rootfs/etc/apt/sources.list"
+cat >"$rootfs/etc/apt/sources.list" <<EOF
+deb $MIRROR bookworm main
+deb $MIRROR bookworm-updates main
+deb $SECURITY_MIRROR bookworm-security main
+EOF
+# The release as debootstrap fetched it, plus its security fixes, in the one image layer.
+chroot "$rootfs" apt-get update -qq
+chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq
 chroot "$rootfs" apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/*
 tar -C "$rootfs" -c . | podman "${PODMAN_FLAGS[@]}" import - "$IMAGE"

@@ -120,3 +120,56 @@ def test_dockerfile_builds_from_the_local_base():
     assert re.search(r"^FROM \$\{BASE\} AS build$", dockerfile, re.M)
     assert re.search(r"^FROM \$\{BASE\} AS runtime$", dockerfile, re.M)
     assert "dspark-base:bookworm" in read("deploy/build_base_image.sh")
+
+
+def compose_text(name):
+    with open(os.path.join(DEPLOY, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_no_empty_variable_defaults():
+    # podman-compose 1.0.3 (Debian bookworm) substitutes ${X:-default} only for a non-empty
+    # default: `${DSPARK_API_KEY:-}` reached the container as that literal text, which the
+    # gateway then took as its API key (every request got 401).
+    def strings(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from strings(k)
+                yield from strings(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from strings(v)
+        elif isinstance(node, str):
+            yield node
+
+    for name in COMPOSE_FILES:
+        doc = yaml.safe_load(compose_text(name))
+        empty = [s for s in strings(doc) if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-\}", s)]
+        assert not empty, f"{name}: {empty} (pass the variable through: `- NAME` under environment)"
+
+
+def test_datacenter_links_name_compose_services():
+    # The verifier binds engine_endpoint and drafter_endpoint at the address its service name
+    # resolves to (actors/zmq_channel.cpp); intake and drafter connect to the same names.
+    with open(os.path.join(DEPLOY, "docker-compose.yml"), encoding="utf-8") as f:
+        stack = yaml.safe_load(f)["services"]
+    for config_name in ("datacenter.json", "datacenter-gpu.json"):
+        with open(os.path.join(DEPLOY, "config", config_name), encoding="utf-8") as f:
+            config = json.load(f)
+        for key in ("engine_endpoint", "drafter_endpoint"):
+            host = re.fullmatch(r"tcp://([^:]+):\d+", config[key])
+            assert host and host.group(1) == "verifier" and "verifier" in stack, f"{config_name}: {key}"
+        assert re.fullmatch(r"tcp://(0\.0\.0\.0|\*):5555", config["client_endpoint"]), config_name
+    server = stack["gateway"]["command"][stack["gateway"]["command"].index("--server") + 1]
+    assert server == "tcp://intake:5555" and "intake" in stack
+
+
+def test_build_context_and_jobs():
+    # The build context leaves out models, build trees and git history; the compile job count
+    # is a build argument (deploy/e2e_podman.sh passes JOBS=2 on the 2-core machines).
+    with open(os.path.join(ROOT, ".dockerignore"), encoding="utf-8") as f:
+        ignored = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    assert {".git", ".models", "build*"} <= ignored, ignored
+    dockerfile = read("deploy/Dockerfile")
+    assert re.search(r"^ARG JOBS=$", dockerfile, re.M)
+    assert '-j"${JOBS:-$(nproc)}"' in dockerfile
