@@ -170,6 +170,11 @@ def test_build_context_and_jobs():
     with open(os.path.join(ROOT, ".dockerignore"), encoding="utf-8") as f:
         ignored = {line.strip() for line in f if line.strip() and not line.startswith("#")}
     assert {".git", ".models", "build*"} <= ignored, ignored
+    # What it leaves out must not be needed by the image's build (DSPARK_TESTS=OFF).
+    cmake = read("CMakeLists.txt")
+    assert re.search(r"if\(DSPARK_TESTS\)\s*\n\s*enable_testing\(\)\s*\n\s*add_subdirectory\(tests\)", cmake)
+    for top in ("docs", "deploy", "scripts", "training"):
+        assert f"add_subdirectory({top}" not in cmake
     dockerfile = read("deploy/Dockerfile")
     assert re.search(r"^ARG JOBS=$", dockerfile, re.M)
     assert '-j"${JOBS:-$(nproc)}"' in dockerfile
