@@ -63,6 +63,7 @@ void skipping_drafter::propose(std::span<const propose_request> batch, draft_bat
   meter_.round_start(std::chrono::duration<double>(clock_type::now().time_since_epoch()).count());
   if (rule_.params().measured_cost) rule_.set_draft_cost(meter_.cost());
   sub_.clear();
+  int32_t n_drafted = 0;
   for (const propose_request& r : batch) {
     const size_t s = static_cast<size_t>(checked(r.slot));
     drafted_[s] = 0;
@@ -81,19 +82,15 @@ void skipping_drafter::propose(std::span<const propose_request> batch, draft_bat
       if (d == draft_skip_decision::probe) ++stats_.probe_rounds;
     }
     drafted_[s] = 1;
+    ++n_drafted;
     sub_.push_back(r);
   }
-  int32_t n_drafted = 0;
-  for (const propose_request& r : sub_) n_drafted += drafted_[static_cast<size_t>(r.slot)];
-  if (sub_.empty()) {
-    meter_.round_drafted(0.0, 0, static_cast<int32_t>(batch.size()));
-    return;
-  }
   const auto t0 = clock_type::now();
-  inner_->propose(sub_, out);
-  const double dt = seconds_since(t0);
+  if (!sub_.empty()) inner_->propose(sub_, out);
+  const double dt = sub_.empty() ? 0.0 : seconds_since(t0);
   stats_.propose_s += dt;
   meter_.round_drafted(dt, n_drafted, static_cast<int32_t>(batch.size()));
+  if (sub_.empty()) return;
   const bool head = inner_->caps().has_confidence;
   for (const propose_request& r : sub_) {
     const size_t s = static_cast<size_t>(r.slot);

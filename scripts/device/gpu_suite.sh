@@ -22,7 +22,7 @@ fi
 
 # --build-in-background: start `--build-only` detached and return at once (so a staging call
 # overlaps the build); a later run waits for it first.
-# BENCH_ARGS: bench_cuda's arguments instead of the full run (e.g. "--fusion --iters 20").
+# BENCH_ARGS: bench_cuda's arguments instead of the full run (e.g. "--kernels --iters 20").
 # --build-only: configure and build (DSPARK_BUILD_TARGETS, default test_cuda bench_cuda), then stop.
 # --quick: shorter stage limits, bench_cuda --quick (one model, the verify curve at context
 # 2048 up to B = 32) and, when ncu exists, per-kernel times of one eager decode step and one
