@@ -12,10 +12,12 @@
 #      scheduled verification, per
 #      dataset (gsm8k, humaneval, mbpp; SPEC_LIMIT prompts x SPEC_TOKENS tokens each).
 # $OUT: test.log, spec_speed.jsonl, suite.log.
+# Knobs: DRAFTER_BUILD (an existing build dir: no build here), DRAFTER_SKIP_CTEST=1 (only the
+# drafter tests), SPEC_SETS, SPEC_LIMIT, SPEC_TOKENS, SPEC_SKIP_CPU=1, DSPARK_DRAFTERS.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root" || exit 1
-build="$root/build-gpu"
+build="${DRAFTER_BUILD:-$root/build-gpu}"     # e.g. a build made from a source snapshot
 targets="dspark test_cuda bench_load"
 if [ "${1:-}" = "--build-in-background" ]; then
   setsid nohup env DSPARK_BUILD_TARGETS="$targets" OUT=/tmp/dspark-drafter-build \
@@ -34,17 +36,22 @@ data="$root/.stage/data"
 [ -f "$model" ] || { echo "drafter_suite: model not staged"; exit 1; }
 for _ in $(seq 1 60); do pgrep -f "gpu_suite.sh --build-only" > /dev/null || break; sleep 5; done
 source "$root/scripts/device/device_env.sh"
-DSPARK_BUILD_TARGETS="$targets" OUT=/tmp/dspark-drafter-fg bash scripts/device/gpu_suite.sh --build-only ||
-  { tail -30 /tmp/dspark-drafter-fg/build.log; exit 1; }
+if [ -z "${DRAFTER_BUILD:-}" ]; then
+  DSPARK_BUILD_TARGETS="$targets" OUT=/tmp/dspark-drafter-fg bash scripts/device/gpu_suite.sh --build-only ||
+    { tail -30 /tmp/dspark-drafter-fg/build.log; exit 1; }
+fi
+[ -x "$build/services/dspark" ] || { echo "drafter_suite: no $build/services/dspark"; exit 1; }
 echo "drafter_suite: build ready after $(elapsed)"
 
 DSPARK_MODEL="$model" DSPARK_TRAINED_DRAFTERS="$drafters" timeout 180 "$build/tests/test_cuda" \
   --gtest_filter='Cuda*Drafter*' > "$OUT/test.log" 2>&1
 echo "drafter_suite: GPU drafter tests rc=$? after $(elapsed)"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tau GPU|Failure" "$OUT/test.log" | head -20
-(cd "$build" && DSPARK_MODEL="$model" timeout 150 ctest -L cuda --output-on-failure --timeout 100 -j4 >> "$OUT/test.log" 2>&1)
-echo "drafter_suite: CUDA tests rc=$? after $(elapsed)"
-grep -E "tests passed|FAILED|Failed" "$OUT/test.log" | tail -8
+if [ -z "${DRAFTER_SKIP_CTEST:-}" ]; then
+  (cd "$build" && DSPARK_MODEL="$model" timeout 150 ctest -L cuda --output-on-failure --timeout 100 -j4 >> "$OUT/test.log" 2>&1)
+  echo "drafter_suite: CUDA tests rc=$? after $(elapsed)"
+  grep -E "tests passed|FAILED|Failed" "$OUT/test.log" | tail -8
+fi
 
 limit="${SPEC_LIMIT:-20}"
 tokens="${SPEC_TOKENS:-128}"
@@ -69,12 +76,12 @@ print('%-28s %-9s tau %s speedup %.3f decode %.3f spec %.1f tok/s plain %.1f tok
       m.get('acceptance_length', m.get('tau', '?')), d['speedup'], d['decode_speedup'], d['spec_decode_tokens_per_s'],
       d['plain_decode_tokens_per_s'], d.get('identical_outputs')), file=sys.stderr)" >> "$OUT/spec_speed.jsonl"
 }
-for set in gsm8k humaneval mbpp; do
+for set in ${SPEC_SETS:-gsm8k humaneval mbpp}; do
   run "dspark gpu fixed" "$set" --draft "dspark:$drafters/dspark" --gamma 7
   run "dspark gpu scheduled" "$set" --draft "dspark:$drafters/dspark" --gamma 7 --policy scheduled \
     --sps-profile /tmp/dspark-sps-smollm2.json
   run "dflash gpu fixed" "$set" --draft "dflash:$drafters/dflash" --gamma 7
-  run "dspark cpu fixed" "$set" --draft "dspark:$drafters/dspark" --gamma 7 --draft-device cpu
+  [ -z "${SPEC_SKIP_CPU:-}" ] && run "dspark cpu fixed" "$set" --draft "dspark:$drafters/dspark" --gamma 7 --draft-device cpu
   run "mtp1 gpu" "$set" --draft "mtp1:$drafters/mtp1" --gamma 1
   run "mtp1 gpu scheduled" "$set" --draft "mtp1:$drafters/mtp1" --gamma 1 --policy scheduled \
     --sps-profile /tmp/dspark-sps-smollm2.json

@@ -65,7 +65,12 @@ timeout 60 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDS
   >> "$OUT/build.log" 2>&1 || { note "FAIL: configure (see build.log)"; tail -30 "$OUT/build.log"; exit 1; }
 grep -q "CUDA backend ON" "$OUT/build.log" || { note "FAIL: CUDA backend not enabled"; tail -30 "$OUT/build.log"; exit 1; }
 targets=(${DSPARK_BUILD_TARGETS:-test_cuda bench_cuda})
-timeout $([ $quick = 1 ] && echo 170 || echo 270) cmake --build "$build" -j16 --target "${targets[@]}" >> "$OUT/build.log" 2>&1
+# BUILD_JOBS below 16 (a build in the background of a host-bound training run): fewer compile
+# jobs, at the lowest priority, with more time
+jobs="${BUILD_JOBS:-16}"
+limit=$([ $quick = 1 ] && echo 170 || echo 270)
+[ "$jobs" -lt 16 ] && limit=560
+timeout $limit nice -n 19 cmake --build "$build" -j"$jobs" --target "${targets[@]}" >> "$OUT/build.log" 2>&1
 rc=$?
 note "build: rc=$rc after $(( $(date +%s) - start )) s"
 if [ $rc -ne 0 ]; then grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; fi

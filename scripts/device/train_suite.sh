@@ -15,14 +15,23 @@
 #   train_log.json         losses, accept-rate@k, tau_probabilistic per drafter over steps,
 #                          held-out evaluation, wall times, export sizes
 #   calibration.json       STS temperatures and per-position ECE before/after
-#   drafters.tar.part-NN   tar of export/<kind>/ + examples.jsonl.gz, cut at 15 MiB:
+#   drafters.tar.part-NN   tar of export/<kind>/ + examples.jsonl.gz, cut at 15 MiB, three per
+#                          call (TRAIN_RETURN=1, then scripts/device/return_parts.sh):
 #                          cat drafters.tar.part-* | tar -x -C <dir>
 #   suite.log              the run's output
 # If the call is cut off (or stops at its deadline), the trainer checkpoint in
 # /tmp/dspark-train/ckpt.pt is resumed by the next call while the machine is still warm.
 #
-# Knobs: TRAIN_STEPS, TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (8), TRAIN_AMP (bf16|off),
-# TRAIN_COMPILE (0|1), DSPARK_INIT_FROM (below).
+# Knobs: TRAIN_STEPS, TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (8), TRAIN_ANCHORS (64),
+# TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (4096), TRAIN_REGEN_BATCH (512),
+# TRAIN_REGEN_S (150), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
+# TRAIN_RETURN (0|1), DSPARK_INIT_FROM (below).
+# Planned over several calls: after scripts/device/train_probe.sh (which writes
+# $work/probe.env: the batch shape with the most sequences per second and its s/step), the
+# first call takes TRAIN_BATCH/TRAIN_ANCHORS from it and, with TRAIN_TOTAL_S (the training
+# seconds all calls together will give), sets TRAIN_STEPS = TRAIN_TOTAL_S / s_per_step, so
+# the cosine schedule ends about when the last call does. The plan is kept in $work/plan.env
+# and every resuming call uses it (a checkpoint only resumes with the same shape and steps).
 # Locally (CPU): bash scripts/device/train_suite.sh --smoke   (a few steps, tiny data; uses the
 # default model when .models/ has it, else a tiny random target).
 set -uo pipefail
@@ -38,6 +47,28 @@ work="${DSPARK_TRAIN_DIR:-/tmp/dspark-train}"
 mkdir -p "$work"
 exec > >(tee -a "$OUT/suite.log") 2>&1
 echo "train_suite: start $(date -u +%FT%TZ), OUT=$OUT work=$work smoke=$smoke"
+# varying batch shapes fragment the caching allocator; expandable segments avoid the
+# cudaMalloc/cudaFree churn (and the device syncs of cudaFree) that fragmentation causes
+export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
+if [ $smoke = 0 ]; then
+  if [ -f "$work/ckpt.pt" ] && [ -f "$work/plan.env" ]; then
+    . "$work/plan.env"          # resuming: the checkpoint's shape and step count
+  else
+    if [ -f "$work/probe.env" ]; then
+      probe_batch=$(sed -n 's/^TRAIN_BATCH=//p' "$work/probe.env")
+      probe_anchors=$(sed -n 's/^TRAIN_ANCHORS=//p' "$work/probe.env")
+      probe_sps=$(sed -n 's/^TRAIN_S_PER_STEP=//p' "$work/probe.env")
+      TRAIN_BATCH="${TRAIN_BATCH:-$probe_batch}"
+      TRAIN_ANCHORS="${TRAIN_ANCHORS:-$probe_anchors}"
+      if [ -z "${TRAIN_STEPS:-}" ] && [ -n "${TRAIN_TOTAL_S:-}" ]; then
+        TRAIN_STEPS=$(python3 -c "print(max(20, int($TRAIN_TOTAL_S / $probe_sps)))")
+      fi
+    fi
+    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\n' "${TRAIN_BATCH:-8}" \
+      "${TRAIN_ANCHORS:-64}" "${TRAIN_STEPS:-1200}" "${TRAIN_N_LAYER:-5}" > "$work/plan.env"
+  fi
+  echo "train_suite: plan: $(tr '\n' ' ' < "$work/plan.env")"
+fi
 
 # transformers' GGUF loader needs gguf (and, in recent versions, accelerate + psutil): install
 # the wheels carried in .whl/ when the machine lacks them (it has no package registry)
@@ -62,10 +93,12 @@ else
   [ -f "$prompts" ] || [ -f "$work/examples.jsonl" ] || {
     echo "train_suite: carry .stage/data (training/data/prepare_prompts.py)" >&2; exit 1; }
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  # regeneration stops after 150 s; training stops 510 s after the start of this script,
+  # regeneration stops after TRAIN_REGEN_S; training stops 510 s after the start of this script,
   # leaving ~60 s for the held-out evaluation, calibration, export and packing
-  args=(--target "$model" --n-prompts 4096 --max-new 256 --regen-batch 512 --regen-time-limit 150
-        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch "${TRAIN_BATCH:-8}" --anchors 64
+  args=(--target "$model" --n-prompts "${TRAIN_N_PROMPTS:-4096}" --max-new 256
+        --regen-batch "${TRAIN_REGEN_BATCH:-512}" --regen-time-limit "${TRAIN_REGEN_S:-150}"
+        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch "${TRAIN_BATCH:-8}"
+        --anchors "${TRAIN_ANCHORS:-64}" --n-layer "${TRAIN_N_LAYER:-5}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
         --amp "${TRAIN_AMP:-bf16}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first
@@ -102,7 +135,13 @@ if hist and log["steps_done"]:
           f"peak GPU memory {hist[-1].get('peak_gpu_gib', '?')} GiB)")
 PY
 gzip -c "$work/examples.jsonl" > "$work/export/examples.jsonl.gz"
-tar -C "$work" -cf - export | split -b 15M -d -a 2 - "$OUT/drafters.tar.part-"
+# the exports (5-layer block drafters: ~110 MiB) are more than one call may bring back (8 files,
+# 64 MiB): the parts stay in $work/parts and scripts/device/return_parts.sh moves up to three
+# per call into $OUT (TRAIN_RETURN=1 here, or any later call while the machine is warm)
+rm -rf "$work/parts" && mkdir -p "$work/parts"
+tar -C "$work" -cf - export | split -b 15M -d -a 2 - "$work/parts/drafters.tar.part-"
+ls -la "$work/parts"
+[ "${TRAIN_RETURN:-0}" = 1 ] && bash scripts/device/return_parts.sh
 ls -la "$OUT"
 echo "train_suite: done in $(( $(date +%s) - start )) s"
 exit $rc
