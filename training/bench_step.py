@@ -94,7 +94,9 @@ def main():
     if args.examples:
         ex = read_examples(args.examples, args.max_len)
     else:
-        ex = synthetic_examples(args.batch * 4, args.max_len, model.config.vocab_size, 0, ragged=not args.uniform)
+        # a fresh batch (new shapes) every step, as in training
+        ex = synthetic_examples(args.batch * (args.warmup + args.steps), args.max_len, model.config.vocab_size, 0,
+                                ragged=not args.uniform)
     ta = TrainArgs(kinds=args.kinds.split(","), steps=10 ** 6, batch_size=args.batch, anchors=args.anchors,
                    block_size=args.block_size, n_layer=args.n_layer, target_layers=layers, log_every=10 ** 9)
     tr = Trainer(model, target.target_head(model), target.target_info(model, "bench"), ex, ex[:args.batch],
