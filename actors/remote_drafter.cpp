@@ -104,7 +104,7 @@ void remote_drafter::adopt(const std::string& peer, const msg::drafter_hello& h)
     reset.shm_name = shm_.name();
     reset.shm_bytes = shm_.size();
   }
-  shm_used_ = 0;
+  shm_write_ = shm_read_ = shm_mark_ = 0;
   msg::encode(reset, buf_);
   send_to_peer();
   for (size_t s = 0; s < slots_.size(); ++s) {
@@ -123,8 +123,7 @@ void remote_drafter::adopt(const std::string& peer, const msg::drafter_hello& h)
   }
 }
 
-bool remote_drafter::dispatch(inbound& in, uint64_t want_seq, std::span<const propose_request> batch,
-                              draft_batch* out) {
+bool remote_drafter::dispatch(inbound& in) {
   if (in.f.empty()) return false;
   const std::string& from = in.f[0];
   if (in.lost) {
@@ -142,8 +141,14 @@ bool remote_drafter::dispatch(inbound& in, uint64_t want_seq, std::span<const pr
       return false;
     }
     if (auto* p = std::get_if<msg::drafter_proposal>(&m)) {
-      if (!peer_ || *peer_ != from || p->seq != want_seq || !out) return false;  // late or foreign
-      fill(*p, batch, *out);
+      // Late, foreign, or no propose in flight: ignored.
+      if (!in_flight_ || answered_ || !peer_ || *peer_ != from || p->seq != prop_.seq) return false;
+      fill(*p, fl_batch_, *fl_out_);
+      answered_ = true;
+      misses_ = 0;
+      // The drafter has read every commit sent before this propose.
+      shm_read_ = shm_mark_;
+      if (shm_read_ == shm_write_) shm_read_ = shm_write_ = 0;
       return true;
     }
     std::fprintf(stderr, "verifier: drafter sent a message meant for a drafter; dropped\n");
@@ -197,13 +202,19 @@ void remote_drafter::poll() {
     inbound in = std::move(inbox_.front());
     inbox_.pop_front();
     lk.unlock();
-    dispatch(in, 0, {}, nullptr);
+    dispatch(in);
     lk.lock();
   }
 }
 
 void remote_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
+  propose_begin(batch, out);
+  propose_end();
+}
+
+void remote_drafter::propose_begin(std::span<const propose_request> batch, draft_batch& out) {
   poll();
+  in_flight_ = false;
   if (!peer_ || batch.empty()) return;
   prop_.seq = ++seq_;
   prop_.items.clear();
@@ -224,25 +235,31 @@ void remote_drafter::propose(std::span<const propose_request> batch, draft_batch
   }
   msg::encode(prop_, buf_);
   send_to_peer();
-  const auto deadline = std::chrono::steady_clock::now() + opt_.timeout;
+  in_flight_ = true;
+  answered_ = false;
+  fl_batch_ = batch;
+  fl_out_ = &out;
+  shm_mark_ = shm_write_;
+  deadline_ = std::chrono::steady_clock::now() + opt_.timeout;
+}
+
+void remote_drafter::propose_end() {
+  if (!in_flight_) return;
   std::unique_lock<std::mutex> lk(mu_);
-  while (peer_) {
-    if (inbox_.empty() && !cv_.wait_until(lk, deadline, [this] { return !inbox_.empty(); })) {
+  while (peer_ && !answered_) {
+    if (inbox_.empty() && !cv_.wait_until(lk, deadline_, [this] { return !inbox_.empty(); })) {
       ++timeouts_;
       if (++misses_ >= opt_.max_misses) drop("missed its deadline repeatedly");
-      return;
+      break;
     }
     inbound in = std::move(inbox_.front());
     inbox_.pop_front();
     lk.unlock();
-    const bool answered = dispatch(in, prop_.seq, batch, &out);
+    dispatch(in);
     lk.lock();
-    if (answered) {
-      misses_ = 0;
-      shm_used_ = 0;  // the drafter has read every earlier commit
-      return;
-    }
   }
+  in_flight_ = false;
+  fl_out_ = nullptr;
 }
 
 void remote_drafter::begin(int32_t slot, std::span<const int32_t> prompt) {
@@ -273,14 +290,18 @@ void remote_drafter::on_commit(int32_t slot, const commit_info& c) {
   commit_.shm_offset = 0;
   const size_t row_bytes = static_cast<size_t>(commit_.n_embd) * sizeof(float);
   const size_t bytes = static_cast<size_t>(commit_.n_layers) * static_cast<size_t>(commit_.n_rows) * row_bytes;
-  if (bytes > 0 && shm_.valid() && shm_used_ + bytes <= shm_.size()) {
-    // [n_layers][n_rows][n_embd] at shm_used_, rows copied once, no message payload.
-    char* dst = shm_.data() + shm_used_;
+  // Where the rows would go in the ring: a block never straddles the segment's end.
+  const uint64_t cap = shm_.valid() ? shm_.size() : 0;
+  uint64_t pos = shm_write_;
+  if (cap > 0 && pos % cap + bytes > cap) pos += cap - pos % cap;
+  if (bytes > 0 && cap > 0 && pos + bytes - shm_read_ <= cap) {
+    // [n_layers][n_rows][n_embd] at pos % cap, rows copied once, no message payload.
+    char* dst = shm_.data() + pos % cap;
     for (int32_t l = 0; l < commit_.n_layers; ++l)
       for (int32_t i = 0; i < commit_.n_rows; ++i, dst += row_bytes) std::memcpy(dst, c.features.row(l, i), row_bytes);
     commit_.features_shm = true;
-    commit_.shm_offset = shm_used_;
-    shm_used_ += (bytes + 63) & ~size_t{63};
+    commit_.shm_offset = pos % cap;
+    shm_write_ = pos + ((bytes + 63) & ~size_t{63});
     ++shm_commits_;
   } else {
     for (int32_t l = 0; l < commit_.n_layers; ++l)

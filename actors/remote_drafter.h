@@ -22,11 +22,19 @@
 //   ---       drafter B connects, hello
 //   step n+2  adopt B: reset, begin+commit per live slot; propose -> B answers
 //
+// Split-phase propose (the pipelined decoder): propose_begin sends the propose message and
+// returns, propose_end waits for the answer until the deadline (the same misses, drops and
+// swaps as the synchronous propose, which is begin + end). The drafter process drafts while
+// the verifier runs the other group's target forward; the commits sent in between reach it
+// after the propose (one DEALER, in order). A proposal that poll() receives while one is in
+// flight is kept for propose_end.
+//
 // Target features (for drafters that capture layers): on one host (ipc/inproc links) they are
-// written into a shared memory segment named in `reset`, and commit carries only the offset; the
-// segment is refilled from offset 0 after every answered propose (the drafter has read every
-// earlier commit by then, since it handles messages in order). When a commit does not fit, or
-// over tcp, the features travel inline.
+// written into a shared memory segment named in `reset`, and commit carries only the offset.
+// The segment is a ring: an answered propose frees everything written before that propose was
+// sent (the drafter handles messages in order, so it has read those commits); commits sent while
+// a propose is in flight stay until the next answer. With nothing left unread the ring restarts
+// at offset 0. When a commit does not fit, or over tcp, the features travel inline.
 #pragma once
 
 #include <chrono>
@@ -75,6 +83,8 @@ class remote_drafter final : public drafter {
   const drafter_caps& caps() const override { return caps_; }
   void begin(int32_t slot, std::span<const int32_t> prompt) override;
   void propose(std::span<const propose_request> batch, draft_batch& out) override;
+  void propose_begin(std::span<const propose_request> batch, draft_batch& out) override;
+  void propose_end() override;
   void on_commit(int32_t slot, const commit_info& c) override;
   void rollback(int32_t slot, int32_t n_context) override;
   void end(int32_t slot) override;
@@ -101,8 +111,9 @@ class remote_drafter final : public drafter {
     bool lost = false;
     frames f;  // [peer][payload] or, when lost, [peer]
   };
-  // Handles one inbound item; returns true when it is the proposal for `want_seq` (filled into out).
-  bool dispatch(inbound& in, uint64_t want_seq, std::span<const propose_request> batch, draft_batch* out);
+  // Handles one inbound item; returns true when it is the answer to the propose in flight
+  // (filled into its draft batch).
+  bool dispatch(inbound& in);
   void adopt(const std::string& peer, const msg::drafter_hello& h);
   void drop(const char* why);
   void fill(const msg::drafter_proposal& p, std::span<const propose_request> batch, draft_batch& out);
@@ -124,8 +135,17 @@ class remote_drafter final : public drafter {
   msg::drafter_commit commit_;    // reused
   std::string buf_;               // encode buffer, reused
   uint64_t seq_ = 0;
-  shared_segment shm_;   // features for co-located drafters (invalid: inline only)
-  size_t shm_used_ = 0;  // bytes written since the last answered propose
+  // The propose in flight (propose_begin .. propose_end).
+  bool in_flight_ = false;
+  bool answered_ = false;
+  std::span<const propose_request> fl_batch_;
+  draft_batch* fl_out_ = nullptr;
+  std::chrono::steady_clock::time_point deadline_;
+  shared_segment shm_;     // features for co-located drafters (invalid: inline only)
+  // Ring positions in bytes, growing without bound (offset = position % size): everything
+  // before shm_read_ has been read by the drafter; shm_mark_ is shm_write_ when the propose in
+  // flight was sent.
+  uint64_t shm_write_ = 0, shm_read_ = 0, shm_mark_ = 0;
   int32_t misses_ = 0;
   int64_t timeouts_ = 0;
   int64_t swaps_ = 0;

@@ -140,6 +140,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       vo.kv_block_size = cfg.kv_block_size;
       vo.kv_blocks = cfg.kv_blocks;
       vo.prefix_cache = cfg.prefix_cache;
+      vo.pipeline = cfg.pipeline;
       backend* be = p.be.get();
       drafter* d = p.rd.get();
       const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;

@@ -57,7 +57,7 @@ verifier_core::verifier_core(backend& be, drafter* d, std::unique_ptr<spec_polic
                             policy->draft_budget() + 1}),
       sched_(kv_, std::move(policy)),
       dec_(be, d, sched_.policy(), tok, stop_ids,
-           spec_decoder_options{opt.max_requests, opt.prefill_chunk, opt.prefix_cache}) {
+           spec_decoder_options{opt.max_requests, opt.prefill_chunk, opt.prefix_cache, opt.pipeline}) {
   slots_.resize(static_cast<size_t>(opt.max_requests));
   admitted_.reserve(static_cast<size_t>(opt.max_requests));
 }

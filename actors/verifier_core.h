@@ -46,6 +46,9 @@ struct verifier_options {
   // Prefix caching (spec_decoder_options::prefix_cache): prompts reuse the backend's cached KV
   // blocks of earlier or running requests; kv_manager counts shared blocks once.
   bool prefix_cache = true;
+  // Pipelining (spec_decoder_options::pipeline): the drafter drafts one group of requests while
+  // the target verifies the other (the remote_drafter's split-phase propose).
+  bool pipeline = false;
 };
 
 class verifier_core {

@@ -64,6 +64,7 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "kv_block_size") read(j, "kv_block_size", c.kv_block_size);
     else if (k == "kv_blocks") read(j, "kv_blocks", c.kv_blocks);
     else if (k == "prefix_cache") read(j, "prefix_cache", c.prefix_cache);
+    else if (k == "pipeline") read(j, "pipeline", c.pipeline);
     else if (k == "drafter_timeout_ms") read(j, "drafter_timeout_ms", c.drafter_timeout_ms);
     else if (k == "http") read(j, "http", c.http);
     else if (k == "draft_capture_layers") read(j, "draft_capture_layers", c.draft_capture_layers);

@@ -28,6 +28,7 @@ struct spec_decoder::request {
   int32_t prefill_pos = 0;          // prompt tokens already in the target KV (chunked prefill)
   int32_t kv_valid = 0;             // leading ctx tokens whose K/V the sequence holds, verified
   bool drafter_open = false;        // begin() called, end() not yet
+  bool drafted = false;             // pipelined: proposed (maybe in flight), not yet verified
   bool done = false;
   bool cancelled = false;
   int32_t prompt_len = 0;
@@ -53,6 +54,7 @@ struct spec_decoder::step_buffers {
   std::vector<float> probs;                // [(gamma_max + 1) * n_vocab] target distributions
   std::vector<int32_t> commit;             // [gamma_max + 1] tokens committed this round
   std::vector<request*> single;            // [1] for one-request retries
+  std::vector<request*> group_a, group_b;  // [max_requests] pipelined: verified / drafted now
   std::optional<draft_batch> drafts;       // [max_requests][gamma_max]
 };
 
@@ -88,6 +90,8 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
   b.probs.resize(G * static_cast<size_t>(lim.n_vocab));
   b.commit.resize(G);
   b.single.resize(1);
+  b.group_a.reserve(R);
+  b.group_b.reserve(R);
   draft_batch_params dp;
   dp.max_slots = opt.max_requests;
   dp.gamma_max = std::max(1, gamma_max_);
@@ -99,9 +103,16 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
   b.drafts.emplace(dp);
   if (d && !d->caps().has_confidence && gamma_max_ > 0)
     online_.emplace(online_confidence_params{.max_slots = opt.max_requests, .gamma_max = gamma_max_});
+  pipeline_ = opt.pipeline && d != nullptr && !d->caps().shares_target && gamma_max_ > 0;
 }
 
 spec_decoder::~spec_decoder() {
+  if (in_flight_) {
+    try {
+      drafter_->propose_end();
+    } catch (...) {  // the drafter's error has nobody left to report to
+    }
+  }
   for (auto& r : reqs_)
     if (r && !r->done) {
       if (r->seq >= 0) be_.free_sequence(r->seq);
@@ -247,7 +258,14 @@ int32_t spec_decoder::step() {
   b.active.clear();
   for (auto& r : reqs_)
     if (r && !r->done && r->prefilled) b.active.push_back(r.get());
-  if (!b.active.empty()) verify_round(b.active);
+  if (!b.active.empty()) {
+    if (pipeline_) {
+      pipelined_round(b.active);
+    } else {
+      verify_round(b.active);
+      ++pstats_.sync_rounds;
+    }
+  }
   int32_t n = 0;
   for (auto& r : reqs_) n += (r && !r->done) ? 1 : 0;
   return n;
@@ -259,21 +277,74 @@ void spec_decoder::run() {
 }
 
 void spec_decoder::verify_round(std::span<request*> reqs) {
+  propose_group(reqs, false);
+  plan_and_verify(reqs);
+}
+
+void spec_decoder::propose_group(std::span<request*> reqs, bool async) {
   step_buffers& b = *buf_;
   draft_batch& drafts = *b.drafts;
   const int32_t n_ctx = be_.limits().n_ctx;
-  // Propose: the budget is capped so a round cannot commit past max_tokens or the context.
+  // The budget is capped so a round cannot commit past max_tokens or the context.
   size_t n_prop = 0;
   for (request* r : reqs) {
     drafts.clear(r->id);
     const int32_t room = std::min(r->out->remaining() - 1, n_ctx - static_cast<int32_t>(r->ctx.size()));
     const int32_t budget = std::max(0, std::min(gamma_max_, room));
     r->n_verify = budget;  // the cap the policy sees
+    r->drafted = async;
     if (drafter_ && budget > 0)
       b.propose[n_prop++] =
           propose_request{r->id, budget, r->ctx, rng_key{r->params.seed, r->round + 1}, &r->params, r->seq};
   }
-  if (drafter_ && n_prop > 0) drafter_->propose({b.propose.data(), n_prop}, drafts);
+  if (!drafter_ || n_prop == 0) return;
+  if (async) {
+    drafter_->propose_begin({b.propose.data(), n_prop}, drafts);
+    in_flight_ = true;
+  } else {
+    const auto t0 = clock_type::now();
+    drafter_->propose({b.propose.data(), n_prop}, drafts);
+    pstats_.propose_wait_s += std::chrono::duration<double>(clock_type::now() - t0).count();
+  }
+}
+
+void spec_decoder::end_propose() {
+  if (!in_flight_) return;
+  in_flight_ = false;
+  const auto t0 = clock_type::now();
+  drafter_->propose_end();
+  pstats_.propose_wait_s += std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+void spec_decoder::pipelined_round(std::span<request*> active) {
+  step_buffers& b = *buf_;
+  // A: drafted in the previous step (their propose may still be in flight); B: everyone else.
+  b.group_a.clear();
+  b.group_b.clear();
+  for (request* r : active) (r->drafted ? b.group_a : b.group_b).push_back(r);
+  if (b.group_a.empty()) {
+    if (b.group_b.size() < 2) {  // a single request: nothing to overlap, synchronous order
+      verify_round(b.group_b);
+      ++pstats_.sync_rounds;
+      return;
+    }
+    // Start-up (or the drafted group all finished): draft the first half now, the rest in flight.
+    const size_t half = b.group_b.size() / 2;
+    for (size_t i = 0; i < half; ++i) b.group_a.push_back(b.group_b[i]);
+    b.group_b.erase(b.group_b.begin(), b.group_b.begin() + static_cast<std::ptrdiff_t>(half));
+    propose_group(b.group_a, false);
+  }
+  end_propose();
+  for (request* r : b.group_a) r->drafted = false;
+  if (!b.group_b.empty()) propose_group(b.group_b, true);
+  plan_and_verify(b.group_a);
+  ++(b.group_b.empty() ? pstats_.sync_rounds : pstats_.overlapped_rounds);
+}
+
+void spec_decoder::plan_and_verify(std::span<request*> reqs) {
+  step_buffers& b = *buf_;
+  draft_batch& drafts = *b.drafts;
+  const auto t0 = clock_type::now();
   if (online_)
     for (request* r : reqs) online_->fill(r->id, drafts.mutable_confidences(r->id));
   // Plan: the policy sees every request's proposal at once.
@@ -301,6 +372,7 @@ void spec_decoder::verify_round(std::span<request*> reqs) {
     run_forward(reqs.subspan(begin, end - begin));
     begin = end;
   }
+  pstats_.verify_s += std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
 void spec_decoder::run_forward(std::span<request*> reqs) {
@@ -416,6 +488,10 @@ void spec_decoder::finish(request& r) {
     if (prefix_cache_ && r.kv_valid > 0) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.kv_valid)});
     be_.free_sequence(r.seq);
     r.seq = -1;
+  }
+  if (r.drafted) {  // its drafts may be in flight: the drafter must be done with it first
+    end_propose();
+    r.drafted = false;
   }
   if (drafter_ && r.drafter_open) drafter_->end(r.id);
   r.drafter_open = false;

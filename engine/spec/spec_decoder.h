@@ -34,6 +34,28 @@
 // (it needs every prompt row's). The output is unchanged: with batch-invariant rows the cached
 // K/V are the ones a cold prefill computes, bit for bit.
 //
+// Pipelined mode (options.pipeline, off by default): the decoding requests alternate in two
+// groups, so the drafter drafts one while the target verifies the other. A step verifies the
+// group drafted in the previous step (A) and, before its forward, starts drafting every other
+// decoding request (B: the ones A's forward does not touch, which committed in the previous step,
+// and requests that just finished their prefill) through drafter::propose_begin; the drafts of B
+// are collected (propose_end) at the start of the next step, which verifies B. With a drafter
+// that computes elsewhere (threaded_drafter, remote_drafter) B's drafting runs during A's
+// forward, commit and the next prefill.
+//
+//   step n:    propose_end(A)  propose_begin(B)  plan(A)  forward(A)  commit(A) -> on_commit(A)
+//   step n+1:  propose_end(B)  propose_begin(A') plan(B)  forward(B)  commit(B) -> on_commit(B)
+//
+// Each request still sees propose -> plan -> verify -> commit -> on_commit in order, with the
+// same budget, rng keys (seed, round, position) and policy rules, so the output is the same as
+// the synchronous loop's: at temperature 0 equal to generate(). What changes: the policy plans
+// each group on its own (a verify batch is one group), and a group's drafts wait one step. When
+// no drafts are in flight (start-up, or the drafted group all finished) and two or more requests
+// decode, the first half is drafted synchronously and the rest in flight; with a single decoding
+// request there is nothing to overlap and the step runs in the synchronous order. Cancelling or
+// finishing a request whose drafts are in flight first waits for them (propose_end). Drafters
+// that draft on the target's backend (caps().shares_target) are never pipelined.
+//
 // The hot path allocates nothing of its own: every per-step buffer is sized at construction for
 // max_requests x (gamma_max + 1); only the tokenizer's text streaming allocates strings.
 #pragma once
@@ -63,6 +85,15 @@ struct spec_decoder_options {
   int32_t prefill_chunk = 256; // prompt tokens per prefill forward (as generate_options), and per
                                // step while other requests are decoding
   bool prefix_cache = false;   // reuse and publish KV blocks through the backend's prefix cache
+  bool pipeline = false;       // draft one group of requests while the other verifies (above)
+};
+
+// Pipelined-mode counters (all zero otherwise).
+struct pipeline_stats {
+  int64_t overlapped_rounds = 0;  // verify rounds with another group's propose in flight
+  int64_t sync_rounds = 0;        // verify rounds in the synchronous order (single request, ...)
+  double propose_wait_s = 0;      // decoder blocked in propose_end / synchronous proposes
+  double verify_s = 0;            // in verify forwards (plan to commit), any mode
 };
 
 // A finished request: the plain generator's result plus speculative metrics.
@@ -105,6 +136,9 @@ class spec_decoder {
   // True when requests attach and publish cached prefixes (the option, and no feature drafter).
   bool prefix_cache() const { return prefix_cache_; }
   int32_t max_requests() const { return opt_.max_requests; }
+  // True when steps pipeline drafting and verification (the option, a drafter that allows it).
+  bool pipelined() const { return pipeline_; }
+  const pipeline_stats& pipeline_counters() const { return pstats_; }
 
  private:
   struct request;
@@ -114,6 +148,13 @@ class spec_decoder {
   // more); samples x0 once the prompt is in. Returns the tokens it forwarded.
   int32_t prefill(request& r, int32_t budget);
   void verify_round(std::span<request*> reqs);
+  void pipelined_round(std::span<request*> active);
+  // Proposes for reqs (budgets capped by max_tokens and the context); async: propose_begin.
+  void propose_group(std::span<request*> reqs, bool async);
+  // Waits for the propose in flight, if any.
+  void end_propose();
+  // Online confidences, plan, forward(s), commit for reqs whose drafts are in.
+  void plan_and_verify(std::span<request*> reqs);
   void run_forward(std::span<request*> reqs);
   void commit_round(request& r, const forward_output& out, int64_t row0);
   void finish(request& r);
@@ -126,6 +167,9 @@ class spec_decoder {
   spec_decoder_options opt_;
   int32_t gamma_max_ = 0;
   bool prefix_cache_ = false;
+  bool pipeline_ = false;
+  bool in_flight_ = false;   // a propose_begin awaits its propose_end
+  pipeline_stats pstats_;
   std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
   std::unique_ptr<step_buffers> buf_;
   // Confidences for drafters without a head: the policy then schedules on each request's

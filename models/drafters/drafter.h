@@ -30,6 +30,13 @@
 // rollback(slot, n) discards drafter state past the first n context tokens; the decoder calls it
 // when a step is abandoned (the target ran out of KV, the request was edited).
 //
+// Split-phase propose (the pipelined decoder, spec_decoder_options::pipeline): propose_begin
+// starts a propose, propose_end waits for its drafts, so a drafter that computes elsewhere (its
+// own thread: threaded_drafter.h; its own process: actors/remote_drafter.h) drafts one group of
+// requests while the target verifies the other. The ordering guarantee stays per slot: the
+// on_commit of a slot's round always precedes the next propose that includes the slot, and a
+// slot's calls reach the drafter in the order they are made.
+//
 // Distributions: a drafter must report the EXACT distribution each draft was drawn from,
 // including its own temperature and filtering: the verifier's min(1, p_t/p_d) test and
 // max(p_t - p_d, 0) residual are lossless only for that p_d. A drafter that picks tokens
@@ -112,6 +119,9 @@ struct drafter_caps {
   int32_t max_sparse = 0;                          // for sparse distributions
   bool has_confidence = false;                     // c_k are real estimates, not 1
   std::vector<int32_t> capture_layers;             // target layers whose features it needs
+  // Drafts on the target's own backend (propose runs its forward: layer-skip with a shared
+  // cache), so it cannot run while the target's forward does; the decoder does not pipeline it.
+  bool shares_target = false;
 };
 
 class drafter {
@@ -126,6 +136,14 @@ class drafter {
   // Writes up to r.max_drafts drafts for every request of `batch` into out (slot rows, which
   // the caller has cleared). Proposing fewer, even 0, is allowed.
   virtual void propose(std::span<const propose_request> batch, draft_batch& out) = 0;
+  // Split-phase propose: starts proposing `batch` into `out`; propose_end() waits until the
+  // drafts are written. At most one propose is in flight. Until propose_end returns the caller
+  // keeps `batch`, the contexts it points to and `out` alive and unchanged, reads none of the
+  // batch's rows of out, and calls begin / on_commit / rollback / end only for slots that are
+  // NOT in the batch (they reach the drafter after the propose, in call order). The defaults
+  // propose synchronously in propose_begin; propose_end then has nothing to wait for.
+  virtual void propose_begin(std::span<const propose_request> batch, draft_batch& out) { propose(batch, out); }
+  virtual void propose_end() {}
   // The target committed c.tokens for `slot`; keep what they confirm, drop the rest.
   virtual void on_commit(int32_t slot, const commit_info& c) = 0;
   // Discards state past the first n_context tokens (prompt + committed) of `slot`.

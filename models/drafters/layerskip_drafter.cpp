@@ -40,6 +40,7 @@ layerskip_drafter::layerskip_drafter(const model_config& c, const llama_weights&
   caps_.name = "layerskip:" + std::to_string(p.n_layers);
   caps_.dist_kind = p.sampled ? draft_dist_kind::dense : draft_dist_kind::one_hot;
   caps_.has_confidence = true;
+  caps_.shares_target = p.shared_target != nullptr;
   slots_.resize(static_cast<size_t>(p.max_slots));
   act_.resize(static_cast<size_t>(p.max_slots));
   feed_tokens_.resize(static_cast<size_t>(p.max_slots));

@@ -10,7 +10,9 @@
 // time; with --batch B the speculative run decodes B requests per step (then the speedup also
 // contains batching). At temperature 0 the outputs must be identical where the backend's rows
 // are batch-invariant (--precision f32); the count is printed as a check.
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -23,6 +25,7 @@
 #include "engine/model.h"
 #include "engine/spec/prompt_set.h"
 #include "engine/spec/spec_decoder.h"
+#include "models/drafters/threaded_drafter.h"
 #include "services/dspark/backend_factory.h"
 #include "services/dspark/bench_spec_command.h"
 #include "services/dspark/cli_args.h"
@@ -45,6 +48,9 @@ std::vector<option_spec> bench_options() {
       {"temperature", true, false, "T  0 = greedy (default 0)"},
       {"seed", true, false, "S  sampling seed; prompt i uses S + i (default 0)"},
       {"batch", true, false, "B  speculative requests decoded together (default 1)"},
+      {"pipeline", true, false,
+       "on|off  draft one group of requests on a drafter thread while the target verifies the other"
+       " (spec_decoder_options::pipeline; default off)"},
       {"threads", true, false, "N  CPU threads (default: hardware cores)"},
       {"ctx", true, false, "N  context length (default 2048)"},
       {"precision", true, false, "q8|f32  activation precision of quantized matmuls (default q8)"},
@@ -90,6 +96,18 @@ int run(const parsed_args& a) {
   const std::unique_ptr<backend> be_owner = make_backend(bc, m.config(), m.weights());
   backend& be = *be_owner;
   spec_setup setup = make_spec_setup(a, m, bc, batch, &be);
+  const std::string pipe_arg = a.get("pipeline").value_or("off");
+  if (pipe_arg != "on" && pipe_arg != "off") throw usage_error("--pipeline must be on or off, got '" + pipe_arg + "'");
+  // Pipelined: the drafter runs on a thread of its own (threaded_drafter.h).
+  threaded_drafter* threaded = nullptr;
+  if (pipe_arg == "on" && setup.d) {
+    if (setup.d->caps().shares_target)
+      throw usage_error("--pipeline on: " + setup.d->caps().name +
+                        " drafts on the target's KV; use --layerskip-cache own");
+    auto w = std::make_unique<threaded_drafter>(std::move(setup.d), threaded_drafter_params{.max_slots = batch});
+    threaded = w.get();
+    setup.d = std::move(w);
+  }
 
   // Plain decoding, one prompt at a time.
   std::vector<generation_result> plain;
@@ -106,7 +124,7 @@ int run(const parsed_args& a) {
   const double plain_s = since(t_plain);
 
   // Speculative decoding, `batch` requests at a time.
-  spec_decoder dec(be, setup.d.get(), *setup.policy, &m.tokenizer(), m.stop_ids(), {.max_requests = batch});
+  spec_decoder dec(be, setup.d.get(), *setup.policy, &m.tokenizer(), m.stop_ids(), {.max_requests = batch, .pipeline = threaded != nullptr});
   const auto t_spec = clock_type::now();
   sampling_params base = sp;
   base.seed = seed;
@@ -139,6 +157,21 @@ int run(const parsed_args& a) {
   j["spec_decode_tokens_per_s"] = spec_decode_tps;
   j["decode_speedup"] = plain_decode_tps > 0 ? spec_decode_tps / plain_decode_tps : 0;
   j["batch"] = batch;
+  const pipeline_stats& ps = dec.pipeline_counters();
+  j["pipeline"] = {{"on", threaded != nullptr},
+                   {"overlapped_rounds", ps.overlapped_rounds},
+                   {"sync_rounds", ps.sync_rounds},
+                   {"propose_wait_s", ps.propose_wait_s},
+                   {"verify_s", ps.verify_s}};
+  if (threaded) {
+    // Drafter time hidden behind the decoder's own work: the worker's busy time minus the time
+    // the decoder waited for it.
+    const threaded_drafter_stats ts = threaded->stats();
+    j["pipeline"]["drafter_busy_s"] = ts.busy_s;
+    j["pipeline"]["drafter_propose_s"] = ts.propose_s;
+    j["pipeline"]["drafter_wait_s"] = ts.wait_s;
+    j["pipeline"]["hidden_fraction"] = ts.busy_s > 0 ? std::max(0.0, ts.busy_s - ts.wait_s) / ts.busy_s : 0.0;
+  }
   j["device"] = device_name(bc.device);
   j["threads"] = cpu_threads(bc);
   j["precision"] = precision;
@@ -165,6 +198,13 @@ int run(const parsed_args& a) {
               spec_decode_tps);
   std::printf("  speedup %.2fx (decode %.2fx), mean TTFT %.0f ms, TPOT %.1f ms\n", j["speedup"].get<double>(),
               j["decode_speedup"].get<double>(), mt.mean_ttft_s() * 1e3, mt.mean_tpot_s() * 1e3);
+  std::printf("  pipeline %s: %lld overlapped / %lld synchronous rounds, decoder waited %.2fs for drafts, verify %.2fs",
+              threaded ? "on" : "off", static_cast<long long>(ps.overlapped_rounds),
+              static_cast<long long>(ps.sync_rounds), ps.propose_wait_s, ps.verify_s);
+  if (threaded)
+    std::printf(", drafter busy %.2fs, hidden %.0f%%", j["pipeline"]["drafter_busy_s"].get<double>(),
+                100.0 * j["pipeline"]["hidden_fraction"].get<double>());
+  std::printf("\n");
   return 0;
 }
 

@@ -56,6 +56,7 @@ const std::vector<option_spec>& serve_options() {
       {"ctx", true, false, "N  context length per request"},
       {"kv-blocks", true, false, "N  KV block budget (0 = max-requests full contexts)"},
       {"prefix-cache", true, false, "on|off  reuse the KV blocks of shared prompt prefixes (default on)"},
+      {"pipeline", true, false, "on|off  draft one group of requests while the target verifies the other (default off)"},
       {"threads", true, false, "N  CPU threads (default: all cores)"},
       {"precision", true, false, "q8|f32  CPU activation precision"},
       device_option_spec(),
@@ -98,6 +99,10 @@ config::server_config read_config(const parsed_args& a) {
   if (auto v = a.get("prefix-cache")) {
     if (*v != "on" && *v != "off") throw usage_error("--prefix-cache must be on or off, got '" + *v + "'");
     c.prefix_cache = *v == "on";
+  }
+  if (auto v = a.get("pipeline")) {
+    if (*v != "on" && *v != "off") throw usage_error("--pipeline must be on or off, got '" + *v + "'");
+    c.pipeline = *v == "on";
   }
   c.threads = static_cast<int32_t>(a.get_int("threads", c.threads, 0, 1024));
   if (c.model.empty()) throw usage_error("--model (or \"model\" in --config) is required");

@@ -38,6 +38,7 @@ std::vector<option_spec> spec_option_specs() {
       {"layerskip-cache", true, false,
        "shared|own  layerskip:K drafts on the target's own KV (shared, default where the backend can) or"
        " on a K-layer copy with its own KV (own)"},
+      {"draft-threads", true, false, "N  CPU threads of a trained drafter on the CPU (default: --threads)"},
       {"draft-skip", true, false,
        "off|auto[:COST]  skip drafting for requests whose recent acceptance / confidence says it will not pay"
        " (COST = drafter time per round / verify step time, default 0.25; docs/scheduler.md). off: only"
@@ -128,7 +129,7 @@ spec_setup make_unwrapped_setup(const parsed_args& a, const model& m, const back
       drafter_runtime_params p;
       p.max_slots = max_slots;
       p.max_ctx = be.cpu.n_ctx > 0 ? be.cpu.n_ctx : static_cast<int32_t>(std::min<int64_t>(m.config().n_ctx_train, 4096));
-      p.n_threads = be.cpu.n_threads;
+      p.n_threads = static_cast<int>(a.get_int("draft-threads", be.cpu.n_threads, 0, 256));
       const std::string where = a.get("draft-device").value_or("auto");
       if (where != "auto" && where != "cpu" && where != "cuda")
         throw usage_error("--draft-device must be auto, cpu or cuda, got '" + where + "'");

@@ -5,6 +5,7 @@
 //   --threshold C                    truncate chains at cumulative confidence < C (default 0)
 //   --ngram-min N, --ngram-max N     n-gram match lengths (default 1..4)
 //   --draft-skip off|auto[:COST]     difficulty-aware draft skipping (skipping_drafter.h)
+//   --draft-threads N                CPU threads of a trained drafter (default: --threads)
 //
 // generate_command.cpp adds spec_option_specs() to its options and, when --draft is not
 // "none", calls run_spec_generate() instead of generate(); --json adds spec_stats_json().

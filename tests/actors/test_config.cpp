@@ -34,6 +34,10 @@ TEST(ServerConfig, PrefixCacheKey) {
   apply_config_json(R"({"prefix_cache": false})", c);
   EXPECT_FALSE(c.prefix_cache);
   EXPECT_NE(error_of(R"({"prefix_cache": 1})").find("'prefix_cache' has the wrong type"), std::string::npos);
+  EXPECT_FALSE(c.pipeline);  // off by default
+  apply_config_json(R"({"pipeline": true})", c);
+  EXPECT_TRUE(c.pipeline);
+  EXPECT_NE(error_of(R"({"pipeline": "on"})").find("'pipeline' has the wrong type"), std::string::npos);
 }
 
 TEST(ServerConfig, ErrorsNameTheKey) {

@@ -259,5 +259,87 @@ TEST(RemoteDrafter, FeaturesGoThroughSharedMemoryOnOneHost) {
   EXPECT_EQ(std::get<msg::drafter_commit>(*c3).shm_offset, 0u);
 }
 
+// Split-phase propose (the pipelined decoder): propose_begin only sends; commits for other slots
+// follow the propose on the link; an answer that poll() picks up is kept for propose_end; a
+// commit written into the shared segment while the propose was in flight is not overwritten
+// after its answer, and the segment restarts at 0 only once nothing is unread.
+TEST(RemoteDrafter, SplitPhaseProposeOverlapsCommitsOfOtherSlots) {
+  zmq::context_t ctx;
+  remote_drafter_options o = options("inproc://rd-split");
+  o.capture_layers = {0};
+  o.feature_shm_bytes = 1 << 16;
+  remote_drafter rd(ctx, o);
+  scripted_drafter a(ctx, "inproc://rd-split", "split");
+  {
+    std::string b;
+    msg::encode(msg::drafter_hello{"split", draft_dist_kind::one_hot, 0, {0}}, b);
+    a.s.send(zmq::buffer(b), zmq::send_flags::none);
+  }
+  ASSERT_TRUE(registered(rd, "split"));
+  while (a.next(200ms)) {}  // resets
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  rd.begin(0, prompt);
+  rd.begin(1, prompt);
+  ASSERT_TRUE(a.next().has_value());
+  ASSERT_TRUE(a.next().has_value());
+  std::vector<float> hidden(2 * 4);
+  for (size_t i = 0; i < hidden.size(); ++i) hidden[i] = static_cast<float>(i);
+  const std::vector<int32_t> toks = {5, 6};
+  commit_info ci;
+  ci.tokens = toks;
+  ci.features = {hidden.data(), 1, 2, 0, 4, 8};
+  rd.on_commit(0, ci);  // before the propose: freed by its answer
+  auto c0 = a.next();
+  ASSERT_TRUE(c0 && std::holds_alternative<msg::drafter_commit>(*c0));
+  EXPECT_EQ(std::get<msg::drafter_commit>(*c0).shm_offset, 0u);
+
+  draft_batch out = make_batch();
+  const std::vector<int32_t> ctx0 = {1, 2, 3, 5, 6};
+  std::vector<propose_request> batch = {{0, 2, ctx0, rng_key{}, nullptr}};
+  rd.propose_begin(batch, out);  // returns without an answer
+  rd.on_commit(1, ci);           // slot 1 commits while slot 0 drafts
+  auto p = a.next();
+  ASSERT_TRUE(p && std::holds_alternative<msg::drafter_propose>(*p));
+  auto c1 = a.next();
+  ASSERT_TRUE(c1 && std::holds_alternative<msg::drafter_commit>(*c1));
+  const auto& cm1 = std::get<msg::drafter_commit>(*c1);
+  EXPECT_EQ(cm1.slot, 1);
+  ASSERT_TRUE(cm1.features_shm);
+  EXPECT_GT(cm1.shm_offset, 0u);
+  msg::drafter_proposal reply;
+  reply.seq = std::get<msg::drafter_propose>(*p).seq;
+  reply.slots = {{0, {{7, 0.9f, {}, {}}, {8, 0.8f, {}, {}}}}};
+  a.answer(reply);
+  // The verifier idles (poll) before it collects: the answer is kept, not dropped as late.
+  for (int i = 0; i < 50; ++i) {
+    rd.poll();
+    std::this_thread::sleep_for(5ms);
+  }
+  rd.propose_end();
+  ASSERT_EQ(out.length(0), 2);
+  EXPECT_EQ(out.tokens(0)[1], 8);
+  EXPECT_EQ(rd.timeouts(), 0);
+  // Slot 1's commit (sent after the propose) may still be unread: the next one goes after it.
+  rd.on_commit(1, ci);
+  auto c2 = a.next();
+  ASSERT_TRUE(c2);
+  EXPECT_GT(std::get<msg::drafter_commit>(*c2).shm_offset, cm1.shm_offset);
+  // A synchronous propose with nothing sent during it frees everything: back to offset 0.
+  std::thread answer([&] {
+    auto q = a.next();
+    ASSERT_TRUE(q && std::holds_alternative<msg::drafter_propose>(*q));
+    msg::drafter_proposal r;
+    r.seq = std::get<msg::drafter_propose>(*q).seq;
+    a.answer(r);
+  });
+  out.clear();
+  rd.propose(batch, out);
+  answer.join();
+  rd.on_commit(1, ci);
+  auto c3 = a.next();
+  ASSERT_TRUE(c3);
+  EXPECT_EQ(std::get<msg::drafter_commit>(*c3).shm_offset, 0u);
+}
+
 }  // namespace
 }  // namespace dspark::actors
