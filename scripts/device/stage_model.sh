@@ -14,9 +14,9 @@ sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 dest=/tmp/dspark-model
 case "${1:-}" in
   split)
-    rm -rf .stage && mkdir -p .stage
+    mkdir -p .stage && rm -f .stage/part-*      # keeps .stage/data, .stage/drafters
     split -b 48M -d -a 2 ".models/$name" .stage/part-
-    ls .stage | wc -l ;;
+    ls .stage/part-* | wc -l ;;
   receive)
     mkdir -p "$dest/parts"
     cp ".stage/part-$2" "$dest/parts/"

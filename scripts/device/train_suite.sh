@@ -22,9 +22,9 @@
 # If the call is cut off (or stops at its deadline), the trainer checkpoint in
 # /tmp/dspark-train/ckpt.pt is resumed by the next call while the machine is still warm.
 #
-# Knobs: TRAIN_STEPS, TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (8), TRAIN_ANCHORS (64),
-# TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (4096), TRAIN_REGEN_BATCH (512),
-# TRAIN_REGEN_S (150), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
+# Knobs: TRAIN_STEPS (1400), TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (32), TRAIN_ANCHORS (128),
+# TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (8150), TRAIN_REGEN_BATCH (1024),
+# TRAIN_REGEN_S (200), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
 # TRAIN_RETURN (0|1), DSPARK_INIT_FROM (below).
 # Planned over several calls: after scripts/device/train_probe.sh (which writes
 # $work/probe.env: the batch shape with the most sequences per second and its s/step), the
@@ -64,8 +64,8 @@ if [ $smoke = 0 ]; then
         TRAIN_STEPS=$(python3 -c "print(max(20, int($TRAIN_TOTAL_S / $probe_sps)))")
       fi
     fi
-    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\n' "${TRAIN_BATCH:-8}" \
-      "${TRAIN_ANCHORS:-64}" "${TRAIN_STEPS:-1200}" "${TRAIN_N_LAYER:-5}" > "$work/plan.env"
+    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\n' "${TRAIN_BATCH:-32}" \
+      "${TRAIN_ANCHORS:-128}" "${TRAIN_STEPS:-1400}" "${TRAIN_N_LAYER:-5}" > "$work/plan.env"
   fi
   echo "train_suite: plan: $(tr '\n' ' ' < "$work/plan.env")"
 fi
@@ -95,10 +95,10 @@ else
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
   # regeneration stops after TRAIN_REGEN_S; training stops 510 s after the start of this script,
   # leaving ~60 s for the held-out evaluation, calibration, export and packing
-  args=(--target "$model" --n-prompts "${TRAIN_N_PROMPTS:-4096}" --max-new 256
-        --regen-batch "${TRAIN_REGEN_BATCH:-512}" --regen-time-limit "${TRAIN_REGEN_S:-150}"
-        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1200}" --batch "${TRAIN_BATCH:-8}"
-        --anchors "${TRAIN_ANCHORS:-64}" --n-layer "${TRAIN_N_LAYER:-5}"
+  args=(--target "$model" --n-prompts "${TRAIN_N_PROMPTS:-8150}" --max-new 256
+        --regen-batch "${TRAIN_REGEN_BATCH:-1024}" --regen-time-limit "${TRAIN_REGEN_S:-200}"
+        --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1400}" --batch "${TRAIN_BATCH:-32}"
+        --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
         --amp "${TRAIN_AMP:-bf16}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first

