@@ -41,7 +41,7 @@ test-asan: deps
 
 # The Python SDK (pytest): scripted-server tests, and against `dspark serve` when it is built.
 test-python: deps
-	DSPARK_BUILD=$(CURDIR)/$(BUILD) DSPARK_MODEL=$(MODEL) python3 -m pytest -q sdk/python/tests deploy/tests
+	DSPARK_BUILD=$(CURDIR)/$(BUILD) DSPARK_MODEL=$(MODEL) python3 -m pytest -q sdk/python/tests deploy/tests scripts/tests
 	$(MAKE) test-training
 
 # The PyTorch training toolkit's tests (training/tests), on the CPU when there is no GPU. torch
