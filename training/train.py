@@ -43,6 +43,8 @@ def parse():
     ap.add_argument("--block-size", type=int, default=7)
     ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--markov-rank", type=int, default=64)
+    ap.add_argument("--markov-type", default="vanilla", choices=["vanilla", "rnn"],
+                    help="dspark's sequential head (method doc 1.3)")
     ap.add_argument("--target-layers", default="1,8,15,22,28")
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--seed", type=int, default=42)
@@ -119,6 +121,7 @@ def main():
     train_ex, holdout = examples[:-args.holdout], examples[-args.holdout:]
     ta = TrainArgs(kinds=args.kinds.split(","), steps=args.steps, batch_size=args.batch, anchors=args.anchors,
                    block_size=args.block_size, n_layer=args.n_layer, markov_rank=args.markov_rank,
+                   markov_type=args.markov_type,
                    target_layers=layers, lr=args.lr, seed=args.seed, log_every=args.log_every,
                    ckpt_every=args.ckpt_every, time_limit_s=args.time_limit)
     info = target.target_info(model, name)

@@ -25,7 +25,8 @@
 # Knobs: TRAIN_STEPS (1400), TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (32), TRAIN_ANCHORS (128),
 # TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (8150), TRAIN_REGEN_BATCH (1024),
 # TRAIN_REGEN_S (200), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
-# TRAIN_RETURN (0|1), DSPARK_INIT_FROM (below).
+# TRAIN_MARKOV_RANK (64), TRAIN_MARKOV_TYPE (vanilla|rnn), TRAIN_RETURN (0|1), DSPARK_INIT_FROM
+# (below).
 # Planned over several calls: after scripts/device/train_probe.sh (which writes
 # $work/probe.env: the batch shape with the most sequences per second and its s/step), the
 # first call takes TRAIN_BATCH/TRAIN_ANCHORS from it and, with TRAIN_TOTAL_S (the training
@@ -64,8 +65,9 @@ if [ $smoke = 0 ]; then
         TRAIN_STEPS=$(python3 -c "print(max(20, int($TRAIN_TOTAL_S / $probe_sps)))")
       fi
     fi
-    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\n' "${TRAIN_BATCH:-32}" \
-      "${TRAIN_ANCHORS:-128}" "${TRAIN_STEPS:-1400}" "${TRAIN_N_LAYER:-5}" > "$work/plan.env"
+    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\nTRAIN_MARKOV_RANK=%s\nTRAIN_MARKOV_TYPE=%s\n' \
+      "${TRAIN_BATCH:-32}" "${TRAIN_ANCHORS:-128}" "${TRAIN_STEPS:-1400}" "${TRAIN_N_LAYER:-5}" \
+      "${TRAIN_MARKOV_RANK:-64}" "${TRAIN_MARKOV_TYPE:-vanilla}" > "$work/plan.env"
   fi
   echo "train_suite: plan: $(tr '\n' ' ' < "$work/plan.env")"
 fi
@@ -99,6 +101,7 @@ else
         --regen-batch "${TRAIN_REGEN_BATCH:-1024}" --regen-time-limit "${TRAIN_REGEN_S:-200}"
         --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1400}" --batch "${TRAIN_BATCH:-32}"
         --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}"
+        --markov-rank "${TRAIN_MARKOV_RANK:-64}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
         --amp "${TRAIN_AMP:-bf16}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first

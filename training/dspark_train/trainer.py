@@ -29,6 +29,7 @@ class TrainArgs:
     block_size: int = 7
     n_layer: int = 2
     markov_rank: int = 64
+    markov_type: str = "vanilla"     # dspark's sequential head: vanilla (Markov) or rnn
     target_layers: list = dataclasses.field(default_factory=lambda: [1, 8, 15, 22, 28])
     mask_token_id: int = 4
     lr: float = 6e-4
@@ -55,7 +56,7 @@ def drafter_config(kind, target_cfg, info, a):
         rope_theta=float(getattr(target_cfg, "rope_theta", None)
                          or target_cfg.rope_parameters["rope_theta"]),
         rope_scaling=None, qk_norm=False,
-        markov_type="vanilla" if kind == "dspark" else "none",
+        markov_type=a.markov_type if kind == "dspark" else "none",
         markov_rank=a.markov_rank if kind == "dspark" else 0, confidence=kind == "dspark",
         training={"recipe": "training/train.py", "seed": a.seed, "steps": a.steps,
                   "batch_size": a.batch_size, "anchors": a.anchors, "lr": a.lr})
