@@ -2,6 +2,7 @@
 // wired by one JSON config; SIGTERM drains the intake's in-flight requests) and drafter hot swap: a drafter process is SIGKILLed in the middle
 // of a batch, a different kind started; every request completes and equals plain decoding at
 // temperature 0 (offline generate()).
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -168,6 +169,32 @@ TEST(SplitProcesses, AsyncPolicyAndDraftSkippingEqualOffline) {
   expect_prompts_equal_offline(c, path, 3, "q", verifier.log() + drafter.log());
   EXPECT_TRUE(fs::exists(d.path / "sps.json")) << verifier.log();
   for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
+  EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0) << drafter.log();
+  EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
+}
+
+// `dspark verifier --pipeline on` with an ngram `dspark drafter` process over ipc: the remote
+// drafter's split-phase propose lets the drafter process draft one group while the verifier
+// verifies the other; four concurrent requests equal plain decoding.
+TEST(SplitProcesses, PipelinedVerifierWithDrafterProcessEqualsOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  temp_dir d;
+  const config::server_config cfg = split_config(d, path);
+  const std::string conf = write_config(d, cfg);
+  const std::string cli = dspark_cli();
+  child_process verifier({cli, "verifier", "--config", conf, "--pipeline", "on"}, (d.path / "verifier.log").string());
+  child_process drafter({cli, "drafter", "--config", conf, "--draft", "ngram"}, (d.path / "drafter.log").string());
+  child_process intake({cli, "intake", "--config", conf}, (d.path / "intake.log").string());
+  zmq::context_t ctx;
+  raw_client c(ctx, cfg.client_endpoint);
+  ASSERT_TRUE(wait_for_drafter(c, "ngram", std::chrono::seconds(60))) << verifier.log() << drafter.log();
+  expect_prompts_equal_offline(c, path, 4, "pp", verifier.log() + drafter.log());
+  const std::string mt = metrics_of(c);
+  const auto at = mt.find("\ndspark_draft_tokens_proposed_total ");
+  ASSERT_NE(at, std::string::npos) << mt;
+  EXPECT_GT(std::stod(mt.substr(at + std::strlen("\ndspark_draft_tokens_proposed_total "))), 0) << "never drafted";
+  for (child_process* p : {&intake, &drafter, &verifier}) p->signal(SIGTERM);
+  EXPECT_EQ(intake.wait(std::chrono::seconds(30)), 0) << intake.log();
   EXPECT_EQ(drafter.wait(std::chrono::seconds(30)), 0) << drafter.log();
   EXPECT_EQ(verifier.wait(std::chrono::seconds(30)), 0) << verifier.log();
 }

@@ -114,6 +114,68 @@ TEST_F(ServeTest, ConcurrentRequestsEqualOfflineGenerate) {
   EXPECT_EQ(std::get<cm::health_reply>(*hr).status, cm::health_status::ok);
 }
 
+// Pipelined decoding in the server (`dspark serve --pipeline on`, docs/actors.md "Pipelining"):
+// the in-process ngram drafter drafts one group of requests on its actor thread while the
+// verifier verifies the other. Four concurrent streaming requests equal offline generate()
+// token for token; then a request cancelled mid-stream while another runs (two groups, so a
+// propose may be in flight) ends `cancelled`, the other still equals offline, and the backend's
+// free KV blocks and the reservation come back to the idle baseline.
+TEST_F(ServeTest, PipelinedRequestsEqualOfflineAndCancelFreesKv) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.draft = "ngram";
+  cfg.pipeline = true;
+  start(cfg);
+  raw_client c(ctx_, srv_->client_endpoint());
+  const std::string base = metrics_text(c);
+  const double free0 = metric(base, "dspark_backend_kv_free_blocks");
+  ASSERT_GT(free0, 0);
+  const char* prompts[] = {k_prompts[0], k_prompts[1], k_prompts[2], "List three primary colors:"};
+  const int max_tokens = 16;
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 4; ++i) {
+    c.send(submit_text("p" + std::to_string(i), prompts[i], max_tokens));
+    logs["p" + std::to_string(i)];
+  }
+  collect(c, logs);
+  const model& m = srv_->loaded_model();
+  int64_t proposed = 0;
+  for (int i = 0; i < 4; ++i) {
+    const request_log& l = logs["p" + std::to_string(i)];
+    ASSERT_TRUE(l.done) << "request " << i << " failed: " << (l.error ? l.error->message : "");
+    EXPECT_EQ(l.done->token_ids, offline(m, prompts[i], max_tokens).token_ids) << "request " << i;
+    EXPECT_EQ(l.streamed_ids, l.done->token_ids) << "request " << i;
+    EXPECT_EQ(l.streamed_text, l.done->text) << "request " << i;
+    proposed += l.done->stats.draft_tokens_proposed;
+  }
+  EXPECT_GT(proposed, 0) << "the pipelined drafter never proposed";
+
+  // Cancel one of two running requests mid-stream.
+  c.send(submit_text("long", k_prompts[2], 400));
+  c.send(submit_text("short", k_prompts[1], 40));
+  std::map<std::string, request_log> second{{"long", {}}, {"short", {}}};
+  while (second["long"].streamed_ids.size() < 4) {
+    auto r = c.recv();
+    ASSERT_TRUE(r);
+    if (auto* t = std::get_if<cm::tokens_reply>(&*r)) {
+      auto& l = second[t->id];
+      l.streamed_ids.insert(l.streamed_ids.end(), t->token_ids.begin(), t->token_ids.end());
+    } else if (auto* d = std::get_if<cm::done_reply>(&*r)) {
+      second[d->id].done = *d;
+    }
+  }
+  c.send(cm::cancel_request{"long"});
+  collect(c, second);
+  ASSERT_TRUE(second["long"].done);
+  EXPECT_EQ(second["long"].done->reason, cm::finish_reason::cancelled);
+  EXPECT_LT(second["long"].done->token_ids.size(), 400u);
+  ASSERT_TRUE(second["short"].done) << (second["short"].error ? second["short"].error->message : "");
+  EXPECT_EQ(second["short"].done->token_ids, offline(m, k_prompts[1], 40).token_ids);
+  const std::string t = wait_idle(c);
+  EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0) << t;
+  EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0) << t;
+}
+
 // The confidence schedulers in the server (docs/scheduler.md): cfg.policy scheduled and async
 // profile SPS(B) on the verifier's backend at start-up (cached in a temp file, which the second
 // server reuses) and schedule on the n-gram drafter's online confidences; concurrent requests
