@@ -89,7 +89,7 @@ if [[ " $phases " == *" synthetic "* ]]; then
   : > "$OUT/load_synthetic.jsonl"
   sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 \
     --sps-profile "/tmp/dspark-sps-$shape.json" --policies "$policies" \
-    --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=2" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1" \
+    --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1" \
     "${skip_synth[@]}"
   if python3 -c "import matplotlib" 2>/dev/null; then
     { echo; echo "### matched throughput (synthetic $shape, replayed acceptance)"; echo;
@@ -106,7 +106,7 @@ if [[ " $phases " == *" smollm2 "* ]]; then
     [ "${LOAD_SMOLLM2_REPLAY:-1}" = 1 ] &&
       sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" --prompt-count 100 \
         --sps-profile /tmp/dspark-sps-smollm2.json --policies "$policies" \
-        --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=2" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
+        --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
     if [ -d "$drafters/dspark" ] && [ -d "$drafters/mtp1" ]; then
       conc="${LOAD_TRAINED_CONCURRENCY:-1,4}" LOAD_TIMEOUT="${LOAD_TRAINED_TIMEOUT:-150}" sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
         --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json --policies "${LOAD_TRAINED_POLICIES:-fixed,scheduled}" \
