@@ -15,9 +15,13 @@ kv_manager::kv_manager(const kv_manager_params& p) : p_(p) {
                                  ", " + std::to_string(p.n_ctx) + ")");
 }
 
+int32_t kv_blocks_for(const kv_manager_params& p, int32_t prompt_len, int32_t max_tokens) {
+  const int64_t want = std::min<int64_t>(p.n_ctx, int64_t{prompt_len} + max_tokens + p.lookahead);
+  return static_cast<int32_t>((want + p.block_size - 1) / p.block_size);
+}
+
 int32_t kv_manager::blocks_for(int32_t prompt_len, int32_t max_tokens) const {
-  const int64_t want = std::min<int64_t>(p_.n_ctx, int64_t{prompt_len} + max_tokens + p_.lookahead);
-  return static_cast<int32_t>((want + p_.block_size - 1) / p_.block_size);
+  return kv_blocks_for(p_, prompt_len, max_tokens);
 }
 
 bool kv_manager::could_fit(int32_t prompt_len, int32_t max_tokens) const {
@@ -33,6 +37,15 @@ bool kv_manager::try_admit(uint64_t key, int32_t prompt_len, int32_t max_tokens)
   return true;
 }
 
+int32_t kv_manager::reserve_prefix(std::span<const kv_ask> asks) {
+  int32_t n = 0;
+  for (const kv_ask& a : asks) {
+    if (!try_admit(a.id, a.prompt_len, a.max_tokens)) break;
+    ++n;
+  }
+  return n;
+}
+
 void kv_manager::set_shared_credit(int32_t blocks) {
   if (blocks < 0) throw invalid_argument_error("kv_manager: the shared credit must be >= 0, got " + std::to_string(blocks));
   shared_ = blocks;
@@ -43,6 +56,7 @@ void kv_manager::release(uint64_t key) {
   if (it == held_.end()) return;
   used_ -= it->second;
   held_.erase(it);
+  if (held_.empty()) shared_ = 0;
 }
 
 }  // namespace dspark::actors

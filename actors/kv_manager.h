@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <unordered_map>
 
 namespace dspark::actors {
@@ -39,6 +40,23 @@ struct kv_manager_params {
   int32_t block_size = 16;   // positions per block, > 0
   int32_t n_ctx = 0;         // longest sequence, > 0
   int32_t lookahead = 1;     // extra positions a verify step may append, >= 0
+};
+
+// Blocks a request of this shape reserves under `p` (the formula above).
+int32_t kv_blocks_for(const kv_manager_params& p, int32_t prompt_len, int32_t max_tokens);
+
+// One waiting request's shape, as the scheduler asks kv_manager to reserve it.
+struct kv_ask {
+  uint64_t id = 0;  // the verifier's key for the request
+  int32_t prompt_len = 0;
+  int32_t max_tokens = 0;
+};
+
+// The accounting at one moment (status and metrics).
+struct kv_usage {
+  int32_t total = 0;   // the budget
+  int32_t used = 0;    // reserved, sharing not deducted
+  int32_t shared = 0;  // the shared credit
 };
 
 class kv_manager {
@@ -54,7 +72,11 @@ class kv_manager {
   // they do not fit now (reserved + blocks > budget + shared credit). invalid_argument_error
   // when `key` already holds a reservation.
   bool try_admit(uint64_t key, int32_t prompt_len, int32_t max_tokens);
-  // Returns the request's blocks to the budget; a key without a reservation is ignored.
+  // Reserves asks in order while they fit, stopping at the first that does not (FIFO: a head
+  // that does not fit yet blocks the ones behind it); returns how many were reserved.
+  int32_t reserve_prefix(std::span<const kv_ask> asks);
+  // Returns the request's blocks to the budget; a key without a reservation is ignored. The
+  // last release also zeroes the shared credit (with nothing admitted, nothing is shared).
   void release(uint64_t key);
   // The blocks prefix sharing saves now (see above), >= 0; 0 without a prefix cache.
   void set_shared_credit(int32_t blocks);
@@ -64,6 +86,8 @@ class kv_manager {
   int32_t shared_blocks() const { return shared_; }
   int32_t free_blocks() const { return p_.total_blocks + shared_ - used_; }  // what may still be reserved
   int32_t admitted() const { return static_cast<int32_t>(held_.size()); }
+  kv_usage usage() const { return {p_.total_blocks, used_, shared_}; }
+  const kv_manager_params& params() const { return p_; }
 
  private:
   kv_manager_params p_;

@@ -21,6 +21,11 @@ int32_t default_kv_blocks(const verifier_options& o, const backend& be) {
   return o.max_requests * ((n_ctx + o.kv_block_size - 1) / o.kv_block_size);
 }
 
+const char* verdict_text(queue_verdict v) {
+  return v == queue_verdict::overloaded ? "the verifier's queue is full"
+                                        : "the request needs more KV blocks than the server has";
+}
+
 msg::end_reason to_end_reason(const spec_result& r) {
   if (r.cancelled) return msg::end_reason::cancelled;
   switch (r.gen.finish) {
@@ -46,17 +51,20 @@ struct verifier_core::running {
   msg::token_delta delta;  // this step's tokens; capacity kept between steps
 };
 
+kv_manager_params verifier_core::kv_params(const verifier_options& opt, const backend& be, const spec_policy& policy) {
+  return kv_manager_params{default_kv_blocks(opt, be), opt.kv_block_size, be.limits().n_ctx, policy.draft_budget() + 1};
+}
+
 verifier_core::verifier_core(backend& be, drafter* d, std::unique_ptr<spec_policy> policy,
                              const tokenizer* tok, std::span<const int32_t> stop_ids,
-                             const verifier_options& opt, sink_fn sink)
+                             const verifier_options& opt, sink_fn sink, std::unique_ptr<admission_port> port)
     : be_(be),
       drafter_(d),
       opt_(opt),
       sink_(std::move(sink)),
-      kv_(kv_manager_params{default_kv_blocks(opt, be), opt.kv_block_size, be.limits().n_ctx,
-                            policy->draft_budget() + 1}),
-      sched_(kv_, std::move(policy)),
-      dec_(be, d, sched_.policy(), tok, stop_ids,
+      policy_(std::make_unique<timed_policy>(std::move(policy))),
+      port_(port ? std::move(port) : std::make_unique<local_admission>(kv_params(opt, be, *policy_), opt.max_waiting)),
+      dec_(be, d, *policy_, tok, stop_ids,
            spec_decoder_options{opt.max_requests, opt.prefill_chunk, opt.prefix_cache, opt.pipeline}) {
   slots_.resize(static_cast<size_t>(opt.max_requests));
   admitted_.reserve(static_cast<size_t>(opt.max_requests));
@@ -72,10 +80,18 @@ void verifier_core::handle(const std::string& peer, std::string_view frame) {
     } else if (auto* c = std::get_if<msg::cancel_request>(&m)) {
       cancel(peer, c->key);
     } else if (auto* q = std::get_if<msg::status_query>(&m)) {
-      msg::status_report r = status();
+      // The verifier's numbers now; kv_manager's once it applied every release sent before
+      // (with the actors, a later answer: the request state must not be read then, or a cancel
+      // handled meanwhile would show no active request beside its reservation).
+      msg::status_report r = status(kv_usage{});
       r.cookie = q->cookie;
-      msg::encode(r, out_);
-      send(peer);
+      port_->usage([this, peer, r = std::move(r)](const kv_usage& u) mutable {
+        r.kv_blocks_total = u.total;
+        r.kv_blocks_used = u.used;
+        r.kv_blocks_shared = u.shared;
+        msg::encode(r, out_);
+        send(peer);
+      });
     } else {
       std::fprintf(stderr, "verifier: ignoring an engine message meant for the intake\n");
     }
@@ -109,25 +125,35 @@ void verifier_core::submit(const std::string& peer, msg::submit_request&& r) {
       return reject(peer, r.key, msg::reject_code::invalid_params,
                     "prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
                         std::to_string(n_vocab) + ")");
-  if (!kv_.could_fit(static_cast<int32_t>(r.prompt.size()), r.params.max_tokens))
-    return reject(peer, r.key, msg::reject_code::invalid_params, "the request needs more KV blocks than the server has");
-  if (sched_.queued() >= opt_.max_waiting)
-    return reject(peer, r.key, msg::reject_code::overloaded, "the verifier's queue is full");
   waiting_request w;
   w.peer = peer;
   w.id = next_id_++;
   w.req = std::move(r);
   w.arrived = steady_clock::now();
-  sched_.enqueue(std::move(w));
+  pending_.emplace(w.id, pending{peer, w.req.key, static_cast<int32_t>(w.req.prompt.size())});
+  port_->enqueue(std::move(w), [this](uint64_t id, queue_verdict v) { verdict(id, v); });
+}
+
+// The scheduler refused a request (queue full, or a worst case over the whole budget).
+void verifier_core::verdict(uint64_t id, queue_verdict v) {
+  if (v == queue_verdict::queued) return;
+  const auto it = pending_.find(id);
+  if (it == pending_.end()) return;  // cancelled meanwhile: its done went out
+  const pending p = std::move(it->second);
+  pending_.erase(it);
+  reject(p.peer, p.key, v == queue_verdict::overloaded ? msg::reject_code::overloaded : msg::reject_code::invalid_params,
+         verdict_text(v));
 }
 
 void verifier_core::cancel(const std::string& peer, uint64_t key) {
-  waiting_request w;
-  if (sched_.remove(peer, key, &w)) {
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->second.peer != peer || it->second.key != key) continue;
+    port_->remove(it->first);
     msg::request_done d;
     d.key = key;
     d.reason = msg::end_reason::cancelled;
-    d.stats.prompt_tokens = static_cast<int32_t>(w.req.prompt.size());
+    d.stats.prompt_tokens = it->second.prompt_tokens;
+    pending_.erase(it);
     msg::encode(d, out_);
     return send(peer);
   }
@@ -149,11 +175,15 @@ void verifier_core::drop_peer(const std::string& peer) {
       finish(static_cast<int32_t>(i));  // the done goes nowhere; the KV is what matters
     }
   }
-  sched_.remove_peer(peer);
+  std::erase_if(pending_, [&](const auto& e) {
+    if (e.second.peer != peer) return false;
+    port_->remove(e.first);
+    return true;
+  });
 }
 
 bool verifier_core::busy() const {
-  if (sched_.queued() > 0) return true;
+  if (!pending_.empty()) return true;
   for (const auto& r : slots_)
     if (r) return true;
   return false;
@@ -175,19 +205,48 @@ void verifier_core::start(waiting_request&& w) {
       raw->delta.text.append(text);
     });
   } catch (const std::exception& e) {
-    kv_.release(w.id);
+    port_->release(w.id);
     return reject(raw->peer, raw->key, msg::reject_code::invalid_params, e.what());
   }
   slots_[static_cast<size_t>(slot)] = std::move(r);
 }
 
+int32_t verifier_core::free_slots() const {
+  int32_t n = 0;
+  for (const auto& r : slots_) n += r ? 0 : 1;
+  return n;
+}
+
+bool verifier_core::wants_admission() const { return !pending_.empty() && free_slots() > 0; }
+
+void verifier_core::start_admitted(std::vector<waiting_request>& admitted) {
+  for (auto& w : admitted) {
+    if (pending_.erase(w.id) == 0) {
+      port_->release(w.id);  // cancelled while its admission was under way
+      continue;
+    }
+    start(std::move(w));
+  }
+}
+
+void verifier_core::reject_waiting(const std::string& why) {
+  std::unordered_map<uint64_t, pending> gone;
+  gone.swap(pending_);
+  for (auto& [id, p] : gone) {
+    port_->remove(id);
+    reject(p.peer, p.key, msg::reject_code::internal, why);
+  }
+}
+
 void verifier_core::step() {
-  int32_t free_slots = 0;
-  for (const auto& r : slots_) free_slots += r ? 0 : 1;
   admitted_.clear();
-  kv_.set_shared_credit(shared_credit());
-  sched_.admit(free_slots, admitted_);
-  for (auto& w : admitted_) start(std::move(w));
+  if (!port_->admit_now(free_slots(), shared_credit(), admitted_))
+    throw invalid_argument_error("verifier_core::step: the admission port admits asynchronously; use the split step");
+  start_admitted(admitted_);
+  run_step();
+}
+
+void verifier_core::run_step() {
   bool any = false;
   for (const auto& r : slots_) any = any || r;
   if (!any) return;
@@ -224,7 +283,7 @@ int32_t verifier_core::shared_credit() const {
 void verifier_core::finish(int32_t slot) {
   std::unique_ptr<running> r = std::move(slots_[static_cast<size_t>(slot)]);
   spec_result res = dec_.take(slot);
-  kv_.release(r->id);
+  port_->release(r->id);
   ++finished_;
   msg::request_done d;
   d.key = r->key;
@@ -250,13 +309,15 @@ void verifier_core::finish(int32_t slot) {
   send(r->peer);
 }
 
-msg::status_report verifier_core::status() const {
+msg::status_report verifier_core::status() const { return status(port_->last_usage()); }
+
+msg::status_report verifier_core::status(const kv_usage& kv) const {
   msg::status_report s;
   for (const auto& r : slots_) s.active_requests += r ? 1 : 0;
-  s.queued_requests = sched_.queued();
-  s.kv_blocks_total = kv_.total_blocks();
-  s.kv_blocks_used = kv_.used_blocks();
-  s.kv_blocks_shared = kv_.shared_blocks();
+  s.queued_requests = static_cast<int32_t>(pending_.size());
+  s.kv_blocks_total = kv.total;
+  s.kv_blocks_used = kv.used;
+  s.kv_blocks_shared = kv.shared;
   if (const auto* cpu = dynamic_cast<const cpu_backend*>(&be_)) {
     s.backend_free_blocks = cpu->kv().free_blocks();
     s.backend_total_blocks = cpu->kv().params().n_blocks;
@@ -271,7 +332,7 @@ msg::status_report verifier_core::status() const {
   s.step_tokens = m.verify_steps() + m.draft_tokens_verified();
   for (int32_t k = 0; k < m.positions() && k < static_cast<int32_t>(msg::k_max_positions); ++k)
     s.acceptance_by_position.push_back(static_cast<float>(m.conditional_acceptance(k)));
-  const timed_policy& t = sched_.timing();
+  const timed_policy& t = *policy_;
   s.plans = t.stats().plans;
   s.plan_request_rounds = t.stats().request_rounds;
   s.plan_drafts_verified = t.stats().drafts_verified;

@@ -58,23 +58,24 @@ waiting_request req(uint64_t id, int32_t prompt, int32_t max_tokens) {
 
 TEST(Scheduler, AdmitsInOrderWhileSlotsAndBlocksLast) {
   kv_manager kv({8, 16, 1024, 0});
-  scheduler s(kv, std::make_unique<fixed_gamma_policy>(4));
-  s.enqueue(req(1, 16, 16));   // 2 blocks
-  s.enqueue(req(2, 64, 64));   // 8 blocks: does not fit after 1
-  s.enqueue(req(3, 8, 8));     // 1 block: fits, but waits behind 2 (FIFO)
+  scheduler s(kv.params(), 1024);
+  EXPECT_EQ(s.enqueue(req(1, 16, 16)), queue_verdict::queued);  // 2 blocks
+  EXPECT_EQ(s.enqueue(req(2, 64, 64)), queue_verdict::queued);  // 8 blocks: does not fit after 1
+  EXPECT_EQ(s.enqueue(req(3, 8, 8)), queue_verdict::queued);    // 1 block: fits, but waits behind 2 (FIFO)
+  EXPECT_EQ(s.enqueue(req(9, 100, 100)), queue_verdict::too_large);  // 13 blocks > the whole budget
   std::vector<waiting_request> out;
-  s.admit(4, out);
+  s.admit(4, kv, out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].id, 1u);
   EXPECT_EQ(s.queued(), 2);
   kv.release(1);
   out.clear();
-  s.admit(4, out);
+  s.admit(4, kv, out);
   ASSERT_EQ(out.size(), 1u);  // 2 takes all 8 blocks
   EXPECT_EQ(out[0].id, 2u);
   kv.release(2);
   out.clear();
-  s.admit(0, out);  // no free slot: nothing
+  s.admit(0, kv, out);  // no free slot: nothing
   EXPECT_TRUE(out.empty());
   waiting_request got;
   EXPECT_TRUE(s.remove("p", 3, &got));
@@ -84,6 +85,35 @@ TEST(Scheduler, AdmitsInOrderWhileSlotsAndBlocksLast) {
   s.enqueue(req(5, 1, 1));
   EXPECT_EQ(s.remove_peer("p"), 2);
   EXPECT_EQ(s.queued(), 0);
+}
+
+TEST(Scheduler, QueueLimitAndTheSplitAdmission) {
+  kv_manager kv({8, 16, 1024, 0});
+  scheduler s(kv.params(), 2);
+  EXPECT_EQ(s.enqueue(req(1, 16, 16)), queue_verdict::queued);
+  EXPECT_EQ(s.enqueue(req(2, 16, 16)), queue_verdict::queued);
+  EXPECT_EQ(s.enqueue(req(3, 16, 16)), queue_verdict::overloaded);  // max_waiting 2
+  EXPECT_EQ(s.queued(), 2);
+  std::vector<kv_ask> asks;
+  s.heads(5, asks);  // at most what waits
+  ASSERT_EQ(asks.size(), 2u);
+  EXPECT_EQ(asks[0].id, 1u);
+  EXPECT_EQ(asks[0].prompt_len, 16);
+  EXPECT_EQ(asks[0].max_tokens, 16);
+  kv.set_shared_credit(1);
+  EXPECT_EQ(kv.reserve_prefix(asks), 2);  // 2 + 2 blocks
+  EXPECT_EQ(kv.shared_blocks(), 1);
+  std::vector<waiting_request> out;
+  s.pop(2, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1].id, 2u);
+  EXPECT_TRUE(s.remove(0) == false);
+  kv.release(1);
+  EXPECT_EQ(kv.shared_blocks(), 1);
+  kv.release(2);  // the last reservation: nothing is shared any more
+  EXPECT_EQ(kv.shared_blocks(), 0);
+  EXPECT_EQ(kv.used_blocks(), 0);
+  EXPECT_THROW(scheduler(kv.params(), 0), invalid_argument_error);
 }
 
 }  // namespace
