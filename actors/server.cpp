@@ -1,5 +1,6 @@
-// server: see server.h. Start order: verifier (binds), drafter (connects), intake (binds,
-// connects). Stop order: the reverse, each actor awaited, then the objects they point to.
+// server: see server.h. Start order: kv_manager, scheduler, verifier (binds), drafter
+// (connects), intake (binds, connects). Stop order: the reverse, each actor awaited, then the
+// objects they point to.
 #include "actors/server.h"
 
 #include <caf/all.hpp>
@@ -71,6 +72,8 @@ struct server::impl {
   // verifier role
   std::unique_ptr<backend> be;
   std::unique_ptr<remote_drafter> rd;
+  kv_manager_actor kv;
+  scheduler_actor sched;
   verifier_actor verifier;
   // drafter role
   drafter_actor drafter;
@@ -144,14 +147,18 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       backend* be = p.be.get();
       drafter* d = p.rd.get();
       const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;
+      // Admission: kv_manager first (the scheduler reserves through it), then the scheduler.
+      const kv_manager_params kvp = verifier_core::kv_params(vo, *p.be, *pol);
+      p.kv = spawn_kv_manager(*p.sys, kvp);
+      p.sched = spawn_scheduler(*p.sys, kvp, vo.max_waiting, p.kv);
       auto pol_holder = std::make_shared<std::unique_ptr<spec_policy>>(std::move(pol));
       p.verifier = spawn_verifier(
           *p.sys, std::move(engine),
-          [be, d, tok, &mdl, vo, pol_holder](verifier_core::sink_fn sink) {
+          [be, d, tok, &mdl, vo, pol_holder](verifier_core::sink_fn sink, std::unique_ptr<admission_port> port) {
             return std::make_unique<verifier_core>(*be, d, std::move(*pol_holder), tok, mdl.stop_ids(), vo,
-                                                   std::move(sink));
+                                                   std::move(sink), std::move(port));
           },
-          p.rd.get());
+          p.rd.get(), p.sched, p.kv);
     }
     if (run_drafter) {
       const std::string ep = p.drafter_ep.empty() ? cfg.drafter_endpoint : p.drafter_ep;
@@ -185,6 +192,8 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
     p.stop(p.intake);
     p.stop(p.drafter);
     p.stop(p.verifier);
+    p.stop(p.sched);
+    p.stop(p.kv);
     throw;
   }
 }
@@ -194,6 +203,8 @@ server::~server() {
   p.stop(p.intake);
   p.stop(p.drafter);
   p.stop(p.verifier);
+  p.stop(p.sched);
+  p.stop(p.kv);
   p.rd.reset();
   p.sys.reset();
 }

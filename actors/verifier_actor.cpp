@@ -2,6 +2,15 @@
 // mailbox; while requests run it sends itself `step` after each step, so everything that
 // arrived meanwhile (new requests, cancels) is handled between two steps: requests join and
 // leave the batch at step boundaries.
+//
+// Admission goes to the scheduler and kv_manager actors (actor_admission below). A step with
+// requests waiting and a slot free asks the scheduler (`admit`) and runs the decode in the
+// reply's continuation; meanwhile the actor keeps taking messages (a cancel of a request whose
+// admission is under way is settled by verifier_core::start_admitted). No step waits on its
+// thread for an answer, and neither the scheduler nor kv_manager ever asks the verifier, so no
+// cycle of waits can form.
+#include <cstdio>
+
 #include "actors/actors.h"
 #include "actors/remote_drafter.h"
 
@@ -9,16 +18,65 @@ namespace dspark::actors {
 
 namespace {
 
+// verifier_core's admission_port over the scheduler and kv_manager actors. Used only on the
+// verifier actor's thread; `self` is set when the actor starts.
+class actor_admission final : public admission_port {
+ public:
+  actor_admission(scheduler_actor sched, kv_manager_actor kv) : sched_(std::move(sched)), kv_(std::move(kv)) {}
+
+  void enqueue(waiting_request w, verdict_fn done) override {
+    const uint64_t id = w.id;
+    self_->request(sched_, caf::infinite, enqueue_atom::value, std::move(w))
+        .then([done, id](int32_t v) { done(id, static_cast<queue_verdict>(v)); },
+              [done, id](caf::error&) { done(id, queue_verdict::overloaded); });
+  }
+  void remove(uint64_t id) override { self_->send(sched_, remove_atom::value, id); }
+  void release(uint64_t id) override { self_->send(kv_, release_atom::value, id); }
+  void usage(usage_fn done) override {
+    self_->request(kv_, caf::infinite, usage_atom::value)
+        .then(
+            [this, done](const kv_usage& u) {
+              last_ = u;
+              done(u);
+            },
+            [this, done](caf::error&) { done(last_); });
+  }
+  kv_usage last_usage() const override { return last_; }
+  bool admit_now(int32_t, int32_t, std::vector<waiting_request>&) override { return false; }
+
+  verifier_actor::pointer self_ = nullptr;
+  scheduler_actor sched_;
+  kv_manager_actor kv_;
+
+ private:
+  kv_usage last_;
+};
+
 struct verifier_state {
   std::unique_ptr<zmq_channel> engine;
   std::unique_ptr<verifier_core> core;
+  actor_admission* admission = nullptr;  // owned by core
   remote_drafter* rd = nullptr;
   bool stepping = false;
 };
 
-verifier_actor::behavior_type verifier_fn(verifier_actor::stateful_pointer<verifier_state> self,
-                                          std::shared_ptr<verifier_state> init) {
+using verifier_pointer = verifier_actor::stateful_pointer<verifier_state>;
+
+// Steps 2-4 of a step, then the next step or idle.
+void run_step(verifier_pointer self) {
+  auto& st = self->state;
+  st.core->run_step();
+  if (st.core->busy()) {
+    self->send(self, step_atom::value);
+  } else {
+    st.stepping = false;
+    if (st.rd) st.rd->poll();  // take registrations while idle
+  }
+}
+
+verifier_actor::behavior_type verifier_fn(verifier_pointer self, std::shared_ptr<verifier_state> init) {
   self->state = std::move(*init);
+  self->state.admission->self_ = self;
   auto kick = [self] {
     if (!self->state.stepping && self->state.core->busy()) {
       self->state.stepping = true;
@@ -42,29 +100,42 @@ verifier_actor::behavior_type verifier_fn(verifier_actor::stateful_pointer<verif
       },
       [self](step_atom) {
         auto& st = self->state;
-        st.core->step();
-        if (st.core->busy()) {
-          self->send(self, step_atom::value);
-        } else {
-          st.stepping = false;
-          if (st.rd) st.rd->poll();  // take registrations while idle
-        }
+        verifier_core& core = *st.core;
+        if (!core.wants_admission()) return run_step(self);
+        self->request(st.admission->sched_, caf::infinite, admit_atom::value, core.free_slots(), core.shared_credit())
+            .then(
+                [self](admitted_batch& b) {
+                  self->state.core->start_admitted(b.requests);
+                  run_step(self);
+                },
+                [self](caf::error& e) {
+                  const std::string why = "the scheduler did not answer: " + to_string(e);
+                  std::fprintf(stderr, "verifier: %s; rejecting the waiting requests\n", why.c_str());
+                  self->state.core->reject_waiting(why);
+                  run_step(self);
+                });
       },
   };
 }
 
 }  // namespace
 
-verifier_actor spawn_verifier(caf::actor_system& sys, std::unique_ptr<zmq_channel> engine,
-                              std::function<std::unique_ptr<verifier_core>(verifier_core::sink_fn)> make_core,
-                              remote_drafter* rd) {
+verifier_actor spawn_verifier(caf::actor_system& sys, std::unique_ptr<zmq_channel> engine, make_verifier_core_fn make_core,
+                              remote_drafter* rd, scheduler_actor sched, kv_manager_actor kv) {
   auto init = std::make_shared<verifier_state>();
   zmq_channel* ch = engine.get();
-  init->core = make_core([ch](const std::string& peer, const std::string& frame) { ch->send(frames{peer, frame}); });
+  auto port = std::make_unique<actor_admission>(std::move(sched), std::move(kv));
+  init->admission = port.get();
+  init->core = make_core([ch](const std::string& peer, const std::string& frame) { ch->send(frames{peer, frame}); },
+                         std::move(port));
   init->engine = std::move(engine);
   init->rd = rd;
   auto a = sys.spawn<caf::detached>(verifier_fn, init);
-  if (rd) rd->set_notify([a] { caf::anon_send(a, draft_atom::value); });
+  if (rd) {
+    rd->set_notify([a] { caf::anon_send(a, draft_atom::value); });
+    // A hello that arrived before the notify was set waits in the inbox unannounced: look now.
+    caf::anon_send(a, draft_atom::value);
+  }
   ch->start([a](frames&& f) { caf::anon_send(a, engine_atom::value, std::move(f)); },
             [a](const std::string& peer) { caf::anon_send(a, lost_atom::value, peer); });
   return a;
