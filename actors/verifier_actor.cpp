@@ -102,7 +102,8 @@ verifier_actor::behavior_type verifier_fn(verifier_pointer self, std::shared_ptr
         auto& st = self->state;
         verifier_core& core = *st.core;
         if (!core.wants_admission()) return run_step(self);
-        self->request(st.admission->sched_, caf::infinite, admit_atom::value, core.free_slots(), core.shared_credit())
+        const verifier_core::admission_ask ask = core.begin_admission();
+        self->request(st.admission->sched_, caf::infinite, admit_atom::value, ask.free_slots, ask.shared_credit)
             .then(
                 [self](admitted_batch& b) {
                   self->state.core->start_admitted(b.requests);

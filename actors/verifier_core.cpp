@@ -149,6 +149,7 @@ void verifier_core::cancel(const std::string& peer, uint64_t key) {
   for (auto it = pending_.begin(); it != pending_.end(); ++it) {
     if (it->second.peer != peer || it->second.key != key) continue;
     port_->remove(it->first);
+    ++unblocks_;
     msg::request_done d;
     d.key = key;
     d.reason = msg::end_reason::cancelled;
@@ -178,6 +179,7 @@ void verifier_core::drop_peer(const std::string& peer) {
   std::erase_if(pending_, [&](const auto& e) {
     if (e.second.peer != peer) return false;
     port_->remove(e.first);
+    ++unblocks_;
     return true;
   });
 }
@@ -205,7 +207,7 @@ void verifier_core::start(waiting_request&& w) {
       raw->delta.text.append(text);
     });
   } catch (const std::exception& e) {
-    port_->release(w.id);
+    release(w.id);
     return reject(raw->peer, raw->key, msg::reject_code::invalid_params, e.what());
   }
   slots_[static_cast<size_t>(slot)] = std::move(r);
@@ -217,16 +219,34 @@ int32_t verifier_core::free_slots() const {
   return n;
 }
 
-bool verifier_core::wants_admission() const { return !pending_.empty() && free_slots() > 0; }
+bool verifier_core::wants_admission() const {
+  if (pending_.empty() || free_slots() == 0) return false;
+  // After a short admission nothing changes for the head until a release, a cancel or a
+  // different credit (events during the round trip count: they may have let it in already).
+  return !admitted_short_ || unblocks_ != unblocks_at_ask_ || shared_credit() != asked_.shared_credit;
+}
+
+verifier_core::admission_ask verifier_core::begin_admission() {
+  asked_ = admission_ask{free_slots(), shared_credit()};
+  expected_ = std::min(asked_.free_slots, static_cast<int32_t>(pending_.size()));
+  unblocks_at_ask_ = unblocks_;
+  return asked_;
+}
 
 void verifier_core::start_admitted(std::vector<waiting_request>& admitted) {
+  admitted_short_ = static_cast<int32_t>(admitted.size()) < expected_;
   for (auto& w : admitted) {
     if (pending_.erase(w.id) == 0) {
-      port_->release(w.id);  // cancelled while its admission was under way
+      release(w.id);  // cancelled while its admission was under way
       continue;
     }
     start(std::move(w));
   }
+}
+
+void verifier_core::release(uint64_t id) {
+  port_->release(id);
+  ++unblocks_;  // blocks came back: the head may fit now
 }
 
 void verifier_core::reject_waiting(const std::string& why) {
@@ -283,7 +303,7 @@ int32_t verifier_core::shared_credit() const {
 void verifier_core::finish(int32_t slot) {
   std::unique_ptr<running> r = std::move(slots_[static_cast<size_t>(slot)]);
   spec_result res = dec_.take(slot);
-  port_->release(r->id);
+  release(r->id);
   ++finished_;
   msg::request_done d;
   d.key = r->key;

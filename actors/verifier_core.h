@@ -132,10 +132,17 @@ class verifier_core {
   // One continuous-batching step (see above) with a port that admits at once. No-op when idle.
   void step();
 
-  // The split step (an asynchronous port): when wants_admission(), ask the scheduler for up to
-  // free_slots() requests with shared_credit(), hand its answer to start_admitted(); then
-  // run_step() (2-4 above).
+  // The split step (an asynchronous port): when wants_admission(), ask the scheduler
+  // admit(begin_admission()), hand its answer to start_admitted(); then run_step() (2-4 above).
+  // wants_admission() is false while requests wait behind a head that did not fit, until
+  // something that could let it in happens (a release, a waiting request cancelled, another
+  // shared credit): no round trip per step that is known to admit nothing.
+  struct admission_ask {
+    int32_t free_slots = 0;
+    int32_t shared_credit = 0;
+  };
   bool wants_admission() const;
+  admission_ask begin_admission();
   int32_t free_slots() const;
   int32_t shared_credit() const;  // kv_manager's credit for blocks shared through the prefix cache
   void start_admitted(std::vector<waiting_request>& admitted);
@@ -161,6 +168,7 @@ class verifier_core {
   void finish(int32_t slot);
   void reject(const std::string& peer, uint64_t key, msg::reject_code c, const std::string& why);
   void send(const std::string& peer);  // sends out_ (the last encoded message)
+  void release(uint64_t id);           // a reservation back through the port
 
   backend& be_;
   drafter* drafter_;
@@ -170,6 +178,11 @@ class verifier_core {
   std::unique_ptr<admission_port> port_;
   spec_decoder dec_;
   std::unordered_map<uint64_t, pending> pending_;  // by the verifier's id
+  admission_ask asked_;     // the admission under way (or the last one)
+  int32_t expected_ = 0;    // how many it could start: min(free slots, waiting)
+  bool admitted_short_ = false;  // it started fewer: the head did not fit
+  uint64_t unblocks_ = 0;        // releases and cancels of waiting requests so far
+  uint64_t unblocks_at_ask_ = 0; // ... when it was asked
   std::vector<std::unique_ptr<running>> slots_;  // [max_requests] by decoder id, null = free
   std::vector<waiting_request> admitted_;        // scratch for admit_now
   std::string out_;                              // encode buffer, reused

@@ -187,7 +187,8 @@ TEST(VerifierSplitStep, CancelWhileAdmissionIsUnderWayReleasesTheReservation) {
   ASSERT_TRUE(v.wants_admission());
   EXPECT_EQ(v.free_slots(), 2);
   // The scheduler takes admit(2, credit): both requests leave its queue, KV reserved ...
-  std::vector<waiting_request> batch = q.answer(v.free_slots(), v.shared_credit());
+  const verifier_core::admission_ask ask = v.begin_admission();
+  std::vector<waiting_request> batch = q.answer(ask.free_slots, ask.shared_credit);
   ASSERT_EQ(batch.size(), 2u);
   EXPECT_EQ(v.status().kv_blocks_used, kv_blocks_for(kvp, 5, 6) + kv_blocks_for(kvp, 6, 6));
   // ... and before its answer reaches the verifier, request 0 is cancelled: done at once, the
@@ -213,6 +214,81 @@ TEST(VerifierSplitStep, CancelWhileAdmissionIsUnderWayReleasesTheReservation) {
   EXPECT_EQ(done[1].token_ids, generate(cold, nullptr, {}, prompts[1], sp).token_ids);
   EXPECT_EQ(v.status().kv_blocks_used, 0);
   EXPECT_EQ(q.released, (std::vector<uint64_t>{1, 2}));
+}
+
+// A KV budget of one request (1 block of 16 positions): after an admission that started fewer
+// than it could, the split step asks again only once something may let the head in (a release,
+// a waiting request cancelled), counting a cancel that happened while the answer was on its way.
+TEST(VerifierSplitStep, NoAdmissionRoundTripWhileTheHeadCannotFit) {
+  using dspark::test::tiny_model;
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/2, /*seed=*/9);
+  cpu_backend_options o = tiny_model::options(2);
+  o.n_ctx = 64;
+  cpu_backend be(tm.cfg, tm.w, o);
+  std::map<uint64_t, msg::request_done> done;
+  auto sink = [&](const std::string&, const std::string& frame) {
+    msg::engine_message m = msg::decode_engine_message(frame);
+    if (auto* d = std::get_if<msg::request_done>(&m)) done[d->key] = *d;
+  };
+  verifier_options vo;
+  vo.max_requests = 2;
+  vo.kv_blocks = 1;
+  auto pol = std::make_unique<fixed_gamma_policy>(0);
+  const kv_manager_params kvp = verifier_core::kv_params(vo, be, *pol);
+  ASSERT_EQ(kv_blocks_for(kvp, 5, 6), 1);
+  auto port = std::make_unique<deferred_admission>(kvp);
+  deferred_admission& q = *port;
+  verifier_core v(be, nullptr, std::move(pol), nullptr, {}, vo, sink, std::move(port));
+  const std::vector<int32_t> prompts[] = {{1, 2, 3, 4, 5}, {2, 3, 4, 5, 6}, {5, 4, 3, 2, 1}};
+  std::string frame;
+  for (uint64_t k = 0; k < 3; ++k) {
+    msg::submit_request s;
+    s.key = k;
+    s.prompt = prompts[k];
+    s.params.max_tokens = 6;
+    msg::encode(s, frame);
+    v.handle("intake", frame);
+  }
+  auto admit = [&] {
+    const verifier_core::admission_ask a = v.begin_admission();
+    std::vector<waiting_request> b = q.answer(a.free_slots, a.shared_credit);
+    const size_t n = b.size();
+    v.start_admitted(b);
+    return n;
+  };
+  // Room for 2 slots, KV for 1: request 0 starts; while the answer travels, request 1 (waiting)
+  // is cancelled, so the next step asks again ...
+  ASSERT_TRUE(v.wants_admission());
+  const verifier_core::admission_ask a = v.begin_admission();
+  std::vector<waiting_request> b = q.answer(a.free_slots, a.shared_credit);
+  ASSERT_EQ(b.size(), 1u);
+  msg::encode(msg::cancel_request{1}, frame);
+  v.handle("intake", frame);
+  v.start_admitted(b);
+  EXPECT_TRUE(v.wants_admission());
+  // ... and gets nothing (request 2 does not fit beside 0): no more asking while 0 runs.
+  EXPECT_EQ(admit(), 0u);
+  EXPECT_FALSE(v.wants_admission());
+  while (!done.count(0)) {
+    v.run_step();
+    if (!done.count(0)) {
+      EXPECT_FALSE(v.wants_admission());
+    }
+  }
+  EXPECT_TRUE(v.wants_admission());  // 0's blocks came back
+  EXPECT_EQ(admit(), 1u);
+  for (int guard = 0; v.busy(); ++guard) {
+    ASSERT_LT(guard, 100);
+    v.run_step();
+  }
+  sampling_params sp;
+  sp.max_tokens = 6;
+  EXPECT_EQ(done[1].reason, msg::end_reason::cancelled);
+  for (uint64_t k : {0, 2}) {
+    cpu_backend cold(tm.cfg, tm.w, tiny_model::options(1));
+    EXPECT_EQ(done[k].token_ids, generate(cold, nullptr, {}, prompts[k], sp).token_ids) << k;
+  }
+  EXPECT_EQ(v.status().kv_blocks_used, 0);
 }
 
 }  // namespace
