@@ -154,64 +154,97 @@ class deferred_admission final : public admission_port {
   local_admission local_;
 };
 
-TEST(VerifierSplitStep, CancelWhileAdmissionIsUnderWayReleasesTheReservation) {
-  using dspark::test::tiny_model;
-  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/2, /*seed=*/7);
-  cpu_backend_options o = tiny_model::options(2);
-  o.n_ctx = 64;
-  cpu_backend be(tm.cfg, tm.w, o);
-  std::map<uint64_t, msg::request_done> done;
-  auto sink = [&](const std::string&, const std::string& frame) {
-    msg::engine_message m = msg::decode_engine_message(frame);
-    if (auto* d = std::get_if<msg::request_done>(&m)) done[d->key] = *d;
-  };
-  verifier_options vo;
-  vo.max_requests = 2;
-  auto pol = std::make_unique<fixed_gamma_policy>(0);
-  const kv_manager_params kvp = verifier_core::kv_params(vo, be, *pol);
-  auto port = std::make_unique<deferred_admission>(kvp);
-  deferred_admission& q = *port;
-  verifier_core v(be, nullptr, std::move(pol), nullptr, {}, vo, sink, std::move(port));
-  EXPECT_THROW(v.step(), invalid_argument_error);  // an asynchronous port needs the split step
-
-  const std::vector<int32_t> prompts[] = {{1, 2, 3, 4, 5}, {5, 4, 3, 2, 1, 0}};
-  std::string frame;
-  for (uint64_t k = 0; k < 2; ++k) {
+// verifier_core on a tiny model (2 slots, n_ctx 64) over a deferred_admission, submits and
+// cancels as frames from one intake, done messages collected by key.
+struct split_core {
+  explicit split_core(uint64_t seed, int32_t kv_blocks = 0) : tm(16, 2, seed), be(tm.cfg, tm.w, backend_options()) {
+    verifier_options vo;
+    vo.max_requests = 2;
+    vo.kv_blocks = kv_blocks;
+    auto pol = std::make_unique<fixed_gamma_policy>(0);
+    kvp = verifier_core::kv_params(vo, be, *pol);
+    auto p = std::make_unique<deferred_admission>(kvp);
+    port = p.get();
+    auto sink = [this](const std::string&, const std::string& frame) {
+      msg::engine_message m = msg::decode_engine_message(frame);
+      if (auto* d = std::get_if<msg::request_done>(&m)) done[d->key] = *d;
+    };
+    v = std::make_unique<verifier_core>(be, nullptr, std::move(pol), nullptr, std::span<const int32_t>{}, vo, sink,
+                                        std::move(p));
+  }
+  static cpu_backend_options backend_options() {
+    cpu_backend_options o = dspark::test::tiny_model::options(2);
+    o.n_ctx = 64;
+    return o;
+  }
+  void submit(uint64_t key, const std::vector<int32_t>& prompt) {
     msg::submit_request s;
-    s.key = k;
-    s.prompt = prompts[k];
+    s.key = key;
+    s.prompt = prompt;
     s.params.max_tokens = 6;
     msg::encode(s, frame);
-    v.handle("intake", frame);
+    v->handle("intake", frame);
   }
+  void cancel(uint64_t key) {
+    msg::encode(msg::cancel_request{key}, frame);
+    v->handle("intake", frame);
+  }
+  // What the scheduler answers to the admit the core asks now.
+  std::vector<waiting_request> ask() {
+    const verifier_core::admission_ask a = v->begin_admission();
+    return port->answer(a.free_slots, a.shared_credit);
+  }
+  void run_to_end() {
+    for (int guard = 0; v->busy(); ++guard) {
+      ASSERT_LT(guard, 100);
+      v->run_step();
+    }
+  }
+  // Plain generate() of `prompt` for 6 tokens on a fresh backend.
+  std::vector<int32_t> reference(const std::vector<int32_t>& prompt) const {
+    cpu_backend cold(tm.cfg, tm.w, dspark::test::tiny_model::options(1));
+    sampling_params sp;
+    sp.max_tokens = 6;
+    return generate(cold, nullptr, {}, prompt, sp).token_ids;
+  }
+
+  dspark::test::tiny_model tm;
+  cpu_backend be;
+  kv_manager_params kvp;
+  deferred_admission* port = nullptr;
+  std::unique_ptr<verifier_core> v;
+  std::map<uint64_t, msg::request_done> done;
+  std::string frame;
+};
+
+TEST(VerifierSplitStep, CancelWhileAdmissionIsUnderWayReleasesTheReservation) {
+  split_core c(7);
+  deferred_admission& q = *c.port;
+  verifier_core& v = *c.v;
+  EXPECT_THROW(v.step(), invalid_argument_error);  // an asynchronous port needs the split step
+  const std::vector<int32_t> prompts[] = {{1, 2, 3, 4, 5}, {5, 4, 3, 2, 1, 0}};
+  c.submit(0, prompts[0]);
+  c.submit(1, prompts[1]);
   ASSERT_TRUE(v.wants_admission());
   EXPECT_EQ(v.free_slots(), 2);
   // The scheduler takes admit(2, credit): both requests leave its queue, KV reserved ...
-  const verifier_core::admission_ask ask = v.begin_admission();
-  std::vector<waiting_request> batch = q.answer(ask.free_slots, ask.shared_credit);
+  std::vector<waiting_request> batch = c.ask();
   ASSERT_EQ(batch.size(), 2u);
-  EXPECT_EQ(v.status().kv_blocks_used, kv_blocks_for(kvp, 5, 6) + kv_blocks_for(kvp, 6, 6));
+  EXPECT_EQ(v.status().kv_blocks_used, kv_blocks_for(c.kvp, 5, 6) + kv_blocks_for(c.kvp, 6, 6));
   // ... and before its answer reaches the verifier, request 0 is cancelled: done at once, the
   // remove reaches the scheduler too late to matter.
-  msg::encode(msg::cancel_request{0}, frame);
-  v.handle("intake", frame);
-  ASSERT_EQ(done.count(0), 1u);
-  EXPECT_EQ(done[0].reason, msg::end_reason::cancelled);
-  EXPECT_EQ(done[0].stats.prompt_tokens, 5);
+  c.cancel(0);
+  ASSERT_EQ(c.done.count(0), 1u);
+  EXPECT_EQ(c.done[0].reason, msg::end_reason::cancelled);
+  EXPECT_EQ(c.done[0].stats.prompt_tokens, 5);
   EXPECT_EQ(q.removed, std::vector<uint64_t>{1});  // verifier id 1 = key 0
   v.start_admitted(batch);
   EXPECT_EQ(q.released, std::vector<uint64_t>{1});  // not started: its reservation goes back
   EXPECT_EQ(v.status().active_requests, 1);
   EXPECT_FALSE(v.wants_admission());
-  for (int guard = 0; v.busy(); ++guard) {
-    ASSERT_LT(guard, 100);
-    v.run_step();
-  }
-  ASSERT_EQ(done.count(1), 1u);
-  cpu_backend cold(tm.cfg, tm.w, tiny_model::options(1));
-  sampling_params sp;
-  sp.max_tokens = 6;
-  EXPECT_EQ(done[1].token_ids, generate(cold, nullptr, {}, prompts[1], sp).token_ids);
+  c.run_to_end();
+  ASSERT_EQ(c.done.count(1), 1u);
+  EXPECT_EQ(c.done[1].token_ids, c.reference(prompts[1]));
   EXPECT_EQ(v.status().kv_blocks_used, 0);
   EXPECT_EQ(q.released, (std::vector<uint64_t>{1, 2}));
 }
@@ -220,74 +253,37 @@ TEST(VerifierSplitStep, CancelWhileAdmissionIsUnderWayReleasesTheReservation) {
 // than it could, the split step asks again only once something may let the head in (a release,
 // a waiting request cancelled), counting a cancel that happened while the answer was on its way.
 TEST(VerifierSplitStep, NoAdmissionRoundTripWhileTheHeadCannotFit) {
-  using dspark::test::tiny_model;
-  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/2, /*seed=*/9);
-  cpu_backend_options o = tiny_model::options(2);
-  o.n_ctx = 64;
-  cpu_backend be(tm.cfg, tm.w, o);
-  std::map<uint64_t, msg::request_done> done;
-  auto sink = [&](const std::string&, const std::string& frame) {
-    msg::engine_message m = msg::decode_engine_message(frame);
-    if (auto* d = std::get_if<msg::request_done>(&m)) done[d->key] = *d;
-  };
-  verifier_options vo;
-  vo.max_requests = 2;
-  vo.kv_blocks = 1;
-  auto pol = std::make_unique<fixed_gamma_policy>(0);
-  const kv_manager_params kvp = verifier_core::kv_params(vo, be, *pol);
-  ASSERT_EQ(kv_blocks_for(kvp, 5, 6), 1);
-  auto port = std::make_unique<deferred_admission>(kvp);
-  deferred_admission& q = *port;
-  verifier_core v(be, nullptr, std::move(pol), nullptr, {}, vo, sink, std::move(port));
+  split_core c(9, /*kv_blocks=*/1);
+  verifier_core& v = *c.v;
+  ASSERT_EQ(kv_blocks_for(c.kvp, 5, 6), 1);
   const std::vector<int32_t> prompts[] = {{1, 2, 3, 4, 5}, {2, 3, 4, 5, 6}, {5, 4, 3, 2, 1}};
-  std::string frame;
-  for (uint64_t k = 0; k < 3; ++k) {
-    msg::submit_request s;
-    s.key = k;
-    s.prompt = prompts[k];
-    s.params.max_tokens = 6;
-    msg::encode(s, frame);
-    v.handle("intake", frame);
-  }
-  auto admit = [&] {
-    const verifier_core::admission_ask a = v.begin_admission();
-    std::vector<waiting_request> b = q.answer(a.free_slots, a.shared_credit);
-    const size_t n = b.size();
-    v.start_admitted(b);
-    return n;
-  };
+  for (uint64_t k = 0; k < 3; ++k) c.submit(k, prompts[k]);
   // Room for 2 slots, KV for 1: request 0 starts; while the answer travels, request 1 (waiting)
   // is cancelled, so the next step asks again ...
   ASSERT_TRUE(v.wants_admission());
-  const verifier_core::admission_ask a = v.begin_admission();
-  std::vector<waiting_request> b = q.answer(a.free_slots, a.shared_credit);
+  std::vector<waiting_request> b = c.ask();
   ASSERT_EQ(b.size(), 1u);
-  msg::encode(msg::cancel_request{1}, frame);
-  v.handle("intake", frame);
+  c.cancel(1);
   v.start_admitted(b);
   EXPECT_TRUE(v.wants_admission());
   // ... and gets nothing (request 2 does not fit beside 0): no more asking while 0 runs.
-  EXPECT_EQ(admit(), 0u);
+  b = c.ask();
+  EXPECT_TRUE(b.empty());
+  v.start_admitted(b);
   EXPECT_FALSE(v.wants_admission());
-  while (!done.count(0)) {
+  while (!c.done.count(0)) {
     v.run_step();
-    if (!done.count(0)) {
+    if (!c.done.count(0)) {
       EXPECT_FALSE(v.wants_admission());
     }
   }
   EXPECT_TRUE(v.wants_admission());  // 0's blocks came back
-  EXPECT_EQ(admit(), 1u);
-  for (int guard = 0; v.busy(); ++guard) {
-    ASSERT_LT(guard, 100);
-    v.run_step();
-  }
-  sampling_params sp;
-  sp.max_tokens = 6;
-  EXPECT_EQ(done[1].reason, msg::end_reason::cancelled);
-  for (uint64_t k : {0, 2}) {
-    cpu_backend cold(tm.cfg, tm.w, tiny_model::options(1));
-    EXPECT_EQ(done[k].token_ids, generate(cold, nullptr, {}, prompts[k], sp).token_ids) << k;
-  }
+  b = c.ask();
+  EXPECT_EQ(b.size(), 1u);
+  v.start_admitted(b);
+  c.run_to_end();
+  EXPECT_EQ(c.done[1].reason, msg::end_reason::cancelled);
+  for (uint64_t k : {0, 2}) EXPECT_EQ(c.done[k].token_ids, c.reference(prompts[k])) << k;
   EXPECT_EQ(v.status().kv_blocks_used, 0);
 }
 
