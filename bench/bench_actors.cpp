@@ -12,6 +12,12 @@
 //
 //   bench_actors --load --endpoint-url tcp://127.0.0.1:5555 --model PATH --clients 64 --seconds 180
 //                [--max-tokens N]
+//   bench_actors --admission N
+// Admission mode (no model): the round trip a verifier step pays when requests wait and a slot
+// is free (admit -> scheduler actor -> reserve -> kv_manager actor -> back, CAF messages in one
+// process), timed N times from a scoped actor with one request waiting, 10 ms apart (a decode
+// step's worth of idle actors in between); prints median and p99.
+//
 // Load mode: N concurrent streaming clients against a running server for S seconds; every done
 // is compared token for token with offline generate() (references computed first); prints
 // requests, errors, mismatches, tokens/s, TTFT p50/p99.
@@ -28,6 +34,7 @@
 
 #include <zmq.hpp>
 
+#include "actors/actors.h"
 #include "actors/server.h"
 #include "engine/cpu_backend.h"
 #include "engine/generator.h"
@@ -48,7 +55,7 @@ namespace {
 
 struct args {
   std::string model, device = "cpu", endpoint = "tcp", url = "tcp://127.0.0.1:5555";
-  int tokens = 64, reps = 3, threads = 2, clients = 64, seconds = 180, max_tokens = 32;
+  int tokens = 64, reps = 3, threads = 2, clients = 64, seconds = 180, max_tokens = 32, admission = 0;
   bool load = false;
 };
 
@@ -68,12 +75,13 @@ args parse(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::stoi(v());
     else if (k == "--max-tokens") a.max_tokens = std::stoi(v());
     else if (k == "--load") a.load = true;
+    else if (k == "--admission") a.admission = std::stoi(v());
     else {
       std::fprintf(stderr, "bench_actors: unknown option %s\n", k.c_str());
       std::exit(2);
     }
   }
-  if (a.model.empty()) {
+  if (a.model.empty() && a.admission <= 0) {
     std::fprintf(stderr, "bench_actors: --model PATH is required\n");
     std::exit(2);
   }
@@ -294,9 +302,50 @@ int load(const args& a) {
 
 }  // namespace
 
+int admission(const args& a) {
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 2);  // as in the server
+  caf::actor_system sys{cfg};
+  const actors::kv_manager_params p{64, 16, 512, 5};
+  auto kv = actors::spawn_kv_manager(sys, p);
+  auto sched = actors::spawn_scheduler(sys, p, 1024, kv);
+  caf::scoped_actor self{sys};
+  std::vector<double> us;
+  int errors = 0;
+  for (int i = 0; i < a.admission; ++i) {
+    const uint64_t id = static_cast<uint64_t>(i) + 1;
+    actors::waiting_request w;
+    w.id = id;
+    w.req.key = id;
+    w.req.prompt.assign(32, 1);
+    w.req.params.max_tokens = 64;
+    self->request(sched, caf::infinite, actors::enqueue_atom::value, std::move(w))
+        .receive([](int32_t) {}, [&](caf::error&) { ++errors; });
+    size_t got = 0;
+    const auto t0 = clk::now();
+    self->request(sched, caf::infinite, actors::admit_atom::value, int32_t{1}, int32_t{0})
+        .receive([&](actors::admitted_batch& b) { got = b.requests.size(); }, [&](caf::error&) { ++errors; });
+    us.push_back(std::chrono::duration<double, std::micro>(clk::now() - t0).count());
+    if (got != 1) ++errors;
+    self->send(kv, actors::release_atom::value, id);
+    // A decode step's worth of idleness between admissions, as in a server whose queue refills.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (auto h : {caf::actor_cast<caf::actor>(sched), caf::actor_cast<caf::actor>(kv)}) {
+    self->send_exit(h, caf::exit_reason::user_shutdown);
+    self->wait_for(h);
+  }
+  std::sort(us.begin(), us.end());
+  std::printf("admission round trip (admit -> scheduler -> kv_manager -> back), %zu runs: median %.1f us, p99 %.1f us, "
+              "errors %d\n",
+              us.size(), us[us.size() / 2], us[std::min(us.size() - 1, us.size() * 99 / 100)], errors);
+  return errors == 0 ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   const args a = parse(argc, argv);
   try {
+    if (a.admission > 0) return admission(a);
     return a.load ? load(a) : overhead(a);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_actors: %s\n", e.what());
