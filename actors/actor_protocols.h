@@ -47,6 +47,8 @@ using reserve_atom = caf::atom_constant<caf::atom("reserve")>; // KV for a FIFO 
 using release_atom = caf::atom_constant<caf::atom("release")>; // a request's KV reservation back
 using usage_atom = caf::atom_constant<caf::atom("usage")>;     // kv_manager's accounting now
 using queued_atom = caf::atom_constant<caf::atom("queued")>;   // the scheduler's queue length
+using handover_atom = caf::atom_constant<caf::atom("handover")>; // the whole queue, to a replacement
+using replace_atom = caf::atom_constant<caf::atom("replace")>; // the verifier takes another scheduler
 
 // Owns the client ROUTER and the DEALER to the verifier; replies to drain once every in-flight
 // request finished.
@@ -55,14 +57,6 @@ using intake_actor = caf::typed_actor<caf::reacts_to<client_atom, std::vector<st
                                       caf::reacts_to<lost_atom, std::string>,
                                       caf::reacts_to<link_atom, bool>,
                                       caf::replies_to<drain_atom>::with<bool>>;
-
-// Owns the target backend, the decoder (policy, remote drafter) and the engine ROUTER; steps
-// while requests run, asking scheduler_actor which waiting requests start (never waiting for
-// the answer on its thread: the step goes on in the reply's continuation).
-using verifier_actor = caf::typed_actor<caf::reacts_to<engine_atom, std::vector<std::string>>,
-                                        caf::reacts_to<lost_atom, std::string>,
-                                        caf::reacts_to<step_atom>,
-                                        caf::reacts_to<draft_atom>>;  // drafter registered or lost
 
 // Owns the kv_manager (KV accounting authority; the backend allocates the physical blocks).
 //   reserve(asks, shared_credit) -> n: sets the credit, reserves asks[0..n), the longest prefix
@@ -79,10 +73,23 @@ using kv_manager_actor = caf::typed_actor<caf::replies_to<reserve_atom, std::vec
 //   admit(free_slots, shared_credit) -> the requests to start now, KV reserved for each; one
 //     reserve round trip to kv_manager when requests wait, during which it takes no other message
 //   queued -> the queue length
+//   handover -> every waiting request, in order, the queue left empty (a replacement takes them)
 using scheduler_actor = caf::typed_actor<caf::replies_to<enqueue_atom, waiting_request>::with<int32_t>,
                                          caf::reacts_to<remove_atom, uint64_t>,
                                          caf::replies_to<admit_atom, int32_t, int32_t>::with<admitted_batch>,
-                                         caf::replies_to<queued_atom>::with<int32_t>>;
+                                         caf::replies_to<queued_atom>::with<int32_t>,
+                                         caf::replies_to<handover_atom>::with<admitted_batch>>;
+
+// Owns the target backend, the decoder (policy, remote drafter) and the engine ROUTER; steps
+// while requests run, asking scheduler_actor which waiting requests start (never waiting for
+// the answer on its thread: the step goes on in the reply's continuation). replace(s): the
+// waiting requests move from the current scheduler (handover) to `s`, in order, and the old one
+// stops; admission goes on with `s`.
+using verifier_actor = caf::typed_actor<caf::reacts_to<engine_atom, std::vector<std::string>>,
+                                        caf::reacts_to<lost_atom, std::string>,
+                                        caf::reacts_to<step_atom>,
+                                        caf::reacts_to<draft_atom>,  // drafter registered or lost
+                                        caf::reacts_to<replace_atom, scheduler_actor>>;
 
 // Owns one drafter object and a DEALER to the verifier's drafter endpoint.
 using drafter_actor = caf::typed_actor<caf::reacts_to<draft_atom, std::vector<std::string>>,

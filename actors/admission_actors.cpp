@@ -67,6 +67,11 @@ scheduler_actor::behavior_type scheduler_fn(scheduler_actor::stateful_pointer<sc
         return rp;
       },
       [self](queued_atom) -> int32_t { return self->state.sched->queued(); },
+      [self](handover_atom) -> admitted_batch {
+        admitted_batch b;
+        self->state.sched->pop(self->state.sched->queued(), b.requests);
+        return b;
+      },
   };
 }
 

@@ -74,6 +74,8 @@ struct server::impl {
   std::unique_ptr<remote_drafter> rd;
   kv_manager_actor kv;
   scheduler_actor sched;
+  kv_manager_params kv_params;
+  int32_t max_waiting = 0;
   verifier_actor verifier;
   // drafter role
   drafter_actor drafter;
@@ -151,6 +153,8 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       const kv_manager_params kvp = verifier_core::kv_params(vo, *p.be, *pol);
       p.kv = spawn_kv_manager(*p.sys, kvp);
       p.sched = spawn_scheduler(*p.sys, kvp, vo.max_waiting, p.kv);
+      p.kv_params = kvp;
+      p.max_waiting = vo.max_waiting;
       auto pol_holder = std::make_shared<std::unique_ptr<spec_policy>>(std::move(pol));
       p.verifier = spawn_verifier(
           *p.sys, std::move(engine),
@@ -225,5 +229,13 @@ bool server::drain(std::chrono::milliseconds timeout) {
 }
 
 void server::stop_drafter() { p_->stop(p_->drafter); }
+
+void server::replace_scheduler() {
+  impl& p = *p_;
+  if (!p.verifier) return;
+  scheduler_actor next = spawn_scheduler(*p.sys, p.kv_params, p.max_waiting, p.kv);
+  caf::anon_send(p.verifier, replace_atom::value, next);
+  p.sched = next;  // the verifier stops the old one after its handover
+}
 
 }  // namespace dspark::actors

@@ -71,6 +71,9 @@ class server {
   bool drain(std::chrono::milliseconds timeout);
   // Stops this process's drafter role now (tests: a drafter going away); no-op without one.
   void stop_drafter();
+  // Spawns a new scheduler actor over the same kv_manager and hands it to the verifier, which
+  // moves the waiting requests to it in order and stops the old one; no-op without a verifier.
+  void replace_scheduler();
   const model& loaded_model() const;
   // The ZeroMQ context of this process's sockets (in-process clients of inproc endpoints).
   zmq::context_t& zmq_context();

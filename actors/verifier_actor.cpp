@@ -25,10 +25,37 @@ class actor_admission final : public admission_port {
   actor_admission(scheduler_actor sched, kv_manager_actor kv) : sched_(std::move(sched)), kv_(std::move(kv)) {}
 
   void enqueue(waiting_request w, verdict_fn done) override {
+    if (replacing_) {  // behind the handed-over queue
+      held_.push_back({std::move(w), std::move(done)});
+      return;
+    }
     const uint64_t id = w.id;
     self_->request(sched_, caf::infinite, enqueue_atom::value, std::move(w))
         .then([done, id](int32_t v) { done(id, static_cast<queue_verdict>(v)); },
               [done, id](caf::error&) { done(id, queue_verdict::overloaded); });
+  }
+  // Moves the waiting requests from the current scheduler to `next` in order (those `waiting`
+  // still names), then the ones enqueued meanwhile, stops the old scheduler and calls `done`.
+  // Admits sent meanwhile reach the old one after its handover and admit nothing. `verdict`
+  // takes next's answers for the moved requests (it may refuse some: a smaller queue limit).
+  void replace(scheduler_actor next, std::function<bool(uint64_t)> waiting, verdict_fn verdict,
+               std::function<void()> done) {
+    if (replacing_ || next == sched_) return;
+    replacing_ = true;
+    self_->request(sched_, caf::infinite, handover_atom::value)
+        .then(
+            [this, next, waiting, verdict, done](admitted_batch& b) {
+              self_->send_exit(sched_, caf::exit_reason::user_shutdown);
+              finish_replace(next, b.requests, waiting, verdict);
+              done();
+            },
+            [this, waiting, verdict, done](caf::error& e) {
+              std::fprintf(stderr, "verifier: the scheduler did not hand over its queue (%s); keeping it\n",
+                           to_string(e).c_str());
+              std::vector<waiting_request> none;
+              finish_replace(sched_, none, waiting, verdict);
+              done();
+            });
   }
   void remove(uint64_t id) override { self_->send(sched_, remove_atom::value, id); }
   void release(uint64_t id) override { self_->send(kv_, release_atom::value, id); }
@@ -49,7 +76,25 @@ class actor_admission final : public admission_port {
   kv_manager_actor kv_;
 
  private:
+  struct held_enqueue {
+    waiting_request w;
+    verdict_fn done;
+  };
+  void finish_replace(scheduler_actor next, std::vector<waiting_request>& moved,
+                      const std::function<bool(uint64_t)>& waiting, const verdict_fn& verdict) {
+    sched_ = std::move(next);
+    replacing_ = false;
+    for (auto& w : moved)
+      if (waiting(w.id)) enqueue(std::move(w), verdict);
+    std::vector<held_enqueue> held;
+    held.swap(held_);
+    for (auto& h : held)
+      if (waiting(h.w.id)) enqueue(std::move(h.w), std::move(h.done));
+  }
+
   kv_usage last_;
+  bool replacing_ = false;
+  std::vector<held_enqueue> held_;  // enqueues that arrived during a replacement
 };
 
 struct verifier_state {
@@ -97,6 +142,17 @@ verifier_actor::behavior_type verifier_fn(verifier_pointer self, std::shared_ptr
         // A drafter registered or went away: take it now unless a step (whose propose polls
         // anyway) is under way.
         if (!self->state.stepping && self->state.rd) self->state.rd->poll();
+      },
+      [self, kick](replace_atom, scheduler_actor next) {
+        auto& st = self->state;
+        verifier_core* core = st.core.get();
+        st.admission->replace(
+            std::move(next), [core](uint64_t id) { return core->waiting(id); },
+            [core](uint64_t id, queue_verdict v) { core->verdict(id, v); },
+            [core, kick] {
+              core->admission_changed();
+              kick();
+            });
       },
       [self](step_atom) {
         auto& st = self->state;

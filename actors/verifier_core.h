@@ -149,6 +149,12 @@ class verifier_core {
   void run_step();
   // Ends every waiting request with reject `internal` (the scheduler is gone); running ones go on.
   void reject_waiting(const std::string& why);
+  // True while request `id` waits (handed to the scheduler, neither started nor cancelled).
+  bool waiting(uint64_t id) const { return pending_.count(id) > 0; }
+  // The scheduler's answer to the enqueue of request `id`: a refusal ends it with a reject.
+  void verdict(uint64_t id, queue_verdict v);
+  // The scheduler behind the port changed: forget that the last admission came back short.
+  void admission_changed() { ++unblocks_; }
 
   // The status with the port's last known KV accounting, or with `kv`.
   msg::status_report status() const;
@@ -162,7 +168,6 @@ class verifier_core {
     int32_t prompt_tokens = 0;
   };
   void submit(const std::string& peer, msg::submit_request&& r);
-  void verdict(uint64_t id, queue_verdict v);
   void cancel(const std::string& peer, uint64_t key);
   void start(waiting_request&& w);
   void finish(int32_t slot);

@@ -1,8 +1,9 @@
 // The scheduler and kv_manager actors (actor_protocols.h) and verifier_core's split step over an
 // asynchronous admission port: FIFO admission under a KV budget through the actors, the queue
 // limit and the too-large refusal, the shared-block credit, a release (finish or cancel) making
-// room for the next admission, and a request cancelled while its admission is under way (its
-// reservation goes back, the other request still equals plain generate()).
+// room for the next admission, the handover of a queue to a replacement scheduler, and a request
+// cancelled while its admission is under way (its reservation goes back, the other request
+// still equals plain generate()); no admission round trip while the head cannot fit.
 #include <gtest/gtest.h>
 
 #include <deque>
@@ -107,6 +108,21 @@ TEST_F(AdmissionActors, FifoAdmissionUnderAKvBudget) {
   const kv_usage u = usage();
   EXPECT_EQ(u.total, 8);
   EXPECT_EQ(u.used, 0);
+}
+
+TEST_F(AdmissionActors, HandoverGivesTheWholeQueueInOrder) {
+  start({8, 16, 1024, 0}, 16);
+  for (uint64_t id : {4, 2, 7}) EXPECT_EQ(enqueue(req(id, 8, 8)), queue_verdict::queued);
+  std::vector<uint64_t> got;
+  self_->request(sched_, caf::infinite, handover_atom::value)
+      .receive(
+          [&](admitted_batch& b) {
+            for (const auto& w : b.requests) got.push_back(w.id);
+          },
+          [&](caf::error& e) { ADD_FAILURE() << to_string(e); });
+  EXPECT_EQ(got, (ids{4, 2, 7}));
+  EXPECT_EQ(queued(), 0);
+  EXPECT_EQ(usage().used, 0);  // handed over, not admitted: nothing reserved
 }
 
 TEST_F(AdmissionActors, SharedCreditAdmitsMoreAndEndsWithTheLastRequest) {

@@ -176,6 +176,73 @@ TEST_F(ServeTest, PipelinedRequestsEqualOfflineAndCancelFreesKv) {
   EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0) << t;
 }
 
+// A replacement scheduler actor (server::replace_scheduler) while requests wait: one decoder
+// slot, three streaming requests; once the first streams, the scheduler is replaced; the two
+// waiting requests move to the new one in order, every request equals offline generate(), a
+// request submitted afterwards is admitted by the new scheduler, and the reservation is back to
+// 0 with nothing queued at the end.
+TEST_F(ServeTest, ReplacedSchedulerKeepsTheWaitingRequests) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.max_requests = 1;
+  start(cfg, /*drafter=*/false);
+  raw_client c(ctx_, srv_->client_endpoint());
+  const int max_tokens = 16;
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 3; ++i) {
+    c.send(submit_text("q" + std::to_string(i), k_prompts[i], max_tokens));
+    logs["q" + std::to_string(i)];
+  }
+  std::vector<std::string> first_token_order;
+  while (logs["q0"].streamed_ids.empty()) {
+    auto r = c.recv();
+    ASSERT_TRUE(r);
+    if (auto* t = std::get_if<cm::tokens_reply>(&*r)) {
+      logs[t->id].streamed_ids.insert(logs[t->id].streamed_ids.end(), t->token_ids.begin(), t->token_ids.end());
+      logs[t->id].streamed_text += t->text;
+    }
+  }
+  raw_client probe(ctx_, srv_->client_endpoint());  // metrics_text drops other replies
+  const std::string mid = metrics_text(probe);
+  EXPECT_EQ(metric(mid, "dspark_queued_requests"), 2) << mid;
+  srv_->replace_scheduler();
+  c.send(submit_text("q3", k_prompts[0], max_tokens));
+  logs["q3"];
+  // collect() with the arrival order of each request's first token.
+  auto open = [&] {
+    for (auto& [id, l] : logs)
+      if (!l.ended()) return true;
+    return false;
+  };
+  first_token_order.push_back("q0");
+  while (open()) {
+    auto r = c.recv();
+    ASSERT_TRUE(r) << "no reply within the timeout";
+    if (auto* t = std::get_if<cm::tokens_reply>(&*r)) {
+      auto& l = logs[t->id];
+      if (l.streamed_ids.empty()) first_token_order.push_back(t->id);
+      l.streamed_ids.insert(l.streamed_ids.end(), t->token_ids.begin(), t->token_ids.end());
+      l.streamed_text += t->text;
+    } else if (auto* d = std::get_if<cm::done_reply>(&*r)) {
+      logs[d->id].done = *d;
+    } else if (auto* e = std::get_if<cm::error_reply>(&*r)) {
+      ASSERT_TRUE(e->id.has_value()) << e->message;
+      logs[*e->id].error = *e;
+    }
+  }
+  EXPECT_EQ(first_token_order, (std::vector<std::string>{"q0", "q1", "q2", "q3"}));  // FIFO kept
+  const model& m = srv_->loaded_model();
+  for (int i = 0; i < 4; ++i) {
+    const request_log& l = logs["q" + std::to_string(i)];
+    ASSERT_TRUE(l.done) << "request " << i << " failed: " << (l.error ? l.error->message : "");
+    EXPECT_EQ(l.done->token_ids, offline(m, k_prompts[i % 3], max_tokens).token_ids) << "request " << i;
+    EXPECT_EQ(l.streamed_ids, l.done->token_ids) << "request " << i;
+  }
+  const std::string t = wait_idle(c);
+  EXPECT_EQ(metric(t, "dspark_kv_blocks_used"), 0) << t;
+  EXPECT_EQ(metric(t, "dspark_queued_requests"), 0) << t;
+}
+
 // The confidence schedulers in the server (docs/scheduler.md): cfg.policy scheduled and async
 // profile SPS(B) on the verifier's backend at start-up (cached in a temp file, which the second
 // server reuses) and schedule on the n-gram drafter's online confidences; concurrent requests
