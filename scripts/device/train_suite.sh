@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Trains the four drafters (dspark, dflash, eagle3, mtp1) for the default model in ONE call on
-# the GPU machine (<= 9.5 minutes wall), with equal data and equal optimizer steps (they train
-# side by side on the same batches, one target forward per batch): regenerates the responses
-# (or reuses /tmp/dspark-train/examples.jsonl from an earlier call), trains, evaluates on the
+# Trains the four drafters (dspark, dflash, eagle3, mtp1) for the default model on the GPU
+# machine, each call <= 9.5 minutes wall (the recipe's 1,400 steps take two back-to-back calls
+# on one lease: the second resumes the checkpoint), with equal data and equal optimizer steps
+# (they train side by side on the same batches, one target forward per batch): regenerates the
+# responses (or reuses /tmp/dspark-train/examples.jsonl from an earlier call), trains, evaluates on the
 # held-out examples, calibrates the dspark confidence head (STS, ECE before/after) and exports
 # each drafter in the runtime's folder format (bf16, shards <= 15 MiB).
 #
