@@ -160,17 +160,25 @@ threaded_drafter_stats threaded_drafter::stats() const {
   return stats_;
 }
 
+template <class Call>
+bool threaded_drafter::run_inline_if(bool too_big, std::unique_lock<std::mutex>& lk, Call&& call) {
+  if (!too_big) return false;
+  wait_idle(lk);  // the worker is idle from here on: the wrapped drafter is ours
+  ++stats_.inline_calls;
+  lk.unlock();
+  call();
+  return true;
+}
+
+void threaded_drafter::copy_tokens(std::span<const int32_t> t, uint64_t pos) {
+  std::copy(t.begin(), t.end(), tokens_.begin() + static_cast<std::ptrdiff_t>(pos % tokens_.size()));
+}
+
 void threaded_drafter::begin(int32_t slot, std::span<const int32_t> prompt) {
   checked(slot);
   std::unique_lock<std::mutex> lk(mu_);
   rethrow(lk);
-  if (prompt.size() > tokens_.size()) {  // too big for the ring: run here once the worker is idle
-    wait_idle(lk);
-    ++stats_.inline_calls;
-    lk.unlock();
-    inner_->begin(slot, prompt);
-    return;
-  }
+  if (run_inline_if(prompt.size() > tokens_.size(), lk, [&] { inner_->begin(slot, prompt); })) return;
   command c;
   c.kind = op::begin;
   c.slot = slot;
@@ -178,7 +186,7 @@ void threaded_drafter::begin(int32_t slot, std::span<const int32_t> prompt) {
   c.tok_pos = reserve(tok_, tokens_.size(), prompt.size(), lk);
   // The reserved range is ours until the command is pushed: copy without the lock.
   lk.unlock();
-  std::copy(prompt.begin(), prompt.end(), tokens_.begin() + static_cast<std::ptrdiff_t>(c.tok_pos % tokens_.size()));
+  copy_tokens(prompt, c.tok_pos);
   lk.lock();
   push(c, lk);
 }
@@ -189,13 +197,9 @@ void threaded_drafter::on_commit(int32_t slot, const commit_info& info) {
   const size_t n_feat = f.data ? static_cast<size_t>(f.n_layers) * static_cast<size_t>(f.n_rows) * static_cast<size_t>(f.n_embd) : 0;
   std::unique_lock<std::mutex> lk(mu_);
   rethrow(lk);
-  if (info.tokens.size() > tokens_.size() || n_feat > features_.size()) {
-    wait_idle(lk);
-    ++stats_.inline_calls;
-    lk.unlock();
-    inner_->on_commit(slot, info);
+  if (run_inline_if(info.tokens.size() > tokens_.size() || n_feat > features_.size(), lk,
+                    [&] { inner_->on_commit(slot, info); }))
     return;
-  }
   command c;
   c.kind = op::commit;
   c.slot = slot;
@@ -207,7 +211,7 @@ void threaded_drafter::on_commit(int32_t slot, const commit_info& info) {
   c.feat_n = n_feat;
   c.feat_pos = reserve(feat_, features_.size() ? features_.size() : 1, n_feat, lk);
   lk.unlock();
-  std::copy(info.tokens.begin(), info.tokens.end(), tokens_.begin() + static_cast<std::ptrdiff_t>(c.tok_pos % tokens_.size()));
+  copy_tokens(info.tokens, c.tok_pos);
   if (n_feat > 0) {
     // Packed [n_layers][n_rows][n_embd], whatever the forward's row layout.
     float* dst = features_.data() + c.feat_pos % features_.size();

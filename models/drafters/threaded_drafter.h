@@ -99,6 +99,12 @@ class threaded_drafter final : public drafter {
   uint64_t reserve(ring_pos& r, size_t cap, size_t n, std::unique_lock<std::mutex>& lk);
   void push(const command& c, std::unique_lock<std::mutex>& lk);
   void wait_idle(std::unique_lock<std::mutex>& lk);
+  // A payload bigger than its ring (too_big) runs `call` on the calling thread once the worker
+  // is idle; returns whether it did. lk held on entry, released when it ran.
+  template <class Call>
+  bool run_inline_if(bool too_big, std::unique_lock<std::mutex>& lk, Call&& call);
+  // Copies t into the token ring at the reserved virtual position pos.
+  void copy_tokens(std::span<const int32_t> t, uint64_t pos);
   void rethrow(std::unique_lock<std::mutex>& lk);
   int32_t checked(int32_t slot) const;
 

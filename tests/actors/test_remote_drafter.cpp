@@ -39,6 +39,14 @@ struct scripted_drafter {
     msg::encode(p, b);
     s.send(zmq::buffer(b), zmq::send_flags::none);
   }
+  // The next message must be a propose; answers it with no drafts.
+  void answer_next_with_nothing() {
+    auto p = next();
+    ASSERT_TRUE(p && std::holds_alternative<msg::drafter_propose>(*p));
+    msg::drafter_proposal reply;
+    reply.seq = std::get<msg::drafter_propose>(*p).seq;
+    answer(reply);
+  }
 };
 
 remote_drafter_options options(const std::string& ep) {
@@ -244,13 +252,7 @@ TEST(RemoteDrafter, FeaturesGoThroughSharedMemoryOnOneHost) {
   std::vector<int32_t> ctx6 = {1, 2, 3, 5, 6, 7, 5, 6, 7};
   std::vector<propose_request> batch = {{0, 2, ctx6, rng_key{}, nullptr}};
   draft_batch out = make_batch();
-  std::thread answer([&] {
-    auto p = a.next();
-    ASSERT_TRUE(p && std::holds_alternative<msg::drafter_propose>(*p));
-    msg::drafter_proposal reply;
-    reply.seq = std::get<msg::drafter_propose>(*p).seq;
-    a.answer(reply);
-  });
+  std::thread answer([&] { a.answer_next_with_nothing(); });
   rd.propose(batch, out);
   answer.join();
   rd.on_commit(0, ci);
@@ -325,13 +327,7 @@ TEST(RemoteDrafter, SplitPhaseProposeOverlapsCommitsOfOtherSlots) {
   ASSERT_TRUE(c2);
   EXPECT_GT(std::get<msg::drafter_commit>(*c2).shm_offset, cm1.shm_offset);
   // A synchronous propose with nothing sent during it frees everything: back to offset 0.
-  std::thread answer([&] {
-    auto q = a.next();
-    ASSERT_TRUE(q && std::holds_alternative<msg::drafter_propose>(*q));
-    msg::drafter_proposal r;
-    r.seq = std::get<msg::drafter_propose>(*q).seq;
-    a.answer(r);
-  });
+  std::thread answer([&] { a.answer_next_with_nothing(); });
   out.clear();
   rd.propose(batch, out);
   answer.join();
