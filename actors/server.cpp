@@ -9,6 +9,7 @@
 #include "actors/remote_drafter.h"
 #include "engine/model.h"
 #include "engine/spec/policy_factory.h"
+#include "engine/spec/spec_gate.h"
 #include "models/tokenizer/tokenizer.h"
 
 namespace dspark::actors {
@@ -146,6 +147,7 @@ server::server(const config::server_config& cfg, const server_roles& roles, cons
       vo.kv_blocks = cfg.kv_blocks;
       vo.prefix_cache = cfg.prefix_cache;
       vo.pipeline = cfg.pipeline;
+      vo.gate = parse_spec_gate(cfg.spec_gate);
       backend* be = p.be.get();
       drafter* d = p.rd.get();
       const tokenizer* tok = mdl.has_tokenizer() ? &mdl.tokenizer() : nullptr;

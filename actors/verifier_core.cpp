@@ -65,7 +65,7 @@ verifier_core::verifier_core(backend& be, drafter* d, std::unique_ptr<spec_polic
       policy_(std::make_unique<timed_policy>(std::move(policy))),
       port_(port ? std::move(port) : std::make_unique<local_admission>(kv_params(opt, be, *policy_), opt.max_waiting)),
       dec_(be, d, *policy_, tok, stop_ids,
-           spec_decoder_options{opt.max_requests, opt.prefill_chunk, opt.prefix_cache, opt.pipeline}) {
+           spec_decoder_options{opt.max_requests, opt.prefill_chunk, opt.prefix_cache, opt.pipeline, opt.gate}) {
   slots_.resize(static_cast<size_t>(opt.max_requests));
   admitted_.reserve(static_cast<size_t>(opt.max_requests));
 }

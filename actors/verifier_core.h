@@ -104,6 +104,8 @@ struct verifier_options {
   // Pipelining (spec_decoder_options::pipeline): the drafter drafts one group of requests while
   // the target verifies the other (the remote_drafter's split-phase propose).
   bool pipeline = false;
+  // The speculation gate (spec_decoder_options::gate): no drafting where it does not pay.
+  spec_gate_params gate = {};
 };
 
 class verifier_core {

@@ -46,6 +46,7 @@
 #include "engine/spec/load_loop.h"
 #include "engine/spec/policy_factory.h"
 #include "engine/spec/prompt_set.h"
+#include "engine/spec/spec_gate.h"
 #include "engine/spec/timed_policy.h"
 #include "models/arch/synthetic_model.h"
 #include "models/drafters/drafter_config.h"
@@ -66,7 +67,7 @@ using clock_type = std::chrono::steady_clock;
 
 struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
-  std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo", draft_skip = "off";
+  std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo", draft_skip = "off", spec_gate = "off";
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -85,6 +86,8 @@ struct bench_args {
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
                "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1; auto: cost measured)\n"
+               "  [--spec-gate off|auto|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
+               "                             engine/spec/spec_gate.h)\n"
                "  [--synthetic-text echo|random]\n",
                why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
   std::exit(why.empty() ? 0 : 2);
@@ -142,6 +145,7 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--md") a.md = v;
     else if (k == "--label-prefix") a.label_prefix = v;
     else if (k == "--draft-skip") a.draft_skip = v;
+    else if (k == "--spec-gate") a.spec_gate = v;
     else if (k == "--synthetic-text") a.synth_text = v;
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
@@ -364,8 +368,10 @@ int run(const bench_args& a) {
   const std::vector<run_spec> runs = plan_runs(a);  // bad lists fail before the weights load
   draft_skip_params skip_params;
   bool skip_on = false;
+  spec_gate_params gate_params;
   try {
     skip_on = parse_draft_skip(a.draft_skip, skip_params);
+    gate_params = parse_spec_gate(a.spec_gate);
   } catch (const std::exception& e) {
     usage(std::string("--") + e.what());
   }
@@ -407,7 +413,11 @@ int run(const bench_args& a) {
                  rs.draft_spec.c_str(), seconds_since(t_setup));
     for (int32_t c : a.concurrency) {
       const auto t_level = clock_type::now();
-      spec_decoder dec(*t.be, d.get(), pol, t.tok, t.stop_ids, {.max_requests = c, .prefill_chunk = a.prefill_chunk});
+      // The gate serves the load-aware policies; fixed gamma and MTP-1 stay what they are.
+      const bool gated = rs.policy_name == "scheduled" || rs.policy_name.rfind("async", 0) == 0 ||
+                         rs.policy_name == "threshold";
+      spec_decoder dec(*t.be, d.get(), pol, t.tok, t.stop_ids,
+                       {.max_requests = c, .prefill_chunk = a.prefill_chunk, .gate = gated ? gate_params : spec_gate_params{}});
       scheduler_stats s0, s1;
       int64_t miss0 = 0, miss1 = 0;
       draft_skip_stats k0, k1;
@@ -447,6 +457,17 @@ int run(const bench_args& a) {
         j["draft_skip"] = a.draft_skip;
         j["draft_skip_rate"] = rounds > 0 ? static_cast<double>(k1.skipped_rounds - k0.skipped_rounds) / rounds : 0.0;
         j["draft_cost_used"] = skipper->rule().params().draft_cost;  // measured ("auto") or fixed
+      }
+      if (gated && gate_params.mode != spec_gate_mode::off) {
+        const spec_gate_stats& g = dec.gate().stats();
+        j["spec_gate"] = a.spec_gate;
+        j["gate_closes"] = g.closes;
+        j["gate_reopens"] = g.reopens;
+        j["gate_closed_steps"] = g.closed_steps;
+        j["gate_detached"] = g.detached;
+        j["gate_plain_admitted"] = g.plain_admitted;
+        j["gate_last_gain"] = g.last_gain;
+        j["gate_last_cost"] = g.last_cost;
       }
       j["level_wall_s"] = seconds_since(t_level);
       if (jsonl) jsonl << j.dump() << '\n' << std::flush;

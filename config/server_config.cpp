@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "engine/spec/policy_factory.h"
+#include "engine/spec/spec_gate.h"
 #include "models/drafters/skipping_drafter.h"
 
 namespace dspark::config {
@@ -65,6 +66,7 @@ void apply_config_json(const std::string& json_text, server_config& c) {
     else if (k == "kv_blocks") read(j, "kv_blocks", c.kv_blocks);
     else if (k == "prefix_cache") read(j, "prefix_cache", c.prefix_cache);
     else if (k == "pipeline") read(j, "pipeline", c.pipeline);
+    else if (k == "spec_gate") read(j, "spec_gate", c.spec_gate);
     else if (k == "drafter_timeout_ms") read(j, "drafter_timeout_ms", c.drafter_timeout_ms);
     else if (k == "http") read(j, "http", c.http);
     else if (k == "draft_capture_layers") read(j, "draft_capture_layers", c.draft_capture_layers);
@@ -101,6 +103,11 @@ void validate_server_config(const server_config& c) {
     } catch (const invalid_argument_error& e) {
       throw std::runtime_error(std::string("config key 'draft_skip': ") + e.what());
     }
+  }
+  try {
+    parse_spec_gate(c.spec_gate);
+  } catch (const invalid_argument_error& e) {
+    throw std::runtime_error(std::string("config key 'spec_gate': ") + e.what());
   }
   range("ngram_min", c.ngram_min, 1, 64);
   range("ngram_max", c.ngram_max, c.ngram_min, 64);

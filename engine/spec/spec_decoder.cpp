@@ -19,6 +19,17 @@ double seconds(clock_type::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+// Adds the seconds of its scope to `acc`: the drafter's share of a step, for the gate.
+struct timed_scope {
+  double& acc;
+  clock_type::time_point t0 = clock_type::now();
+  ~timed_scope() { acc += seconds_since(t0); }
+};
+
 }  // namespace
 
 struct spec_decoder::request {
@@ -28,6 +39,7 @@ struct spec_decoder::request {
   int32_t prefill_pos = 0;          // prompt tokens already in the target KV (chunked prefill)
   int32_t kv_valid = 0;             // leading ctx tokens whose K/V the sequence holds, verified
   bool drafter_open = false;        // begin() called, end() not yet
+  bool plain = false;               // the gate kept it off the drafter (joined closed, or detached)
   bool drafted = false;             // pipelined: proposed (maybe in flight), not yet verified
   bool done = false;
   bool cancelled = false;
@@ -60,7 +72,7 @@ struct spec_decoder::step_buffers {
 
 spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
                            std::span<const int32_t> stop_ids, const spec_decoder_options& opt)
-    : be_(be), drafter_(d), policy_(policy), tok_(tok), stop_ids_(stop_ids), opt_(opt) {
+    : be_(be), drafter_(d), policy_(policy), tok_(tok), stop_ids_(stop_ids), opt_(opt), gate_(opt.gate) {
   const backend_limits& lim = be.limits();
   if (opt.max_requests < 1 || opt.max_requests > lim.n_seq_max)
     throw invalid_argument_error("spec_decoder: max_requests " + std::to_string(opt.max_requests) +
@@ -175,15 +187,23 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
   const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, be_.limits().max_tokens_per_step));
   const std::span<const int32_t> prompt(r.ctx.data(), static_cast<size_t>(r.prompt_len));
   const float* logits = nullptr;
-  if (drafter_ && !r.drafter_open) {
-    drafter_->begin(r.id, prompt);
-    r.drafter_open = true;
+  if (drafter_ && !r.drafter_open && !r.plain) {
+    int32_t decoding = 0;
+    for (const auto& q : reqs_) decoding += (q && !q->done && q->prefilled) ? 1 : 0;
+    if (gamma_max_ > 0 && !gate_.open(decoding)) {  // joins while speculation does not pay
+      r.plain = true;
+      gate_.count_plain_admitted();
+    } else {
+      timed_scope t{step_drafter_s_};
+      drafter_->begin(r.id, prompt);
+      r.drafter_open = true;
+    }
   }
   int32_t used = 0;
   // A drafter that reads target features gets every prompt row's, one on_commit per chunk
   // (no tokens; features_pos0 = the chunk's first position), before the one committing x0.
   const std::span<const int32_t> capture =
-      drafter_ ? std::span<const int32_t>(drafter_->caps().capture_layers) : std::span<const int32_t>();
+      r.drafter_open ? std::span<const int32_t>(drafter_->caps().capture_layers) : std::span<const int32_t>();
   for (size_t i = static_cast<size_t>(r.prefill_pos); i < prompt.size() && used < budget; i += static_cast<size_t>(chunk)) {
     const size_t n = std::min(prompt.size() - i, static_cast<size_t>(chunk));
     used += static_cast<int32_t>(n);
@@ -213,6 +233,7 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
       c.features.row0 = 0;
       c.features.n_embd = be_.limits().n_embd;
       c.features.layer_stride = o.n_hidden_rows * be_.limits().n_embd;
+      timed_scope t{step_drafter_s_};
       drafter_->on_commit(r.id, c);
     }
   }
@@ -236,9 +257,10 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
     return used;
   }
   r.ctx.push_back(x0);
-  if (drafter_) {
+  if (r.drafter_open) {
     commit_info c;
     c.tokens = std::span<const int32_t>(&r.ctx.back(), 1);
+    timed_scope t{step_drafter_s_};
     drafter_->on_commit(r.id, c);
   }
   return used;
@@ -246,6 +268,9 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
 
 int32_t spec_decoder::step() {
   step_buffers& b = *buf_;
+  const auto t_step = clock_type::now();
+  step_drafter_s_ = 0.0;
+  step_accepted_ = 0;
   // Chunked prefill: while other requests decode, a step carries at most one prefill chunk of
   // prompt tokens (in arrival order of the slots), so a long prompt that joins delays their next
   // token by one chunk's forward per step, not by its whole prefill. With nobody decoding,
@@ -258,6 +283,8 @@ int32_t spec_decoder::step() {
   b.active.clear();
   for (auto& r : reqs_)
     if (r && !r->done && r->prefilled) b.active.push_back(r.get());
+  int32_t drafting = 0;
+  for (const request* r : b.active) drafting += r->drafter_open ? 1 : 0;
   if (!b.active.empty()) {
     if (pipeline_) {
       pipelined_round(b.active);
@@ -266,9 +293,43 @@ int32_t spec_decoder::step() {
       ++pstats_.sync_rounds;
     }
   }
+  if (drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off) apply_gate(b.active, drafting, t_step);
   int32_t n = 0;
   for (auto& r : reqs_) n += (r && !r->done) ? 1 : 0;
   return n;
+}
+
+void spec_decoder::apply_gate(std::span<request*> decoded, int32_t drafting, clock_type::time_point t_step) {
+  spec_gate_step g;
+  g.decoding = static_cast<int32_t>(decoded.size());
+  g.drafting = drafting;
+  g.accepted = step_accepted_;
+  g.drafter_s = step_drafter_s_;
+  g.step_s = seconds_since(t_step);
+  gate_.observe(g);
+  int32_t decoding = 0;
+  for (const auto& r : reqs_) decoding += (r && !r->done && r->prefilled) ? 1 : 0;
+  if (gate_.open(decoding)) return;
+  int32_t n = 0;
+  for (auto& r : reqs_)
+    if (r && !r->done && r->drafter_open) {
+      detach(*r);
+      ++n;
+    }
+  gate_.count_detached(n);
+}
+
+void spec_decoder::detach(request& r) {
+  if (r.drafted) {  // pipelined: its drafts may be in flight; they stay in the batch and verify
+    end_propose();
+    r.drafted = false;
+  }
+  {
+    timed_scope t{step_drafter_s_};
+    drafter_->end(r.id);
+  }
+  r.drafter_open = false;
+  r.plain = true;
 }
 
 void spec_decoder::run() {
@@ -293,7 +354,7 @@ void spec_decoder::propose_group(std::span<request*> reqs, bool async) {
     const int32_t budget = std::max(0, std::min(gamma_max_, room));
     r->n_verify = budget;  // the cap the policy sees
     r->drafted = async;
-    if (drafter_ && budget > 0)
+    if (r->drafter_open && budget > 0)
       b.propose[n_prop++] =
           propose_request{r->id, budget, r->ctx, rng_key{r->params.seed, r->round + 1}, &r->params, r->seq};
   }
@@ -304,7 +365,9 @@ void spec_decoder::propose_group(std::span<request*> reqs, bool async) {
   } else {
     const auto t0 = clock_type::now();
     drafter_->propose({b.propose.data(), n_prop}, drafts);
-    pstats_.propose_wait_s += std::chrono::duration<double>(clock_type::now() - t0).count();
+    const double dt = seconds_since(t0);
+    pstats_.propose_wait_s += dt;
+    step_drafter_s_ += dt;
   }
 }
 
@@ -313,7 +376,9 @@ void spec_decoder::end_propose() {
   in_flight_ = false;
   const auto t0 = clock_type::now();
   drafter_->propose_end();
-  pstats_.propose_wait_s += std::chrono::duration<double>(clock_type::now() - t0).count();
+  const double dt = seconds_since(t0);
+  pstats_.propose_wait_s += dt;
+  step_drafter_s_ += dt;
 }
 
 void spec_decoder::pipelined_round(std::span<request*> active) {
@@ -388,7 +453,11 @@ void spec_decoder::run_forward(std::span<request*> reqs) {
   forward_batch fb;
   fb.tokens = {b.tokens.data(), n_tok};
   fb.seqs = {b.seqs.data(), reqs.size()};
-  if (drafter_) fb.capture_layers = drafter_->caps().capture_layers;
+  // Features while any request of the forward still drafts (once the gate detached them all,
+  // the forward is plain decoding's).
+  bool capture = false;
+  for (const request* r : reqs) capture = capture || r->drafter_open;
+  if (capture) fb.capture_layers = drafter_->caps().capture_layers;
   const forward_output out = be_.forward(fb);
   if (out.status == forward_status::out_of_kv) {
     // No state changed. Retry one request at a time, then without drafts; a request that cannot
@@ -451,6 +520,7 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
     }
   }
   r.metrics.record_round(r.n_proposed, l, accepted_counted, emitted_next);
+  step_accepted_ += accepted_counted;
   if (online_) online_->observe(r.id, l, v.n_accepted);
   if (drafter_ && drafter_->caps().has_confidence && l > 0)
     r.metrics.record_confidences(b.drafts->confidences(r.id), l, v.n_accepted);
@@ -461,13 +531,13 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
   // The KV keeps x0 and the accepted drafts; y (= ctx.back()) is the next round's x0.
   be_.truncate(r.seq, static_cast<int32_t>(ctx_before) + v.n_accepted);
   r.kv_valid = static_cast<int32_t>(ctx_before) + v.n_accepted;
-  if (drafter_) {
+  if (r.drafter_open) {
     commit_info c;
     c.tokens = {b.commit.data(), static_cast<size_t>(n_commit)};
     c.n_accepted = v.n_accepted;
     c.n_proposed = l;
     c.features_pos0 = static_cast<int32_t>(ctx_before) - 1;  // x0's position
-    if (out.hidden) {
+    if (out.hidden) {  // captured: this forward had a drafting request, r among them
       const backend_limits& lim = be_.limits();
       c.features.data = out.hidden;
       c.features.n_layers = static_cast<int32_t>(drafter_->caps().capture_layers.size());
@@ -476,6 +546,7 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
       c.features.n_embd = lim.n_embd;
       c.features.layer_stride = out.n_hidden_rows * lim.n_embd;
     }
+    timed_scope t{step_drafter_s_};
     drafter_->on_commit(r.id, c);
   }
 }
@@ -493,7 +564,10 @@ void spec_decoder::finish(request& r) {
     end_propose();
     r.drafted = false;
   }
-  if (drafter_ && r.drafter_open) drafter_->end(r.id);
+  if (r.drafter_open) {
+    timed_scope t{step_drafter_s_};
+    drafter_->end(r.id);
+  }
   r.drafter_open = false;
   r.out->close();
   const auto t_end = clock_type::now();

@@ -56,10 +56,19 @@
 // finishing a request whose drafts are in flight first waits for them (propose_end). Drafters
 // that draft on the target's backend (caps().shares_target) are never pipelined.
 //
+// Speculation gate (options.gate, off by default; engine/spec/spec_gate.h): where speculation
+// does not pay at the current load (a batch limit, or measured: the drafts accepted per
+// request-step against the drafter's share of the step), requests that join decode without the
+// drafter and the drafting ones are detached (drafter::end) after the step; a forward captures
+// target features only while one of its requests still drafts, so a fully detached batch runs
+// plain decoding's forward. A detached request stays plain to its end. Output is unchanged in
+// kind: a request without drafts is verified like any other with l = 0.
+//
 // The hot path allocates nothing of its own: every per-step buffer is sized at construction for
 // max_requests x (gamma_max + 1); only the tokenizer's text streaming allocates strings.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -74,6 +83,7 @@
 #include "engine/spec/online_confidence.h"
 #include "engine/spec/policy.h"
 #include "engine/spec/request_output.h"
+#include "engine/spec/spec_gate.h"
 #include "models/drafters/drafter.h"
 
 namespace dspark {
@@ -86,6 +96,7 @@ struct spec_decoder_options {
                                // step while other requests are decoding
   bool prefix_cache = false;   // reuse and publish KV blocks through the backend's prefix cache
   bool pipeline = false;       // draft one group of requests while the other verifies (above)
+  spec_gate_params gate = {};  // speculation off where it does not pay (spec_gate.h; off by default)
 };
 
 // Pipelined-mode counters (all zero otherwise).
@@ -139,6 +150,8 @@ class spec_decoder {
   // True when steps pipeline drafting and verification (the option, a drafter that allows it).
   bool pipelined() const { return pipeline_; }
   const pipeline_stats& pipeline_counters() const { return pstats_; }
+  // The speculation gate (options.gate): its state and counters.
+  const spec_gate& gate() const { return gate_; }
 
  private:
   struct request;
@@ -158,6 +171,10 @@ class spec_decoder {
   void run_forward(std::span<request*> reqs);
   void commit_round(request& r, const forward_output& out, int64_t row0);
   void finish(request& r);
+  // Takes r off the drafter for good (the gate closed): it decodes plainly from now on.
+  void detach(request& r);
+  // Feeds the gate this step's figures and detaches every drafting request if it closed.
+  void apply_gate(std::span<request*> decoded, int32_t drafting, std::chrono::steady_clock::time_point t_step);
 
   backend& be_;
   drafter* drafter_;
@@ -170,6 +187,9 @@ class spec_decoder {
   bool pipeline_ = false;
   bool in_flight_ = false;   // a propose_begin awaits its propose_end
   pipeline_stats pstats_;
+  spec_gate gate_;
+  double step_drafter_s_ = 0.0;  // this step's seconds in drafter calls (the gate's cost)
+  int32_t step_accepted_ = 0;    // drafts accepted this step
   std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
   std::unique_ptr<step_buffers> buf_;
   // Confidences for drafters without a head: the policy then schedules on each request's

@@ -21,7 +21,7 @@
 #   bash scripts/device/load_suite.sh                         # waits for that build, then both phases
 #   LOAD_PHASES=synthetic bash scripts/device/load_suite.sh   # one phase (synthetic | smollm2)
 # Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_CONCURRENCY (default
-# 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
+# 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
 # LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
 # an existing build (no build step).
@@ -81,16 +81,22 @@ sweep() {  # output jsonl, then bench_load arguments
 # Draft skipping (models/drafters/skipping_drafter.h) around the policy runs' drafter, labelled
 # "skip ...": LOAD_DRAFT_SKIP_SYNTHETIC / LOAD_DRAFT_SKIP_TRAINED = auto:COST (COST = drafter time
 # per round over a verify step's; unset: no wrapper).
-skip_synth=(); skip_trained=()
-[ -n "${LOAD_DRAFT_SKIP_SYNTHETIC:-}" ] && skip_synth=(--draft-skip "$LOAD_DRAFT_SKIP_SYNTHETIC" --label-prefix "skip ")
-[ -n "${LOAD_DRAFT_SKIP_TRAINED:-}" ] && skip_trained=(--draft-skip "$LOAD_DRAFT_SKIP_TRAINED" --label-prefix "trained skip ")
+# The speculation gate (engine/spec/spec_gate.h) for the threshold/scheduled/async runs,
+# labelled "gate ...": LOAD_SPEC_GATE = auto | N (unset: off).
+skip_synth=(); skip_trained=(); pre_synth=""; pre_trained="trained "
+[ -n "${LOAD_DRAFT_SKIP_SYNTHETIC:-}" ] && skip_synth=(--draft-skip "$LOAD_DRAFT_SKIP_SYNTHETIC") && pre_synth="skip "
+[ -n "${LOAD_DRAFT_SKIP_TRAINED:-}" ] && skip_trained=(--draft-skip "$LOAD_DRAFT_SKIP_TRAINED") && pre_trained="trained skip "
+gate=()
+if [ -n "${LOAD_SPEC_GATE:-}" ]; then
+  gate=(--spec-gate "$LOAD_SPEC_GATE"); pre_synth="${pre_synth}gate "; pre_trained="${pre_trained}gate "
+fi
 
 if [[ " $phases " == *" synthetic "* ]]; then
   : > "$OUT/load_synthetic.jsonl"
   sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 \
     --sps-profile "/tmp/dspark-sps-$shape.json" --policies "$policies" \
     --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1" \
-    "${skip_synth[@]}"
+    "${skip_synth[@]}" "${gate[@]}" --label-prefix "$pre_synth"
   if python3 -c "import matplotlib" 2>/dev/null; then
     { echo; echo "### matched throughput (synthetic $shape, replayed acceptance)"; echo;
       python3 scripts/plot_load.py "$OUT/load_synthetic.jsonl" "$OUT/synthetic" \
@@ -110,7 +116,7 @@ if [[ " $phases " == *" smollm2 "* ]]; then
     if [ -d "$drafters/dspark" ] && [ -d "$drafters/mtp1" ]; then
       conc="${LOAD_TRAINED_CONCURRENCY:-1,4}" LOAD_TIMEOUT="${LOAD_TRAINED_TIMEOUT:-150}" sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
         --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json --policies "${LOAD_TRAINED_POLICIES:-fixed,scheduled}" \
-        --draft "dspark:$drafters/dspark" --mtp1 "mtp1:$drafters/mtp1" --label-prefix "trained " "${skip_trained[@]}"
+        --draft "dspark:$drafters/dspark" --mtp1 "mtp1:$drafters/mtp1" "${skip_trained[@]}" "${gate[@]}" --label-prefix "$pre_trained"
     else
       echo "load_suite: no trained drafters in $drafters: real-drafter runs skipped"
     fi

@@ -57,6 +57,7 @@ const std::vector<option_spec>& serve_options() {
       {"kv-blocks", true, false, "N  KV block budget (0 = max-requests full contexts)"},
       {"prefix-cache", true, false, "on|off  reuse the KV blocks of shared prompt prefixes (default on)"},
       {"pipeline", true, false, "on|off  draft one group of requests while the target verifies the other (default off)"},
+      {"spec-gate", true, false, "off|auto|N  no drafting where it does not pay: auto measured, N a batch limit (default off; docs/scheduler.md)"},
       {"threads", true, false, "N  CPU threads (default: all cores)"},
       {"precision", true, false, "q8|f32  CPU activation precision"},
       device_option_spec(),
@@ -81,6 +82,7 @@ config::server_config read_config(const parsed_args& a) {
   }
   if (auto v = a.get("sps-profile")) c.sps_profile = *v;
   if (auto v = a.get("draft-skip")) c.draft_skip = *v;
+  if (auto v = a.get("spec-gate")) c.spec_gate = *v;
   c.threshold = a.get_double("threshold", c.threshold);
   if (auto v = a.get("zmq")) c.client_endpoint = *v;
   if (auto v = a.get("http")) c.http = *v;

@@ -38,6 +38,13 @@ TEST(ServerConfig, PrefixCacheKey) {
   apply_config_json(R"({"pipeline": true})", c);
   EXPECT_TRUE(c.pipeline);
   EXPECT_NE(error_of(R"({"pipeline": "on"})").find("'pipeline' has the wrong type"), std::string::npos);
+  EXPECT_EQ(c.spec_gate, "off");  // off by default
+  apply_config_json(R"({"spec_gate": "auto"})", c);
+  EXPECT_EQ(c.spec_gate, "auto");
+  apply_config_json(R"({"spec_gate": "64"})", c);
+  EXPECT_EQ(c.spec_gate, "64");
+  EXPECT_NE(error_of(R"({"spec_gate": "sometimes"})").find("config key 'spec_gate'"), std::string::npos);
+  EXPECT_NE(error_of(R"({"spec_gate": "0"})").find("config key 'spec_gate'"), std::string::npos);
 }
 
 TEST(ServerConfig, ErrorsNameTheKey) {

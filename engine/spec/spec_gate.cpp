@@ -1,0 +1,113 @@
+// spec_gate: see spec_gate.h.
+#include "engine/spec/spec_gate.h"
+
+#include <cmath>
+
+#include "common/error.h"
+
+namespace dspark {
+
+spec_gate::spec_gate(const spec_gate_params& p) : p_(p) {
+  if (p.mode == spec_gate_mode::batch && p.max_batch < 1)
+    throw invalid_argument_error("spec gate: a batch limit must be >= 1, got " + std::to_string(p.max_batch));
+  if (p.mode == spec_gate_mode::automatic) {
+    if (p.min_steps < 1 || p.min_request_steps < 1 || p.reprobe_steps < 1)
+      throw invalid_argument_error("spec gate: min_steps, min_request_steps and reprobe_steps must be >= 1");
+    if (!(std::abs(p.margin) <= 1.0))
+      throw invalid_argument_error("spec gate: margin must be in [-1, 1]");
+  }
+}
+
+bool spec_gate::open(int32_t decoding) const {
+  switch (p_.mode) {
+    case spec_gate_mode::off:
+      return true;
+    case spec_gate_mode::batch:
+      return decoding <= p_.max_batch;
+    case spec_gate_mode::automatic:
+      return !closed_;
+  }
+  return true;
+}
+
+void spec_gate::reset_window() {
+  w_steps_ = 0;
+  w_request_steps_ = 0;
+  w_accepted_ = 0;
+  w_drafter_s_ = 0.0;
+  w_step_s_ = 0.0;
+}
+
+void spec_gate::observe(const spec_gate_step& s) {
+  if (p_.mode == spec_gate_mode::batch) {
+    if (s.decoding > p_.max_batch) ++stats_.closed_steps;
+    return;
+  }
+  if (p_.mode != spec_gate_mode::automatic) return;
+  if (closed_) {
+    ++stats_.closed_steps;
+    ++closed_for_;
+    // Half the load it closed at (speculation paid below it, or the load changed), or long
+    // enough closed to look again.
+    if (s.decoding <= stats_.closed_at / 2 || closed_for_ >= p_.reprobe_steps) {
+      closed_ = false;
+      ++stats_.reopens;
+      reset_window();
+    }
+    return;
+  }
+  if (s.drafting == 0 || s.decoding == 0) return;  // nothing drafted: nothing to learn
+  ++w_steps_;
+  w_request_steps_ += s.decoding;
+  w_accepted_ += s.accepted;
+  w_drafter_s_ += s.drafter_s;
+  w_step_s_ += s.step_s;
+  if (w_steps_ < p_.min_steps || w_request_steps_ < p_.min_request_steps) return;
+  const double rest = w_step_s_ - w_drafter_s_;
+  const double gain = static_cast<double>(w_accepted_) / static_cast<double>(w_request_steps_);
+  const double cost = rest > 0 ? w_drafter_s_ / rest : 0.0;
+  stats_.last_gain = gain;
+  stats_.last_cost = cost;
+  if (gain <= cost + p_.margin) {
+    closed_ = true;
+    closed_for_ = 0;
+    ++stats_.closes;
+    stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(w_request_steps_) / w_steps_));
+  }
+  reset_window();
+}
+
+spec_gate_params parse_spec_gate(const std::string& s) {
+  spec_gate_params p;
+  if (s == "off") return p;
+  if (s == "auto") {
+    p.mode = spec_gate_mode::automatic;
+    return p;
+  }
+  int32_t n = 0;
+  size_t used = 0;
+  try {
+    n = std::stoi(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size() || n < 1)
+    throw invalid_argument_error("spec gate must be off, auto or a batch size >= 1, got '" + s + "'");
+  p.mode = spec_gate_mode::batch;
+  p.max_batch = n;
+  return p;
+}
+
+std::string spec_gate_name(const spec_gate_params& p) {
+  switch (p.mode) {
+    case spec_gate_mode::off:
+      return "off";
+    case spec_gate_mode::batch:
+      return std::to_string(p.max_batch);
+    case spec_gate_mode::automatic:
+      return "auto";
+  }
+  return "off";
+}
+
+}  // namespace dspark

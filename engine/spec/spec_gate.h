@@ -1,0 +1,106 @@
+// The speculation gate: whether the decoding loop drafts at all at the current load.
+//
+// Confidence scheduling (Algorithm 1) and draft skipping decide how many drafts each request
+// verifies, but a request that drafts still keeps its drafter up to date every step (target
+// features captured and copied, the drafter's context rows written), even when the policy
+// verifies nothing. At high concurrency that upkeep is all that speculation adds, so the loop
+// runs below plain decoding. The gate switches speculation off where it does not pay:
+//
+//   - closed: requests that join decode plainly (no drafter, no feature capture), and the
+//     requests already drafting are detached (drafter::end) at the next step; once every
+//     decoding request is detached, the steps are exactly plain decoding's;
+//   - open: requests that join get the drafter again. Detached requests stay plain to their
+//     end: their drafter context misses the rows decoded while detached.
+//
+// Modes:
+//   off      always open (the loop as without a gate);
+//   batch N  open while at most N requests decode (like vLLM's disable-by-batch-size);
+//   auto     measured: over a window of steps with requests drafting, the tokens speculation
+//            added per request-step G = accepted drafts / request-steps, against the time the
+//            drafter took, o = drafter seconds / other seconds of those steps. Speculation pays
+//            iff (N + A) / (T_rest + T_draft) > N / T_rest, i.e. G > o; the gate closes when
+//            G <= o + margin. T_rest includes the extra verify rows and feature capture, so the
+//            rule leans towards keeping speculation on. It reopens when the decoding count
+//            falls to half of the count it closed at, or after reprobe_steps closed steps, so a
+//            change of load or of workload is noticed.
+// A window ends once it has at least min_steps steps and min_request_steps request-steps, so
+// a batch of 256 decides within a few steps and a single request after enough rounds to say.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dspark {
+
+enum class spec_gate_mode { off, batch, automatic };
+
+struct spec_gate_params {
+  spec_gate_mode mode = spec_gate_mode::off;
+  int32_t max_batch = 0;            // batch: open while decoding <= max_batch (>= 1)
+  double margin = 0.0;              // auto: close when G <= o + margin
+  int32_t min_steps = 4;            // auto: a window's steps with drafting requests
+  int32_t min_request_steps = 64;   // auto: and its decoding request-steps
+  int32_t reprobe_steps = 512;      // auto: closed steps before trying again
+};
+
+// One step as the loop saw it.
+struct spec_gate_step {
+  int32_t decoding = 0;       // requests that took a verify round this step
+  int32_t drafting = 0;       // of those, attached to the drafter
+  int32_t accepted = 0;       // drafts accepted this step, all requests
+  double drafter_s = 0.0;     // seconds in drafter calls (propose wait, on_commit, begin, end)
+  double step_s = 0.0;        // the whole step's seconds
+};
+
+struct spec_gate_stats {
+  int64_t closes = 0;           // open -> closed transitions
+  int64_t reopens = 0;          // closed -> open transitions
+  int64_t closed_steps = 0;     // steps taken while closed
+  int64_t detached = 0;         // requests the gate took off the drafter
+  int64_t plain_admitted = 0;   // requests that joined while closed (never drafted)
+  double last_gain = 0.0;       // G and o of the last auto window
+  double last_cost = 0.0;
+  int32_t closed_at = 0;        // mean decoding count of the window that closed it
+};
+
+class spec_gate {
+ public:
+  // invalid_argument_error for batch mode with max_batch < 1, or auto with min_steps < 1,
+  // min_request_steps < 1, reprobe_steps < 1 or a margin outside [-1, 1].
+  explicit spec_gate(const spec_gate_params& p = {});
+
+  // Whether a request that joins now, with `decoding` requests decoding, gets the drafter;
+  // and whether attached requests keep it (false: detach them).
+  bool open(int32_t decoding) const;
+  // Feeds one finished step; may close or reopen the gate.
+  void observe(const spec_gate_step& s);
+  // The loop reports what it did because of the gate.
+  void count_detached(int32_t n) { stats_.detached += n; }
+  void count_plain_admitted() { ++stats_.plain_admitted; }
+
+  const spec_gate_params& params() const { return p_; }
+  const spec_gate_stats& stats() const { return stats_; }
+  bool closed() const { return closed_; }
+
+ private:
+  void reset_window();
+
+  spec_gate_params p_;
+  spec_gate_stats stats_;
+  bool closed_ = false;
+  int32_t closed_for_ = 0;      // steps since it closed
+  // The auto window.
+  int32_t w_steps_ = 0;
+  int64_t w_request_steps_ = 0;
+  int64_t w_accepted_ = 0;
+  double w_drafter_s_ = 0.0;
+  double w_step_s_ = 0.0;
+};
+
+// Parses the CLI / config form: "off", "auto", or a positive batch size N. Throws
+// invalid_argument_error naming the forms for anything else.
+spec_gate_params parse_spec_gate(const std::string& s);
+// The form parse_spec_gate reads: "off", "auto" or N.
+std::string spec_gate_name(const spec_gate_params& p);
+
+}  // namespace dspark

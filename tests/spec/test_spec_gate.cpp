@@ -1,0 +1,323 @@
+// The speculation gate (engine/spec/spec_gate.h) and the loop's use of it:
+//   - the rule: batch limits, the auto window (gain G = accepted / request-steps against cost
+//     o = drafter seconds / other seconds), when a window ends, reopening at half the load or
+//     after reprobe_steps, steps without drafting not counted; the CLI form's parser;
+//   - in spec_decoder, on the tiny model with a feature-reading drafter (an n-gram drafter that
+//     asks for one captured layer): requests past a batch limit are detached (drafter::end, no
+//     on_commit afterwards), requests joining while closed never begin, forwards stop capturing
+//     features once no request drafts, and every output equals plain generate();
+//   - auto closes for a slow drafter whose drafts are rarely accepted, and stays open for an
+//     oracle whose drafts are always accepted and cost microseconds; outputs equal generate().
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "engine/generator.h"
+#include "engine/spec/policy.h"
+#include "engine/spec/spec_decoder.h"
+#include "engine/spec/spec_gate.h"
+#include "models/drafters/ngram_drafter.h"
+#include "tiny_model.h"
+
+namespace dspark {
+namespace {
+
+using namespace std::chrono_literals;
+
+spec_gate_params auto_params() {
+  spec_gate_params p;
+  p.mode = spec_gate_mode::automatic;
+  p.min_steps = 4;
+  p.min_request_steps = 16;
+  p.reprobe_steps = 10;
+  return p;
+}
+
+TEST(SpecGate, OffAndBatchLimit) {
+  const spec_gate off;
+  EXPECT_TRUE(off.open(0));
+  EXPECT_TRUE(off.open(100000));
+  spec_gate b(parse_spec_gate("2"));
+  EXPECT_TRUE(b.open(1));
+  EXPECT_TRUE(b.open(2));
+  EXPECT_FALSE(b.open(3));
+  b.observe({.decoding = 3, .drafting = 0});
+  b.observe({.decoding = 2, .drafting = 2});
+  EXPECT_EQ(b.stats().closed_steps, 1);
+}
+
+TEST(SpecGate, ParsesTheCliForms) {
+  EXPECT_EQ(parse_spec_gate("off").mode, spec_gate_mode::off);
+  EXPECT_EQ(parse_spec_gate("auto").mode, spec_gate_mode::automatic);
+  const spec_gate_params p = parse_spec_gate("64");
+  EXPECT_EQ(p.mode, spec_gate_mode::batch);
+  EXPECT_EQ(p.max_batch, 64);
+  EXPECT_EQ(spec_gate_name(p), "64");
+  EXPECT_EQ(spec_gate_name(parse_spec_gate("auto")), "auto");
+  for (const char* bad : {"", "0", "-3", "4x", "on", "1.5", "99999999999999"})
+    EXPECT_THROW(parse_spec_gate(bad), invalid_argument_error) << bad;
+  spec_gate_params q;
+  q.mode = spec_gate_mode::batch;
+  q.max_batch = 0;
+  EXPECT_THROW(spec_gate{q}, invalid_argument_error);
+  q = auto_params();
+  q.margin = 2.0;
+  EXPECT_THROW(spec_gate{q}, invalid_argument_error);
+}
+
+TEST(SpecGate, AutoClosesWhenTheGainDoesNotPayTheDrafter) {
+  spec_gate g(auto_params());
+  // 8 decoding, 1 accepted draft per step: G = 1/8 = 0.125; drafter 2 ms of 10 ms: o = 0.25.
+  for (int i = 0; i < 1; ++i) g.observe({8, 8, 1, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8)) << "one step is not a window (min_steps 4)";
+  for (int i = 0; i < 3; ++i) g.observe({8, 8, 1, 0.002, 0.010});
+  EXPECT_FALSE(g.open(8));
+  EXPECT_EQ(g.stats().closes, 1);
+  EXPECT_NEAR(g.stats().last_gain, 0.125, 1e-12);
+  EXPECT_NEAR(g.stats().last_cost, 0.25, 1e-12);
+  EXPECT_EQ(g.stats().closed_at, 8);
+  // Closed: reopens at half the load it closed at.
+  g.observe({5, 0, 0, 0.0, 0.010});
+  EXPECT_FALSE(g.open(5));
+  g.observe({4, 0, 0, 0.0, 0.010});
+  EXPECT_TRUE(g.open(4));
+  EXPECT_EQ(g.stats().reopens, 1);
+  EXPECT_EQ(g.stats().closed_steps, 2);
+}
+
+TEST(SpecGate, AutoStaysOpenWhenSpeculationPays) {
+  spec_gate g(auto_params());
+  // G = 16 / 8 = 2 accepted drafts per request-step, o = 0.25.
+  for (int i = 0; i < 40; ++i) g.observe({8, 8, 16, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_EQ(g.stats().closes, 0);
+  EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12);
+  // Equal gain and cost closes (speculation must pay, not break even).
+  spec_gate e(auto_params());
+  for (int i = 0; i < 4; ++i) e.observe({4, 4, 1, 0.002, 0.010});
+  EXPECT_FALSE(e.open(4));
+}
+
+TEST(SpecGate, AutoWindowNeedsEnoughRequestStepsAndIgnoresStepsWithoutDrafting) {
+  spec_gate g(auto_params());  // min_request_steps 16
+  for (int i = 0; i < 15; ++i) g.observe({1, 1, 0, 0.001, 0.002});
+  for (int i = 0; i < 50; ++i) g.observe({1, 0, 0, 0.0, 0.002});  // nobody drafting: not counted
+  EXPECT_TRUE(g.open(1));
+  g.observe({1, 1, 0, 0.001, 0.002});
+  EXPECT_FALSE(g.open(1)) << "16 request-steps: the window decides";
+  EXPECT_EQ(g.stats().closed_at, 1);
+}
+
+TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
+  spec_gate g(auto_params());  // reprobe_steps 10
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
+  ASSERT_FALSE(g.open(8));
+  for (int i = 0; i < 9; ++i) g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_FALSE(g.open(8));
+  g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_TRUE(g.open(8)) << "closed for reprobe_steps: look again";
+  EXPECT_EQ(g.stats().reopens, 1);
+}
+
+// A backend that counts the forwards asking for captured features.
+class counting_backend final : public backend {
+ public:
+  explicit counting_backend(backend& inner) : in_(inner) {}
+  const backend_limits& limits() const override { return in_.limits(); }
+  std::optional<int32_t> open_sequence() override { return in_.open_sequence(); }
+  void free_sequence(int32_t seq) override { in_.free_sequence(seq); }
+  int32_t sequence_length(int32_t seq) const override { return in_.sequence_length(seq); }
+  void truncate(int32_t seq, int32_t n) override { in_.truncate(seq, n); }
+  forward_output forward(const forward_batch& b) override {
+    ++forwards;
+    if (!b.capture_layers.empty()) {
+      ++capturing;
+      last_capture = forwards;
+    }
+    return in_.forward(b);
+  }
+  int64_t forwards = 0, capturing = 0, last_capture = 0;
+
+ private:
+  backend& in_;
+};
+
+const std::vector<std::vector<int32_t>> k_prompts = {
+    {1, 2, 3, 1, 2, 3, 1, 2}, {4, 5, 6, 4, 5}, {7, 8, 9, 7, 8, 9}, {2, 2, 3, 3, 2, 2}, {5, 1, 5, 1, 5},
+    {9, 3, 9, 3}, {6, 6, 6}, {10, 11, 10, 11, 10}};
+
+enum class draft_mode { ngram, wrong, oracle };
+
+// A drafter that reads target layer 0 (so the loop captures features for it) and checks that
+// every call concerns a slot it holds. Drafts: the n-gram drafter's; x0 repeated (rarely what
+// the target picks); or the oracle's, the plain greedy continuation (always accepted).
+class feature_drafter final : public drafter {
+ public:
+  feature_drafter(int32_t max_slots, draft_mode mode, std::chrono::microseconds delay = 0us,
+                  std::vector<std::vector<int32_t>> plain = {})
+      : ng_(ngram_drafter_params{.min_n = 1, .max_n = 3, .max_slots = max_slots}), mode_(mode), delay_(delay),
+        plain_(std::move(plain)) {
+    caps_ = ng_.caps();
+    caps_.name = "feature-drafter";
+    caps_.capture_layers = {0};
+  }
+  const drafter_caps& caps() const override { return caps_; }
+  void begin(int32_t slot, std::span<const int32_t> prompt) override {
+    if (open_.count(slot)) ++violations;
+    open_.insert(slot);
+    ++begins;
+    ng_.begin(slot, prompt);
+  }
+  void propose(std::span<const propose_request> batch, draft_batch& out) override {
+    for (const propose_request& r : batch)
+      if (!open_.count(r.slot)) ++violations;
+    if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+    if (mode_ == draft_mode::ngram) {
+      ng_.propose(batch, out);
+      return;
+    }
+    for (const propose_request& r : batch) {
+      const std::vector<int32_t>* cont = mode_ == draft_mode::oracle ? continuation(r.context) : nullptr;
+      const size_t done = cont ? r.context.size() - prompt_len_ : 0;
+      for (int32_t k = 0; k < r.max_drafts; ++k) {
+        if (cont == nullptr) {
+          out.push_one_hot(r.slot, r.context.back());
+        } else if (done + static_cast<size_t>(k) < cont->size()) {
+          out.push_one_hot(r.slot, (*cont)[done + static_cast<size_t>(k)]);
+        }
+      }
+    }
+  }
+  void on_commit(int32_t slot, const commit_info& c) override {
+    if (!open_.count(slot)) ++violations;
+    // A round's commit (x0's after prefill has none by contract: its features_pos0 is 0).
+    if (c.features_pos0 > 0 && c.features.data == nullptr) ++missing_features;
+    ng_.on_commit(slot, c);
+  }
+  void rollback(int32_t slot, int32_t n) override { ng_.rollback(slot, n); }
+  void end(int32_t slot) override {
+    if (!open_.erase(slot)) ++violations;
+    ++ends;
+    ng_.end(slot);
+  }
+  int64_t begins = 0, ends = 0, violations = 0, missing_features = 0;
+
+ private:
+  // The plain output of the prompt this context starts with (prompts are distinct).
+  const std::vector<int32_t>* continuation(std::span<const int32_t> ctx) {
+    for (size_t i = 0; i < k_prompts.size(); ++i) {
+      const std::vector<int32_t>& p = k_prompts[i];
+      if (ctx.size() >= p.size() && std::equal(p.begin(), p.end(), ctx.begin()) &&
+          std::equal(ctx.begin() + static_cast<std::ptrdiff_t>(p.size()), ctx.end(), plain_[i].begin())) {
+        prompt_len_ = p.size();
+        return &plain_[i];
+      }
+    }
+    return nullptr;
+  }
+  ngram_drafter ng_;
+  drafter_caps caps_;
+  draft_mode mode_;
+  std::chrono::microseconds delay_;
+  std::vector<std::vector<int32_t>> plain_;
+  size_t prompt_len_ = 0;
+  std::set<int32_t> open_;
+};
+
+struct gated_run {
+  std::vector<std::vector<int32_t>> tokens;
+  spec_gate_stats gate;
+  int64_t proposed = 0;
+};
+
+gated_run run_gated(backend& be, drafter& d, int32_t slots, const spec_gate_params& gp, const sampling_params& sp) {
+  fixed_gamma_policy pol(3);
+  spec_decoder dec(be, &d, pol, nullptr, {}, {.max_requests = slots, .gate = gp});
+  const std::vector<spec_result> res = spec_generate_all(dec, k_prompts, sp, false);
+  gated_run out;
+  for (const spec_result& r : res) {
+    out.tokens.push_back(r.gen.token_ids);
+    out.proposed += r.metrics.draft_tokens_proposed();
+  }
+  out.gate = dec.gate().stats();
+  return out;
+}
+
+std::vector<std::vector<int32_t>> plain_outputs(backend& be, const sampling_params& sp) {
+  std::vector<std::vector<int32_t>> plain;
+  for (const auto& p : k_prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
+  return plain;
+}
+
+TEST(SpecGateLoop, BatchLimitDetachesAndStopsCapturingLosslessly) {
+  const test::tiny_model tm(/*n_vocab=*/12, /*n_layer=*/2, /*seed=*/5);
+  cpu_backend cpu(tm.cfg, tm.w, test::tiny_model::options(4));
+  const sampling_params sp{.max_tokens = 30};
+  const auto plain = plain_outputs(cpu, sp);
+  counting_backend be(cpu);
+  // Limit 2 with 4 slots: the first wave (4 decoding) is detached after its first step, and
+  // requests that join while 3-4 decode never begin.
+  feature_drafter d(4, draft_mode::ngram);
+  const gated_run r = run_gated(be, d, 4, parse_spec_gate("2"), sp);
+  EXPECT_EQ(r.tokens, plain);
+  EXPECT_EQ(d.violations, 0) << "no call for a slot the drafter does not hold";
+  EXPECT_EQ(d.begins, d.ends) << "every begun request ended (detached or finished)";
+  EXPECT_GT(r.gate.detached, 0);
+  EXPECT_GT(r.gate.plain_admitted, 0);
+  EXPECT_LT(d.begins, static_cast<int64_t>(k_prompts.size()));
+  EXPECT_GT(r.proposed, 0) << "the last requests, at most 2 decoding, draft again";
+  EXPECT_GT(be.capturing, 0);
+  EXPECT_LT(be.capturing, be.forwards) << "forwards with every request detached capture nothing";
+  EXPECT_EQ(d.missing_features, 0) << "a drafting request's commit always carries its features";
+
+  // Without a gate every request drafts and every forward captures.
+  counting_backend be2(cpu);
+  feature_drafter d2(4, draft_mode::ngram);
+  const gated_run r2 = run_gated(be2, d2, 4, {}, sp);
+  EXPECT_EQ(r2.tokens, plain);
+  EXPECT_EQ(d2.begins, static_cast<int64_t>(k_prompts.size()));
+  EXPECT_EQ(be2.capturing, be2.forwards);
+  EXPECT_EQ(r2.gate.detached, 0);
+}
+
+TEST(SpecGateLoop, AutoClosesForASlowWrongDrafterAndStaysOpenForAGoodOne) {
+  const test::tiny_model tm(/*n_vocab=*/12, /*n_layer=*/2, /*seed=*/5);
+  cpu_backend cpu(tm.cfg, tm.w, test::tiny_model::options(4));
+  const sampling_params sp{.max_tokens = 40};
+  const auto plain = plain_outputs(cpu, sp);
+  spec_gate_params gp = auto_params();
+  gp.reprobe_steps = 1000;
+  {
+    counting_backend be(cpu);
+    feature_drafter slow(4, draft_mode::wrong, 2000us);  // 2 ms per propose, drafts x0 again
+    const gated_run r = run_gated(be, slow, 4, gp, sp);
+    EXPECT_EQ(r.tokens, plain);
+    EXPECT_EQ(slow.violations, 0);
+    EXPECT_GE(r.gate.closes, 1);
+    EXPECT_LT(r.gate.last_gain, r.gate.last_cost);
+    EXPECT_GT(r.gate.closed_steps, 0);
+    EXPECT_GT(r.gate.detached + r.gate.plain_admitted, 0);
+    EXPECT_LT(be.capturing, be.forwards);
+  }
+  {
+    // The oracle drafts the plain continuation: 3 accepted drafts per round for microseconds.
+    counting_backend be(cpu);
+    feature_drafter oracle(4, draft_mode::oracle, 0us, plain);
+    const gated_run r = run_gated(be, oracle, 4, gp, sp);
+    EXPECT_EQ(r.tokens, plain);
+    EXPECT_EQ(oracle.violations, 0);
+    EXPECT_EQ(r.gate.closes, 0);
+    EXPECT_GT(r.gate.last_gain, 1.0) << "up to 3 accepted drafts per request-step";
+    EXPECT_EQ(be.capturing, be.forwards);
+    EXPECT_EQ(oracle.begins, static_cast<int64_t>(k_prompts.size()));
+  }
+}
+
+}  // namespace
+}  // namespace dspark
