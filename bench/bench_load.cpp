@@ -338,6 +338,10 @@ std::vector<run_spec> plan_runs(const bench_args& a) {
       usage("--policies: '" + p + "' is not none, fixed[:G], threshold[:T], scheduled or async[:LAG]");
     }
     if (head != "none" && a.draft == "none") usage("--policies " + p + " needs a drafter (--draft)");
+    // A policy listed again (e.g. plain decoding first and last, to see drift) is its own run.
+    int repeat = 1;
+    for (const run_spec& q : runs) repeat += q.label.rfind(p, 0) == 0 ? 1 : 0;
+    if (repeat > 1) r.label = p + " #" + std::to_string(repeat);
     runs.push_back(r);
   }
   if (!a.mtp1.empty()) runs.push_back({"mtp1", "fixed", a.mtp1, 1, 0.0});
