@@ -10,6 +10,17 @@
 
 namespace dspark {
 
+namespace {
+
+// Requests with at least one draft worth a candidate (positive first survival).
+int32_t drafting_requests(std::span<const policy_request> batch, int32_t gamma) {
+  int32_t n = 0;
+  for (const policy_request& r : batch) n += verify_cap(r, gamma) > 0 && r.confidence[0] > 0.0f ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
 async_capacity_policy::async_capacity_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps,
                                              int32_t lag)
     : gamma_(gamma), max_requests_(max_requests), lag_(lag), sps_(std::move(sps)) {
@@ -43,7 +54,7 @@ async_capacity_policy::stale_capacity async_capacity_policy::global_search(std::
       best_n = static_cast<int32_t>(i) + 1;
     }
   }
-  return {static_cast<int32_t>(r), best_n};
+  return {drafting_requests(batch, gamma_), best_n};
 }
 
 void async_capacity_policy::plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) {
@@ -55,12 +66,17 @@ void async_capacity_policy::plan(std::span<const policy_request> batch, std::spa
                                  " exceeds max_requests " + std::to_string(max_requests_));
   // 1. Capacity from the step `lag` back (its slot in the ring is about to be overwritten).
   stale_capacity& slot = history_[static_cast<size_t>(steps_ % lag_)];
-  int32_t capacity = 0;
+  // Requests join and leave, and skip drafting, between steps: keep the stale drafts per
+  // drafting request. A stale step where nobody drafted says nothing; the last step that did
+  // (older still, so just as independent of the drafts now verified) stands in.
   if (steps_ >= lag_ && slot.n_requests > 0) {
-    // Requests join and leave between steps: keep the stale drafts-per-request ratio.
-    capacity = static_cast<int32_t>(static_cast<int64_t>(slot.n_drafts) * static_cast<int64_t>(batch.size()) /
-                                    slot.n_requests);
+    ratio_drafts_ = slot.n_drafts;
+    ratio_requests_ = slot.n_requests;
   }
+  int32_t capacity = 0;
+  if (ratio_requests_ > 0)
+    capacity = static_cast<int32_t>(static_cast<int64_t>(ratio_drafts_) * drafting_requests(batch, gamma_) /
+                                    ratio_requests_);
   // 2. This step's own global optimum, recorded for step + lag (computed before admission:
   //    it reuses order_, which step 3 rebuilds identically).
   slot = global_search(batch);

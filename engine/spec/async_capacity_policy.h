@@ -7,7 +7,12 @@
 //
 //   capacity  D_t = the number of drafts a GLOBAL search (no early stop) over step t - lag's
 //                   survivals admits, i.e. argmax over prefixes of that step's order of
-//                   tau(B) * SPS(B), rescaled to the current number of requests;
+//                   tau(B) * SPS(B), rescaled to the current number of drafting requests
+//                   (those with a positive first confidence; with draft skipping many rounds
+//                   have none); when nobody drafted in step t - lag, the newest older step
+//                   that had drafting requests stands in (without it, a request that skipped
+//                   two steps ago would find capacity 0 whenever it drafts again, and draft
+//                   skipping, seeing nothing verified, would keep it skipping);
 //   admission       the first D_t candidates of the current step's survival order.
 //
 // Lossless: D_t depends only on older steps, never on the tokens now being verified; and
@@ -42,7 +47,7 @@ class async_capacity_policy final : public spec_policy {
  private:
   // What a step leaves for the step `lag` later: its global-search optimum.
   struct stale_capacity {
-    int32_t n_requests = 0;
+    int32_t n_requests = 0;  // drafting requests
     int32_t n_drafts = 0;
   };
   stale_capacity global_search(std::span<const policy_request> batch);
@@ -55,6 +60,9 @@ class async_capacity_policy final : public spec_policy {
   std::vector<stale_capacity> history_;    // ring of the last `lag` steps
   int64_t steps_ = 0;
   int32_t last_capacity_ = 0;
+  // The drafts per drafting request of the newest stale step that had drafting requests.
+  int32_t ratio_drafts_ = 0;
+  int32_t ratio_requests_ = 0;
 };
 
 }  // namespace dspark

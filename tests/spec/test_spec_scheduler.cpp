@@ -82,6 +82,19 @@ TEST(SpecScheduler, AsyncCapacityIsStaleAndTopKIsFresh) {
   EXPECT_EQ(p.last_capacity(), 4);
 }
 
+TEST(SpecScheduler, AsyncCapacityCountsDraftingRequestsAndSurvivesSkippedSteps) {
+  // Flat SPS. Step 1: of 4 requests only 2 draft (2 positive drafts each): 2 drafts per drafting
+  // request. Steps 2-3: nobody drafts (draft skipping). Step 3 reads step 1: 1 drafting
+  // request now -> capacity 2. Step 4 reads step 2 (nobody drafted): step 1's ratio stands in.
+  async_capacity_policy p(3, 4, {0.0, 1.0}, /*lag=*/2);
+  plan(p, {{0.9f, 0.9f, 0.0f}, {}, {0.5f, 0.5f, 0.0f}, {}});
+  plan(p, {{}, {}, {}, {}});
+  EXPECT_EQ(plan(p, {{}, {0.9f, 0.9f, 0.9f}, {}, {}}), (std::vector<int32_t>{0, 2, 0, 0}));
+  EXPECT_EQ(p.last_capacity(), 2);
+  EXPECT_EQ(plan(p, {{0.8f, 0.8f, 0.8f}, {}, {}, {0.9f, 0.9f, 0.9f}}), (std::vector<int32_t>{1, 0, 0, 3}));
+  EXPECT_EQ(p.last_capacity(), 4) << "2 drafts per drafting request, 2 drafting";
+}
+
 TEST(SpecScheduler, OnlineConfidenceTracksConditionalAcceptance) {
   online_confidence oc({.max_slots = 2, .gamma_max = 3});
   std::vector<float> c(3);
