@@ -1,18 +1,20 @@
 // spec_gate: see spec_gate.h.
 #include "engine/spec/spec_gate.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
 
 namespace dspark {
 
-spec_gate::spec_gate(const spec_gate_params& p) : p_(p) {
+spec_gate::spec_gate(const spec_gate_params& p) : p_(p), reprobe_(p.reprobe_steps) {
   if (p.mode == spec_gate_mode::batch && p.max_batch < 1)
     throw invalid_argument_error("spec gate: a batch limit must be >= 1, got " + std::to_string(p.max_batch));
   if (p.mode == spec_gate_mode::automatic) {
-    if (p.min_steps < 1 || p.min_request_steps < 1 || p.reprobe_steps < 1)
-      throw invalid_argument_error("spec gate: min_steps, min_request_steps and reprobe_steps must be >= 1");
+    if (p.min_steps < 1 || p.min_request_steps < 1 || p.reprobe_steps < 1 || p.reprobe_max < p.reprobe_steps)
+      throw invalid_argument_error(
+          "spec gate: min_steps, min_request_steps and reprobe_steps must be >= 1, reprobe_max >= reprobe_steps");
     if (!(std::abs(p.margin) <= 1.0))
       throw invalid_argument_error("spec gate: margin must be in [-1, 1]");
   }
@@ -49,8 +51,9 @@ void spec_gate::observe(const spec_gate_step& s) {
     ++closed_for_;
     // Half the load it closed at (speculation paid below it, or the load changed), or long
     // enough closed to look again.
-    if (s.decoding <= stats_.closed_at / 2 || closed_for_ >= p_.reprobe_steps) {
+    if (s.decoding <= stats_.closed_at / 2 || closed_for_ >= reprobe_) {
       closed_ = false;
+      probing_ = true;
       ++stats_.reopens;
       reset_window();
     }
@@ -69,10 +72,16 @@ void spec_gate::observe(const spec_gate_step& s) {
   stats_.last_gain = gain;
   stats_.last_cost = cost;
   if (gain <= cost + p_.margin) {
+    // A close right after a reopening waits twice as long before the next look.
+    if (probing_) reprobe_ = std::min(p_.reprobe_max, 2 * reprobe_);
+    probing_ = false;
     closed_ = true;
     closed_for_ = 0;
     ++stats_.closes;
     stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(w_request_steps_) / w_steps_));
+  } else {
+    reprobe_ = p_.reprobe_steps;  // speculation pays here: a later close looks again soon
+    probing_ = false;
   }
   reset_window();
 }

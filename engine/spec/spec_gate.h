@@ -21,8 +21,11 @@
 //            iff (N + A) / (T_rest + T_draft) > N / T_rest, i.e. G > o; the gate closes when
 //            G <= o + margin. T_rest includes the extra verify rows and feature capture, so the
 //            rule leans towards keeping speculation on. It reopens when the decoding count
-//            falls to half of the count it closed at, or after reprobe_steps closed steps, so a
-//            change of load or of workload is noticed.
+//            falls to half of the count it closed at, or after a reprobe interval of closed
+//            steps, so a change of load or of workload is noticed: reprobe_steps at first,
+//            doubling with every close that follows a reopening (up to reprobe_max) until a
+//            window finds speculation paying again. Reopened, only requests that join draft;
+//            the window waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
 #pragma once
@@ -40,7 +43,8 @@ struct spec_gate_params {
   double margin = 0.0;              // auto: close when G <= o + margin
   int32_t min_steps = 4;            // auto: a window's steps with drafting requests
   int32_t min_request_steps = 64;   // auto: and its decoding request-steps
-  int32_t reprobe_steps = 512;      // auto: closed steps before trying again
+  int32_t reprobe_steps = 64;       // auto: closed steps before trying again (first interval)
+  int32_t reprobe_max = 4096;       // auto: the interval's ceiling
 };
 
 // One step as the loop saw it.
@@ -89,6 +93,8 @@ class spec_gate {
   spec_gate_stats stats_;
   bool closed_ = false;
   int32_t closed_for_ = 0;      // steps since it closed
+  int32_t reprobe_ = 0;         // the current reprobe interval
+  bool probing_ = false;        // reopened, and no window has paid since
   // The auto window.
   int32_t w_steps_ = 0;
   int64_t w_request_steps_ = 0;

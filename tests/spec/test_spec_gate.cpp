@@ -123,6 +123,21 @@ TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
   g.observe({8, 0, 0, 0.0, 0.010});
   EXPECT_TRUE(g.open(8)) << "closed for reprobe_steps: look again";
   EXPECT_EQ(g.stats().reopens, 1);
+  // Still not paying: closed again, and the next look waits twice as long (20 steps).
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
+  ASSERT_FALSE(g.open(8));
+  for (int i = 0; i < 19; ++i) g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_FALSE(g.open(8));
+  g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_TRUE(g.open(8));
+  // A window that pays resets the interval: the close after it looks again after 10 steps.
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8));
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
+  ASSERT_FALSE(g.open(8));
+  for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_EQ(g.stats().closes, 3);
 }
 
 // A backend that counts the forwards asking for captured features.
