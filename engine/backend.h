@@ -21,6 +21,15 @@
 // Nothing here is CPU-specific: the CUDA backend keeps its own KV cache and buffers, and
 // returns host pointers to logits it has copied back.
 //
+// Argmax rows (forward_batch::outputs): a greedy caller needs only each logit row's largest
+// entry, so it may ask for row_outputs::argmax and get one token id per row (lowest id on ties,
+// NaN skipped: argmax_index's rule, engine/spec/verify.h) instead of [n_rows, n_vocab] floats.
+// The CUDA backend then computes the ids on the device and copies n_rows int32 back, not the
+// whole logit rows (at 256 rows of a 151,936-token vocabulary: 1 KB instead of 155 MB per step);
+// the CPU backend computes the logits anyway and scans them. Logits come back only when asked
+// (row_outputs::logits, the default, or logits_and_argmax); otherwise forward_output::logits
+// is null.
+//
 // Automatic prefix caching (both backends; engine/kv_block_pool.h): a caller that knows a
 // sequence's tokens publishes its full KV blocks with cache_prefix(); a new sequence whose
 // prompt starts with the same tokens calls attach_prefix() first, shares those blocks and
@@ -58,6 +67,16 @@ struct batch_sequence {
   int32_t capture_count() const { return n_capture < 0 ? n_logits : n_capture; }
 };
 
+// What forward() returns for the logit rows.
+enum class row_outputs : uint8_t {
+  logits = 0,             // forward_output::logits
+  argmax = 1,             // forward_output::argmax only
+  logits_and_argmax = 2,  // both
+};
+
+inline bool wants_logits(row_outputs o) { return o != row_outputs::argmax; }
+inline bool wants_argmax(row_outputs o) { return o != row_outputs::logits; }
+
 struct forward_batch {
   std::span<const int32_t> tokens;        // [sum n_tokens] token ids, sequences concatenated
   std::span<const batch_sequence> seqs;   // [n_seqs] distinct open sequences
@@ -65,6 +84,7 @@ struct forward_batch {
   // n_layer - 1 = after the last, before the final norm) for each sequence's trailing
   // capture_count() rows. Empty: none.
   std::span<const int32_t> capture_layers;
+  row_outputs outputs = row_outputs::logits;  // logits, per-row argmax ids, or both
 };
 
 // Throws invalid_argument_error unless s.n_capture is -1 or in [n_logits, n_tokens]; part of
@@ -76,6 +96,13 @@ inline void validate_capture(const batch_sequence& s) {
                                  std::to_string(s.n_capture));
 }
 
+// Throws invalid_argument_error unless o is one of row_outputs' values; part of every backend's
+// batch validation.
+inline void validate_outputs(row_outputs o) {
+  if (static_cast<uint8_t>(o) > static_cast<uint8_t>(row_outputs::logits_and_argmax))
+    throw invalid_argument_error("forward: unknown outputs value " + std::to_string(static_cast<int>(o)));
+}
+
 enum class forward_status : int {
   ok = 0,
   out_of_kv = 1,  // the KV cache has no room for the batch; nothing was changed
@@ -84,8 +111,12 @@ enum class forward_status : int {
 struct forward_output {
   forward_status status = forward_status::ok;
   int64_t n_rows = 0;       // sum of n_logits
-  // [n_rows, n_vocab] f32, host memory owned by the backend, valid until the next forward.
+  // [n_rows, n_vocab] f32, host memory owned by the backend, valid until the next forward;
+  // null when the batch asked for argmax ids only.
   const float* logits = nullptr;
+  // [n_rows] token id of each row's largest logit (lowest id on ties, NaN skipped) when the
+  // batch asked for them, else null. Host memory, valid until the next forward.
+  const int32_t* argmax = nullptr;
   // [n_capture_layers][n_hidden_rows][n_embd] f32 when capture_layers was given, else null.
   // Rows in batch order, each sequence's captured rows in position order (the logit rows'
   // order when every n_capture is the default). Host memory, valid until the next forward.
@@ -130,10 +161,10 @@ class backend {
   virtual void cache_prefix(int32_t seq, std::span<const int32_t> tokens);
   virtual prefix_cache_stats prefix_stats() const { return {}; }
 
-  // Runs the batch, appends its K/V and returns the requested logits. Throws
+  // Runs the batch, appends its K/V and returns the requested logits and/or argmax ids. Throws
   // invalid_argument_error for a malformed batch (unknown or repeated sequence, token id out
-  // of range, n_tokens or n_logits out of range, too many tokens); returns out_of_kv, with no
-  // state changed, when the cache cannot hold the new tokens.
+  // of range, n_tokens or n_logits out of range, too many tokens, an unknown outputs value);
+  // returns out_of_kv, with no state changed, when the cache cannot hold the new tokens.
   virtual forward_output forward(const forward_batch& batch) = 0;
 
   // Self-speculation on the target's own KV (layer-skip drafting): runs layers [0, n_layers)

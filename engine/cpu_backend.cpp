@@ -50,6 +50,7 @@ struct cpu_backend::buffers {
   std::vector<float> up;        // [T, n_ff]
   std::vector<float> rows;      // [R, n_embd] final-normed logit rows
   std::unique_ptr<float[]> logits;  // [R, n_vocab]
+  std::vector<int32_t> argmax;  // [R] each logit row's argmax, when asked
   std::vector<float> hidden;    // [max_capture_layers][T][n_embd] (prompt rows may be captured)
   std::vector<float> inv_freq;  // [head_dim / 2] RoPE inverse frequencies
   std::unique_ptr<float[]> k_gather;  // [n_ctx, n_head_kv * head_dim] a fragmented sequence's K
@@ -104,6 +105,7 @@ cpu_backend::cpu_backend(const model_config& c, const llama_weights& w,
   b.up.resize(T * c.n_ff);
   b.rows.resize(R * c.n_embd);
   b.logits.reset(new float[R * c.n_vocab]);
+  b.argmax.resize(R);
   b.hidden.resize(static_cast<size_t>(limits_.max_capture_layers) * T * c.n_embd);
   b.inv_freq = inv_freqs_of(c);
   // Left uninitialised: only touched when a sequence's blocks are not consecutive.
@@ -140,6 +142,7 @@ void cpu_backend::cache_prefix(int32_t seq, std::span<const int32_t> tokens) { k
 
 void cpu_backend::validate(const forward_batch& b) {
   if (b.seqs.empty()) throw invalid_argument_error("forward: the batch has no sequences");
+  validate_outputs(b.outputs);
   int64_t n_tok = 0, n_rows = 0;
   std::fill(buf_->seq_seen.begin(), buf_->seq_seen.end(), 0);
   for (const batch_sequence& s : b.seqs) {
@@ -266,10 +269,12 @@ forward_output cpu_backend::run_layers(const forward_batch& b, int32_t n_layers)
     if (buf_->capture_slot[il] >= 0) capture(buf_->capture_slot[il], n_hidden);
   }
   lm_head(n_rows);
+  if (wants_argmax(b.outputs)) argmax_rows(n_rows);
   for (const batch_sequence& s : b.seqs) kv_.commit(s.seq_id, kv_.length(s.seq_id) + s.n_tokens);
 
   out.n_rows = n_rows;
-  out.logits = buf_->logits.get();
+  out.logits = wants_logits(b.outputs) ? buf_->logits.get() : nullptr;
+  out.argmax = wants_argmax(b.outputs) ? buf_->argmax.data() : nullptr;
   out.hidden = b.capture_layers.empty() ? nullptr : buf_->hidden.data();
   out.n_hidden_rows = b.capture_layers.empty() ? 0 : n_hidden;
   return out;
@@ -379,6 +384,16 @@ void cpu_backend::lm_head(int64_t n_rows) {
              static_cast<float>(c_.rms_eps), E, b.rows.data() + r * E);
   matmul(w_.output, b.rows.data(), n_rows, b.logits.get(), b.workspace.get(), pool_,
          opt_.precision);
+}
+
+// The kernels' argmax per row (lowest id on ties, NaN skipped), the rule plain greedy decoding
+// and argmax_index() use.
+void cpu_backend::argmax_rows(int64_t n_rows) {
+  buffers& b = *buf_;
+  const int64_t V = c_.n_vocab;
+  pool_.parallel_for(n_rows, 1, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) b.argmax[r] = static_cast<int32_t>(argmax(b.logits.get() + r * V, V));
+  });
 }
 
 }  // namespace dspark

@@ -4,7 +4,7 @@
 // Per step: token embedding; per layer RMSNorm -> Q/K/V (+bias) -> (q/k RMSNorm) -> RoPE ->
 // K/V append -> causal GQA attention over the cached prefix -> output projection -> residual,
 // RMSNorm -> gate/up -> SiLU(gate)*up -> down -> residual; final RMSNorm and the LM head on
-// the logit rows only.
+// the logit rows only, and each row's argmax when the batch asks for it.
 //
 // Every activation buffer is allocated at construction for max_tokens_per_step (logits for
 // max_logit_rows), so forward() allocates nothing.
@@ -72,6 +72,7 @@ class cpu_backend final : public backend {
   void capture(int slot, int64_t n_rows);
   forward_output run_layers(const forward_batch& b, int32_t n_layers);
   void lm_head(int64_t n_rows);
+  void argmax_rows(int64_t n_rows);
 
   const model_config& c_;
   const llama_weights& w_;

@@ -29,16 +29,26 @@ struct sequence_guard {
   ~sequence_guard() { be.free_sequence(seq); }
 };
 
-// One forward of `tokens` on `seq`; returns the last row's logits (or null with no logits).
-const float* run(backend& be, int32_t seq, std::span<const int32_t> tokens, int32_t n_logits) {
+// The last row of a forward: its logits, or (greedy) only its argmax id.
+struct last_row {
+  const float* logits = nullptr;
+  int32_t argmax = -1;
+};
+
+// One forward of `tokens` on `seq`; returns the last row (empty with no logit rows). A greedy
+// caller asks the backend for the argmax id alone, so a GPU copies back 4 bytes, not the row.
+last_row run(backend& be, int32_t seq, std::span<const int32_t> tokens, int32_t n_logits, bool greedy) {
   const batch_sequence s{seq, static_cast<int32_t>(tokens.size()), n_logits};
   forward_batch b;
   b.tokens = tokens;
   b.seqs = std::span<const batch_sequence>(&s, 1);
+  b.outputs = greedy ? row_outputs::argmax : row_outputs::logits;
   const forward_output out = be.forward(b);
   if (out.status != forward_status::ok)
     throw invalid_argument_error("generate: the KV cache has no room for the sequence");
-  return n_logits > 0 ? out.logits + (out.n_rows - 1) * be.limits().n_vocab : nullptr;
+  if (n_logits == 0) return {};
+  if (greedy) return {nullptr, out.argmax[out.n_rows - 1]};
+  return {out.logits + (out.n_rows - 1) * be.limits().n_vocab, -1};
 }
 
 void check_request(const backend& be, const tokenizer* tok, std::span<const int32_t> prompt,
@@ -80,10 +90,10 @@ generation_result generate(backend& be, const tokenizer* tok, std::span<const in
   generation_result res;
   res.stats.prompt_tokens = static_cast<int32_t>(prompt.size());
   const int32_t chunk = std::max(1, std::min(opt.prefill_chunk, be.limits().max_tokens_per_step));
-  const float* logits = nullptr;
+  last_row row;
   for (size_t i = 0; i < prompt.size(); i += chunk) {
     const size_t n = std::min(prompt.size() - i, static_cast<size_t>(chunk));
-    logits = run(be, *seq, prompt.subspan(i, n), i + n == prompt.size() ? 1 : 0);
+    row = run(be, *seq, prompt.subspan(i, n), i + n == prompt.size() ? 1 : 0, smp.greedy());
   }
   res.stats.prefill_s = seconds_since(t_start);
 
@@ -99,7 +109,8 @@ generation_result generate(backend& be, const tokenizer* tok, std::span<const in
   int32_t n_decode = 0;
   clock_type::time_point t_first;
   for (uint64_t step = 0;; ++step) {
-    const int32_t id = smp.sample(logits, step);
+    // Greedy: the backend's argmax, the same rule as sampler::sample (lowest id on ties).
+    const int32_t id = smp.greedy() ? row.argmax : smp.sample(row.logits, step);
     ++res.stats.generated_tokens;
     if (step == 0) {
       t_first = clock_type::now();
@@ -128,7 +139,7 @@ generation_result generate(backend& be, const tokenizer* tok, std::span<const in
       res.finish = finish_reason::context_full;
       break;
     }
-    logits = run(be, *seq, std::span<const int32_t>(&res.token_ids.back(), 1), 1);
+    row = run(be, *seq, std::span<const int32_t>(&res.token_ids.back(), 1), 1, smp.greedy());
     ++n_decode;
   }
   if (text_stream && !stops.stopped()) {

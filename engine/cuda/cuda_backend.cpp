@@ -175,6 +175,7 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   state& s = *st_;
   // --- validate (nothing changes before this passes) ---
   if (b.seqs.empty()) throw invalid_argument_error("forward: the batch has no sequences");
+  validate_outputs(b.outputs);
   std::fill(s.seen.begin(), s.seen.end(), 0);
   int64_t n_tok = 0, n_rows = 0;
   bool decode_only = b.capture_layers.empty();
@@ -215,10 +216,10 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   int64_t need = 0;
   for (const batch_sequence& q : b.seqs) {
     const int32_t n_total = kvb.length(q.seq_id) + q.n_tokens;
-    if (n_total > limits_.n_ctx) return {forward_status::out_of_kv, 0, nullptr, nullptr};
+    if (n_total > limits_.n_ctx) return forward_output{.status = forward_status::out_of_kv};
     need += kvb.blocks_needed(q.seq_id, n_total);
   }
-  if (need > kvb.free_blocks()) return {forward_status::out_of_kv, 0, nullptr, nullptr};
+  if (need > kvb.free_blocks()) return forward_output{.status = forward_status::out_of_kv};
   for (const batch_sequence& q : b.seqs) {
     kv_block_copy cow;
     kvb.reserve(q.seq_id, kvb.length(q.seq_id) + q.n_tokens, &cow);
@@ -269,7 +270,10 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   sd.max_kv_len = std::max(max_kv, 1);
   sd.n_capture_rows = b.capture_layers.empty() ? 0 : h;
   sd.capture_layers = b.capture_layers;
-  sd.copy_logits = true;
+  // A greedy caller's rows come back as argmax ids (n_rows int32) instead of n_rows * n_vocab
+  // floats; the argmax kernel runs inside the step (and its graph), before the one sync below.
+  sd.copy_logits = wants_logits(b.outputs);
+  sd.argmax = wants_argmax(b.outputs);
   sd.n_layers = n_layers;
   s.runner->run(sd, s.st.get());
   s.st.synchronize();  // the one host sync of the step
@@ -278,7 +282,8 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   forward_output out;
   out.status = forward_status::ok;
   out.n_rows = n_rows;
-  out.logits = s.runner->host_logits();
+  out.logits = sd.copy_logits ? s.runner->host_logits() : nullptr;
+  out.argmax = sd.argmax ? s.runner->host_argmax() : nullptr;
   out.hidden = b.capture_layers.empty() ? nullptr : s.runner->host_hidden();
   out.n_hidden_rows = b.capture_layers.empty() ? 0 : h;
   return out;

@@ -4,7 +4,8 @@
 // KV cache is a paged bf16 pool sized from the free device memory (a configurable fraction of
 // what is left after weights and step buffers); forward() runs the ragged batch through
 // engine/cuda/gpu_runner.h with one host->device plan copy, one host sync and the logits
-// copied back. Plain decoding steps (every sequence adds one token and wants its logits) are
+// copied back (only each row's argmax id, computed on the device, when the batch asks for
+// row_outputs::argmax: 4 bytes per row instead of 4 * n_vocab). Plain decoding steps (every sequence adds one token and wants its logits) are
 // padded to a batch-size bucket (1, 2, 4, 8, ...) and replayed from a CUDA graph per bucket.
 //
 // KV bookkeeping lives on the host (engine/kv_block_pool.h, shared with the CPU cache): each

@@ -200,6 +200,7 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
     }
   }
   int32_t used = 0;
+  int32_t x0 = -1;  // greedy: the last chunk's argmax id
   // A drafter that reads target features gets every prompt row's, one on_commit per chunk
   // (no tokens; features_pos0 = the chunk's first position), before the one committing x0.
   const std::span<const int32_t> capture =
@@ -213,6 +214,7 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
     if (!capture.empty()) s.n_capture = static_cast<int32_t>(n);
     forward_batch fb;
     fb.tokens = prompt.subspan(i, n);
+    fb.outputs = r.smp->greedy() ? row_outputs::argmax : row_outputs::logits;
     fb.seqs = std::span<const batch_sequence>(&s, 1);
     fb.capture_layers = capture;
     const forward_output o = be_.forward(fb);
@@ -222,6 +224,7 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
       return used;
     }
     if (last) logits = o.logits;
+    if (last && o.argmax) x0 = o.argmax[0];
     r.kv_valid = r.prefill_pos;
     if (prefix_cache_) be_.cache_prefix(r.seq, prompt.first(static_cast<size_t>(r.prefill_pos)));
     if (!capture.empty()) {
@@ -237,13 +240,11 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
       drafter_->on_commit(r.id, c);
     }
   }
-  if (logits == nullptr) return used;  // budget spent before the last chunk: go on next step
+  if (logits == nullptr && x0 < 0) return used;  // budget spent before the last chunk: go on next step
   r.prefilled = true;
-  // x0: argmax, or a draw from the filtered distribution keyed by (seed, round 0, position).
-  int32_t x0;
-  if (r.smp->greedy()) {
-    x0 = argmax_index({logits, static_cast<size_t>(be_.limits().n_vocab)});
-  } else {
+  // x0: the backend's argmax id, or a draw from the filtered distribution keyed by (seed,
+  // round 0, position).
+  if (!r.smp->greedy()) {
     r.smp->distribution(logits, buf_->probs.data());
     const rng_key key{r.params.seed, 0};
     x0 = sample_index({buf_->probs.data(), static_cast<size_t>(be_.limits().n_vocab)},
@@ -444,14 +445,19 @@ void spec_decoder::run_forward(std::span<request*> reqs) {
   step_buffers& b = *buf_;
   draft_batch& drafts = *b.drafts;
   size_t n_tok = 0;
+  bool all_greedy = true;
   for (size_t i = 0; i < reqs.size(); ++i) {
     request* r = reqs[i];
     b.tokens[n_tok++] = r->ctx.back();  // x0
     for (int32_t t : drafts.tokens(r->id)) b.tokens[n_tok++] = t;
     b.seqs[i] = batch_sequence{r->seq, r->n_verify + 1, r->n_verify + 1};
+    all_greedy = all_greedy && r->smp->greedy();
   }
   forward_batch fb;
   fb.tokens = {b.tokens.data(), n_tok};
+  // An all-greedy batch verifies from the backend's argmax ids (no logit rows copied back); one
+  // sampled request needs the logits of every row.
+  fb.outputs = all_greedy ? row_outputs::argmax : row_outputs::logits;
   fb.seqs = {b.seqs.data(), reqs.size()};
   // Features while any request of the forward still drafts (once the gate detached them all,
   // the forward is plain decoding's).
@@ -488,11 +494,13 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
   step_buffers& b = *buf_;
   draft_batch& drafts = *b.drafts;
   const int64_t nv = be_.limits().n_vocab;
-  const float* rows = out.logits + row0 * nv;
+  const float* rows = out.logits ? out.logits + row0 * nv : nullptr;  // null: argmax ids only
   const int32_t l = r.n_verify;
   ++r.round;
   verify_result v;
-  if (r.smp->greedy()) {
+  if (r.smp->greedy() && out.argmax) {
+    v = verify_greedy(drafts.tokens(r.id), {out.argmax + row0, static_cast<size_t>(l) + 1});
+  } else if (r.smp->greedy()) {
     v = verify_greedy(drafts.tokens(r.id), rows, nv);
   } else {
     for (int32_t k = 0; k <= l; ++k) r.smp->distribution(rows + k * nv, b.probs.data() + k * nv);

@@ -9,6 +9,7 @@
 //   3. policy.plan truncates each chain to l_r drafts (it sees the whole batch);
 //   4. ONE forward over [x0, x_1..x_l] per request (split only when the backend's per-step
 //      limits are exceeded), l + 1 logit rows each (+ captured features for the drafter);
+//      when every request in it is greedy, only each row's argmax id comes back (backend.h);
 //   5. verify: greedy at temperature 0, rejection sampling otherwise, against the sampler's
 //      filtered distribution (engine/sampler.h), keyed by (seed, round, position);
 //   6. commit accepted drafts + correction/bonus through the plain generator's stop rules;

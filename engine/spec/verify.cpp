@@ -45,6 +45,16 @@ verify_result verify_greedy(std::span<const int32_t> drafts, const float* rows, 
   return r;  // unreachable
 }
 
+verify_result verify_greedy(std::span<const int32_t> drafts, std::span<const int32_t> target_ids) {
+  if (target_ids.size() != drafts.size() + 1)
+    throw invalid_argument_error("verify_greedy: " + std::to_string(drafts.size()) + " drafts need " +
+                                 std::to_string(drafts.size() + 1) + " target ids, got " +
+                                 std::to_string(target_ids.size()));
+  size_t k = 0;
+  while (k < drafts.size() && drafts[k] == target_ids[k]) ++k;
+  return {static_cast<int32_t>(k), target_ids[k]};  // the correction at the first mismatch, or the bonus
+}
+
 namespace {
 
 // Residual weight max(p_t(v) - p_d(v), 0) summed, for a one-hot / sparse p_d whose support is

@@ -53,6 +53,11 @@ int32_t sample_index(std::span<const float> weights, double u);
 // transform of them, e.g. probabilities).
 verify_result verify_greedy(std::span<const int32_t> drafts, const float* rows, int64_t n_vocab);
 
+// Greedy verification from the target's argmax ids: target_ids[k] = argmax of target row k
+// (the backend's row_outputs::argmax, engine/backend.h), [drafts.size() + 1]. The same rule
+// as above without the rows. Throws invalid_argument_error on a size mismatch.
+verify_result verify_greedy(std::span<const int32_t> drafts, std::span<const int32_t> target_ids);
+
 // One position of rejection sampling: accept d.token with probability min(1, p_t/p_d) using
 // u_accept; otherwise draw the correction from normalize(max(p_t - p_d, 0)) with u_residual
 // (p_t itself when that residual has no mass, which only rounding can cause).

@@ -1,8 +1,9 @@
 // The CUDA backend (engine/cuda/cuda_backend) against the CPU backend on the same tiny random
 // model (bf16 weights held in host memory as tensor views, no model file needed), plus the
 // backend contract: O(1) truncate and re-decode, out-of-KV with no state change, invalid
-// batches, residual-stream capture, and prefix caching (cached-prefix logits equal a cold
-// prefill's, copy on write of a shared block).
+// batches, residual-stream capture, prefix caching (cached-prefix logits equal a cold
+// prefill's, copy on write of a shared block), and argmax rows (row_outputs::argmax: the
+// device's ids equal the host argmax of the logits the same batch downloads).
 //
 // Tolerance GPU vs CPU (f32 activations): relative L2 error per logits row <= 3e-2 (the GPU
 // rounds activations to bf16 between GEMMs, the CPU keeps float32).
@@ -15,6 +16,7 @@
 #include "common/error.h"
 #include "engine/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/spec/verify.h"
 #include "models/arch/llama_weights.h"
 #include "models/arch/model_config.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -388,8 +390,76 @@ TEST(cuda_backend, rejects_malformed_batches) {
   EXPECT_THROW(gpu.forward({two, twice, {}}), invalid_argument_error);
   EXPECT_THROW(gpu.forward({one, {&s_many, 1}, {}}), invalid_argument_error);
   EXPECT_THROW(gpu.forward({two, {&sa, 1}, {}}), invalid_argument_error);  // token count mismatch
+  EXPECT_THROW(gpu.forward({one, {&sa, 1}, {}, static_cast<row_outputs>(7)}), invalid_argument_error);
   EXPECT_EQ(gpu.sequence_length(a), 0);
   EXPECT_EQ(gpu.kv_blocks_free(), 64);
+}
+
+// Greedy callers ask for argmax ids only (row_outputs::argmax): the ids computed on the device
+// equal argmax_index() over the logit rows that a backend asked for both downloads, for
+// prefills, graph-bucketed decode steps (padding rows included), small verify steps (GEMV) and
+// a large one (cuBLASLt), eager, captured and replayed; and the logits of a both-outputs step
+// equal a logits-only step's bit for bit. Two LM-head rows are identical, so their logits tie
+// exactly and the lower id must win.
+TEST(cuda_backend, argmax_rows_equal_host_argmax_of_the_logits) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  tiny_model m(8);
+  const int64_t V = m.cfg.n_vocab, E = m.cfg.n_embd;
+  constexpr int32_t lo = 7, hi = 300;
+  const uint16_t* out_bits = reinterpret_cast<const uint16_t*>(m.w.output.data);
+  std::vector<uint16_t> head(out_bits, out_bits + V * E);
+  for (int64_t j = 0; j < E; ++j) {
+    head[lo * E + j] = fp32_to_bf16(6.f * bf16_to_fp32(head[lo * E + j]));  // often the largest
+    head[hi * E + j] = head[lo * E + j];
+  }
+  m.w.output.data = reinterpret_cast<const uint8_t*>(head.data());  // uploaded at construction
+  cuda_backend with_logits(m.cfg, m.w, small_opts()), ids_only(m.cfg, m.w, small_opts()),
+      both(m.cfg, m.w, small_opts());
+  cuda_backend* const backends[3] = {&with_logits, &ids_only, &both};
+  const row_outputs asked[3] = {row_outputs::logits, row_outputs::argmax, row_outputs::logits_and_argmax};
+  int32_t seq[3];
+  for (int32_t i = 0; i < 3; ++i) {
+    seq[i] = *with_logits.open_sequence();
+    ASSERT_EQ(*ids_only.open_sequence(), seq[i]);
+    ASSERT_EQ(*both.open_sequence(), seq[i]);
+  }
+  std::mt19937 rng(17);
+  int64_t rows_seen = 0, ties_at_top = 0;
+  auto step = [&](const std::vector<batch_sequence>& batch, const char* what) {
+    std::vector<int32_t> tokens;
+    for (const batch_sequence& q : batch)
+      for (int32_t j = 0; j < q.n_tokens; ++j) tokens.push_back(static_cast<int32_t>(rng() % V));
+    forward_output o[3];
+    std::vector<float> logits[3];
+    for (int i = 0; i < 3; ++i) {
+      o[i] = backends[i]->forward({tokens, batch, {}, asked[i]});
+      ASSERT_EQ(o[i].status, forward_status::ok) << what;
+      ASSERT_EQ(o[i].n_rows, o[0].n_rows) << what;
+      EXPECT_EQ(o[i].logits != nullptr, wants_logits(asked[i])) << what;
+      EXPECT_EQ(o[i].argmax != nullptr, wants_argmax(asked[i])) << what;
+      if (o[i].logits) logits[i] = rows_of(o[i], V);
+    }
+    EXPECT_EQ(logits[0], logits[2]) << what << ": asking for the ids too changed the logits";
+    for (int64_t r = 0; r < o[0].n_rows; ++r) {
+      const float* row = logits[2].data() + r * V;
+      const int32_t want = argmax_index({row, static_cast<size_t>(V)});
+      EXPECT_EQ(o[2].argmax[r], want) << what << " row " << r;
+      EXPECT_EQ(o[1].argmax[r], want) << what << " row " << r;
+      if (want == lo && row[lo] == row[hi]) ++ties_at_top;
+      ++rows_seen;
+    }
+  };
+  for (int32_t i = 0; i < 3; ++i) step({{seq[i], 8, 1}}, "prefill");
+  for (int round = 0; round < 6; ++round) {
+    // Decode: 3 sequences padded to the 4-row graph bucket; the third round on replays graphs.
+    step({{seq[0], 1, 1}, {seq[1], 1, 1}, {seq[2], 1, 1}}, "decode");
+    // Verify steps: ragged, on the GEMV path (<= 8 tokens) ...
+    step({{seq[0], 3, 3}, {seq[2], 4, 4}}, "verify");
+    // ... and one through cuBLASLt, with a row count no decode bucket has.
+    if (round % 3 == 2) step({{seq[0], 6, 6}, {seq[1], 7, 7}, {seq[2], 7, 5}}, "large verify");
+  }
+  EXPECT_GT(rows_seen, 80);
+  EXPECT_GT(ties_at_top, 0) << "the tie case must actually be exercised";
 }
 
 }  // namespace

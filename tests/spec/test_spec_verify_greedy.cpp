@@ -1,5 +1,6 @@
-// Greedy verification, table-driven (perfect match, early mismatch, all rejected, bonus), and
-// the greedy loop with drafters good and bad reproducing plain greedy decoding exactly.
+// Greedy verification, table-driven (perfect match, early mismatch, all rejected, bonus), over
+// the target rows and over their argmax ids (ties included), and the greedy loop with drafters
+// good and bad reproducing plain greedy decoding exactly.
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -8,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/spec/counter_rng.h"
 #include "engine/spec/verify.h"
 
@@ -43,6 +45,10 @@ TEST_P(SpecVerifyGreedy, Table) {
   const verify_result r = verify_greedy(c.drafts, rows.data(), kV);
   EXPECT_EQ(r.n_accepted, c.want_accepted) << c.label;
   EXPECT_EQ(r.token, c.want_token) << c.label;
+  // The same decision from the ids alone (a backend's row_outputs::argmax).
+  const verify_result by_id = verify_greedy(c.drafts, c.target_argmax);
+  EXPECT_EQ(by_id.n_accepted, c.want_accepted) << c.label;
+  EXPECT_EQ(by_id.token, c.want_token) << c.label;
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -74,6 +80,38 @@ TEST(SpecVerifyGreedyTies, LowestIndexWins) {
   const verify_result r = verify_greedy(drafts, rows.data(), 4);
   EXPECT_EQ(r.n_accepted, 0);
   EXPECT_EQ(r.token, 1);
+}
+
+// Rows with two equal maxima verified from their argmax ids: the ids are the lowest tied index
+// (argmax_index), and the result equals verification over the rows themselves.
+TEST(SpecVerifyGreedyTies, ArgmaxIdsOfTiedRowsVerifyLikeTheRows) {
+  const std::vector<float> rows = {0.1f, 0.7f, 0.7f, 0.2f,   // tie 1 / 2 -> 1
+                                   0.9f, 0.0f, 0.9f, 0.9f,   // tie 0 / 2 / 3 -> 0
+                                   0.3f, 0.3f, 0.3f, 0.3f};  // all equal -> 0
+  std::vector<int32_t> ids;
+  for (size_t k = 0; k < 3; ++k) ids.push_back(argmax_index({rows.data() + k * 4, 4}));
+  EXPECT_EQ(ids, (std::vector<int32_t>{1, 0, 0}));
+  struct tie_case {
+    std::vector<int32_t> drafts;
+    int32_t want_accepted, want_token;
+  };
+  for (const tie_case& c : {tie_case{{1, 0}, 2, 0},     // the lowest tied ids: all accepted
+                            tie_case{{2, 0}, 0, 1},     // the higher tied id of row 0 is rejected
+                            tie_case{{1, 3}, 1, 0}}) {  // ... and of row 1
+    const verify_result from_rows = verify_greedy(c.drafts, rows.data(), 4);
+    const verify_result from_ids = verify_greedy(c.drafts, ids);
+    EXPECT_EQ(from_rows.n_accepted, c.want_accepted);
+    EXPECT_EQ(from_rows.token, c.want_token);
+    EXPECT_EQ(from_ids.n_accepted, c.want_accepted);
+    EXPECT_EQ(from_ids.token, c.want_token);
+  }
+}
+
+TEST(SpecVerifyGreedyIds, MustBeOneMoreThanTheDrafts) {
+  const std::vector<int32_t> drafts = {1, 2};
+  EXPECT_THROW(verify_greedy(drafts, std::vector<int32_t>{1, 2}), invalid_argument_error);
+  EXPECT_THROW(verify_greedy(drafts, std::vector<int32_t>{1, 2, 3, 4}), invalid_argument_error);
+  EXPECT_THROW(verify_greedy({}, std::vector<int32_t>{}), invalid_argument_error);
 }
 
 // A deterministic toy target: logits are a hash of the whole prefix.
