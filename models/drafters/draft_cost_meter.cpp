@@ -37,7 +37,8 @@ void draft_cost_meter::round_start(double t) {
   if (open_ && n_requests_ > 0) {
     const double verify = (t - start_) - draft_s_ - commit_s_;
     if (verify > 0.0) fold(verify_, verify_outliers_, verify / n_requests_);
-    if (n_drafted_ > 0) fold(draft_, draft_outliers_, draft_s_ / n_drafted_);
+    // Per request of the batch, not per drafted request (see the header).
+    if (n_drafted_ > 0) fold(draft_, draft_outliers_, draft_s_ / n_requests_);
   }
   open_ = true;
   start_ = t;

@@ -3,7 +3,15 @@
 //
 // Drafting pays for a request iff the drafts it gets verified and accepted, E, buy more time
 // than drafting it took: E * (verify time per request) > (draft time per request), i.e.
-//   E > cost = (draft seconds per drafted request) / (verify-step seconds per request).
+//   E > cost = (draft seconds per request of the batch) / (verify-step seconds per request).
+// Per request of the batch, drafted or skipped, not per drafted request: a batched drafter
+// (DSpark's parallel pass, a replayed pass charged as target layers) costs about the same
+// whether 1 or 16 requests draft, so dividing by the drafted count made the cost grow as
+// requests skipped, which made more of them skip, until none drafted (measured: the 8B replay
+// at 16 requests settled either way on two runs). Skipping a single request of a batched pass
+// saves little; stopping the whole pass where it does not pay is the speculation gate's job
+// (engine/spec/spec_gate.h). For a drafter whose time grows with the requests it drafts, this
+// under-counts while many skip and converges to the true per-request cost as they return.
 // Both sides move with the load: at concurrency 1 on an 8B target a verify step is ~6 ms for
 // one request and a 2-layer draft pass ~0.4 ms (cost ~0.07); at 256 requests the step is
 // ~35 ms for all of them (0.14 ms each) while the draft pass grows with the rows it drafts

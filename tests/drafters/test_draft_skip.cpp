@@ -283,22 +283,23 @@ TEST(SkippingDrafter, TrainedDrafterWithHeadGreedyEqualsPlainDecoding) {
   EXPECT_GT(d.stats().request_rounds, d.stats().skipped_rounds);
 }
 
-// The measured draft cost by hand: per-request draft seconds / per-request verify seconds,
-// where a round's verify time is its interval minus its drafting and commit time.
+// The measured draft cost by hand: draft seconds per request of the batch / per-request verify
+// seconds, where a round's verify time is its interval minus its drafting and commit time.
 TEST(DraftCostMeter, KnownRoundsGiveTheCostByHand) {
   draft_cost_meter m(0.2, 0.25);
   EXPECT_DOUBLE_EQ(m.cost(), 0.25);  // no sample yet
   m.round_start(0.0);
-  m.round_drafted(0.002, 2, 4);  // 1 ms per drafted request
+  m.round_drafted(0.002, 2, 4);  // 2 of 4 drafted: 0.5 ms per request of the batch
   m.committed(0.001);
   m.round_start(0.013);  // verify 0.013 - 0.002 - 0.001 = 10 ms for 4 requests: 2.5 ms each
-  EXPECT_DOUBLE_EQ(m.draft_s_per_request(), 0.001);
+  EXPECT_DOUBLE_EQ(m.draft_s_per_request(), 0.0005);
   EXPECT_DOUBLE_EQ(m.verify_s_per_request(), 0.0025);
-  EXPECT_NEAR(m.cost(), 0.4, 1e-12);
-  m.round_drafted(0.004, 4, 4);  // 1 ms each again
+  EXPECT_NEAR(m.cost(), 0.2, 1e-12);
+  m.round_drafted(0.004, 4, 4);  // all 4: 1 ms each -> ema 0.5 + 0.2 * 0.5 = 0.6 ms
   m.round_start(0.013 + 0.024);  // verify 20 ms: 5 ms each -> ema 2.5 + 0.2 * 2.5 = 3 ms
+  EXPECT_NEAR(m.draft_s_per_request(), 0.0006, 1e-12);
   EXPECT_NEAR(m.verify_s_per_request(), 0.003, 1e-12);
-  EXPECT_NEAR(m.cost(), 1.0 / 3.0, 1e-9);
+  EXPECT_NEAR(m.cost(), 0.2, 1e-9);
   // An idle gap (an interval of seconds) is an outlier: ignored...
   m.round_drafted(0.0, 0, 4);
   m.round_start(0.037 + 2.0);
