@@ -5,7 +5,7 @@
 //   - in spec_decoder, on the tiny model with a feature-reading drafter (an n-gram drafter that
 //     asks for one captured layer): requests past a batch limit are detached (drafter::end, no
 //     on_commit afterwards), requests joining while closed never begin, forwards stop capturing
-//     features once no request drafts, and every output equals plain generate();
+//     features once no request drafts, and every output equals plain generate(), also pipelined;
 //   - auto closes for a slow drafter whose drafts are rarely accepted, and stays open for an
 //     oracle whose drafts are always accepted and cost microseconds; outputs equal generate().
 #include <gtest/gtest.h>
@@ -251,9 +251,10 @@ struct gated_run {
   int64_t proposed = 0;
 };
 
-gated_run run_gated(backend& be, drafter& d, int32_t slots, const spec_gate_params& gp, const sampling_params& sp) {
+gated_run run_gated(backend& be, drafter& d, int32_t slots, const spec_gate_params& gp, const sampling_params& sp,
+                    bool pipeline = false) {
   fixed_gamma_policy pol(3);
-  spec_decoder dec(be, &d, pol, nullptr, {}, {.max_requests = slots, .gate = gp});
+  spec_decoder dec(be, &d, pol, nullptr, {}, {.max_requests = slots, .pipeline = pipeline, .gate = gp});
   const std::vector<spec_result> res = spec_generate_all(dec, k_prompts, sp, false);
   gated_run out;
   for (const spec_result& r : res) {
@@ -290,6 +291,16 @@ TEST(SpecGateLoop, BatchLimitDetachesAndStopsCapturingLosslessly) {
   EXPECT_GT(be.capturing, 0);
   EXPECT_LT(be.capturing, be.forwards) << "forwards with every request detached capture nothing";
   EXPECT_EQ(d.missing_features, 0) << "a drafting request's commit always carries its features";
+
+  // Pipelined (one group drafts while the other verifies): a request detached while its drafts
+  // are in flight still verifies them, then decodes plainly.
+  counting_backend bp(cpu);
+  feature_drafter dp(4, draft_mode::ngram);
+  const gated_run rp = run_gated(bp, dp, 4, parse_spec_gate("2"), sp, /*pipeline=*/true);
+  EXPECT_EQ(rp.tokens, plain);
+  EXPECT_EQ(dp.violations, 0);
+  EXPECT_EQ(dp.begins, dp.ends);
+  EXPECT_GT(rp.gate.detached, 0);
 
   // Without a gate every request drafts and every forward captures.
   counting_backend be2(cpu);
