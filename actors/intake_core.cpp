@@ -297,6 +297,13 @@ std::string intake_core::metrics_text(const msg::status_report& s) const {
           static_cast<double>(s.prefix_cache_query_tokens));
   counter("dspark_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache (not prefilled).",
           static_cast<double>(s.prefix_cache_hit_tokens));
+  // The speculation gate (engine/spec/spec_gate.h): where speculation was switched off.
+  counter("dspark_spec_gate_closes_total", "Times the auto gate switched speculation off.", static_cast<double>(s.gate_closes));
+  counter("dspark_spec_gate_closed_steps_total", "Decoder steps taken with speculation off by the gate.",
+          static_cast<double>(s.gate_closed_steps));
+  counter("dspark_spec_gate_detached_total", "Requests the gate took off the drafter.", static_cast<double>(s.gate_detached));
+  counter("dspark_spec_gate_plain_admitted_total", "Requests that joined while the gate was closed (never drafted).",
+          static_cast<double>(s.gate_plain_admitted));
   counter("dspark_prefix_cache_evictions_total", "Cached KV blocks reclaimed for new data.",
           static_cast<double>(s.prefix_cache_evictions));
   gauge("dspark_prefix_cache_blocks", "KV blocks in the prefix cache (held or evictable).", s.prefix_cache_blocks);

@@ -367,6 +367,11 @@ msg::status_report verifier_core::status(const kv_usage& kv) const {
   s.prefix_cache_evictions = pc.evictions;
   s.prefix_cache_blocks = pc.cached_blocks;
   s.prefix_cache_evictable_blocks = pc.evictable_blocks;
+  const spec_gate_stats& g = dec_.gate().stats();
+  s.gate_closes = g.closes;
+  s.gate_closed_steps = g.closed_steps;
+  s.gate_detached = g.detached;
+  s.gate_plain_admitted = g.plain_admitted;
   if (const auto* rd = dynamic_cast<const remote_drafter*>(drafter_)) {
     s.drafter = rd->current();
     s.drafter_timeouts = rd->timeouts();

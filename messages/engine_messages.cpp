@@ -147,6 +147,10 @@ void encode(const status_report& m, std::string& out) {
   w.i64(m.prefix_cache_evictions);
   w.i32(m.prefix_cache_blocks);
   w.i32(m.prefix_cache_evictable_blocks);
+  w.i64(m.gate_closes);
+  w.i64(m.gate_closed_steps);
+  w.i64(m.gate_detached);
+  w.i64(m.gate_plain_admitted);
 }
 
 engine_message decode_engine_message(std::string_view frame) {
@@ -233,6 +237,10 @@ engine_message decode_engine_message(std::string_view frame) {
       m.prefix_cache_evictions = r.i64("prefix_cache_evictions");
       m.prefix_cache_blocks = r.i32("prefix_cache_blocks");
       m.prefix_cache_evictable_blocks = r.i32("prefix_cache_evictable_blocks");
+      m.gate_closes = r.i64("gate_closes");
+      m.gate_closed_steps = r.i64("gate_closed_steps");
+      m.gate_detached = r.i64("gate_detached");
+      m.gate_plain_admitted = r.i64("gate_plain_admitted");
       out = std::move(m);
       break;
     }

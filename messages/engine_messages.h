@@ -127,6 +127,11 @@ struct status_report {
   int64_t prefix_cache_evictions = 0;     // cached blocks reclaimed for new data
   int32_t prefix_cache_blocks = 0;        // cached blocks (held or evictable)
   int32_t prefix_cache_evictable_blocks = 0;  // cached blocks no request holds
+  // The speculation gate (engine/spec/spec_gate.h: spec_gate_stats), all 0 when off:
+  int64_t gate_closes = 0;          // auto: open -> closed transitions
+  int64_t gate_closed_steps = 0;    // decoder steps taken with speculation off
+  int64_t gate_detached = 0;        // requests taken off the drafter
+  int64_t gate_plain_admitted = 0;  // requests that joined while closed (never drafted)
 };
 
 using engine_message = std::variant<submit_request, cancel_request, status_query, token_delta,

@@ -144,6 +144,10 @@ TEST(EngineMessages, RoundTripFieldForField) {
   r.prefix_cache_evictions = 3;
   r.prefix_cache_blocks = 40;
   r.prefix_cache_evictable_blocks = 12;
+  r.gate_closes = 2;
+  r.gate_closed_steps = 50;
+  r.gate_detached = 6;
+  r.gate_plain_admitted = 11;
   encode(r, b);
   auto q = std::get<status_report>(decode_engine_message(b));
   EXPECT_EQ(q.plans, 7);
@@ -160,6 +164,10 @@ TEST(EngineMessages, RoundTripFieldForField) {
   EXPECT_EQ(q.prefix_cache_evictions, 3);
   EXPECT_EQ(q.prefix_cache_blocks, 40);
   EXPECT_EQ(q.prefix_cache_evictable_blocks, 12);
+  EXPECT_EQ(q.gate_closes, 2);
+  EXPECT_EQ(q.gate_closed_steps, 50);
+  EXPECT_EQ(q.gate_detached, 6);
+  EXPECT_EQ(q.gate_plain_admitted, 11);
   EXPECT_EQ(q.cookie, 5u);
   EXPECT_EQ(q.backend_free_blocks, 31);
   EXPECT_EQ(q.acceptance_by_position, r.acceptance_by_position);

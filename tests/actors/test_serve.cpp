@@ -114,6 +114,46 @@ TEST_F(ServeTest, ConcurrentRequestsEqualOfflineGenerate) {
   EXPECT_EQ(std::get<cm::health_reply>(*hr).status, cm::health_status::ok);
 }
 
+// The speculation gate in the server (`dspark serve --spec-gate 1`, docs/scheduler.md): a lone
+// request drafts (one decoding request is within the limit); four concurrent ones exceed it,
+// so the drafting ones are detached and later ones join plain. Every output equals offline
+// generate() token for token, and the KV comes back to the idle baseline.
+TEST_F(ServeTest, SpecGateBatchLimitEqualsOffline) {
+  DSPARK_REQUIRE_MODEL(path);
+  auto cfg = test_config(path);
+  cfg.draft = "ngram";
+  cfg.spec_gate = "1";
+  start(cfg);
+  raw_client c(ctx_, srv_->client_endpoint());
+  const double free0 = metric(metrics_text(c), "dspark_backend_kv_free_blocks");
+  const model& m = srv_->loaded_model();
+  const int max_tokens = 24;
+  std::map<std::string, request_log> lone{{"lone", {}}};
+  c.send(submit_text("lone", k_prompts[0], max_tokens));
+  collect(c, lone);
+  ASSERT_TRUE(lone["lone"].done);
+  EXPECT_EQ(lone["lone"].done->token_ids, offline(m, k_prompts[0], max_tokens).token_ids);
+  EXPECT_GT(lone["lone"].done->stats.draft_tokens_proposed, 0) << "alone, the request drafts";
+
+  const char* prompts[] = {k_prompts[0], k_prompts[1], k_prompts[2], "List three primary colors:"};
+  std::map<std::string, request_log> logs;
+  for (int i = 0; i < 4; ++i) {
+    c.send(submit_text("p" + std::to_string(i), prompts[i], max_tokens));
+    logs["p" + std::to_string(i)];
+  }
+  collect(c, logs);
+  for (int i = 0; i < 4; ++i) {
+    const request_log& l = logs["p" + std::to_string(i)];
+    ASSERT_TRUE(l.done) << "request " << i << " failed: " << (l.error ? l.error->message : "");
+    EXPECT_EQ(l.done->token_ids, offline(m, prompts[i], max_tokens).token_ids) << "request " << i;
+    EXPECT_EQ(l.streamed_ids, l.done->token_ids) << "request " << i;
+  }
+  const std::string t = wait_idle(c);
+  EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0) << t;
+  EXPECT_GT(metric(t, "dspark_spec_gate_closed_steps_total"), 0) << t;
+  EXPECT_GT(metric(t, "dspark_spec_gate_detached_total") + metric(t, "dspark_spec_gate_plain_admitted_total"), 0) << t;
+}
+
 // Pipelined decoding in the server (`dspark serve --pipeline on`, docs/actors.md "Pipelining"):
 // the in-process ngram drafter drafts one group of requests on its actor thread while the
 // verifier verifies the other. Four concurrent streaming requests equal offline generate()
