@@ -340,7 +340,7 @@ std::vector<run_spec> plan_runs(const bench_args& a) {
     if (head != "none" && a.draft == "none") usage("--policies " + p + " needs a drafter (--draft)");
     // A policy listed again (e.g. plain decoding first and last, to see drift) is its own run.
     int repeat = 1;
-    for (const run_spec& q : runs) repeat += q.label.rfind(p, 0) == 0 ? 1 : 0;
+    for (const run_spec& q : runs) repeat += q.label == p || q.label.rfind(p + " #", 0) == 0 ? 1 : 0;
     if (repeat > 1) r.label = p + " #" + std::to_string(repeat);
     runs.push_back(r);
   }

@@ -39,7 +39,7 @@ std::string async_capacity_policy::name() const {
   return "async:" + std::to_string(gamma_) + ":lag" + std::to_string(lag_);
 }
 
-async_capacity_policy::stale_capacity async_capacity_policy::global_search(std::span<const policy_request> batch) {
+int32_t async_capacity_policy::global_search(std::span<const policy_request> batch) {
   // Unconstrained: walk the whole order and keep the best prefix, not the first local maximum.
   collect_survival_order(batch, gamma_, order_);
   const int64_t r = static_cast<int64_t>(batch.size());
@@ -54,7 +54,7 @@ async_capacity_policy::stale_capacity async_capacity_policy::global_search(std::
       best_n = static_cast<int32_t>(i) + 1;
     }
   }
-  return {drafting_requests(batch, gamma_), best_n};
+  return best_n;
 }
 
 void async_capacity_policy::plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) {
@@ -69,17 +69,17 @@ void async_capacity_policy::plan(std::span<const policy_request> batch, std::spa
   // Requests join and leave, and skip drafting, between steps: keep the stale drafts per
   // drafting request. A stale step where nobody drafted says nothing; the last step that did
   // (older still, so just as independent of the drafts now verified) stands in.
+  const int32_t drafting = drafting_requests(batch, gamma_);
   if (steps_ >= lag_ && slot.n_requests > 0) {
     ratio_drafts_ = slot.n_drafts;
     ratio_requests_ = slot.n_requests;
   }
   int32_t capacity = 0;
   if (ratio_requests_ > 0)
-    capacity = static_cast<int32_t>(static_cast<int64_t>(ratio_drafts_) * drafting_requests(batch, gamma_) /
-                                    ratio_requests_);
+    capacity = static_cast<int32_t>(static_cast<int64_t>(ratio_drafts_) * drafting / ratio_requests_);
   // 2. This step's own global optimum, recorded for step + lag (computed before admission:
   //    it reuses order_, which step 3 rebuilds identically).
-  slot = global_search(batch);
+  slot = {drafting, global_search(batch)};
   ++steps_;
   // 3. Admission: the first `capacity` candidates of the fresh order (prefix-closed per request).
   for (size_t r = 0; r < batch.size(); ++r) n_verify[r] = 0;

@@ -50,7 +50,8 @@ class async_capacity_policy final : public spec_policy {
     int32_t n_requests = 0;  // drafting requests
     int32_t n_drafts = 0;
   };
-  stale_capacity global_search(std::span<const policy_request> batch);
+  // The drafts a global search over batch's survival order admits (order_ holds that order).
+  int32_t global_search(std::span<const policy_request> batch);
 
   int32_t gamma_;
   int32_t max_requests_;

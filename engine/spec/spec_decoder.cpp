@@ -188,9 +188,7 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
   const std::span<const int32_t> prompt(r.ctx.data(), static_cast<size_t>(r.prompt_len));
   const float* logits = nullptr;
   if (drafter_ && !r.drafter_open && !r.plain) {
-    int32_t decoding = 0;
-    for (const auto& q : reqs_) decoding += (q && !q->done && q->prefilled) ? 1 : 0;
-    if (gamma_max_ > 0 && !gate_.open(decoding)) {  // joins while speculation does not pay
+    if (gamma_max_ > 0 && !gate_.open(decoding_count())) {  // joins while speculation does not pay
       r.plain = true;
       gate_.count_plain_admitted();
     } else {
@@ -276,9 +274,7 @@ int32_t spec_decoder::step() {
   // prompt tokens (in arrival order of the slots), so a long prompt that joins delays their next
   // token by one chunk's forward per step, not by its whole prefill. With nobody decoding,
   // prompts are prefilled whole (nothing to protect; the first token comes sooner).
-  bool decoding = false;
-  for (auto& r : reqs_) decoding = decoding || (r && !r->done && r->prefilled);
-  int32_t budget = decoding ? std::max(1, opt_.prefill_chunk) : std::numeric_limits<int32_t>::max();
+  int32_t budget = decoding_count() > 0 ? std::max(1, opt_.prefill_chunk) : std::numeric_limits<int32_t>::max();
   for (auto& r : reqs_)
     if (r && !r->done && !r->prefilled && budget > 0) budget -= prefill(*r, budget);
   b.active.clear();
@@ -294,23 +290,28 @@ int32_t spec_decoder::step() {
       ++pstats_.sync_rounds;
     }
   }
-  if (drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off) apply_gate(b.active, drafting, t_step);
+  if (drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off)
+    apply_gate(static_cast<int32_t>(b.active.size()), drafting, t_step);
   int32_t n = 0;
   for (auto& r : reqs_) n += (r && !r->done) ? 1 : 0;
   return n;
 }
 
-void spec_decoder::apply_gate(std::span<request*> decoded, int32_t drafting, clock_type::time_point t_step) {
+int32_t spec_decoder::decoding_count() const {
+  int32_t n = 0;
+  for (const auto& r : reqs_) n += (r && !r->done && r->prefilled) ? 1 : 0;
+  return n;
+}
+
+void spec_decoder::apply_gate(int32_t decoded, int32_t drafting, clock_type::time_point t_step) {
   spec_gate_step g;
-  g.decoding = static_cast<int32_t>(decoded.size());
+  g.decoding = decoded;
   g.drafting = drafting;
   g.accepted = step_accepted_;
   g.drafter_s = step_drafter_s_;
   g.step_s = seconds_since(t_step);
   gate_.observe(g);
-  int32_t decoding = 0;
-  for (const auto& r : reqs_) decoding += (r && !r->done && r->prefilled) ? 1 : 0;
-  if (gate_.open(decoding)) return;
+  if (gate_.open(decoding_count())) return;
   int32_t n = 0;
   for (auto& r : reqs_)
     if (r && !r->done && r->drafter_open) {

@@ -174,8 +174,11 @@ class spec_decoder {
   void finish(request& r);
   // Takes r off the drafter for good (the gate closed): it decodes plainly from now on.
   void detach(request& r);
-  // Feeds the gate this step's figures and detaches every drafting request if it closed.
-  void apply_gate(std::span<request*> decoded, int32_t drafting, std::chrono::steady_clock::time_point t_step);
+  // Feeds the gate this step's figures (requests that took a verify round, those of them
+  // drafting) and detaches every drafting request if it closed.
+  void apply_gate(int32_t decoded, int32_t drafting, std::chrono::steady_clock::time_point t_step);
+  // Requests past their prefill and not finished.
+  int32_t decoding_count() const;
 
   backend& be_;
   drafter* drafter_;

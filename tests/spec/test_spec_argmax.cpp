@@ -15,6 +15,7 @@
 #include "engine/spec/verify.h"
 #include "models/drafters/layerskip_drafter.h"
 #include "models/drafters/ngram_drafter.h"
+#include "forwarding_backend.h"
 #include "tiny_model.h"
 
 namespace dspark {
@@ -23,23 +24,14 @@ namespace {
 using test::tiny_model;
 
 // Passes everything to `inner` and counts the forwards with logit rows by what they asked for.
-class recording_backend final : public backend {
+class recording_backend final : public test::forwarding_backend {
  public:
-  explicit recording_backend(backend& inner) : in_(inner) {}
-  const backend_limits& limits() const override { return in_.limits(); }
-  std::optional<int32_t> open_sequence() override { return in_.open_sequence(); }
-  void free_sequence(int32_t seq) override { in_.free_sequence(seq); }
-  int32_t sequence_length(int32_t seq) const override { return in_.sequence_length(seq); }
-  void truncate(int32_t seq, int32_t new_len) override { in_.truncate(seq, new_len); }
-  bool supports_forward_prefix() const override { return in_.supports_forward_prefix(); }
-  forward_output forward_prefix(const forward_batch& b, int32_t n_layers) override {
-    return in_.forward_prefix(b, n_layers);
-  }
+  using forwarding_backend::forwarding_backend;
   forward_output forward(const forward_batch& b) override {
     int64_t rows = 0;
     for (const batch_sequence& s : b.seqs) rows += s.n_logits;
     if (rows > 0) ++(b.outputs == row_outputs::argmax ? argmax_only : b.outputs == row_outputs::logits ? logits_only : both);
-    const forward_output o = in_.forward(b);
+    const forward_output o = forwarding_backend::forward(b);
     // What was not asked for does not come back (a caller reading it would crash here).
     if (rows > 0 && o.status == forward_status::ok) {
       EXPECT_EQ(o.logits == nullptr, b.outputs == row_outputs::argmax);
@@ -49,9 +41,6 @@ class recording_backend final : public backend {
   }
 
   int64_t argmax_only = 0, logits_only = 0, both = 0;
-
- private:
-  backend& in_;
 };
 
 draft_backend_factory tiny_factory(int32_t n_seq) {

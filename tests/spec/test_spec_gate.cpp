@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <set>
 #include <thread>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "engine/spec/spec_decoder.h"
 #include "engine/spec/spec_gate.h"
 #include "models/drafters/ngram_drafter.h"
+#include "forwarding_backend.h"
 #include "tiny_model.h"
 
 namespace dspark {
@@ -141,26 +141,15 @@ TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
 }
 
 // A backend that counts the forwards asking for captured features.
-class counting_backend final : public backend {
+class counting_backend final : public test::forwarding_backend {
  public:
-  explicit counting_backend(backend& inner) : in_(inner) {}
-  const backend_limits& limits() const override { return in_.limits(); }
-  std::optional<int32_t> open_sequence() override { return in_.open_sequence(); }
-  void free_sequence(int32_t seq) override { in_.free_sequence(seq); }
-  int32_t sequence_length(int32_t seq) const override { return in_.sequence_length(seq); }
-  void truncate(int32_t seq, int32_t n) override { in_.truncate(seq, n); }
+  using forwarding_backend::forwarding_backend;
   forward_output forward(const forward_batch& b) override {
     ++forwards;
-    if (!b.capture_layers.empty()) {
-      ++capturing;
-      last_capture = forwards;
-    }
-    return in_.forward(b);
+    if (!b.capture_layers.empty()) ++capturing;
+    return forwarding_backend::forward(b);
   }
-  int64_t forwards = 0, capturing = 0, last_capture = 0;
-
- private:
-  backend& in_;
+  int64_t forwards = 0, capturing = 0;
 };
 
 const std::vector<std::vector<int32_t>> k_prompts = {
