@@ -40,6 +40,7 @@ class async_capacity_policy final : public spec_policy {
   std::string name() const override;
   int32_t draft_budget() const override { return gamma_; }
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
+  const sps_table* step_curve() const override { return &sps_; }
 
   // Draft capacity the last plan() used (for metrics and tests).
   int32_t last_capacity() const { return last_capacity_; }

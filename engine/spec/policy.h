@@ -51,6 +51,9 @@ class spec_policy {
   virtual int32_t draft_budget() const = 0;
   // Writes n_verify[i] in [0, min(batch[i].confidence.size(), batch[i].max_verify)] for every i.
   virtual void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) = 0;
+  // The target's step-time curve the policy schedules on, if it has one (scheduled, async):
+  // the speculation gate prices plain decoding with it (spec_gate.h).
+  virtual const sps_table* step_curve() const { return nullptr; }
 };
 
 // Verifies every proposed draft, up to gamma.
@@ -93,6 +96,7 @@ class confidence_scheduled_policy final : public spec_policy {
   std::string name() const override;
   int32_t draft_budget() const override { return gamma_; }
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
+  const sps_table* step_curve() const override { return &sps_; }
 
  private:
   int32_t gamma_;

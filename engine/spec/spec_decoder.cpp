@@ -23,7 +23,8 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-// Adds the seconds of its scope to `acc`: the drafter's share of a step, for the gate.
+// Adds the seconds of its scope to `acc`: the drafter's and the prefill's shares of a step, for
+// the gate.
 struct timed_scope {
   double& acc;
   clock_type::time_point t0 = clock_type::now();
@@ -73,6 +74,7 @@ struct spec_decoder::step_buffers {
 spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
                            std::span<const int32_t> stop_ids, const spec_decoder_options& opt)
     : be_(be), drafter_(d), policy_(policy), tok_(tok), stop_ids_(stop_ids), opt_(opt), gate_(opt.gate) {
+  gate_.set_step_curve(policy.step_curve());
   const backend_limits& lim = be.limits();
   if (opt.max_requests < 1 || opt.max_requests > lim.n_seq_max)
     throw invalid_argument_error("spec_decoder: max_requests " + std::to_string(opt.max_requests) +
@@ -275,8 +277,12 @@ int32_t spec_decoder::step() {
   // token by one chunk's forward per step, not by its whole prefill. With nobody decoding,
   // prompts are prefilled whole (nothing to protect; the first token comes sooner).
   int32_t budget = decoding_count() > 0 ? std::max(1, opt_.prefill_chunk) : std::numeric_limits<int32_t>::max();
-  for (auto& r : reqs_)
-    if (r && !r->done && !r->prefilled && budget > 0) budget -= prefill(*r, budget);
+  {
+    timed_scope t{step_prefill_s_};
+    step_prefill_s_ = 0.0;
+    for (auto& r : reqs_)
+      if (r && !r->done && !r->prefilled && budget > 0) budget -= prefill(*r, budget);
+  }
   b.active.clear();
   for (auto& r : reqs_)
     if (r && !r->done && r->prefilled) b.active.push_back(r.get());
@@ -310,6 +316,7 @@ void spec_decoder::apply_gate(int32_t decoded, int32_t drafting, clock_type::tim
   g.accepted = step_accepted_;
   g.drafter_s = step_drafter_s_;
   g.step_s = seconds_since(t_step);
+  g.prefill_s = step_prefill_s_;
   gate_.observe(g);
   if (gate_.open(decoding_count())) return;
   int32_t n = 0;

@@ -194,6 +194,7 @@ class spec_decoder {
   spec_gate gate_;
   double step_drafter_s_ = 0.0;  // this step's seconds in drafter calls (the gate's cost)
   int32_t step_accepted_ = 0;    // drafts accepted this step
+  double step_prefill_s_ = 0.0;  // this step's seconds in prefill chunks (the gate leaves them out)
   std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
   std::unique_ptr<step_buffers> buf_;
   // Confidences for drafters without a head: the policy then schedules on each request's

@@ -38,6 +38,17 @@ void spec_gate::reset_window() {
   w_accepted_ = 0;
   w_drafter_s_ = 0.0;
   w_step_s_ = 0.0;
+  w_prefill_s_ = 0.0;
+  w_sps_plain_s_ = 0.0;
+}
+
+double spec_gate::window_cost() const {
+  const double rest = w_step_s_ - w_drafter_s_;
+  const double drafter_share = rest > 0 ? w_drafter_s_ / rest : 0.0;
+  if (sps_ == nullptr || w_sps_plain_s_ <= 0.0) return drafter_share;
+  const double scale = plain_steps_ >= p_.min_steps && plain_sps_s_ > 0.0 ? plain_s_ / plain_sps_s_ : 1.0;
+  const double plain = scale * w_sps_plain_s_ + w_prefill_s_;
+  return std::max(drafter_share, w_step_s_ / plain - 1.0);
 }
 
 void spec_gate::observe(const spec_gate_step& s) {
@@ -48,6 +59,15 @@ void spec_gate::observe(const spec_gate_step& s) {
   if (p_.mode != spec_gate_mode::automatic) return;
   if (closed_) {
     ++stats_.closed_steps;
+    if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0 && s.step_s > s.prefill_s) {
+      // A plain step: how fast this loop runs plain decoding against the profile. The decay
+      // (about 64 steps) follows the load the gate is closed at.
+      constexpr double k_decay = 1.0 - 1.0 / 64.0;
+      plain_s_ = plain_s_ * k_decay + (s.step_s - s.prefill_s);
+      plain_sps_s_ = plain_sps_s_ * k_decay + step_seconds(s.decoding);
+      ++plain_steps_;
+      stats_.plain_scale = plain_s_ / plain_sps_s_;
+    }
     ++closed_for_;
     // Half the load it closed at (speculation paid below it, or the load changed), or long
     // enough closed to look again.
@@ -65,10 +85,11 @@ void spec_gate::observe(const spec_gate_step& s) {
   w_accepted_ += s.accepted;
   w_drafter_s_ += s.drafter_s;
   w_step_s_ += s.step_s;
+  w_prefill_s_ += s.prefill_s;
+  if (sps_ != nullptr) w_sps_plain_s_ += step_seconds(s.decoding);
   if (w_steps_ < p_.min_steps || w_request_steps_ < p_.min_request_steps) return;
-  const double rest = w_step_s_ - w_drafter_s_;
   const double gain = static_cast<double>(w_accepted_) / static_cast<double>(w_request_steps_);
-  const double cost = rest > 0 ? w_drafter_s_ / rest : 0.0;
+  const double cost = window_cost();
   stats_.last_gain = gain;
   stats_.last_cost = cost;
   if (gain <= cost + p_.margin) {

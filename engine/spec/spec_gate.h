@@ -16,22 +16,32 @@
 //   off      always open (the loop as without a gate);
 //   batch N  open while at most N requests decode (like vLLM's disable-by-batch-size);
 //   auto     measured: over a window of steps with requests drafting, the tokens speculation
-//            added per request-step G = accepted drafts / request-steps, against the time the
-//            drafter took, o = drafter seconds / other seconds of those steps. Speculation pays
-//            iff (N + A) / (T_rest + T_draft) > N / T_rest, i.e. G > o; the gate closes when
-//            G <= o + margin. T_rest includes the extra verify rows and feature capture, so the
-//            rule leans towards keeping speculation on. It reopens when the decoding count
-//            falls to half of the count it closed at, or after a reprobe interval of closed
-//            steps, so a change of load or of workload is noticed: reprobe_steps at first,
-//            doubling with every close that follows a reopening (up to reprobe_max) until a
-//            window finds speculation paying again. Reopened, only requests that join draft;
-//            the window waits for them.
+//            added per request-step G = accepted drafts / request-steps, against what it cost,
+//            o = (the window's seconds) / (what plain decoding would have taken for the same
+//            steps) - 1. Speculation pays iff (N + A) / T_spec > N / T_plain, i.e. G > o; the
+//            gate closes when G <= o + margin. T_plain is the target's step-time curve SPS(B)
+//            (set_step_curve; the scheduled and async policies profile one) at each step's
+//            decoding count, times how much slower this loop runs plain steps than the profile
+//            (measured on the gate's own closed steps, prefill chunks left out; 1 until then),
+//            plus the window's prefill seconds. So o includes the extra verify rows, feature
+//            capture and the drafter's upkeep. Before the first calibration a loop slower than
+//            its profile reads as costlier speculation: the error closes the gate, which
+//            calibrates it, and the next reprobe decides again; the opposite error would keep
+//            speculating at a loss and never learn. o is never taken below the drafter's share,
+//            drafter seconds / other seconds, which is the whole estimate without a curve.
+//            It reopens when the decoding count falls to half of the count it closed at, or
+//            after a reprobe interval of closed steps, so a change of load or of workload is
+//            noticed: reprobe_steps at first, doubling with every close that follows a
+//            reopening (up to reprobe_max) until a window finds speculation paying again.
+//            Reopened, only requests that join draft; the window waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "engine/spec/sps_table.h"
 
 namespace dspark {
 
@@ -54,6 +64,7 @@ struct spec_gate_step {
   int32_t accepted = 0;       // drafts accepted this step, all requests
   double drafter_s = 0.0;     // seconds in drafter calls (propose wait, on_commit, begin, end)
   double step_s = 0.0;        // the whole step's seconds
+  double prefill_s = 0.0;     // of those, in prefill chunks of joining requests
 };
 
 struct spec_gate_stats {
@@ -64,6 +75,7 @@ struct spec_gate_stats {
   int64_t plain_admitted = 0;   // requests that joined while closed (never drafted)
   double last_gain = 0.0;       // G and o of the last auto window
   double last_cost = 0.0;
+  double plain_scale = 0.0;     // closed steps' decode seconds over SPS's; 0 = not measured
   int32_t closed_at = 0;        // mean decoding count of the window that closed it
 };
 
@@ -76,6 +88,9 @@ class spec_gate {
   // Whether a request that joins now, with `decoding` requests decoding, gets the drafter;
   // and whether attached requests keep it (false: detach them).
   bool open(int32_t decoding) const;
+  // The target's step-time curve (auto mode's plain-decoding reference); null: the cost is the
+  // drafter's share alone. Must outlive the gate.
+  void set_step_curve(const sps_table* sps) { sps_ = sps; }
   // Feeds one finished step; may close or reopen the gate.
   void observe(const spec_gate_step& s);
   // The loop reports what it did because of the gate.
@@ -88,6 +103,8 @@ class spec_gate {
 
  private:
   void reset_window();
+  double step_seconds(int32_t rows) const { return 1.0 / sps_->at(rows); }
+  double window_cost() const;
 
   spec_gate_params p_;
   spec_gate_stats stats_;
@@ -101,6 +118,14 @@ class spec_gate {
   int64_t w_accepted_ = 0;
   double w_drafter_s_ = 0.0;
   double w_step_s_ = 0.0;
+  double w_prefill_s_ = 0.0;
+  double w_sps_plain_s_ = 0.0;  // SPS's seconds at each step's decoding count
+  // The plain-step calibration: closed steps' decode seconds and SPS's for them, both decayed so
+  // the recent steps count most.
+  const sps_table* sps_ = nullptr;
+  int32_t plain_steps_ = 0;
+  double plain_s_ = 0.0;
+  double plain_sps_s_ = 0.0;
 };
 
 // Parses the CLI / config form: "off", "auto", or a positive batch size N. Throws

@@ -20,7 +20,7 @@
 #   bash scripts/device/load_suite.sh --build-in-background   # returns at once; the build runs on
 #   bash scripts/device/load_suite.sh                         # waits for that build, then both phases
 #   LOAD_PHASES=synthetic bash scripts/device/load_suite.sh   # one phase (synthetic | smollm2)
-# Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_CONCURRENCY (default
+# Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
 # 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
 # LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
@@ -65,11 +65,14 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | hea
 
 # Common shape of every sweep: greedy, 32..64 new tokens per request, prompts of 32..64
 # tokens (synthetic) admitted with 1024-token prefill chunks (so joins do not throttle the
-# closed loop at 256 clients), a window of LOAD_SECONDS per level after a warm-up wave.
+# closed loop at 256 clients), a window of LOAD_SECONDS per level after a warm-up wave. The
+# window runs its full LOAD_SECONDS at every level (LOAD_REQUESTS, default 100000, is the sample
+# count that would end it sooner): with bench_load's own default of 2C samples a level at C = 1
+# on SmolLM2 lasted 0.1 s, too short to see the speculation gate past its first window.
 sweep() {  # output jsonl, then bench_load arguments
   local out="$1"; shift
   timeout "${LOAD_TIMEOUT:-420}" "$build/bench/bench_load" --device "${LOAD_DEVICE:-cuda}" --concurrency "$conc" --seconds "$secs" \
-    --max-tokens 64 --min-tokens 32 --prefill-chunk 1024 --gamma 7 --threshold 0.5 --jsonl "$out" \
+    --requests "${LOAD_REQUESTS:-100000}" --max-tokens 64 --min-tokens 32 --prefill-chunk 1024 --gamma 7 --threshold 0.5 --jsonl "$out" \
     --md /tmp/dspark-load-part.md "$@"
   local rc=$?
   echo "load_suite: bench_load $* rc=$rc after $(elapsed)"
@@ -128,5 +131,19 @@ if [[ " $phases " == *" smollm2 "* ]]; then
     echo "load_suite: SmolLM2 not staged ($model) or .stage/data not carried: smollm2 phase skipped"
   fi
 fi
+# The step-time profiles the scheduled/async policies and the gate priced plain decoding with.
+for f in /tmp/dspark-sps-*.json; do
+  [ -f "$f" ] && python3 - "$f" >> "$OUT/load.md" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+b = p["batch_tokens"]; s = p["step_s"]
+print(f"\n### step profile {sys.argv[1]} ({p['key']}), context {p['context_lengths']}\n")
+print("| B | " + " | ".join(str(x) for x in b) + " |")
+print("|---" * (len(b) + 1) + "|")
+rows = s if isinstance(s[0], list) else [s]
+for c, r in zip(p["context_lengths"], rows):
+    print(f"| ms, ctx {c} | " + " | ".join(f"{1e3 * v:.3f}" for v in r) + " |")
+PY
+done
 cat "$OUT/load.md"
 echo "load_suite: done after $(elapsed)"

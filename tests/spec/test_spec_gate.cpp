@@ -1,6 +1,7 @@
 // The speculation gate (engine/spec/spec_gate.h) and the loop's use of it:
 //   - the rule: batch limits, the auto window (gain G = accepted / request-steps against cost
-//     o = drafter seconds / other seconds), when a window ends, reopening at half the load or
+//     o = drafter seconds / other seconds, or with a step-time curve the window's time over
+//     plain decoding's estimate, calibrated on closed steps), when a window ends, reopening at half the load or
 //     after reprobe_steps, steps without drafting not counted; the CLI form's parser;
 //   - in spec_decoder, on the tiny model with a feature-reading drafter (an n-gram drafter that
 //     asks for one captured layer): requests past a batch limit are detached (drafter::end, no
@@ -138,6 +139,65 @@ TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
   for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.010});
   EXPECT_TRUE(g.open(8));
   EXPECT_EQ(g.stats().closes, 3);
+}
+
+// SPS(B) with 10 ms steps up to B = 8 and 20 ms from 9 on.
+sps_table two_level_curve() {
+  std::vector<double> sps(33, 50.0);
+  for (int b = 1; b <= 8; ++b) sps[static_cast<size_t>(b)] = 100.0;
+  return sps_table(sps);
+}
+
+TEST(SpecGate, AutoWithACurvePricesEverythingSpeculationAdds) {
+  const sps_table curve = two_level_curve();
+  // 8 decoding, 8 accepted per step: G = 1. The drafter takes 2 ms of a 22 ms step; the other
+  // 20 ms (verify rows, feature capture) are twice plain decoding's 10 ms. Without a curve the
+  // cost is the drafter's share alone, o = 2 / 20 = 0.1, and the gate stays open.
+  spec_gate blind(auto_params());
+  for (int i = 0; i < 4; ++i) blind.observe({8, 8, 8, 0.002, 0.022});
+  EXPECT_TRUE(blind.open(8));
+  EXPECT_NEAR(blind.stats().last_cost, 0.1, 1e-12);
+  // With it, plain decoding's step is SPS(8)'s 10 ms (scale 1 before any calibration):
+  // o = 22 / 10 - 1 = 1.2 >= G, closed.
+  spec_gate g(auto_params());
+  g.set_step_curve(&curve);
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 8, 0.002, 0.022});
+  EXPECT_FALSE(g.open(8));
+  EXPECT_NEAR(g.stats().last_cost, 1.2, 1e-12);
+  EXPECT_EQ(g.stats().plain_scale, 0.0) << "no plain step measured yet";
+}
+
+TEST(SpecGate, AutoCalibratesPlainStepsOnItsClosedStepsWithoutPrefill) {
+  const sps_table curve = two_level_curve();
+  spec_gate g(auto_params());  // reprobe_steps 10
+  g.set_step_curve(&curve);
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.001, 0.020});
+  ASSERT_FALSE(g.open(8));
+  EXPECT_NEAR(g.stats().last_cost, 1.0, 1e-12);
+  // Closed: 15 ms steps of which 3 ms prefill a joining request; the 12 ms of decoding against
+  // SPS's 10 say this loop runs plain 1.2x the profile.
+  for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.015, 0.003});
+  ASSERT_TRUE(g.open(8));
+  EXPECT_NEAR(g.stats().plain_scale, 1.2, 1e-12);
+  // Reopened, G = 6 / 8 = 0.75 in 23 ms steps with 3 ms of prefill. Plain decoding would take
+  // 1.2 * 10 + 3 = 15 ms: o = 23 / 15 - 1 = 0.533, open (uncalibrated, 23 / 13 - 1 = 0.77: closed).
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 6, 0.001, 0.023, 0.003});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_NEAR(g.stats().last_cost, 23.0 / 15.0 - 1.0, 1e-12);
+  EXPECT_NEAR(g.stats().last_gain, 0.75, 1e-12);
+}
+
+TEST(SpecGate, AutoCostIsNeverBelowTheDrafterShare) {
+  // A (jagged) curve whose plain step at B = 1 is 100 ms, ten times the window's whole step:
+  // the estimate o = 0.01 / 0.1 - 1 < 0 gives way to the drafter's share, 2 / 8.
+  std::vector<double> sps(17, 100.0);
+  sps[1] = 10.0;
+  const sps_table curve(sps);
+  spec_gate g(auto_params());
+  g.set_step_curve(&curve);
+  for (int i = 0; i < 16; ++i) g.observe({1, 1, 0, 0.002, 0.010});
+  EXPECT_FALSE(g.open(1));
+  EXPECT_NEAR(g.stats().last_cost, 0.25, 1e-12);
 }
 
 // A backend that counts the forwards asking for captured features.
