@@ -425,6 +425,7 @@ int run(const bench_args& a) {
       scheduler_stats s0, s1;
       int64_t miss0 = 0, miss1 = 0;
       draft_skip_stats k0, k1;
+      double verify0 = 0.0, verify1 = 0.0;
       load_level_options lo;
       lo.concurrency = c;
       lo.warmup_requests = a.warmup;
@@ -436,11 +437,13 @@ int run(const bench_args& a) {
         s0 = pol.stats();
         miss0 = replay ? replay->oracle_misses() : 0;
         if (skipper) k0 = skipper->stats();
+        verify0 = dec.pipeline_counters().verify_s;
       };
       lo.on_window_close = [&] {
         s1 = pol.stats();
         miss1 = replay ? replay->oracle_misses() : 0;
         if (skipper) k1 = skipper->stats();
+        verify1 = dec.pipeline_counters().verify_s;
       };
       const load_level_result res = run_load_level(dec, t.prompts, next_prompt, lo);
       const int64_t plans = s1.plans - s0.plans;
@@ -456,6 +459,10 @@ int run(const bench_args& a) {
       j["verify_tokens_per_step"] = plans ? static_cast<double>(s1.budget_sum - s0.budget_sum) / static_cast<double>(plans) : 0.0;
       j["plan_us_per_step"] = plans ? (s1.plan_seconds - s0.plan_seconds) / static_cast<double>(plans) * 1e6 : 0.0;
       j["oracle_misses"] = miss1 - miss0;
+      // Where a step's time goes: the verify forwards (plan, forward, commit) against the whole
+      // step; the rest is prefill, drafting and the loop's own bookkeeping.
+      j["step_ms"] = res.steps ? res.window_s / static_cast<double>(res.steps) * 1e3 : 0.0;
+      j["verify_ms_per_step"] = res.steps ? (verify1 - verify0) / static_cast<double>(res.steps) * 1e3 : 0.0;
       if (skipper) {
         const int64_t rounds = k1.request_rounds - k0.request_rounds;
         j["draft_skip"] = a.draft_skip;
