@@ -275,7 +275,14 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   sd.copy_logits = wants_logits(b.outputs);
   sd.argmax = wants_argmax(b.outputs);
   sd.n_layers = n_layers;
-  s.runner->run(sd, s.st.get());
+  try {
+    s.runner->run(sd, s.st.get());
+  } catch (...) {
+    // run() may have enqueued the plan's host->device copy (and copy_block its copies) before
+    // it threw: let them finish before the next forward rewrites the pinned plan.
+    (void)cudaStreamSynchronize(s.st.get());
+    throw;
+  }
   s.st.synchronize();  // the one host sync of the step
 
   for (const batch_sequence& q : b.seqs) kvb.commit(q.seq_id, kvb.length(q.seq_id) + q.n_tokens);

@@ -95,9 +95,11 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
     hidden_ = device_buffer(static_cast<size_t>(opt_.max_capture_layers) * T * d * 4);
     h_hidden_ = pinned_buffer(hidden_.bytes());
   }
-  // Zero the residual and delta buffers once: graph padding rows then stay finite.
-  DSPARK_CUDA_CHECK(cudaMemset(x_.data(), 0, x_.bytes()));
-  DSPARK_CUDA_CHECK(cudaMemset(delta_.data(), 0, delta_.bytes()));
+  // Zero the residual and delta buffers once: graph padding rows then stay finite. Waited for
+  // (device_buffer.h): run() enqueues on the caller's stream, which need not wait for a plain
+  // cudaMemset, so a late one could zero x or delta in the middle of the first step.
+  memset_and_wait(x_.data(), 0, x_.bytes());
+  memset_and_wait(delta_.data(), 0, delta_.bytes());
 }
 
 gpu_runner::~gpu_runner() {

@@ -206,8 +206,10 @@ gpu_kv_pool::gpu_kv_pool(const gpu_model_config& c, int32_t block_size, int32_t 
   layer_elems_ = static_cast<size_t>(n_blocks) * c.n_kv_head * block_size * c.head_dim;
   storage_ = device_buffer(2 * layer_elems_ * c.n_layer * sizeof(bf16_t));
   base_ = storage_.as<bf16_t>();
-  // Zero once: padded rows of a captured batch read block 0, and zeros keep them finite.
-  DSPARK_CUDA_CHECK(cudaMemset(storage_.data(), 0, storage_.bytes()));
+  // Zero once: padded rows of a captured batch read block 0, and zeros keep them finite. Waited
+  // for here: the forward writes K/V on a non-blocking stream, which would not wait for a plain
+  // cudaMemset, and a late memset would wipe the first steps' K/V (device_buffer.h).
+  memset_and_wait(storage_.data(), 0, storage_.bytes());
 }
 
 }  // namespace dspark::cuda

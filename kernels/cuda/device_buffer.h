@@ -67,6 +67,17 @@ using device_buffer = cuda_allocation<detail::device_alloc, detail::device_free>
 // Page-locked host memory (for asynchronous copies that a CUDA graph can replay).
 using pinned_buffer = cuda_allocation<detail::pinned_alloc, detail::pinned_free>;
 
+// Sets `bytes` of device memory at `p` to `value` and returns once that is done. For buffers
+// that are zeroed once at construction and then used on a stream of the class below: a plain
+// cudaMemset is asynchronous on the default stream, and those streams are non-blocking, so they
+// do not wait for it; a kernel enqueued on one right after could run BEFORE the memset and have
+// its writes overwritten (it takes a busy GPU, e.g. other processes sharing it, to start the
+// memset late).
+inline void memset_and_wait(void* p, int value, size_t bytes) {
+  DSPARK_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, nullptr));
+  DSPARK_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+}
+
 class stream {
  public:
   stream() { DSPARK_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }

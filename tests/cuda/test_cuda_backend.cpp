@@ -10,8 +10,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <thread>
 
 #include "common/error.h"
 #include "engine/cpu_backend.h"
@@ -375,6 +379,63 @@ TEST(cuda_backend, cached_prefix_logits_equal_a_cold_prefill) {
     gpu.free_sequence(sb);
     EXPECT_EQ(gpu.kv_blocks_free(), 64);  // cached blocks count as free
   }
+}
+
+// Keeps the default stream busy from a second thread while alive: 100 ms host callbacks back
+// to back, so work queued there waits up to 100 ms (as when other processes share the GPU).
+class busy_default_stream {
+ public:
+  busy_default_stream()
+      : thread_([this] {
+          const cudaHostFn_t nap = [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(100)); };
+          while (!stop_.load())
+            if (cudaLaunchHostFunc(nullptr, nap, nullptr) != cudaSuccess || cudaStreamSynchronize(nullptr) != cudaSuccess)
+              return;
+        }) {}
+  ~busy_default_stream() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// The backend zeroes its KV pool and the runner's residual buffers at construction and then
+// runs every step on its own non-blocking stream, which does not wait for the default stream.
+// A zeroing left queued on a busy default stream lands after the first prefill and wipes its
+// K/V, and the decode steps after it go wrong (the suspected cause of
+// cached_prefix_logits_equal_a_cold_prefill failing under `ctest -L cuda -j4`). Every row must
+// equal a run of the same steps on an idle default stream, bit for bit.
+TEST(cuda_backend, a_busy_default_stream_does_not_delay_the_zeroing_past_the_first_step) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(9);
+  const int64_t V = m.cfg.n_vocab;
+  std::vector<int32_t> prompt;
+  for (int32_t i = 0; i < 40; ++i) prompt.push_back((i * 53 + 11) % 384);
+  cuda_backend quiet(m.cfg, m.w, small_opts());  // also loads every kernel before the busy run
+  const int32_t qs = *quiet.open_sequence();
+  const std::vector<float> want_prefill = prefill_rows(quiet, qs, prompt, 0, 64);  // one cuBLASLt step
+  std::vector<int32_t> want_toks;
+  const std::vector<float> want_dec = greedy_rows(quiet, qs, {want_prefill.end() - V, want_prefill.end()}, 8, want_toks);
+
+  std::optional<cuda_backend> gpu;
+  int32_t gs = -1;
+  std::vector<float> got_prefill;
+  {
+    const busy_default_stream busy;
+    gpu.emplace(m.cfg, m.w, small_opts());
+    gs = *gpu->open_sequence();
+    got_prefill = prefill_rows(*gpu, gs, prompt, 0, 64);
+  }
+  DSPARK_CUDA_CHECK(cudaDeviceSynchronize());  // whatever was still queued has landed now
+  std::vector<int32_t> got_toks;
+  const std::vector<float> got_dec = greedy_rows(*gpu, gs, {got_prefill.end() - V, got_prefill.end()}, 8, got_toks);
+  ASSERT_EQ(got_prefill.size(), want_prefill.size());
+  EXPECT_EQ(0, std::memcmp(got_prefill.data(), want_prefill.data(), want_prefill.size() * 4));
+  EXPECT_EQ(0, std::memcmp(got_dec.data(), want_dec.data(), want_dec.size() * 4));
+  EXPECT_EQ(got_toks, want_toks);
 }
 
 TEST(cuda_backend, rejects_malformed_batches) {
