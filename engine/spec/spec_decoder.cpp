@@ -69,6 +69,8 @@ struct spec_decoder::step_buffers {
   std::vector<request*> single;            // [1] for one-request retries
   std::vector<request*> group_a, group_b;  // [max_requests] pipelined: verified / drafted now
   std::optional<draft_batch> drafts;       // [max_requests][gamma_max]
+  std::vector<prefill_piece> pieces;       // [max_requests] this prefill round's chunks
+  std::vector<int32_t> prefill_tokens;     // [max_tokens_per_step] their tokens, concatenated
 };
 
 spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
@@ -104,6 +106,8 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
   b.probs.resize(G * static_cast<size_t>(lim.n_vocab));
   b.commit.resize(G);
   b.single.resize(1);
+  b.pieces.reserve(R);
+  b.prefill_tokens.resize(static_cast<size_t>(lim.max_tokens_per_step));
   b.group_a.reserve(R);
   b.group_b.reserve(R);
   draft_batch_params dp;
@@ -185,65 +189,127 @@ int32_t spec_decoder::add(std::span<const int32_t> prompt, const sampling_params
   return id;
 }
 
-int32_t spec_decoder::prefill(request& r, int32_t budget) {
-  const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, be_.limits().max_tokens_per_step));
-  const std::span<const int32_t> prompt(r.ctx.data(), static_cast<size_t>(r.prompt_len));
-  const float* logits = nullptr;
-  if (drafter_ && !r.drafter_open && !r.plain) {
-    if (gamma_max_ > 0 && !gate_.open(decoding_count())) {  // joins while speculation does not pay
-      r.plain = true;
-      gate_.count_plain_admitted();
-    } else {
-      timed_scope t{step_drafter_s_};
-      drafter_->begin(r.id, prompt);
-      r.drafter_open = true;
-    }
+void spec_decoder::admit(request& r, int32_t joining) {
+  if (!drafter_ || r.drafter_open || r.plain) return;
+  // Joins while speculation does not pay at the load it joins (the requests decoding and those
+  // joining in the same forward before it).
+  if (gamma_max_ > 0 && !gate_.open(decoding_count() + joining)) {
+    r.plain = true;
+    gate_.count_plain_admitted();
+    return;
   }
-  int32_t used = 0;
-  int32_t x0 = -1;  // greedy: the last chunk's argmax id
-  // A drafter that reads target features gets every prompt row's, one on_commit per chunk
-  // (no tokens; features_pos0 = the chunk's first position), before the one committing x0.
-  const std::span<const int32_t> capture =
-      r.drafter_open ? std::span<const int32_t>(drafter_->caps().capture_layers) : std::span<const int32_t>();
-  for (size_t i = static_cast<size_t>(r.prefill_pos); i < prompt.size() && used < budget; i += static_cast<size_t>(chunk)) {
-    const size_t n = std::min(prompt.size() - i, static_cast<size_t>(chunk));
-    used += static_cast<int32_t>(n);
-    r.prefill_pos = static_cast<int32_t>(i + n);
-    const bool last = i + n == prompt.size();
-    batch_sequence s{r.seq, static_cast<int32_t>(n), last ? 1 : 0};
-    if (!capture.empty()) s.n_capture = static_cast<int32_t>(n);
-    forward_batch fb;
-    fb.tokens = prompt.subspan(i, n);
-    fb.outputs = r.smp->greedy() ? row_outputs::argmax : row_outputs::logits;
-    fb.seqs = std::span<const batch_sequence>(&s, 1);
-    fb.capture_layers = capture;
-    const forward_output o = be_.forward(fb);
-    if (o.status != forward_status::ok) {
-      r.out->result().finish = finish_reason::context_full;
-      finish(r);
-      return used;
+  timed_scope t{step_drafter_s_};
+  drafter_->begin(r.id, std::span<const int32_t>(r.ctx.data(), static_cast<size_t>(r.prompt_len)));
+  r.drafter_open = true;
+}
+
+void spec_decoder::prefill_pending(int32_t budget) {
+  step_buffers& b = *buf_;
+  const backend_limits& lim = be_.limits();
+  const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, lim.max_tokens_per_step));
+  // Rounds of one forward each: every waiting prompt (in slot order) contributes its next chunk
+  // while the budget and the backend's per-forward limits last, so the prompts that join in a
+  // step share one forward instead of one each (a forward of a few hundred kernels, which on a
+  // small target costs more than the tokens in it). With nobody decoding the budget is
+  // unlimited and the rounds go on until every prompt is in.
+  while (budget > 0) {
+    b.pieces.clear();
+    int32_t tokens = 0, rows = 0;
+    for (auto& rp : reqs_) {
+      if (!rp || rp->done || rp->prefilled) continue;
+      request& r = *rp;
+      const int32_t n = std::min({r.prompt_len - r.prefill_pos, chunk, budget, lim.max_tokens_per_step - tokens});
+      const bool last = r.prefill_pos + n == r.prompt_len;
+      if (n < 1 || rows + (last ? 1 : 0) > lim.max_logit_rows) break;
+      admit(r, static_cast<int32_t>(b.pieces.size()));
+      b.pieces.push_back({&r, r.prefill_pos, n, last});
+      budget -= n;
+      tokens += n;
+      rows += last ? 1 : 0;
+      if (budget <= 0) break;
     }
-    if (last) logits = o.logits;
-    if (last && o.argmax) x0 = o.argmax[0];
+    if (b.pieces.empty()) return;
+    prefill_forward(b.pieces);
+  }
+}
+
+void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
+  step_buffers& b = *buf_;
+  const backend_limits& lim = be_.limits();
+  bool capture = false, all_greedy = true;
+  size_t n_tok = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const prefill_piece& p = pieces[i];
+    const request& r = *p.r;
+    std::copy_n(r.ctx.begin() + p.pos, p.n, b.prefill_tokens.begin() + static_cast<std::ptrdiff_t>(n_tok));
+    n_tok += static_cast<size_t>(p.n);
+    b.seqs[i] = batch_sequence{r.seq, p.n, p.last ? 1 : 0};
+    // A drafter that reads target features gets every prompt row's.
+    if (r.drafter_open && !drafter_->caps().capture_layers.empty()) {
+      b.seqs[i].n_capture = p.n;
+      capture = true;
+    }
+    all_greedy = all_greedy && (!p.last || r.smp->greedy());
+  }
+  forward_batch fb;
+  fb.tokens = {b.prefill_tokens.data(), n_tok};
+  fb.seqs = {b.seqs.data(), pieces.size()};
+  // Greedy first tokens come back as argmax ids; a sampled one needs its logit row.
+  fb.outputs = all_greedy ? row_outputs::argmax : row_outputs::logits_and_argmax;
+  if (capture) fb.capture_layers = drafter_->caps().capture_layers;
+  const forward_output o = be_.forward(fb);
+  if (o.status != forward_status::ok) {
+    // No state changed. Several prompts: one at a time; one that does not fit alone ends.
+    if (pieces.size() > 1) {
+      for (const prefill_piece& p : pieces) {
+        if (p.r->done) continue;
+        const prefill_piece one = p;
+        prefill_forward({&one, 1});
+      }
+      return;
+    }
+    pieces[0].r->out->result().finish = finish_reason::context_full;
+    finish(*pieces[0].r);
+    return;
+  }
+  int64_t row = 0, hidden_row = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const prefill_piece& p = pieces[i];
+    request& r = *p.r;
+    r.prefill_pos = p.pos + p.n;
     r.kv_valid = r.prefill_pos;
-    if (prefix_cache_) be_.cache_prefix(r.seq, prompt.first(static_cast<size_t>(r.prefill_pos)));
-    if (!capture.empty()) {
-      commit_info c;
-      c.features_pos0 = static_cast<int32_t>(i);
-      c.features.data = o.hidden;
-      c.features.n_layers = static_cast<int32_t>(capture.size());
-      c.features.n_rows = static_cast<int32_t>(n);
-      c.features.row0 = 0;
-      c.features.n_embd = be_.limits().n_embd;
-      c.features.layer_stride = o.n_hidden_rows * be_.limits().n_embd;
-      timed_scope t{step_drafter_s_};
-      drafter_->on_commit(r.id, c);
+    if (prefix_cache_) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.prefill_pos)});
+    if (capture) {
+      const int32_t captured = b.seqs[i].capture_count();
+      if (r.drafter_open && !drafter_->caps().capture_layers.empty()) {
+        // One on_commit per chunk (no tokens; features_pos0 = the chunk's first position),
+        // before the one committing x0.
+        commit_info c;
+        c.features_pos0 = p.pos;
+        c.features.data = o.hidden;
+        c.features.n_layers = static_cast<int32_t>(fb.capture_layers.size());
+        c.features.n_rows = p.n;
+        c.features.row0 = hidden_row;
+        c.features.n_embd = lim.n_embd;
+        c.features.layer_stride = o.n_hidden_rows * lim.n_embd;
+        timed_scope t{step_drafter_s_};
+        drafter_->on_commit(r.id, c);
+      }
+      hidden_row += captured;
+    }
+    if (p.last) {
+      const float* logits = o.logits ? o.logits + row * lim.n_vocab : nullptr;
+      first_token(r, logits, o.argmax ? o.argmax[row] : -1);
+      ++row;
     }
   }
-  if (logits == nullptr && x0 < 0) return used;  // budget spent before the last chunk: go on next step
+}
+
+void spec_decoder::first_token(request& r, const float* logits, int32_t argmax) {
   r.prefilled = true;
   // x0: the backend's argmax id, or a draw from the filtered distribution keyed by (seed,
   // round 0, position).
+  int32_t x0 = argmax;
   if (!r.smp->greedy()) {
     r.smp->distribution(logits, buf_->probs.data());
     const rng_key key{r.params.seed, 0};
@@ -255,7 +321,7 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
   const bool go_on = r.out->push(x0);
   if (!go_on) {
     finish(r);
-    return used;
+    return;
   }
   r.ctx.push_back(x0);
   if (r.drafter_open) {
@@ -264,7 +330,6 @@ int32_t spec_decoder::prefill(request& r, int32_t budget) {
     timed_scope t{step_drafter_s_};
     drafter_->on_commit(r.id, c);
   }
-  return used;
 }
 
 int32_t spec_decoder::step() {
@@ -280,8 +345,7 @@ int32_t spec_decoder::step() {
   {
     timed_scope t{step_prefill_s_};
     step_prefill_s_ = 0.0;
-    for (auto& r : reqs_)
-      if (r && !r->done && !r->prefilled && budget > 0) budget -= prefill(*r, budget);
+    prefill_pending(budget);
   }
   b.active.clear();
   for (auto& r : reqs_)

@@ -3,7 +3,8 @@
 //
 // Per step:
 //   1. prefill newly added requests (chunked like generate(); while others decode, one chunk
-//      per step, so a long prompt does not stall them), sample x0 from the last row;
+//      per step, so a long prompt does not stall them; the prompts of a step share one
+//      forward), sample x0 from the last row;
 //   2. drafter.propose for every decoding request (up to the policy's budget, capped by the
 //      tokens left before max_tokens and the context);
 //   3. policy.plan truncates each chain to l_r drafts (it sees the whole batch);
@@ -158,9 +159,22 @@ class spec_decoder {
   struct request;
   struct step_buffers;
   request& get(int32_t id, const char* who);
-  // Prefills up to `budget` prompt tokens of r (whole chunks, so it may use up to one chunk
-  // more); samples x0 once the prompt is in. Returns the tokens it forwarded.
-  int32_t prefill(request& r, int32_t budget);
+  // One forward's chunk of a waiting prompt: ctx[pos, pos + n), last = the prompt's end.
+  struct prefill_piece {
+    request* r;
+    int32_t pos;
+    int32_t n;
+    bool last;
+  };
+  // Prefills up to `budget` prompt tokens of the waiting requests, in slot order, several
+  // prompts per forward; samples x0 of each prompt that is in.
+  void prefill_pending(int32_t budget);
+  // A joining request gets the drafter (begin) unless the gate is closed at the load it joins:
+  // the decoding requests and `joining` others whose prompts share its forward.
+  void admit(request& r, int32_t joining);
+  void prefill_forward(std::span<const prefill_piece> pieces);
+  // x0 from the prompt's last row (argmax id or logit row), committed like any token.
+  void first_token(request& r, const float* logits, int32_t argmax);
   void verify_round(std::span<request*> reqs);
   void pipelined_round(std::span<request*> active);
   // Proposes for reqs (budgets capped by max_tokens and the context); async: propose_begin.

@@ -139,15 +139,16 @@ TEST(SpecArgmax, MixedGreedyAndSampledBatchUsesLogitsAndStaysLossless) {
     fixed_gamma_policy pol(3);
     spec_decoder dec(be, d.get(), pol, nullptr, {}, {.max_requests = 4});
     for (size_t i = 0; i < 4; ++i) ASSERT_EQ(dec.add(prompts[i], params[i]), static_cast<int32_t>(i));
-    dec.step();  // prefills all four, then one verify forward over the mixed batch
-    EXPECT_EQ(be.argmax_only, 2) << "the greedy prefills";
-    EXPECT_EQ(be.logits_only, 2 + 1) << "the sampled prefills and the mixed verify forward";
+    dec.step();  // prefills all four in one forward, then one verify forward over the mixed batch
+    EXPECT_EQ(be.both, 1) << "the shared prefill: argmax ids for the greedy prompts, logit rows for the sampled";
+    EXPECT_EQ(be.argmax_only, 0);
+    EXPECT_EQ(be.logits_only, 1) << "the mixed verify forward";
     dec.run();
     for (int32_t i = 0; i < 4; ++i) {
       const spec_result r = dec.take(i);
       EXPECT_EQ(r.gen.token_ids, want[static_cast<size_t>(i)]) << "drafter " << kind << " request " << i;
     }
-    EXPECT_EQ(be.both, 0);
+    EXPECT_EQ(be.both, 1) << "only the shared prefill asks for both";
   }
 }
 

@@ -19,6 +19,7 @@
 #include "engine/spec/spec_decoder.h"
 #include "models/drafters/layerskip_drafter.h"
 #include "models/drafters/ngram_drafter.h"
+#include "forwarding_backend.h"
 #include "stats.h"
 #include "tiny_model.h"
 
@@ -260,6 +261,53 @@ TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
     for (size_t i = 0; i < 3; ++i)
       EXPECT_EQ(dec.take(ids[i]).gen.token_ids, plain[i]) << name << " prompt " << i;
   }
+}
+
+// Prompts that join together share one prefill forward. When they do not fit the KV pool
+// together, they are prefilled one at a time, and one that does not fit even alone ends as
+// context_full without tokens; the other's output equals plain generate().
+TEST(SpecTiny, JoiningPromptsShareAForwardAndFallBackOneAtATimeWhenTheKvIsShort) {
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/2, /*seed=*/4);
+  cpu_backend_options o = tiny_model::options(2);
+  o.kv_block_size = 8;
+  o.kv_blocks = 3;  // 24 positions: one 12-token prompt (2 blocks) fits, two do not
+  cpu_backend be(tm.cfg, tm.w, o);
+  sampling_params sp;
+  sp.max_tokens = 4;  // 12 + 4 positions: still 2 blocks
+  std::vector<int32_t> a, b;
+  for (int32_t i = 0; i < 12; ++i) {
+    a.push_back((i * 3 + 1) % 16);
+    b.push_back((i * 5 + 2) % 16);
+  }
+  const std::vector<int32_t> plain_a = generate(be, nullptr, {}, a, sp).token_ids;
+  ASSERT_EQ(be.kv().free_blocks(), 3);
+  fixed_gamma_policy pol(0);
+  spec_decoder dec(be, nullptr, pol, nullptr, {}, {.max_requests = 2});
+  const int32_t ia = dec.add(a, sp), ib = dec.add(b, sp);
+  dec.step();
+  ASSERT_TRUE(dec.finished(ib));
+  const spec_result rb = dec.take(ib);
+  EXPECT_EQ(rb.gen.finish, finish_reason::context_full);
+  EXPECT_TRUE(rb.gen.token_ids.empty());
+  dec.run();
+  EXPECT_EQ(dec.take(ia).gen.token_ids, plain_a);
+  EXPECT_EQ(be.kv().free_blocks(), 3);
+
+  // With room for both, the two prompts take one forward between them.
+  cpu_backend roomy(tm.cfg, tm.w, tiny_model::options(2));
+  struct counting final : test::forwarding_backend {
+    using forwarding_backend::forwarding_backend;
+    forward_output forward(const forward_batch& fb) override {
+      ++forwards;
+      return forwarding_backend::forward(fb);
+    }
+    int forwards = 0;
+  } count(roomy);
+  spec_decoder two(count, nullptr, pol, nullptr, {}, {.max_requests = 2});
+  two.add(a, sp);
+  two.add(b, sp);
+  two.step();
+  EXPECT_EQ(count.forwards, 2) << "one prefill forward for both prompts, then one decode forward";
 }
 
 TEST(SpecTiny, CancelFreesEveryKvBlock) {
