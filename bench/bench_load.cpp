@@ -68,6 +68,7 @@ using clock_type = std::chrono::steady_clock;
 struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
   std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo", draft_skip = "off", spec_gate = "off";
+  bool shared_prefill = true;
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -88,7 +89,8 @@ struct bench_args {
                "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1; auto: cost measured)\n"
                "  [--spec-gate off|auto|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
                "                             engine/spec/spec_gate.h)\n"
-               "  [--synthetic-text echo|random]\n",
+               "  [--synthetic-text echo|random] [--shared-prefill on|off]  (off: one prefill forward per joining\n"
+               "                             prompt, the loop before 2026-12-06, for A/B runs)\n",
                why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
   std::exit(why.empty() ? 0 : 2);
 }
@@ -147,6 +149,10 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--draft-skip") a.draft_skip = v;
     else if (k == "--spec-gate") a.spec_gate = v;
     else if (k == "--synthetic-text") a.synth_text = v;
+    else if (k == "--shared-prefill") {
+      if (v != "on" && v != "off") usage("--shared-prefill must be on or off");
+      a.shared_prefill = v == "on";
+    }
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
     else if (k == "--warmup") a.warmup = to_int(k, v, 0, 1 << 20);
@@ -421,7 +427,10 @@ int run(const bench_args& a) {
       const bool gated = rs.policy_name == "scheduled" || rs.policy_name.rfind("async", 0) == 0 ||
                          rs.policy_name == "threshold";
       spec_decoder dec(*t.be, d.get(), pol, t.tok, t.stop_ids,
-                       {.max_requests = c, .prefill_chunk = a.prefill_chunk, .gate = gated ? gate_params : spec_gate_params{}});
+                       {.max_requests = c,
+                        .prefill_chunk = a.prefill_chunk,
+                        .gate = gated ? gate_params : spec_gate_params{},
+                        .shared_prefill = a.shared_prefill});
       scheduler_stats s0, s1;
       int64_t miss0 = 0, miss1 = 0;
       draft_skip_stats k0, k1;
@@ -459,6 +468,7 @@ int run(const bench_args& a) {
       j["verify_tokens_per_step"] = plans ? static_cast<double>(s1.budget_sum - s0.budget_sum) / static_cast<double>(plans) : 0.0;
       j["plan_us_per_step"] = plans ? (s1.plan_seconds - s0.plan_seconds) / static_cast<double>(plans) * 1e6 : 0.0;
       j["oracle_misses"] = miss1 - miss0;
+      j["shared_prefill"] = a.shared_prefill;
       // Where a step's time goes: the verify forwards (plan, forward, commit) against the whole
       // step; the rest is prefill, drafting and the loop's own bookkeeping.
       j["step_ms"] = res.steps ? res.window_s / static_cast<double>(res.steps) * 1e3 : 0.0;

@@ -226,7 +226,7 @@ void spec_decoder::prefill_pending(int32_t budget) {
       budget -= n;
       tokens += n;
       rows += last ? 1 : 0;
-      if (budget <= 0) break;
+      if (budget <= 0 || !opt_.shared_prefill) break;
     }
     if (b.pieces.empty()) return;
     prefill_forward(b.pieces);

@@ -99,6 +99,8 @@ struct spec_decoder_options {
   bool prefix_cache = false;   // reuse and publish KV blocks through the backend's prefix cache
   bool pipeline = false;       // draft one group of requests while the other verifies (above)
   spec_gate_params gate = {};  // speculation off where it does not pay (spec_gate.h; off by default)
+  bool shared_prefill = true;  // the prompts joining in a step share a forward (false: one each,
+                               // as before 2026-12-06; kept for A/B measurements)
 };
 
 // Pipelined-mode counters (all zero otherwise).

@@ -23,6 +23,7 @@
 # Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
 # 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
+# LOAD_SOLO_PREFILL=1 (below);
 # LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
 # an existing build (no build step).
 # $OUT (at most 8 files): load_synthetic.jsonl, load_smollm2.jsonl, load.md, suite.log,
@@ -94,8 +95,18 @@ if [ -n "${LOAD_SPEC_GATE:-}" ]; then
   gate=(--spec-gate "$LOAD_SPEC_GATE"); pre_synth="${pre_synth}gate "; pre_trained="${pre_trained}gate "
 fi
 
+# LOAD_SOLO_PREFILL=1: first a plain-decoding sweep with one prefill forward per joining prompt
+# (--shared-prefill off, the loop before 2026-12-06), labelled "solo-prefill none": the A/B
+# baseline of the shared prefill forward on the same machine.
+solo() {  # output jsonl, then the phase's model/prompt arguments
+  local out="$1"; shift
+  [ "${LOAD_SOLO_PREFILL:-0}" = 1 ] && sweep "$out" "$@" --policies none --shared-prefill off --label-prefix "solo-prefill "
+  return 0
+}
+
 if [[ " $phases " == *" synthetic "* ]]; then
   : > "$OUT/load_synthetic.jsonl"
+  solo "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 --sps-profile "/tmp/dspark-sps-$shape.json"
   sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 \
     --sps-profile "/tmp/dspark-sps-$shape.json" --policies "$policies" \
     --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1" \
@@ -117,6 +128,8 @@ if [[ " $phases " == *" smollm2 "* ]]; then
         --sps-profile /tmp/dspark-sps-smollm2.json --policies "$policies" \
         --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
     if [ -d "$drafters/dspark" ] && [ -d "$drafters/mtp1" ]; then
+      conc="${LOAD_TRAINED_CONCURRENCY:-1,4}" solo "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
+        --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json
       conc="${LOAD_TRAINED_CONCURRENCY:-1,4}" LOAD_TIMEOUT="${LOAD_TRAINED_TIMEOUT:-150}" sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
         --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json --policies "${LOAD_TRAINED_POLICIES:-fixed,scheduled}" \
         --draft "dspark:$drafters/dspark" --mtp1 "mtp1:$drafters/mtp1" "${skip_trained[@]}" "${gate[@]}" --label-prefix "$pre_trained"
