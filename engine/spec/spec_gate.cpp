@@ -79,7 +79,11 @@ void spec_gate::observe(const spec_gate_step& s) {
     }
     return;
   }
-  if (s.drafting == 0 || s.decoding == 0) return;  // nothing drafted: nothing to learn
+  // A step counts once at least half of its requests draft. Fewer say little: after a reprobe
+  // only the requests that join draft (a handful of 256 at first), and their gain spread over
+  // the whole batch's request-steps is below the noise of the cost estimate, so the window
+  // waits until the batch has turned over.
+  if (s.drafting == 0 || s.decoding == 0 || 2 * s.drafting < s.decoding) return;
   ++w_steps_;
   w_request_steps_ += s.decoding;
   w_accepted_ += s.accepted;

@@ -33,7 +33,8 @@
 //            after a reprobe interval of closed steps, so a change of load or of workload is
 //            noticed: reprobe_steps at first, doubling with every close that follows a
 //            reopening (up to reprobe_max) until a window finds speculation paying again.
-//            Reopened, only requests that join draft; the window waits for them.
+//            Reopened, only requests that join draft; the window counts only steps in which
+//            at least half of the decoding requests draft, so it waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
 #pragma once

@@ -1,7 +1,8 @@
 // The speculation gate (engine/spec/spec_gate.h) and the loop's use of it:
 //   - the rule: batch limits, the auto window (gain G = accepted / request-steps against cost
 //     o = drafter seconds / other seconds, or with a step-time curve the window's time over
-//     plain decoding's estimate, calibrated on closed steps), when a window ends, reopening at half the load or
+//     plain decoding's estimate, calibrated on closed steps), when a window ends (and which
+//     steps it counts: those where at least half of the requests draft), reopening at half the load or
 //     after reprobe_steps, steps without drafting not counted; the CLI form's parser;
 //   - in spec_decoder, on the tiny model with a feature-reading drafter (an n-gram drafter that
 //     asks for one captured layer): requests past a batch limit are detached (drafter::end, no
@@ -113,6 +114,18 @@ TEST(SpecGate, AutoWindowNeedsEnoughRequestStepsAndIgnoresStepsWithoutDrafting) 
   g.observe({1, 1, 0, 0.001, 0.002});
   EXPECT_FALSE(g.open(1)) << "16 request-steps: the window decides";
   EXPECT_EQ(g.stats().closed_at, 1);
+}
+
+TEST(SpecGate, AutoWindowCountsOnlyStepsWhereMostRequestsDraft) {
+  spec_gate g(auto_params());  // min_steps 4, min_request_steps 16
+  // 3 of 8 drafting (a reprobe's first joiners): not counted, however long it runs.
+  for (int i = 0; i < 50; ++i) g.observe({8, 3, 0, 0.001, 0.010});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_EQ(g.stats().closes, 0);
+  // 4 of 8 is half: counted; four such steps make a window, which closes on G = 0.
+  for (int i = 0; i < 4; ++i) g.observe({8, 4, 0, 0.001, 0.010});
+  EXPECT_FALSE(g.open(8));
+  EXPECT_EQ(g.stats().closes, 1);
 }
 
 TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
