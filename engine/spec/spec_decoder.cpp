@@ -203,6 +203,10 @@ void spec_decoder::admit(request& r, int32_t joining) {
   r.drafter_open = true;
 }
 
+bool spec_decoder::reads_features(const request& r) const {
+  return r.drafter_open && !drafter_->caps().capture_layers.empty();
+}
+
 void spec_decoder::prefill_pending(int32_t budget) {
   step_buffers& b = *buf_;
   const backend_limits& lim = be_.limits();
@@ -245,7 +249,7 @@ void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
     n_tok += static_cast<size_t>(p.n);
     b.seqs[i] = batch_sequence{r.seq, p.n, p.last ? 1 : 0};
     // A drafter that reads target features gets every prompt row's.
-    if (r.drafter_open && !drafter_->caps().capture_layers.empty()) {
+    if (reads_features(r)) {
       b.seqs[i].n_capture = p.n;
       capture = true;
     }
@@ -281,7 +285,7 @@ void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
     if (prefix_cache_) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.prefill_pos)});
     if (capture) {
       const int32_t captured = b.seqs[i].capture_count();
-      if (r.drafter_open && !drafter_->caps().capture_layers.empty()) {
+      if (reads_features(r)) {
         // One on_commit per chunk (no tokens; features_pos0 = the chunk's first position),
         // before the one committing x0.
         commit_info c;
@@ -342,9 +346,9 @@ int32_t spec_decoder::step() {
   // token by one chunk's forward per step, not by its whole prefill. With nobody decoding,
   // prompts are prefilled whole (nothing to protect; the first token comes sooner).
   int32_t budget = decoding_count() > 0 ? std::max(1, opt_.prefill_chunk) : std::numeric_limits<int32_t>::max();
+  step_prefill_s_ = 0.0;
   {
     timed_scope t{step_prefill_s_};
-    step_prefill_s_ = 0.0;
     prefill_pending(budget);
   }
   b.active.clear();

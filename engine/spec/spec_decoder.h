@@ -175,6 +175,8 @@ class spec_decoder {
   // the decoding requests and `joining` others whose prompts share its forward.
   void admit(request& r, int32_t joining);
   void prefill_forward(std::span<const prefill_piece> pieces);
+  // r drafts with a drafter that reads the target's captured hidden rows.
+  bool reads_features(const request& r) const;
   // x0 from the prompt's last row (argmax id or logit row), committed like any token.
   void first_token(request& r, const float* logits, int32_t argmax);
   void verify_round(std::span<request*> reqs);
