@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <zmq.hpp>
@@ -20,11 +21,15 @@ using namespace std::chrono_literals;
 // A drafter service played by the test.
 struct scripted_drafter {
   zmq::socket_t s;
-  scripted_drafter(zmq::context_t& ctx, const std::string& ep, const std::string& name) : s(ctx, zmq::socket_type::dealer) {
+  // One hello, with the target layers it reads: a second hello would register it again, and
+  // the reset and catch-up that follow could land in the middle of a test's script.
+  scripted_drafter(zmq::context_t& ctx, const std::string& ep, const std::string& name,
+                   std::vector<int32_t> capture_layers = {})
+      : s(ctx, zmq::socket_type::dealer) {
     s.set(zmq::sockopt::linger, 0);
     s.connect(ep);
     std::string b;
-    msg::encode(msg::drafter_hello{name, draft_dist_kind::one_hot, 0, {}}, b);
+    msg::encode(msg::drafter_hello{name, draft_dist_kind::one_hot, 0, std::move(capture_layers)}, b);
     s.send(zmq::buffer(b), zmq::send_flags::none);
   }
   std::optional<msg::drafter_message> next(std::chrono::milliseconds t = 2000ms) {
@@ -207,20 +212,13 @@ TEST(RemoteDrafter, FeaturesGoThroughSharedMemoryOnOneHost) {
   o.capture_layers = {0, 2};
   o.feature_shm_bytes = 1 << 16;
   remote_drafter rd(ctx, o);
-  scripted_drafter a(ctx, "inproc://rd-shm", "feat");
-  // The scripted drafter asks for layers this verifier captures.
-  {
-    std::string b;
-    msg::encode(msg::drafter_hello{"feat", draft_dist_kind::one_hot, 0, {0, 2}}, b);
-    a.s.send(zmq::buffer(b), zmq::send_flags::none);
-  }
+  scripted_drafter a(ctx, "inproc://rd-shm", "feat", {0, 2});  // layers this verifier captures
   ASSERT_TRUE(registered(rd, "feat"));
   auto r0 = a.next();
   ASSERT_TRUE(r0 && std::holds_alternative<msg::drafter_reset>(*r0));
   const auto& reset = std::get<msg::drafter_reset>(*r0);
   ASSERT_FALSE(reset.shm_name.empty());
   shared_segment view = shared_segment::open_readonly(reset.shm_name, static_cast<size_t>(reset.shm_bytes));
-  while (a.next(200ms)) {}  // the second hello's reset
 
   // Features of 2 layers x 3 rows x 4 wide, rows 1..3 of a 4-row forward (row0 = 1).
   std::vector<float> hidden(2 * 4 * 4);
@@ -271,14 +269,9 @@ TEST(RemoteDrafter, SplitPhaseProposeOverlapsCommitsOfOtherSlots) {
   o.capture_layers = {0};
   o.feature_shm_bytes = 1 << 16;
   remote_drafter rd(ctx, o);
-  scripted_drafter a(ctx, "inproc://rd-split", "split");
-  {
-    std::string b;
-    msg::encode(msg::drafter_hello{"split", draft_dist_kind::one_hot, 0, {0}}, b);
-    a.s.send(zmq::buffer(b), zmq::send_flags::none);
-  }
+  scripted_drafter a(ctx, "inproc://rd-split", "split", {0});
   ASSERT_TRUE(registered(rd, "split"));
-  while (a.next(200ms)) {}  // resets
+  while (a.next(200ms)) {}  // the reset
   const std::vector<int32_t> prompt = {1, 2, 3};
   rd.begin(0, prompt);
   rd.begin(1, prompt);
