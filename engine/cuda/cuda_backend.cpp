@@ -43,10 +43,11 @@ int32_t attention_split_len_for(int32_t n_seq_max) {
   return 128;
 }
 
-cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const cuda_backend_options& opt)
-    : st_(std::make_unique<state>()) {
-  state& s = *st_;
-  s.opt = opt;
+namespace {
+
+// Checks the options and makes opt.device current BEFORE the state (and its stream) exists: a
+// stream belongs to the device current at its creation.
+void prepare_device(const cuda_backend_options& opt) {
   if (opt.n_seq_max <= 0 || opt.max_tokens_per_step <= 0 || opt.max_logit_rows < 0 || opt.max_capture_layers < 0 ||
       opt.kv_block_size <= 0 || opt.kv_blocks < 0 || !(opt.kv_memory_fraction > 0 && opt.kv_memory_fraction <= 1))
     throw invalid_argument_error("cuda_backend: invalid options (sizes must be positive, kv_memory_fraction in (0, 1])");
@@ -55,6 +56,14 @@ cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const 
                                  ") must not exceed max_tokens_per_step (" + std::to_string(opt.max_tokens_per_step) + ")");
   if (!device_available()) throw cuda_error("cuda_backend: no CUDA device");
   DSPARK_CUDA_CHECK(cudaSetDevice(opt.device));
+}
+
+}  // namespace
+
+cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const cuda_backend_options& opt)
+    : st_((prepare_device(opt), std::make_unique<state>())) {
+  state& s = *st_;
+  s.opt = opt;
   try {
     s.cfg = gpu_config_from(c);
   } catch (const std::invalid_argument& e) {

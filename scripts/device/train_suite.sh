@@ -27,7 +27,14 @@
 # TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (8150), TRAIN_REGEN_BATCH (1024),
 # TRAIN_REGEN_S (200), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
 # TRAIN_MARKOV_RANK (64), TRAIN_MARKOV_TYPE (vanilla|rnn), TRAIN_RETURN (0|1), DSPARK_INIT_FROM
-# (below).
+# (below), TRAIN_KINDS (dspark,dflash,eagle3,mtp1), TRAIN_EXAMPLES_GZ (an earlier run's
+# examples.jsonl.gz: skips the regeneration).
+# A variant of one drafter at the same data and budget as an earlier run of all four (e.g. the
+# Markov rank): TRAIN_KINDS=dspark, TRAIN_EXAMPLES_GZ=<that run's examples>, the same seed,
+# batch, anchors and steps, and its own DSPARK_TRAIN_DIR. Batches (batch_indices) and anchors
+# (StepPlan) depend only on the seed, the step and the examples, and each drafter's initial
+# weights on the seed and its index in TRAIN_KINDS (dspark is first), so it sees what the
+# earlier run's dspark saw.
 # Planned over several calls: after scripts/device/train_probe.sh (which writes
 # $work/probe.env: the batch shape with the most sequences per second and its s/step), the
 # first call takes TRAIN_BATCH/TRAIN_ANCHORS from it and, with TRAIN_TOTAL_S (the training
@@ -66,9 +73,9 @@ if [ $smoke = 0 ]; then
         TRAIN_STEPS=$(python3 -c "print(max(20, int($TRAIN_TOTAL_S / $probe_sps)))")
       fi
     fi
-    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\nTRAIN_MARKOV_RANK=%s\nTRAIN_MARKOV_TYPE=%s\n' \
+    printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\nTRAIN_MARKOV_RANK=%s\nTRAIN_MARKOV_TYPE=%s\nTRAIN_KINDS=%s\n' \
       "${TRAIN_BATCH:-32}" "${TRAIN_ANCHORS:-128}" "${TRAIN_STEPS:-1400}" "${TRAIN_N_LAYER:-5}" \
-      "${TRAIN_MARKOV_RANK:-64}" "${TRAIN_MARKOV_TYPE:-vanilla}" > "$work/plan.env"
+      "${TRAIN_MARKOV_RANK:-64}" "${TRAIN_MARKOV_TYPE:-vanilla}" "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}" > "$work/plan.env"
   fi
   echo "train_suite: plan: $(tr '\n' ' ' < "$work/plan.env")"
 fi
@@ -89,7 +96,8 @@ if [ $smoke = 1 ]; then
   target="$model"; [ -f "$model" ] || target=tiny
   rm -rf "$work"/*
   args=(--target "$target" --n-prompts 24 --max-new 24 --regen-batch 12 --holdout 8 --max-len 128
-        --steps 4 --batch 2 --anchors 8 --log-every 1 --ckpt-every 2)
+        --steps 4 --batch 2 --anchors 8 --log-every 1 --ckpt-every 2 --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}"
+        --markov-rank "${TRAIN_MARKOV_RANK:-64}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}")
   [ -f "$prompts" ] || prompts=training/data/chat_eval.jsonl   # smoke only: any prompts do
 else
   [ -f "$model" ] || { echo "train_suite: $model missing: stage it first (scripts/device/stage_model.sh)" >&2; exit 1; }
@@ -104,7 +112,7 @@ else
         --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}"
         --markov-rank "${TRAIN_MARKOV_RANK:-64}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
-        --amp "${TRAIN_AMP:-bf16}")
+        --amp "${TRAIN_AMP:-bf16}" --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first
   # steps, counted in the training time; see docs/training.md "Training throughput")
   [ "${TRAIN_COMPILE:-0}" = 1 ] && args+=(--compile)
@@ -113,6 +121,9 @@ fi
 # the regeneration) and point DSPARK_INIT_FROM at them; the drafters warm-start from those
 # weights with a fresh optimizer (train.py --init-from), and their drafter.json counts the
 # steps of both runs.
+if [ -n "${TRAIN_EXAMPLES_GZ:-}" ] && [ ! -f "$work/examples.jsonl" ]; then
+  gunzip -c "$TRAIN_EXAMPLES_GZ" > "$work/examples.jsonl" || exit 1
+fi
 init=()
 if [ -n "${DSPARK_INIT_FROM:-}" ] && [ ! -f "$work/ckpt.pt" ]; then
   init=(--init-from "$DSPARK_INIT_FROM")

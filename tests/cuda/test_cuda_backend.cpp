@@ -438,6 +438,29 @@ TEST(cuda_backend, a_busy_default_stream_does_not_delay_the_zeroing_past_the_fir
   EXPECT_EQ(got_toks, want_toks);
 }
 
+// The device is checked and made current before anything is created on it (a stream belongs to
+// the device current at its creation): an ordinal past the last device is a clear error, and a
+// valid one is current once the backend exists.
+TEST(cuda_backend, checks_and_selects_its_device_before_creating_state) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(5);
+  int n_dev = 0;
+  DSPARK_CUDA_CHECK(cudaGetDeviceCount(&n_dev));
+  cuda_backend_options bad = small_opts();
+  bad.device = n_dev;
+  EXPECT_THROW(cuda_backend(m.cfg, m.w, bad), cuda_error);
+  cuda_backend_options last = small_opts();
+  last.device = n_dev - 1;
+  cuda_backend gpu(m.cfg, m.w, last);
+  int current = -1;
+  DSPARK_CUDA_CHECK(cudaGetDevice(&current));
+  EXPECT_EQ(current, n_dev - 1);
+  const int32_t s = *gpu.open_sequence();
+  const int32_t tok = 7;
+  const batch_sequence one{s, 1, 1};
+  EXPECT_EQ(gpu.forward({{&tok, 1}, {&one, 1}, {}}).status, forward_status::ok);
+}
+
 TEST(cuda_backend, rejects_malformed_batches) {
   DSPARK_REQUIRE_CUDA_DEVICE();
   const tiny_model m(6);
