@@ -55,6 +55,13 @@ void prepare_device(const cuda_backend_options& opt) {
     throw invalid_argument_error("cuda_backend: n_seq_max (" + std::to_string(opt.n_seq_max) +
                                  ") must not exceed max_tokens_per_step (" + std::to_string(opt.max_tokens_per_step) + ")");
   if (!device_available()) throw cuda_error("cuda_backend: no CUDA device");
+  // Checked before cudaSetDevice: a failed call would leave its error as the thread's last
+  // error, which the next kernel launch's check (cudaGetLastError) would then report.
+  int n_dev = 0;
+  DSPARK_CUDA_CHECK(cudaGetDeviceCount(&n_dev));
+  if (opt.device < 0 || opt.device >= n_dev)
+    throw invalid_argument_error("cuda_backend: device " + std::to_string(opt.device) + " does not exist (" +
+                                 std::to_string(n_dev) + " CUDA devices)");
   DSPARK_CUDA_CHECK(cudaSetDevice(opt.device));
 }
 

@@ -440,7 +440,8 @@ TEST(cuda_backend, a_busy_default_stream_does_not_delay_the_zeroing_past_the_fir
 
 // The device is checked and made current before anything is created on it (a stream belongs to
 // the device current at its creation): an ordinal past the last device is a clear error, and a
-// valid one is current once the backend exists.
+// valid one is current once the backend exists. The rejected ordinal leaves no CUDA error behind
+// for the next backend's first kernel launch to report.
 TEST(cuda_backend, checks_and_selects_its_device_before_creating_state) {
   DSPARK_REQUIRE_CUDA_DEVICE();
   const tiny_model m(5);
@@ -448,7 +449,9 @@ TEST(cuda_backend, checks_and_selects_its_device_before_creating_state) {
   DSPARK_CUDA_CHECK(cudaGetDeviceCount(&n_dev));
   cuda_backend_options bad = small_opts();
   bad.device = n_dev;
-  EXPECT_THROW(cuda_backend(m.cfg, m.w, bad), cuda_error);
+  EXPECT_THROW(cuda_backend(m.cfg, m.w, bad), invalid_argument_error);
+  bad.device = -1;
+  EXPECT_THROW(cuda_backend(m.cfg, m.w, bad), invalid_argument_error);
   cuda_backend_options last = small_opts();
   last.device = n_dev - 1;
   cuda_backend gpu(m.cfg, m.w, last);

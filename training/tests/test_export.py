@@ -64,6 +64,24 @@ def test_round_trip_sharded(tmp_path, dtype):
     assert DrafterConfig.from_json(cfg).to_json() == cfg
 
 
+def test_a_tensor_over_the_shard_limit_gets_a_shard_of_its_own(tmp_path):
+    # the rank-256 Markov tables of a SmolLM2 drafter are 24 MiB each in bf16, over the 15 MiB
+    # limit: each goes alone into one shard instead of failing the export after training
+    d = make("dspark")
+    sizes = {k: v.numel() * 4 for k, v in d.export_state_dict().items()}
+    big = max(sizes, key=sizes.get)
+    limit = sizes[big] - 1
+    files = export_drafter(d, str(tmp_path), dtype=torch.float32, max_shard_bytes=limit)
+    index = json.load(open(tmp_path / "model.safetensors.index.json"))["weight_map"]
+    alone = [k for k, f in index.items() if f == index[big]]
+    assert alone == [big]
+    assert all(os.path.getsize(tmp_path / f) <= limit + 4096 for f in set(index.values()) if f != index[big])
+    back = load_drafter(str(tmp_path), dtype=torch.float32)
+    for k, v in d.export_state_dict().items():
+        assert torch.equal(back.export_state_dict()[k], v), k
+    assert "model.safetensors.index.json" in files
+
+
 def test_rejects_bad_folders(tmp_path):
     d = make("dflash")
     export_drafter(d, str(tmp_path), dtype=torch.float32)
