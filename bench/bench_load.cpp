@@ -69,6 +69,7 @@ struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
   std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo", draft_skip = "off", spec_gate = "off";
   bool shared_prefill = true;
+  bool fused_prefill = false;
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -90,7 +91,9 @@ struct bench_args {
                "  [--spec-gate off|auto|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
                "                             engine/spec/spec_gate.h)\n"
                "  [--synthetic-text echo|random] [--shared-prefill on|off]  (off: one prefill forward per joining\n"
-               "                             prompt, the loop before 2026-12-06, for A/B runs)\n",
+               "                             prompt, the loop before 2026-12-06, for A/B runs)\n"
+               "  [--fused-prefill on|off]  (on: while requests decode, the step's prompt chunks ride in the\n"
+               "                             verify forward; spec_decoder_options::fused_prefill)\n",
                why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
   std::exit(why.empty() ? 0 : 2);
 }
@@ -152,6 +155,9 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--shared-prefill") {
       if (v != "on" && v != "off") usage("--shared-prefill must be on or off");
       a.shared_prefill = v == "on";
+    } else if (k == "--fused-prefill") {
+      if (v != "on" && v != "off") usage("--fused-prefill must be on or off");
+      a.fused_prefill = v == "on";
     }
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
@@ -430,7 +436,8 @@ int run(const bench_args& a) {
                        {.max_requests = c,
                         .prefill_chunk = a.prefill_chunk,
                         .gate = gated ? gate_params : spec_gate_params{},
-                        .shared_prefill = a.shared_prefill});
+                        .shared_prefill = a.shared_prefill,
+                        .fused_prefill = a.fused_prefill});
       scheduler_stats s0, s1;
       int64_t miss0 = 0, miss1 = 0;
       draft_skip_stats k0, k1;
@@ -469,6 +476,7 @@ int run(const bench_args& a) {
       j["plan_us_per_step"] = plans ? (s1.plan_seconds - s0.plan_seconds) / static_cast<double>(plans) * 1e6 : 0.0;
       j["oracle_misses"] = miss1 - miss0;
       j["shared_prefill"] = a.shared_prefill;
+      j["fused_prefill"] = a.fused_prefill;
       // Where a step's time goes: the verify forwards (plan, forward, commit) against the whole
       // step; the rest is prefill, drafting and the loop's own bookkeeping.
       j["step_ms"] = res.steps ? res.window_s / static_cast<double>(res.steps) * 1e3 : 0.0;

@@ -101,8 +101,9 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
   b.propose.resize(R);
   b.plan.resize(R);
   b.n_verify.resize(R);
-  b.tokens.resize(R * G);
-  b.seqs.resize(R);
+  // verify rows, then (fused_prefill) up to a forward's worth of prompt chunks
+  b.tokens.resize(R * G + static_cast<size_t>(lim.max_tokens_per_step));
+  b.seqs.resize(2 * R);
   b.probs.resize(G * static_cast<size_t>(lim.n_vocab));
   b.commit.resize(G);
   b.single.resize(1);
@@ -207,54 +208,95 @@ bool spec_decoder::reads_features(const request& r) const {
   return r.drafter_open && !drafter_->caps().capture_layers.empty();
 }
 
-void spec_decoder::prefill_pending(int32_t budget) {
+bool spec_decoder::collect_prefill_round(int32_t& budget) {
   step_buffers& b = *buf_;
   const backend_limits& lim = be_.limits();
   const int32_t chunk = std::max(1, std::min(opt_.prefill_chunk, lim.max_tokens_per_step));
+  b.pieces.clear();
+  int32_t tokens = 0, rows = 0;
+  for (auto& rp : reqs_) {
+    if (budget <= 0) break;
+    if (!rp || rp->done || rp->prefilled) continue;
+    request& r = *rp;
+    const int32_t n = std::min({r.prompt_len - r.prefill_pos, chunk, budget, lim.max_tokens_per_step - tokens});
+    const bool last = r.prefill_pos + n == r.prompt_len;
+    if (n < 1 || rows + (last ? 1 : 0) > lim.max_logit_rows) break;
+    admit(r, static_cast<int32_t>(b.pieces.size()));
+    b.pieces.push_back({&r, r.prefill_pos, n, last});
+    budget -= n;
+    tokens += n;
+    rows += last ? 1 : 0;
+    if (!opt_.shared_prefill) break;
+  }
+  return !b.pieces.empty();
+}
+
+void spec_decoder::prefill_pending(int32_t budget) {
   // Rounds of one forward each: every waiting prompt (in slot order) contributes its next chunk
   // while the budget and the backend's per-forward limits last, so the prompts that join in a
   // step share one forward instead of one each (a forward of a few hundred kernels, which on a
   // small target costs more than the tokens in it). With nobody decoding the budget is
   // unlimited and the rounds go on until every prompt is in.
-  while (budget > 0) {
-    b.pieces.clear();
-    int32_t tokens = 0, rows = 0;
-    for (auto& rp : reqs_) {
-      if (!rp || rp->done || rp->prefilled) continue;
-      request& r = *rp;
-      const int32_t n = std::min({r.prompt_len - r.prefill_pos, chunk, budget, lim.max_tokens_per_step - tokens});
-      const bool last = r.prefill_pos + n == r.prompt_len;
-      if (n < 1 || rows + (last ? 1 : 0) > lim.max_logit_rows) break;
-      admit(r, static_cast<int32_t>(b.pieces.size()));
-      b.pieces.push_back({&r, r.prefill_pos, n, last});
-      budget -= n;
-      tokens += n;
-      rows += last ? 1 : 0;
-      if (budget <= 0 || !opt_.shared_prefill) break;
+  while (budget > 0 && collect_prefill_round(budget)) prefill_forward(buf_->pieces);
+}
+
+size_t spec_decoder::stage_prefill(std::span<const prefill_piece> pieces, int32_t* tokens, batch_sequence* seqs,
+                                   bool& capture, bool& all_greedy) const {
+  size_t n_tok = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const prefill_piece& p = pieces[i];
+    const request& r = *p.r;
+    std::copy_n(r.ctx.begin() + p.pos, p.n, tokens + n_tok);
+    n_tok += static_cast<size_t>(p.n);
+    seqs[i] = batch_sequence{r.seq, p.n, p.last ? 1 : 0};
+    // A drafter that reads target features gets every prompt row's.
+    if (reads_features(r)) {
+      seqs[i].n_capture = p.n;
+      capture = true;
     }
-    if (b.pieces.empty()) return;
-    prefill_forward(b.pieces);
+    all_greedy = all_greedy && (!p.last || r.smp->greedy());
+  }
+  return n_tok;
+}
+
+void spec_decoder::land_prefill(std::span<const prefill_piece> pieces, const batch_sequence* seqs,
+                                const forward_output& o, int64_t row, int64_t hidden_row, size_t n_layers) {
+  const backend_limits& lim = be_.limits();
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const prefill_piece& p = pieces[i];
+    request& r = *p.r;
+    r.prefill_pos = p.pos + p.n;
+    r.kv_valid = r.prefill_pos;
+    if (prefix_cache_) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.prefill_pos)});
+    if (o.hidden) {
+      if (reads_features(r)) {
+        // One on_commit per chunk (no tokens; features_pos0 = the chunk's first position),
+        // before the one committing x0.
+        commit_info c;
+        c.features_pos0 = p.pos;
+        c.features.data = o.hidden;
+        c.features.n_layers = static_cast<int32_t>(n_layers);
+        c.features.n_rows = p.n;
+        c.features.row0 = hidden_row;
+        c.features.n_embd = lim.n_embd;
+        c.features.layer_stride = o.n_hidden_rows * lim.n_embd;
+        timed_scope t{step_drafter_s_};
+        drafter_->on_commit(r.id, c);
+      }
+      hidden_row += seqs[i].capture_count();
+    }
+    if (p.last) {
+      const float* logits = o.logits ? o.logits + row * lim.n_vocab : nullptr;
+      first_token(r, logits, o.argmax ? o.argmax[row] : -1);
+      ++row;
+    }
   }
 }
 
 void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
   step_buffers& b = *buf_;
-  const backend_limits& lim = be_.limits();
   bool capture = false, all_greedy = true;
-  size_t n_tok = 0;
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    const prefill_piece& p = pieces[i];
-    const request& r = *p.r;
-    std::copy_n(r.ctx.begin() + p.pos, p.n, b.prefill_tokens.begin() + static_cast<std::ptrdiff_t>(n_tok));
-    n_tok += static_cast<size_t>(p.n);
-    b.seqs[i] = batch_sequence{r.seq, p.n, p.last ? 1 : 0};
-    // A drafter that reads target features gets every prompt row's.
-    if (reads_features(r)) {
-      b.seqs[i].n_capture = p.n;
-      capture = true;
-    }
-    all_greedy = all_greedy && (!p.last || r.smp->greedy());
-  }
+  const size_t n_tok = stage_prefill(pieces, b.prefill_tokens.data(), b.seqs.data(), capture, all_greedy);
   forward_batch fb;
   fb.tokens = {b.prefill_tokens.data(), n_tok};
   fb.seqs = {b.seqs.data(), pieces.size()};
@@ -276,37 +318,7 @@ void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
     finish(*pieces[0].r);
     return;
   }
-  int64_t row = 0, hidden_row = 0;
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    const prefill_piece& p = pieces[i];
-    request& r = *p.r;
-    r.prefill_pos = p.pos + p.n;
-    r.kv_valid = r.prefill_pos;
-    if (prefix_cache_) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.prefill_pos)});
-    if (capture) {
-      const int32_t captured = b.seqs[i].capture_count();
-      if (reads_features(r)) {
-        // One on_commit per chunk (no tokens; features_pos0 = the chunk's first position),
-        // before the one committing x0.
-        commit_info c;
-        c.features_pos0 = p.pos;
-        c.features.data = o.hidden;
-        c.features.n_layers = static_cast<int32_t>(fb.capture_layers.size());
-        c.features.n_rows = p.n;
-        c.features.row0 = hidden_row;
-        c.features.n_embd = lim.n_embd;
-        c.features.layer_stride = o.n_hidden_rows * lim.n_embd;
-        timed_scope t{step_drafter_s_};
-        drafter_->on_commit(r.id, c);
-      }
-      hidden_row += captured;
-    }
-    if (p.last) {
-      const float* logits = o.logits ? o.logits + row * lim.n_vocab : nullptr;
-      first_token(r, logits, o.argmax ? o.argmax[row] : -1);
-      ++row;
-    }
-  }
+  land_prefill(pieces, b.seqs.data(), o, 0, 0, fb.capture_layers.size());
 }
 
 void spec_decoder::first_token(request& r, const float* logits, int32_t argmax) {
@@ -347,7 +359,11 @@ int32_t spec_decoder::step() {
   // prompts are prefilled whole (nothing to protect; the first token comes sooner).
   int32_t budget = decoding_count() > 0 ? std::max(1, opt_.prefill_chunk) : std::numeric_limits<int32_t>::max();
   step_prefill_s_ = 0.0;
-  {
+  fuse_pending_ = false;
+  if (opt_.fused_prefill && decoding_count() > 0) {
+    // One round of chunks, left in b.pieces for the verify forward to carry (run_forward).
+    fuse_pending_ = collect_prefill_round(budget);
+  } else {
     timed_scope t{step_prefill_s_};
     prefill_pending(budget);
   }
@@ -363,6 +379,11 @@ int32_t spec_decoder::step() {
       verify_round(b.active);
       ++pstats_.sync_rounds;
     }
+  }
+  if (fuse_pending_) {  // no verify forward had room for the chunks: they go on their own
+    fuse_pending_ = false;
+    timed_scope t{step_prefill_s_};
+    prefill_forward(b.pieces);
   }
   if (drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off)
     apply_gate(static_cast<int32_t>(b.active.size()), drafting, t_step);
@@ -511,13 +532,26 @@ void spec_decoder::plan_and_verify(std::span<request*> reqs) {
       tokens += reqs[end]->n_verify + 1;
       ++end;
     }
-    run_forward(reqs.subspan(begin, end - begin));
+    // The step's prefill chunks (fused_prefill) ride in the first forward that has room for them.
+    std::span<const prefill_piece> pieces;
+    if (fuse_pending_) {
+      int64_t p_tok = 0, p_rows = 0;
+      for (const prefill_piece& p : b.pieces) {
+        p_tok += p.n;
+        p_rows += p.last ? 1 : 0;
+      }
+      if (tokens + p_tok <= lim.max_tokens_per_step && tokens + p_rows <= lim.max_logit_rows) {
+        pieces = b.pieces;
+        fuse_pending_ = false;
+      }
+    }
+    run_forward(reqs.subspan(begin, end - begin), pieces);
     begin = end;
   }
   pstats_.verify_s += std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-void spec_decoder::run_forward(std::span<request*> reqs) {
+void spec_decoder::run_forward(std::span<request*> reqs, std::span<const prefill_piece> pieces) {
   step_buffers& b = *buf_;
   draft_batch& drafts = *b.drafts;
   size_t n_tok = 0;
@@ -529,18 +563,32 @@ void spec_decoder::run_forward(std::span<request*> reqs) {
     b.seqs[i] = batch_sequence{r->seq, r->n_verify + 1, r->n_verify + 1};
     all_greedy = all_greedy && r->smp->greedy();
   }
+  // Features while any request of the forward still drafts (once the gate detached them all,
+  // the forward is plain decoding's) or a prompt chunk in it feeds a feature-reading drafter.
+  bool capture = false;
+  for (const request* r : reqs) capture = capture || r->drafter_open;
+  // Fused prefill chunks follow the verify rows, so every verify row's logit and hidden row
+  // indices are the ones an unfused forward gives.
+  const size_t verify_tok = n_tok;
+  if (!pieces.empty())
+    n_tok += stage_prefill(pieces, b.tokens.data() + n_tok, b.seqs.data() + reqs.size(), capture, all_greedy);
   forward_batch fb;
   fb.tokens = {b.tokens.data(), n_tok};
   // An all-greedy batch verifies from the backend's argmax ids (no logit rows copied back); one
-  // sampled request needs the logits of every row.
-  fb.outputs = all_greedy ? row_outputs::argmax : row_outputs::logits;
-  fb.seqs = {b.seqs.data(), reqs.size()};
-  // Features while any request of the forward still drafts (once the gate detached them all,
-  // the forward is plain decoding's).
-  bool capture = false;
-  for (const request* r : reqs) capture = capture || r->drafter_open;
+  // sampled request needs the logits of every row (and a greedy prompt's first token its id).
+  fb.outputs = all_greedy ? row_outputs::argmax : (pieces.empty() ? row_outputs::logits : row_outputs::logits_and_argmax);
+  fb.seqs = {b.seqs.data(), reqs.size() + pieces.size()};
   if (capture) fb.capture_layers = drafter_->caps().capture_layers;
   const forward_output out = be_.forward(fb);
+  if (out.status == forward_status::out_of_kv && !pieces.empty()) {
+    // No state changed: the chunks on their own (with their own fallback), then the verify rows.
+    {
+      timed_scope t{step_prefill_s_};
+      prefill_forward(pieces);
+    }
+    run_forward(reqs, {});
+    return;
+  }
   if (out.status == forward_status::out_of_kv) {
     // No state changed. Retry one request at a time, then without drafts; a request that cannot
     // fit even x0 ends as context_full.
@@ -564,6 +612,13 @@ void spec_decoder::run_forward(std::span<request*> reqs) {
     commit_round(*r, out, row0);
     row0 += r->n_verify + 1;
   }
+  if (pieces.empty()) return;
+  // The gate leaves prefill out of a step's cost: the chunks' share of this forward, from the
+  // step curve when the policy has one.
+  if (const sps_table* curve = policy_.step_curve())
+    step_prefill_s_ += std::max(0.0, 1.0 / curve->at(static_cast<int64_t>(n_tok)) -
+                                         1.0 / curve->at(static_cast<int64_t>(verify_tok)));
+  land_prefill(pieces, b.seqs.data() + reqs.size(), out, row0, capture ? row0 : 0, fb.capture_layers.size());
 }
 
 void spec_decoder::commit_round(request& r, const forward_output& out, int64_t row0) {

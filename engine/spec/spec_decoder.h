@@ -101,6 +101,11 @@ struct spec_decoder_options {
   spec_gate_params gate = {};  // speculation off where it does not pay (spec_gate.h; off by default)
   bool shared_prefill = true;  // the prompts joining in a step share a forward (false: one each,
                                // as before 2026-12-06; kept for A/B measurements)
+  // While requests decode, the step's prompt chunks ride in the verify forward instead of a
+  // forward of their own (one pass over the weights per step instead of two). Off by default
+  // until measured on the GPU; on the CUDA backend a fused forward may leave the GEMV path, so
+  // greedy tokens can differ from generate()'s wherever a large batch's would.
+  bool fused_prefill = false;
 };
 
 // Pipelined-mode counters (all zero otherwise).
@@ -171,6 +176,17 @@ class spec_decoder {
   // Prefills up to `budget` prompt tokens of the waiting requests, in slot order, several
   // prompts per forward; samples x0 of each prompt that is in.
   void prefill_pending(int32_t budget);
+  // One round of prefill_pending: the next chunk of each waiting prompt (admitted) into
+  // buf_->pieces within `budget` (decreased) and one forward's limits; false when none.
+  bool collect_prefill_round(int32_t& budget);
+  // Writes the pieces' tokens and sequences (every prompt row captured for a feature-reading
+  // drafter) and folds their needs into capture / all_greedy; returns the tokens written.
+  size_t stage_prefill(std::span<const prefill_piece> pieces, int32_t* tokens, batch_sequence* seqs,
+                       bool& capture, bool& all_greedy) const;
+  // After the forward that carried them: positions, prefix cache, features to the drafter, and
+  // x0 of each finished prompt; `row` / `hidden_row` are their first logit / hidden rows.
+  void land_prefill(std::span<const prefill_piece> pieces, const batch_sequence* seqs, const forward_output& o,
+                    int64_t row, int64_t hidden_row, size_t n_layers);
   // A joining request gets the drafter (begin) unless the gate is closed at the load it joins:
   // the decoding requests and `joining` others whose prompts share its forward.
   void admit(request& r, int32_t joining);
@@ -187,7 +203,8 @@ class spec_decoder {
   void end_propose();
   // Online confidences, plan, forward(s), commit for reqs whose drafts are in.
   void plan_and_verify(std::span<request*> reqs);
-  void run_forward(std::span<request*> reqs);
+  // One verify forward for reqs, carrying the prompt chunks `pieces` after their rows.
+  void run_forward(std::span<request*> reqs, std::span<const prefill_piece> pieces = {});
   void commit_round(request& r, const forward_output& out, int64_t row0);
   void finish(request& r);
   // Takes r off the drafter for good (the gate closed): it decodes plainly from now on.
@@ -213,6 +230,7 @@ class spec_decoder {
   double step_drafter_s_ = 0.0;  // this step's seconds in drafter calls (the gate's cost)
   int32_t step_accepted_ = 0;    // drafts accepted this step
   double step_prefill_s_ = 0.0;  // this step's seconds in prefill chunks (the gate leaves them out)
+  bool fuse_pending_ = false;    // buf_->pieces wait for this step's verify forward (fused_prefill)
   std::vector<std::unique_ptr<request>> reqs_;  // [max_requests], null = free id
   std::unique_ptr<step_buffers> buf_;
   // Confidences for drafters without a head: the policy then schedules on each request's

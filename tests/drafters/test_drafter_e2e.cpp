@@ -144,6 +144,52 @@ TEST(DrafterE2E, SampledDecodingReplaysFromItsSeed) {
   EXPECT_GT(a.metrics.draft_tokens_proposed(), 0);
 }
 
+// fused_prefill with a drafter that reads target features: a prompt joining a decoding request
+// is prefilled in chunks carried by the verify forwards, every prompt row's features reach the
+// drafter from there, and the outputs are the unfused loop's: plain decoding's tokens greedy,
+// and the same sampled tokens and acceptance from the same seeds.
+TEST(DrafterE2E, FusedPrefillFeedsTheDrafterLikeSeparateForwards) {
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  cpu_backend be(m.config(), m.weights(), backend_options());
+  const auto prompts = test_prompts(m);
+  drafter_runtime_params rp;
+  rp.max_ctx = 512;
+  rp.max_slots = 2;
+  const std::string dir = test::random_target_drafter(m, "dspark");
+  std::unique_ptr<drafter> d = load_trained_drafter(dir, m.config(), m.weights(), rp);
+  for (float temperature : {0.0f, 0.8f}) {
+    sampling_params sp;
+    sp.max_tokens = 10;
+    sp.temperature = temperature;
+    sp.seed = 99;
+    std::vector<std::vector<int32_t>> out[2];
+    int64_t accepted[2] = {0, 0}, proposed[2] = {0, 0};
+    for (int fused = 0; fused < 2; ++fused) {
+      fixed_gamma_policy pol(3);
+      spec_decoder dec(be, d.get(), pol, &m.tokenizer(), m.stop_ids(),
+                       {.max_requests = 2, .prefill_chunk = 8, .fused_prefill = fused == 1});
+      const int32_t a = dec.add(prompts[0], sp);
+      dec.step();
+      const int32_t b = dec.add(prompts[1], sp);  // joins while a decodes: 8-token chunks
+      dec.run();
+      for (int32_t id : {a, b}) {
+        const spec_result r = dec.take(id);
+        out[fused].push_back(r.gen.token_ids);
+        accepted[fused] += r.metrics.draft_tokens_accepted();
+        proposed[fused] += r.metrics.draft_tokens_proposed();
+      }
+    }
+    EXPECT_EQ(out[1], out[0]) << "temperature " << temperature;
+    EXPECT_EQ(accepted[1], accepted[0]) << "temperature " << temperature;
+    EXPECT_EQ(proposed[1], proposed[0]) << "temperature " << temperature;
+    EXPECT_GT(proposed[1], 0);
+    if (temperature == 0.0f)
+      for (size_t i = 0; i < prompts.size(); ++i)
+        EXPECT_EQ(out[1][i], generate(m, be, prompts[i], sp).token_ids) << "prompt " << i;
+  }
+}
+
 TEST(DrafterE2E, WrongTargetOrKindIsRejected) {
   DSPARK_REQUIRE_MODEL(path);
   const model& m = *shared_model();

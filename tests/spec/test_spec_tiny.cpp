@@ -310,6 +310,94 @@ TEST(SpecTiny, JoiningPromptsShareAForwardAndFallBackOneAtATimeWhenTheKvIsShort)
   EXPECT_EQ(count.forwards, 2) << "one prefill forward for both prompts, then one decode forward";
 }
 
+// fused_prefill: while requests decode, a joining prompt's chunks ride in the verify forward
+// (one forward per step instead of two). Scheduling only: every output equals plain
+// generate(), for plain decoding, the n-gram drafter and a layer-skip drafter on the target's
+// own KV; and when the KV pool cannot take the fused forward, the chunks and the verify rows
+// fall back to forwards of their own with the same outputs.
+TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
+  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/11);
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(3));
+  sampling_params sp;
+  sp.max_tokens = 20;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7}, [] {
+    std::vector<int32_t> p;
+    for (int32_t i = 0; i < 40; ++i) p.push_back((i * 5 + 3) % 16);
+    return p;
+  }()};
+  std::vector<std::vector<int32_t>> plain;
+  for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
+  struct counting final : test::forwarding_backend {
+    using forwarding_backend::forwarding_backend;
+    forward_output forward(const forward_batch& fb) override {
+      ++forwards;
+      return forwarding_backend::forward(fb);
+    }
+    int forwards = 0;
+  } count(be);
+  ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 3});
+  layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 3, .sampled = true, .shared_target = &be},
+                           tiny_factory(3));
+  for (drafter* d : {static_cast<drafter*>(nullptr), static_cast<drafter*>(&ng), static_cast<drafter*>(&shared)}) {
+    const std::string name = d ? d->caps().name : "plain";
+    fixed_gamma_policy pol(d ? 2 : 0);
+    // the layer-skip drafter forwards on the target itself: count only plain and n-gram
+    backend& target = d == &shared ? static_cast<backend&>(be) : static_cast<backend&>(count);
+    spec_decoder dec(target, d, pol, nullptr, {}, {.max_requests = 3, .prefill_chunk = 8, .fused_prefill = true});
+    std::vector<int32_t> ids;
+    for (int32_t i = 0; i < 2; ++i) ids.push_back(dec.add(prompts[static_cast<size_t>(i)], sp));
+    dec.step();  // nobody decoding yet: the two short prompts prefill on their own, then decode
+    std::vector<int32_t> third_tokens;
+    ids.push_back(dec.add(prompts[2], sp, [&](int32_t t, std::string_view) { third_tokens.push_back(t); }));
+    int steps = 0;
+    while (third_tokens.empty()) {
+      const int before = count.forwards;
+      dec.step();
+      ++steps;
+      ASSERT_LE(steps, 10) << name;
+      if (d != &shared) EXPECT_EQ(count.forwards - before, 1) << name << ": one forward per step, step " << steps;
+    }
+    EXPECT_EQ(steps, 5) << name << ": 40 prompt tokens in chunks of 8, the last one's row gives x0";
+    dec.run();
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(dec.take(ids[i]).gen.token_ids, plain[i]) << name << " prompt " << i;
+  }
+
+  // A pool too small for the joining prompt next to the decoder: the fused forward is out of
+  // KV, so the chunk goes on its own (and, alone still too big, ends as context_full) and the
+  // verify rows on theirs; the decoder's output is plain generate()'s.
+  cpu_backend_options o = tiny_model::options(2);
+  o.kv_block_size = 8;
+  o.kv_blocks = 3;  // 24 positions: a (10 + 6) holds 2 blocks, b (12) would need 2 more
+  cpu_backend tight(tm.cfg, tm.w, o);
+  const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, b(12, 7);
+  sampling_params short_sp;
+  short_sp.max_tokens = 6;
+  const std::vector<int32_t> plain_a = generate(tight, nullptr, {}, a, short_sp).token_ids;
+  struct failing_count final : test::forwarding_backend {
+    using forwarding_backend::forwarding_backend;
+    forward_output forward(const forward_batch& fb) override {
+      const forward_output o = forwarding_backend::forward(fb);
+      out_of_kv += o.status == forward_status::out_of_kv ? 1 : 0;
+      return o;
+    }
+    int out_of_kv = 0;
+  } tight_count(tight);
+  fixed_gamma_policy pol(0);
+  spec_decoder dec(tight_count, nullptr, pol, nullptr, {}, {.max_requests = 2, .prefill_chunk = 16, .fused_prefill = true});
+  const int32_t ia = dec.add(a, short_sp);
+  dec.step();
+  const int32_t ib = dec.add(b, short_sp);
+  dec.step();
+  EXPECT_EQ(tight_count.out_of_kv, 2) << "the fused forward, then the chunk alone";
+  ASSERT_TRUE(dec.finished(ib));
+  const spec_result rb = dec.take(ib);
+  EXPECT_EQ(rb.gen.finish, finish_reason::context_full);
+  EXPECT_TRUE(rb.gen.token_ids.empty());
+  dec.run();
+  EXPECT_EQ(dec.take(ia).gen.token_ids, plain_a);
+  EXPECT_EQ(tight.kv().free_blocks(), 3);
+}
+
 TEST(SpecTiny, CancelFreesEveryKvBlock) {
   tiny_model tm;
   cpu_backend be(tm.cfg, tm.w, tiny_model::options(2));
