@@ -69,7 +69,7 @@ struct bench_args {
   std::string model, synthetic, prompts, device = "cpu", draft = "none", mtp1, policies = "none,fixed,threshold,scheduled,async";
   std::string sps_profile, jsonl, md, label_prefix, synth_text = "echo", draft_skip = "off", spec_gate = "off";
   bool shared_prefill = true;
-  bool fused_prefill = false;
+  bool fused_prefill = true;
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
   int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
@@ -92,8 +92,8 @@ struct bench_args {
                "                             engine/spec/spec_gate.h)\n"
                "  [--synthetic-text echo|random] [--shared-prefill on|off]  (off: one prefill forward per joining\n"
                "                             prompt, the loop before 2026-12-06, for A/B runs)\n"
-               "  [--fused-prefill on|off]  (on: while requests decode, the step's prompt chunks ride in the\n"
-               "                             verify forward; spec_decoder_options::fused_prefill)\n",
+               "  [--fused-prefill on|off]  (on, the default: while requests decode, the step's prompt chunks\n"
+               "                             ride in the verify forward; off: a forward of their own, for A/B runs)\n",
                why.empty() ? "" : ("bench_load: " + why).c_str(), why.empty() ? "" : "\n");
   std::exit(why.empty() ? 0 : 2);
 }

@@ -4,7 +4,8 @@
 // Per step:
 //   1. prefill newly added requests (chunked like generate(); while others decode, one chunk
 //      per step, so a long prompt does not stall them; the prompts of a step share one
-//      forward), sample x0 from the last row;
+//      forward, and while others decode that forward is step 4's verify forward:
+//      options.fused_prefill), sample x0 from the last row;
 //   2. drafter.propose for every decoding request (up to the policy's budget, capped by the
 //      tokens left before max_tokens and the context);
 //   3. policy.plan truncates each chain to l_r drafts (it sees the whole batch);
@@ -102,10 +103,12 @@ struct spec_decoder_options {
   bool shared_prefill = true;  // the prompts joining in a step share a forward (false: one each,
                                // as before 2026-12-06; kept for A/B measurements)
   // While requests decode, the step's prompt chunks ride in the verify forward instead of a
-  // forward of their own (one pass over the weights per step instead of two). Off by default
-  // until measured on the GPU; on the CUDA backend a fused forward may leave the GEMV path, so
-  // greedy tokens can differ from generate()'s wherever a large batch's would.
-  bool fused_prefill = false;
+  // forward of their own (one pass over the weights per step instead of two; on the H100, 8B
+  // shape, plain decoding +46% at 64 requests, +15% at 256: docs/benchmarks.md 2026-12-06 fifth
+  // session). false: a forward of their own, as before (A/B runs). On the CUDA backend a fused
+  // forward may leave the GEMV path for that step's decode rows, so greedy tokens can differ
+  // from a lone generate()'s wherever a large batch's would; the CPU backend's rows never do.
+  bool fused_prefill = true;
 };
 
 // Pipelined-mode counters (all zero otherwise).

@@ -23,7 +23,7 @@
 # Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
 # 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
-# LOAD_SOLO_PREFILL=1, LOAD_FUSED_PREFILL=1 (below);
+# LOAD_SOLO_PREFILL=1 and LOAD_FUSED_PREFILL=1 (A/B baselines, below);
 # LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
 # an existing build (no build step).
 # $OUT (at most 8 files): load_synthetic.jsonl, load_smollm2.jsonl, load.md, suite.log,
@@ -100,7 +100,7 @@ fi
 # baseline of the shared prefill forward on the same machine.
 solo() {  # output jsonl, then the phase's model/prompt arguments
   local out="$1"; shift
-  [ "${LOAD_SOLO_PREFILL:-0}" = 1 ] && sweep "$out" "$@" --policies none --shared-prefill off --label-prefix "solo-prefill "
+  [ "${LOAD_SOLO_PREFILL:-0}" = 1 ] && sweep "$out" "$@" --policies none --shared-prefill off --fused-prefill off --label-prefix "solo-prefill "
   return 0
 }
 
@@ -112,12 +112,12 @@ if [[ " $phases " == *" synthetic "* ]]; then
     --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1" \
     "${skip_synth[@]}" "${gate[@]}" --label-prefix "$pre_synth"
   # LOAD_FUSED_PREFILL=1: the same runs (LOAD_FUSED_POLICIES, default none,async) with the prompt
-  # chunks carried by the verify forward (--fused-prefill on), labelled "fused-prefill ...": the
-  # A/B of the fused forward on the same machine.
+  # chunks in a forward of their own (--fused-prefill off, the loop before 2026-12-06 fifth
+  # session), labelled "unfused-prefill ...": the A/B baseline of the fused forward.
   [ "${LOAD_FUSED_PREFILL:-0}" = 1 ] && sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 \
     --prompt-tokens 64 --sps-profile "/tmp/dspark-sps-$shape.json" --policies "${LOAD_FUSED_POLICIES:-none,async}" \
     --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" "${skip_synth[@]}" "${gate[@]}" \
-    --fused-prefill on --label-prefix "fused-prefill $pre_synth"
+    --fused-prefill off --label-prefix "unfused-prefill $pre_synth"
   if python3 -c "import matplotlib" 2>/dev/null; then
     { echo; echo "### matched throughput (synthetic $shape, replayed acceptance)"; echo;
       python3 scripts/plot_load.py "$OUT/load_synthetic.jsonl" "$OUT/synthetic" \
