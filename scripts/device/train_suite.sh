@@ -26,7 +26,8 @@
 # Knobs: TRAIN_STEPS (1400), TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (32), TRAIN_ANCHORS (128),
 # TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (8150), TRAIN_REGEN_BATCH (1024),
 # TRAIN_REGEN_S (200), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
-# TRAIN_MARKOV_RANK (64), TRAIN_MARKOV_TYPE (vanilla|rnn), TRAIN_RETURN (0|1), DSPARK_INIT_FROM
+# TRAIN_MARKOV_RANK (256, the paper's default; 64 before 2026-12-06 fifth session; the smoke
+# run keeps 64), TRAIN_MARKOV_TYPE (vanilla|rnn), TRAIN_RETURN (0|1), DSPARK_INIT_FROM
 # (below), TRAIN_KINDS (dspark,dflash,eagle3,mtp1), TRAIN_EXAMPLES_GZ (an earlier run's
 # examples.jsonl.gz: skips the regeneration).
 # A variant of one drafter at the same data and budget as an earlier run of all four (e.g. the
@@ -75,7 +76,7 @@ if [ $smoke = 0 ]; then
     fi
     printf 'TRAIN_BATCH=%s\nTRAIN_ANCHORS=%s\nTRAIN_STEPS=%s\nTRAIN_N_LAYER=%s\nTRAIN_MARKOV_RANK=%s\nTRAIN_MARKOV_TYPE=%s\nTRAIN_KINDS=%s\n' \
       "${TRAIN_BATCH:-32}" "${TRAIN_ANCHORS:-128}" "${TRAIN_STEPS:-1400}" "${TRAIN_N_LAYER:-5}" \
-      "${TRAIN_MARKOV_RANK:-64}" "${TRAIN_MARKOV_TYPE:-vanilla}" "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}" > "$work/plan.env"
+      "${TRAIN_MARKOV_RANK:-256}" "${TRAIN_MARKOV_TYPE:-vanilla}" "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}" > "$work/plan.env"
   fi
   echo "train_suite: plan: $(tr '\n' ' ' < "$work/plan.env")"
 fi
@@ -110,7 +111,7 @@ else
         --regen-batch "${TRAIN_REGEN_BATCH:-1024}" --regen-time-limit "${TRAIN_REGEN_S:-200}"
         --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1400}" --batch "${TRAIN_BATCH:-32}"
         --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}"
-        --markov-rank "${TRAIN_MARKOV_RANK:-64}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
+        --markov-rank "${TRAIN_MARKOV_RANK:-256}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
         --amp "${TRAIN_AMP:-bf16}" --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first
