@@ -34,6 +34,10 @@ def parse():
     ap.add_argument("--regen-batch", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument("--extra-temperatures", default="",
+                    help="comma list: one more response per prompt sampled at each temperature (top_p 1), "
+                         "e.g. 1.0 to add contexts like those sampled at T = 1; the held-out split keeps "
+                         "whole prompts")
     ap.add_argument("--regen-time-limit", type=float, default=None, help="seconds")
     ap.add_argument("--holdout", type=int, default=256, help="examples kept for eval + calibration")
     ap.add_argument("--max-len", type=int, default=640)
@@ -67,12 +71,17 @@ def parse():
     return ap.parse_args()
 
 
-def tiny_examples(model, n, seed, max_new):
+def extra_passes(args):
+    return [(float(t), 1.0) for t in args.extra_temperatures.split(",") if t.strip()]
+
+
+def tiny_examples(model, n, seed, max_new, extra):
     """Random prompts of 6..20 tokens answered by the tiny target (sampled at T = 1)."""
     g = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(5, model.config.vocab_size, (int(torch.randint(6, 21, (1,), generator=g)),),
                              generator=g).tolist() for _ in range(n)]
-    return regenerate.generate_responses(model, prompts, [2], max_new, 64, 1.0, 1.0, seed, log=lambda *_: None)
+    return regenerate.generate_passes(model, prompts, [2], max_new, 64, [(1.0, 1.0)] + extra, seed,
+                                      log=lambda *_: None)
 
 
 def get_examples(args, model, tok, log):
@@ -81,15 +90,16 @@ def get_examples(args, model, tok, log):
         return data.load_examples(args.examples, args.max_len)
     t0 = time.time()
     if args.target == "tiny":
-        ex = tiny_examples(model, args.n_prompts, args.seed, args.max_new)
+        ex = tiny_examples(model, args.n_prompts, args.seed, args.max_new, extra_passes(args))
     else:
         if not args.prompts:
             raise SystemExit("train: --prompts is needed to regenerate responses")
         texts = regenerate.read_prompts(args.prompts, args.n_prompts)
         ids = [regenerate.chat_prompt_ids(tok, t) for t in texts]
         eos = sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} - {None})
-        ex = regenerate.generate_responses(model, ids, eos, args.max_new, args.regen_batch, args.temperature,
-                                           args.top_p, args.seed, log=log, time_limit=args.regen_time_limit)
+        passes = [(args.temperature, args.top_p)] + extra_passes(args)
+        ex = regenerate.generate_passes(model, ids, eos, args.max_new, args.regen_batch, passes, args.seed, log=log,
+                                        time_limit=args.regen_time_limit)
     log(f"train: {len(ex)} responses regenerated in {time.time() - t0:.0f} s")
     if args.examples:
         os.makedirs(os.path.dirname(os.path.abspath(args.examples)), exist_ok=True)
@@ -118,7 +128,9 @@ def main():
     examples = get_examples(args, model, tok, log)
     if len(examples) < args.holdout + args.batch:
         raise SystemExit(f"train: {len(examples)} examples, need more than holdout {args.holdout} + one batch")
-    train_ex, holdout = examples[:-args.holdout], examples[-args.holdout:]
+    train_ex, holdout = regenerate.split_holdout(examples, args.holdout)
+    if len(train_ex) < args.batch:
+        raise SystemExit(f"train: {len(train_ex)} training examples after holding out whole prompts, need one batch")
     ta = TrainArgs(kinds=args.kinds.split(","), steps=args.steps, batch_size=args.batch, anchors=args.anchors,
                    block_size=args.block_size, n_layer=args.n_layer, markov_rank=args.markov_rank,
                    markov_type=args.markov_type,

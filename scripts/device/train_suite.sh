@@ -29,7 +29,8 @@
 # TRAIN_MARKOV_RANK (256, the paper's default; 64 before 2026-12-06 fifth session; the smoke
 # run keeps 64), TRAIN_MARKOV_TYPE (vanilla|rnn), TRAIN_RETURN (0|1), DSPARK_INIT_FROM
 # (below), TRAIN_KINDS (dspark,dflash,eagle3,mtp1), TRAIN_EXAMPLES_GZ (an earlier run's
-# examples.jsonl.gz: skips the regeneration).
+# examples.jsonl.gz: skips the regeneration), TRAIN_EXTRA_TEMPERATURES (e.g. 1.0: one more
+# response per prompt sampled at that temperature; TRAIN_REGEN_S bounds all passes together).
 # A variant of one drafter at the same data and budget as an earlier run of all four (e.g. the
 # Markov rank): TRAIN_KINDS=dspark, TRAIN_EXAMPLES_GZ=<that run's examples>, the same seed,
 # batch, anchors and steps, and its own DSPARK_TRAIN_DIR. Batches (batch_indices) and anchors
@@ -98,6 +99,7 @@ if [ $smoke = 1 ]; then
   rm -rf "$work"/*
   args=(--target "$target" --n-prompts 24 --max-new 24 --regen-batch 12 --holdout 8 --max-len 128
         --steps 4 --batch 2 --anchors 8 --log-every 1 --ckpt-every 2 --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}"
+        --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}"
         --markov-rank "${TRAIN_MARKOV_RANK:-64}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}")
   [ -f "$prompts" ] || prompts=training/data/chat_eval.jsonl   # smoke only: any prompts do
 else
@@ -113,7 +115,8 @@ else
         --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}"
         --markov-rank "${TRAIN_MARKOV_RANK:-256}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
-        --amp "${TRAIN_AMP:-bf16}" --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}")
+        --amp "${TRAIN_AMP:-bf16}" --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}"
+        --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first
   # steps, counted in the training time; see docs/training.md "Training throughput")
   [ "${TRAIN_COMPILE:-0}" = 1 ] && args+=(--compile)

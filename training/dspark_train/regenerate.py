@@ -21,6 +21,45 @@ def generate_responses(model, prompts_ids, eos_ids, max_new, batch_size, tempera
                        pad_id=0, log=print, time_limit=None):
     """prompts_ids: list of id lists. Left-padded batches; returns list of (ids, n_prompt) with
     the response cut after the first EOS (kept, it is a token the drafter must predict)."""
+    results = _generate_indexed(model, prompts_ids, eos_ids, max_new, batch_size, temperature, top_p, seed,
+                                pad_id, log, time_limit)
+    return [results[i] for i in sorted(results)]
+
+
+def generate_passes(model, prompts_ids, eos_ids, max_new, batch_size, passes, seed, pad_id=0, log=print,
+                    time_limit=None):
+    """Several responses per prompt: one sampling pass over every prompt per (temperature,
+    top_p) in `passes` (seed + 1000003 * pass), within `time_limit` seconds in all. Returns
+    (ids, n_prompt) grouped by prompt, in prompt order, so the held-out tail of the list
+    (split_holdout) takes whole prompts."""
+    t0, per_pass = time.time(), []
+    for k, (temperature, top_p) in enumerate(passes):
+        left = None if time_limit is None else max(0.0, time_limit - (time.time() - t0))
+        if left == 0.0:
+            log(f"regenerate: no time left for pass {k} (temperature {temperature})")
+            break
+        log(f"regenerate: pass {k}: temperature {temperature}, top_p {top_p}")
+        per_pass.append(_generate_indexed(model, prompts_ids, eos_ids, max_new, batch_size, temperature, top_p,
+                                          seed + 1000003 * k, pad_id, log, left))
+    return [r[i] for i in range(len(prompts_ids)) for r in per_pass if i in r]
+
+
+def split_holdout(examples, n):
+    """(train, holdout): holdout = the last examples, at least n of them, extended backwards so
+    that no prompt (an example's first n_prompt ids) has responses on both sides. With one
+    response per prompt it is examples[-n:]."""
+    if n <= 0:
+        return list(examples), []
+    cut = len(examples) - n
+    key = lambda e: tuple(e[0][:e[1]])
+    while 0 < cut < len(examples) and key(examples[cut - 1]) == key(examples[cut]):
+        cut -= 1
+    return list(examples[:cut]), list(examples[cut:])
+
+
+def _generate_indexed(model, prompts_ids, eos_ids, max_new, batch_size, temperature, top_p, seed, pad_id, log,
+                      time_limit):
+    """{prompt index: (ids, n_prompt)} for the prompts answered before time_limit."""
     dev = next(model.parameters()).device
     out, t0 = [], time.time()
     order = sorted(range(len(prompts_ids)), key=lambda i: len(prompts_ids[i]))   # less padding
@@ -50,7 +89,7 @@ def generate_responses(model, prompts_ids, eos_ids, max_new, batch_size, tempera
                     break
             results[i] = (list(prompts_ids[i]) + resp, len(prompts_ids[i]))
         log(f"regenerate: {len(results)}/{len(order)} responses, {time.time() - t0:.0f} s")
-    return [results[i] for i in sorted(results)]
+    return results
 
 
 def read_prompts(path, limit):
