@@ -70,7 +70,6 @@ struct spec_decoder::step_buffers {
   std::vector<request*> group_a, group_b;  // [max_requests] pipelined: verified / drafted now
   std::optional<draft_batch> drafts;       // [max_requests][gamma_max]
   std::vector<prefill_piece> pieces;       // [max_requests] this prefill round's chunks
-  std::vector<int32_t> prefill_tokens;     // [max_tokens_per_step] their tokens, concatenated
 };
 
 spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const tokenizer* tok,
@@ -101,14 +100,14 @@ spec_decoder::spec_decoder(backend& be, drafter* d, spec_policy& policy, const t
   b.propose.resize(R);
   b.plan.resize(R);
   b.n_verify.resize(R);
-  // verify rows, then (fused_prefill) up to a forward's worth of prompt chunks
+  // verify rows, then (fused_prefill) up to a forward's worth of prompt chunks; a prefill
+  // forward of its own stages its chunks here too
   b.tokens.resize(R * G + static_cast<size_t>(lim.max_tokens_per_step));
   b.seqs.resize(2 * R);
   b.probs.resize(G * static_cast<size_t>(lim.n_vocab));
   b.commit.resize(G);
   b.single.resize(1);
   b.pieces.reserve(R);
-  b.prefill_tokens.resize(static_cast<size_t>(lim.max_tokens_per_step));
   b.group_a.reserve(R);
   b.group_b.reserve(R);
   draft_batch_params dp;
@@ -296,9 +295,10 @@ void spec_decoder::land_prefill(std::span<const prefill_piece> pieces, const bat
 void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
   step_buffers& b = *buf_;
   bool capture = false, all_greedy = true;
-  const size_t n_tok = stage_prefill(pieces, b.prefill_tokens.data(), b.seqs.data(), capture, all_greedy);
+  // b.tokens is free here: a fused forward that falls back to this one restages its verify rows
+  const size_t n_tok = stage_prefill(pieces, b.tokens.data(), b.seqs.data(), capture, all_greedy);
   forward_batch fb;
-  fb.tokens = {b.prefill_tokens.data(), n_tok};
+  fb.tokens = {b.tokens.data(), n_tok};
   fb.seqs = {b.seqs.data(), pieces.size()};
   // Greedy first tokens come back as argmax ids; a sampled one needs its logit row.
   fb.outputs = all_greedy ? row_outputs::argmax : row_outputs::logits_and_argmax;
@@ -618,7 +618,8 @@ void spec_decoder::run_forward(std::span<request*> reqs, std::span<const prefill
   if (const sps_table* curve = policy_.step_curve())
     step_prefill_s_ += std::max(0.0, 1.0 / curve->at(static_cast<int64_t>(n_tok)) -
                                          1.0 / curve->at(static_cast<int64_t>(verify_tok)));
-  land_prefill(pieces, b.seqs.data() + reqs.size(), out, row0, capture ? row0 : 0, fb.capture_layers.size());
+  // verify rows capture their logit rows, so the chunks' hidden rows start where their logits do
+  land_prefill(pieces, b.seqs.data() + reqs.size(), out, row0, row0, fb.capture_layers.size());
 }
 
 void spec_decoder::commit_round(request& r, const forward_output& out, int64_t row0) {

@@ -58,14 +58,11 @@ grep -E "tests passed|FAILED|Failed" "$OUT/test.log" | tail -12
 prompts="$data/gsm8k.jsonl,$data/math500.jsonl,$data/humaneval.jsonl,$data/mbpp.jsonl,$data/chat_eval.jsonl"
 limit="${EVAL_LIMIT:-16}"
 maxtok="${EVAL_MAX_TOKENS:-128}"
+source "$root/scripts/device/eval_lib.sh"
 run_one() {  # label, then dspark eval arguments
   local label="$1"; shift
-  local line
-  line=$(timeout 280 "$build/services/dspark" eval --device "${EVAL_DEVICE:-cuda}" --model "$model" --prompts "$prompts" \
-         --limit "$limit" --max-tokens "$maxtok" --gamma 7 --threads 8 --json "$@" 2>> "$OUT/eval_errors.log")
-  local rc=$?
-  if [ $rc -ne 0 ] || [ -z "$line" ]; then echo "{\"label\": \"$label\", \"error\": \"exit $rc\"}"; return; fi
-  echo "$line" | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['label']='$label'; print(json.dumps(d))"
+  labelled_eval "$label" 280 "$OUT/eval_errors.log" "$build/services/dspark" eval --device "${EVAL_DEVICE:-cuda}" \
+    --model "$model" --prompts "$prompts" --limit "$limit" --max-tokens "$maxtok" --gamma 7 --threads 8 --json "$@"
 }
 : > "$OUT/eval.jsonl"
 for temp in 0 1; do
@@ -82,15 +79,7 @@ for temp in 0 1; do
   rm -f /tmp/eval_*_"$temp".json
   echo "eval_suite: temperature $temp done after $(( $(date +%s) - start )) s"
 done
-python3 - "$OUT/eval.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    if "error" in d: print(d["label"], "ERROR", d["error"]); continue
-    taus = {k: round(v["acceptance_length"], 3) for k, v in d["datasets"].items()}
-    same = {k: v.get("identical_outputs") for k, v in d["datasets"].items() if "identical_outputs" in v}
-    print(d["label"], "macro tau", round(d["macro_acceptance_length"], 3), taus, "identical", same or "-")
-PY
+eval_summary "$OUT/eval.jsonl"
 # 4. messaging overhead of the actor runtime at batch 1 on the GPU (issue 6)
 if [ -x "$build/bench/bench_actors" ] && [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ -z "${EVAL_SKIP_TESTS:-}" ]; then
   timeout 120 "$build/bench/bench_actors" --model "$model" --device cuda --tokens 128 --reps 5 > "$OUT/bench_actors.txt" 2>&1

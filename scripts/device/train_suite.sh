@@ -98,9 +98,7 @@ if [ $smoke = 1 ]; then
   target="$model"; [ -f "$model" ] || target=tiny
   rm -rf "$work"/*
   args=(--target "$target" --n-prompts 24 --max-new 24 --regen-batch 12 --holdout 8 --max-len 128
-        --steps 4 --batch 2 --anchors 8 --log-every 1 --ckpt-every 2 --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}"
-        --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}"
-        --markov-rank "${TRAIN_MARKOV_RANK:-64}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}")
+        --steps 4 --batch 2 --anchors 8 --log-every 1 --ckpt-every 2 --markov-rank "${TRAIN_MARKOV_RANK:-64}")
   [ -f "$prompts" ] || prompts=training/data/chat_eval.jsonl   # smoke only: any prompts do
 else
   [ -f "$model" ] || { echo "train_suite: $model missing: stage it first (scripts/device/stage_model.sh)" >&2; exit 1; }
@@ -112,15 +110,16 @@ else
   args=(--target "$model" --n-prompts "${TRAIN_N_PROMPTS:-8150}" --max-new 256
         --regen-batch "${TRAIN_REGEN_BATCH:-1024}" --regen-time-limit "${TRAIN_REGEN_S:-200}"
         --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1400}" --batch "${TRAIN_BATCH:-32}"
-        --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}"
-        --markov-rank "${TRAIN_MARKOV_RANK:-256}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
+        --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}" --markov-rank "${TRAIN_MARKOV_RANK:-256}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
-        --amp "${TRAIN_AMP:-bf16}" --kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}"
-        --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}")
+        --amp "${TRAIN_AMP:-bf16}")
   # TRAIN_COMPILE=1: torch.compile the drafters and loss kernels (compiles during the first
   # steps, counted in the training time; see docs/training.md "Training throughput")
   [ "${TRAIN_COMPILE:-0}" = 1 ] && args+=(--compile)
 fi
+# the recipe's choices both runs share
+args+=(--kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
+       --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}")
 # Continuing an earlier lease's training: carry its exports (and examples.jsonl.gz, which skips
 # the regeneration) and point DSPARK_INIT_FROM at them; the drafters warm-start from those
 # weights with a fresh optimizer (train.py --init-from), and their drafter.json counts the

@@ -72,18 +72,16 @@ eval)
   data="$root/.stage/data"
   [ -x "$build/services/dspark" ] || { echo "train_variants: no $build/services/dspark" >&2; exit 1; }
   source "$root/scripts/device/device_env.sh"
+  source "$root/scripts/device/eval_lib.sh"
   prompts="$data/gsm8k.jsonl,$data/math500.jsonl,$data/humaneval.jsonl,$data/mbpp.jsonl,$data/chat_eval.jsonl"
   pids=()
   for n in $(variant_names); do
     [ -f "$base/$n/export/$kind/drafter.json" ] || { echo "train_variants: $n has no export"; continue; }
     for temp in 0 1; do
       extra=""; [ "$temp" = 0 ] && extra="--check-lossless"
-      ( line=$(timeout 400 "$build/services/dspark" eval --device cuda --model "$model" --prompts "$prompts" \
-                 --limit "${EVAL_LIMIT:-16}" --max-tokens "${EVAL_MAX_TOKENS:-128}" --gamma 7 --threads 4 --json \
-                 --draft "$kind:$base/$n/export/$kind" --temperature "$temp" $extra 2>> "$OUT/eval_errors.log")
-        rc=$?
-        if [ $rc -ne 0 ] || [ -z "$line" ]; then echo "{\"label\": \"$n T$temp\", \"error\": \"exit $rc\"}"
-        else echo "$line" | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['label']='$n T$temp'; print(json.dumps(d))"; fi
+      ( labelled_eval "$n T$temp" 400 "$OUT/eval_errors.log" "$build/services/dspark" eval --device cuda \
+          --model "$model" --prompts "$prompts" --limit "${EVAL_LIMIT:-16}" --max-tokens "${EVAL_MAX_TOKENS:-128}" \
+          --gamma 7 --threads 4 --json --draft "$kind:$base/$n/export/$kind" --temperature "$temp" $extra
       ) > "$base/eval_${n}_$temp.json" &
       pids+=($!)
       if [ ${#pids[@]} -ge "${EVAL_PARALLEL:-4}" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
@@ -91,15 +89,7 @@ eval)
   done
   [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
   cat "$base"/eval_*.json > "$OUT/eval_variants.jsonl" 2>/dev/null
-  python3 - "$OUT/eval_variants.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    if "error" in d: print(d["label"], "ERROR", d["error"]); continue
-    taus = {k: round(v["acceptance_length"], 3) for k, v in d["datasets"].items()}
-    same = {k: v.get("identical_outputs") for k, v in d["datasets"].items() if "identical_outputs" in v}
-    print(d["label"], "macro tau", round(d["macro_acceptance_length"], 3), taus, "identical", same or "-")
-PY
+  eval_summary "$OUT/eval_variants.jsonl"
   ;;
 return)
   n="${2:?variant name}"

@@ -1,5 +1,6 @@
 // A backend that passes every call to another one: tests derive from it and override forward()
-// to watch what the decoding loop asks for, without touching what it gets back.
+// to watch what the decoding loop asks for, without touching what it gets back. counting_backend
+// counts the forwards, those asking for captured features and those that came back out of KV.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,21 @@ class forwarding_backend : public backend {
 
  private:
   backend& in_;
+};
+
+class counting_backend final : public forwarding_backend {
+ public:
+  using forwarding_backend::forwarding_backend;
+  forward_output forward(const forward_batch& b) override {
+    ++forwards;
+    if (!b.capture_layers.empty()) ++capturing;
+    const forward_output o = forwarding_backend::forward(b);
+    if (o.status == forward_status::out_of_kv) ++out_of_kv;
+    return o;
+  }
+  int64_t forwards = 0;
+  int64_t capturing = 0;  // forwards that asked for captured features
+  int64_t out_of_kv = 0;
 };
 
 }  // namespace dspark::test

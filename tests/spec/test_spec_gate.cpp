@@ -213,17 +213,7 @@ TEST(SpecGate, AutoCostIsNeverBelowTheDrafterShare) {
   EXPECT_NEAR(g.stats().last_cost, 0.25, 1e-12);
 }
 
-// A backend that counts the forwards asking for captured features.
-class counting_backend final : public test::forwarding_backend {
- public:
-  using forwarding_backend::forwarding_backend;
-  forward_output forward(const forward_batch& b) override {
-    ++forwards;
-    if (!b.capture_layers.empty()) ++capturing;
-    return forwarding_backend::forward(b);
-  }
-  int64_t forwards = 0, capturing = 0;
-};
+using test::counting_backend;  // counts the forwards asking for captured features
 
 const std::vector<std::vector<int32_t>> k_prompts = {
     {1, 2, 3, 1, 2, 3, 1, 2}, {4, 5, 6, 4, 5}, {7, 8, 9, 7, 8, 9}, {2, 2, 3, 3, 2, 2}, {5, 1, 5, 1, 5},

@@ -217,6 +217,13 @@ TEST(SpecTiny, IgnoreEosRunsToMaxTokensThroughStopIds) {
   EXPECT_EQ(rb.gen.token_ids, full);
 }
 
+// Two short prompts that decode first and a 40-token one that joins them (vocabulary 16).
+std::vector<std::vector<int32_t>> decoders_and_a_long_prompt() {
+  std::vector<int32_t> long_prompt;
+  for (int32_t i = 0; i < 40; ++i) long_prompt.push_back((i * 5 + 3) % 16);
+  return {{1, 2, 3}, {4, 5, 6, 7}, long_prompt};
+}
+
 TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
   // Two requests decode; a 40-token prompt joins. With prefill_chunk 8 each step carries one
   // 8-token chunk, so the decoders get a token every step and the newcomer's first token comes
@@ -225,11 +232,7 @@ TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
   cpu_backend be(tm.cfg, tm.w, tiny_model::options(3));
   sampling_params sp;
   sp.max_tokens = 20;
-  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7}, [] {
-    std::vector<int32_t> p;
-    for (int32_t i = 0; i < 40; ++i) p.push_back((i * 5 + 3) % 16);
-    return p;
-  }()};
+  const std::vector<std::vector<int32_t>> prompts = decoders_and_a_long_prompt();
   std::vector<std::vector<int32_t>> plain;
   for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
   ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 3});
@@ -295,14 +298,7 @@ TEST(SpecTiny, JoiningPromptsShareAForwardAndFallBackOneAtATimeWhenTheKvIsShort)
 
   // With room for both, the two prompts take one forward between them.
   cpu_backend roomy(tm.cfg, tm.w, tiny_model::options(2));
-  struct counting final : test::forwarding_backend {
-    using forwarding_backend::forwarding_backend;
-    forward_output forward(const forward_batch& fb) override {
-      ++forwards;
-      return forwarding_backend::forward(fb);
-    }
-    int forwards = 0;
-  } count(roomy);
+  test::counting_backend count(roomy);
   spec_decoder two(count, nullptr, pol, nullptr, {}, {.max_requests = 2});
   two.add(a, sp);
   two.add(b, sp);
@@ -320,21 +316,10 @@ TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
   cpu_backend be(tm.cfg, tm.w, tiny_model::options(3));
   sampling_params sp;
   sp.max_tokens = 20;
-  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7}, [] {
-    std::vector<int32_t> p;
-    for (int32_t i = 0; i < 40; ++i) p.push_back((i * 5 + 3) % 16);
-    return p;
-  }()};
+  const std::vector<std::vector<int32_t>> prompts = decoders_and_a_long_prompt();
   std::vector<std::vector<int32_t>> plain;
   for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
-  struct counting final : test::forwarding_backend {
-    using forwarding_backend::forwarding_backend;
-    forward_output forward(const forward_batch& fb) override {
-      ++forwards;
-      return forwarding_backend::forward(fb);
-    }
-    int forwards = 0;
-  } count(be);
+  test::counting_backend count(be);
   ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 3});
   layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 3, .sampled = true, .shared_target = &be},
                            tiny_factory(3));
@@ -355,7 +340,9 @@ TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
       dec.step();
       ++steps;
       ASSERT_LE(steps, 10) << name;
-      if (d != &shared) EXPECT_EQ(count.forwards - before, 1) << name << ": one forward per step, step " << steps;
+      if (d != &shared) {
+        EXPECT_EQ(count.forwards - before, 1) << name << ": one forward per step, step " << steps;
+      }
     }
     EXPECT_EQ(steps, 5) << name << ": 40 prompt tokens in chunks of 8, the last one's row gives x0";
     dec.run();
@@ -373,15 +360,7 @@ TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
   sampling_params short_sp;
   short_sp.max_tokens = 6;
   const std::vector<int32_t> plain_a = generate(tight, nullptr, {}, a, short_sp).token_ids;
-  struct failing_count final : test::forwarding_backend {
-    using forwarding_backend::forwarding_backend;
-    forward_output forward(const forward_batch& fb) override {
-      const forward_output o = forwarding_backend::forward(fb);
-      out_of_kv += o.status == forward_status::out_of_kv ? 1 : 0;
-      return o;
-    }
-    int out_of_kv = 0;
-  } tight_count(tight);
+  test::counting_backend tight_count(tight);
   fixed_gamma_policy pol(0);
   spec_decoder dec(tight_count, nullptr, pol, nullptr, {}, {.max_requests = 2, .prefill_chunk = 16, .fused_prefill = true});
   const int32_t ia = dec.add(a, short_sp);
