@@ -41,6 +41,9 @@ class async_capacity_policy final : public spec_policy {
   int32_t draft_budget() const override { return gamma_; }
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
   const sps_table* step_curve() const override { return &sps_; }
+  // The search prices with the carried rows of the step it runs in (those of the step it
+  // plans for, lag steps later, are not known yet).
+  void set_carried_rows(int64_t rows) override { carried_ = rows > 0 ? rows : 0; }
 
   // Draft capacity the last plan() used (for metrics and tests).
   int32_t last_capacity() const { return last_capacity_; }
@@ -58,6 +61,7 @@ class async_capacity_policy final : public spec_policy {
   int32_t max_requests_;
   int32_t lag_;
   sps_table sps_;
+  int64_t carried_ = 0;  // set_carried_rows
   std::vector<survival_candidate> order_;  // reserved max_requests * gamma at construction
   std::vector<stale_capacity> history_;    // ring of the last `lag` steps
   int64_t steps_ = 0;

@@ -82,7 +82,7 @@ void confidence_scheduled_policy::plan(std::span<const policy_request> batch, st
                                  " exceeds max_requests " + std::to_string(max_requests_));
   for (size_t r = 0; r < batch.size(); ++r) n_verify[r] = 0;
   collect_survival_order(batch, gamma_, order_);
-  int64_t b = static_cast<int64_t>(batch.size());
+  int64_t b = static_cast<int64_t>(batch.size()) + carried_;  // tau counts decode tokens only
   double tau = static_cast<double>(batch.size());
   double best = tau * sps_.at(b);
   for (const survival_candidate& c : order_) {

@@ -54,6 +54,11 @@ class spec_policy {
   // The target's step-time curve the policy schedules on, if it has one (scheduled, async):
   // the speculation gate prices plain decoding with it (spec_gate.h).
   virtual const sps_table* step_curve() const { return nullptr; }
+  // Rows the next plan's forward carries besides its verify rows (prompt chunks riding in it,
+  // spec_decoder_options::fused_prefill), set before each plan. A curve-based policy prices a
+  // verify of B rows at SPS(B + rows): the chunks are paid for either way, so what a draft
+  // costs is the step time it adds on top of them. Others ignore it.
+  virtual void set_carried_rows(int64_t rows) { (void)rows; }
 };
 
 // Verifies every proposed draft, up to gamma.
@@ -87,7 +92,7 @@ class threshold_policy final : public spec_policy {
 // Hardware-aware prefix scheduler (method doc 3.2, Algorithm 1). sps[b] is the measured target
 // forward steps per second for a verify batch of b tokens (sps[0] unused); b beyond the table
 // uses the last entry. Admits (r, j) in descending survival a_{r,j} = c_{r,1}...c_{r,j} while
-// tau * SPS(B) keeps improving and stops at the first non-improvement (early stop: a global
+// tau * SPS(B + carried rows) keeps improving and stops at the first non-improvement (early stop: a global
 // search would let a_{r,j+1}, which depends on x_{r,j}, decide whether x_{r,j} is admitted).
 class confidence_scheduled_policy final : public spec_policy {
  public:
@@ -97,11 +102,13 @@ class confidence_scheduled_policy final : public spec_policy {
   int32_t draft_budget() const override { return gamma_; }
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
   const sps_table* step_curve() const override { return &sps_; }
+  void set_carried_rows(int64_t rows) override { carried_ = rows > 0 ? rows : 0; }
 
  private:
   int32_t gamma_;
   int32_t max_requests_;
   sps_table sps_;
+  int64_t carried_ = 0;  // set_carried_rows
   std::vector<survival_candidate> order_;  // [max_requests * gamma], capacity reserved at construction
 };
 

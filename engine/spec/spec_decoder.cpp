@@ -516,6 +516,12 @@ void spec_decoder::plan_and_verify(std::span<request*> reqs) {
     r->n_proposed = drafts.length(r->id);
     b.plan[i] = policy_request{r->id, drafts.confidences(r->id), r->n_verify};
   }
+  // Prompt chunks waiting to ride in this round's first forward (fused_prefill) are paid for
+  // whatever the plan: the policy prices the drafts on top of them.
+  int64_t carried = 0;
+  if (fuse_pending_)
+    for (const prefill_piece& p : b.pieces) carried += p.n;
+  policy_.set_carried_rows(carried);
   policy_.plan({b.plan.data(), reqs.size()}, {b.n_verify.data(), reqs.size()});
   for (size_t i = 0; i < reqs.size(); ++i) {
     request* r = reqs[i];

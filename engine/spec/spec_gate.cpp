@@ -17,6 +17,8 @@ spec_gate::spec_gate(const spec_gate_params& p) : p_(p), reprobe_(p.reprobe_step
           "spec gate: min_steps, min_request_steps and reprobe_steps must be >= 1, reprobe_max >= reprobe_steps");
     if (!(std::abs(p.margin) <= 1.0))
       throw invalid_argument_error("spec gate: margin must be in [-1, 1]");
+    if (!(p.probe_budget > 0.0 && p.probe_budget <= 1.0))
+      throw invalid_argument_error("spec gate: probe_budget must be in (0, 1]");
   }
 }
 
@@ -74,11 +76,13 @@ void spec_gate::observe(const spec_gate_step& s) {
     if (s.decoding <= stats_.closed_at / 2 || closed_for_ >= reprobe_) {
       closed_ = false;
       probing_ = true;
+      open_steps_ = 0;
       ++stats_.reopens;
       reset_window();
     }
     return;
   }
+  ++open_steps_;
   // A step counts once at least half of its requests draft. Fewer say little: after a reprobe
   // only the requests that join draft (a handful of 256 at first), and their gain spread over
   // the whole batch's request-steps is below the noise of the cost estimate, so the window
@@ -99,6 +103,13 @@ void spec_gate::observe(const spec_gate_step& s) {
   if (gain <= cost + p_.margin) {
     // A close right after a reopening waits twice as long before the next look.
     if (probing_) reprobe_ = std::min(p_.reprobe_max, 2 * reprobe_);
+    // ... and long enough that the probe just paid for costs at most probe_budget.
+    const double loss = std::max(0.0, (cost - gain) / (1.0 + cost));
+    if (loss > p_.probe_budget) {
+      const double floor = std::ceil(open_steps_ * (loss / p_.probe_budget - 1.0));
+      reprobe_ = static_cast<int32_t>(std::min<double>(p_.reprobe_max, std::max<double>(reprobe_, floor)));
+    }
+    stats_.reprobe_interval = reprobe_;
     probing_ = false;
     closed_ = true;
     closed_for_ = 0;
@@ -107,6 +118,7 @@ void spec_gate::observe(const spec_gate_step& s) {
   } else {
     reprobe_ = p_.reprobe_steps;  // speculation pays here: a later close looks again soon
     probing_ = false;
+    open_steps_ = 0;  // a later close's loss began after this window
   }
   reset_window();
 }

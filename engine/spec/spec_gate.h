@@ -33,6 +33,13 @@
 //            after a reprobe interval of closed steps, so a change of load or of workload is
 //            noticed: reprobe_steps at first, doubling with every close that follows a
 //            reopening (up to reprobe_max) until a window finds speculation paying again.
+//            A probe is not free: until its window decides, the requests that joined draft at
+//            the loss the window then measures, (o - G) / (1 + o) of throughput. So the closed
+//            interval is also at least long enough that probing costs at most probe_budget of
+//            the throughput: interval >= (steps the gate was open) * (loss / probe_budget - 1).
+//            On a 135M target where a probe runs 25% below plain, that is 24 closed steps per
+//            probe step at the default 1%; where speculation nearly pays (2% at 256 requests
+//            on an 8B shape) the doubling alone decides.
 //            Reopened, only requests that join draft; the window counts only steps in which
 //            at least half of the decoding requests draft, so it waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
@@ -56,6 +63,7 @@ struct spec_gate_params {
   int32_t min_request_steps = 64;   // auto: and its decoding request-steps
   int32_t reprobe_steps = 64;       // auto: closed steps before trying again (first interval)
   int32_t reprobe_max = 4096;       // auto: the interval's ceiling
+  double probe_budget = 0.01;       // auto: throughput share reprobes may cost, (0, 1]; 1: no floor
 };
 
 // One step as the loop saw it.
@@ -78,12 +86,14 @@ struct spec_gate_stats {
   double last_cost = 0.0;
   double plain_scale = 0.0;     // closed steps' decode seconds over SPS's; 0 = not measured
   int32_t closed_at = 0;        // mean decoding count of the window that closed it
+  int32_t reprobe_interval = 0; // closed steps before the next reprobe, as of the last close
 };
 
 class spec_gate {
  public:
   // invalid_argument_error for batch mode with max_batch < 1, or auto with min_steps < 1,
-  // min_request_steps < 1, reprobe_steps < 1 or a margin outside [-1, 1].
+  // min_request_steps < 1, reprobe_steps < 1, a margin outside [-1, 1] or a probe_budget
+  // outside (0, 1].
   explicit spec_gate(const spec_gate_params& p = {});
 
   // Whether a request that joins now, with `decoding` requests decoding, gets the drafter;
@@ -112,6 +122,7 @@ class spec_gate {
   bool closed_ = false;
   int32_t closed_for_ = 0;      // steps since it closed
   int32_t reprobe_ = 0;         // the current reprobe interval
+  int32_t open_steps_ = 0;      // steps since it (re)opened: the probe's length when it closes
   bool probing_ = false;        // reopened, and no window has paid since
   // The auto window.
   int32_t w_steps_ = 0;

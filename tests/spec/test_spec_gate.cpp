@@ -38,6 +38,7 @@ spec_gate_params auto_params() {
   p.min_steps = 4;
   p.min_request_steps = 16;
   p.reprobe_steps = 10;
+  p.probe_budget = 1.0;  // no floor from the probe's loss unless a test sets a budget
   return p;
 }
 
@@ -71,6 +72,11 @@ TEST(SpecGate, ParsesTheCliForms) {
   q = auto_params();
   q.margin = 2.0;
   EXPECT_THROW(spec_gate{q}, invalid_argument_error);
+  for (double budget : {0.0, -0.1, 1.5}) {
+    q = auto_params();
+    q.probe_budget = budget;
+    EXPECT_THROW(spec_gate{q}, invalid_argument_error) << budget;
+  }
 }
 
 TEST(SpecGate, AutoClosesWhenTheGainDoesNotPayTheDrafter) {
@@ -152,6 +158,36 @@ TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
   for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.010});
   EXPECT_TRUE(g.open(8));
   EXPECT_EQ(g.stats().closes, 3);
+}
+
+TEST(SpecGate, AutoKeepsProbesWithinTheirBudget) {
+  spec_gate_params p = auto_params();  // reprobe_steps 10
+  p.probe_budget = 0.05;
+  spec_gate g(p);
+  // 6 steps open (2 with too few drafting, then a window of 4) at G = 0, o = 2 / 8 = 0.25:
+  // speculation ran 0.25 / 1.25 = 20% below plain. At a 5% budget the probe of 6 steps needs
+  // 6 * (0.2 / 0.05 - 1) = 18 closed steps, more than reprobe_steps.
+  for (int i = 0; i < 2; ++i) g.observe({8, 2, 0, 0.0005, 0.010});
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
+  ASSERT_FALSE(g.open(8));
+  EXPECT_EQ(g.stats().reprobe_interval, 18);
+  for (int i = 0; i < 17; ++i) g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_FALSE(g.open(8)) << "10 closed steps would have reopened it without the budget";
+  g.observe({8, 0, 0, 0.0, 0.010});
+  ASSERT_TRUE(g.open(8));
+  // The second probe (4 steps at G = 1 / 8: 10% below plain) needs only 4 * (0.1 / 0.05 - 1)
+  // = 4 closed steps; the doubling after a failed reprobe (2 * 18 = 36) decides.
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 1, 0.002, 0.010});
+  ASSERT_FALSE(g.open(8));
+  EXPECT_EQ(g.stats().reprobe_interval, 36);
+  // The ceiling bounds it.
+  spec_gate_params q = p;
+  q.probe_budget = 0.001;
+  q.reprobe_max = 50;
+  spec_gate h(q);
+  for (int i = 0; i < 4; ++i) h.observe({8, 8, 0, 0.002, 0.010});
+  ASSERT_FALSE(h.open(8));
+  EXPECT_EQ(h.stats().reprobe_interval, 50);
 }
 
 // SPS(B) with 10 ms steps up to B = 8 and 20 ms from 9 on.

@@ -68,6 +68,31 @@ TEST(SpecScheduler, JaggedCurveTrapsEarlyStopButNotGlobalSearch) {
   EXPECT_EQ(async.last_capacity(), 3);
 }
 
+TEST(SpecScheduler, CarriedPromptRowsMoveTheCurvePointDraftsArePricedAt) {
+  // A step-time cliff after B = 8 (SPS 100 up to 8 rows, 25 beyond). Four requests, one draft
+  // each at c = 0.9. Alone, B goes 4 -> 8 at no cost: every draft is admitted. With 4 prompt
+  // rows riding in the forward (fused prefill) B starts at 8 and the first draft costs the
+  // cliff: (4 + 0.9) * 25 < 4 * 100, so none is.
+  std::vector<double> sps(17, 25.0);
+  for (int b = 1; b <= 8; ++b) sps[static_cast<size_t>(b)] = 100.0;
+  const std::vector<std::vector<float>> c = {{0.9f}, {0.9f}, {0.9f}, {0.9f}};
+  confidence_scheduled_policy early(1, 4, sps);
+  EXPECT_EQ(plan(early, c), (std::vector<int32_t>{1, 1, 1, 1}));
+  early.set_carried_rows(4);
+  EXPECT_EQ(plan(early, c), (std::vector<int32_t>{0, 0, 0, 0}));
+  early.set_carried_rows(2);  // room for two drafts before the cliff
+  EXPECT_EQ(plan(early, c), (std::vector<int32_t>{1, 1, 0, 0}));
+  // The async search prices the same way: with 4 carried rows its optimum is no draft, so two
+  // steps later the capacity is 0 even though that step carries nothing.
+  async_capacity_policy async(1, 4, sps, /*lag=*/2);
+  async.set_carried_rows(4);
+  plan(async, c);
+  async.set_carried_rows(0);
+  plan(async, c);
+  EXPECT_EQ(plan(async, c), (std::vector<int32_t>{0, 0, 0, 0}));
+  EXPECT_EQ(plan(async, c), (std::vector<int32_t>{1, 1, 1, 1})) << "step 2's search carried nothing";
+}
+
 TEST(SpecScheduler, AsyncCapacityIsStaleAndTopKIsFresh) {
   // Flat SPS: the global optimum admits every positive candidate. Step 1 has 2 requests with
   // 2 positive drafts each (capacity 4 for step 3, scaled to the step's request count).
