@@ -38,6 +38,9 @@ def parse():
                     help="comma list: one more response per prompt sampled at each temperature (top_p 1), "
                          "e.g. 1.0 to add contexts like those sampled at T = 1; the held-out split keeps "
                          "whole prompts")
+    ap.add_argument("--base-examples",
+                    help="an earlier run's examples (.jsonl or .jsonl.gz, the recipe's first pass): reused as "
+                         "the first pass, so only the --extra-temperatures passes are regenerated")
     ap.add_argument("--regen-time-limit", type=float, default=None, help="seconds")
     ap.add_argument("--holdout", type=int, default=256, help="examples kept for eval + calibration")
     ap.add_argument("--max-len", type=int, default=640)
@@ -97,9 +100,16 @@ def get_examples(args, model, tok, log):
         texts = regenerate.read_prompts(args.prompts, args.n_prompts)
         ids = [regenerate.chat_prompt_ids(tok, t) for t in texts]
         eos = sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} - {None})
-        passes = [(args.temperature, args.top_p)] + extra_passes(args)
-        ex = regenerate.generate_passes(model, ids, eos, args.max_new, args.regen_batch, passes, args.seed, log=log,
-                                        time_limit=args.regen_time_limit)
+        if args.base_examples:
+            base = data.load_examples(args.base_examples, max_len=None, min_loss_tokens=0)
+            log(f"train: first pass from {args.base_examples} ({len(base)} responses)")
+            extra = regenerate.generate_passes(model, ids, eos, args.max_new, args.regen_batch, extra_passes(args),
+                                               args.seed, log=log, time_limit=args.regen_time_limit, first_pass=1)
+            ex = regenerate.merge_passes(ids, base, extra)
+        else:
+            passes = [(args.temperature, args.top_p)] + extra_passes(args)
+            ex = regenerate.generate_passes(model, ids, eos, args.max_new, args.regen_batch, passes, args.seed,
+                                            log=log, time_limit=args.regen_time_limit)
     log(f"train: {len(ex)} responses regenerated in {time.time() - t0:.0f} s")
     if args.examples:
         os.makedirs(os.path.dirname(os.path.abspath(args.examples)), exist_ok=True)

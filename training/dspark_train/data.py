@@ -2,14 +2,17 @@
 response tokens (the assistant content and its closing <|im_end|>), stored as JSONL
 {"ids": [...], "n_prompt": k}. Batches are right-padded; the order is a seeded permutation
 per epoch, so batch i is a pure function of (seed, i) and a resumed run sees the same data."""
+import gzip
 import json
 
 import torch
 
 
 def load_examples(path, max_len, min_loss_tokens=8):
+    """(ids, n_prompt) per line of a .jsonl (or .jsonl.gz) file, ids cut to max_len (None: whole),
+    keeping examples with at least min_loss_tokens response tokens."""
     out = []
-    with open(path) as f:
+    with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as f:
         for line in f:
             if not line.strip():
                 continue

@@ -27,13 +27,13 @@ def generate_responses(model, prompts_ids, eos_ids, max_new, batch_size, tempera
 
 
 def generate_passes(model, prompts_ids, eos_ids, max_new, batch_size, passes, seed, pad_id=0, log=print,
-                    time_limit=None):
+                    time_limit=None, first_pass=0):
     """Several responses per prompt: one sampling pass over every prompt per (temperature,
-    top_p) in `passes` (seed + 1000003 * pass), within `time_limit` seconds in all. Returns
-    (ids, n_prompt) grouped by prompt, in prompt order, so the held-out tail of the list
-    (split_holdout) takes whole prompts."""
+    top_p) in `passes` (seed + 1000003 * pass, passes numbered from `first_pass`), within
+    `time_limit` seconds in all. Returns (ids, n_prompt) grouped by prompt, in prompt order, so
+    the held-out tail of the list (split_holdout) takes whole prompts."""
     t0, per_pass = time.time(), []
-    for k, (temperature, top_p) in enumerate(passes):
+    for k, (temperature, top_p) in enumerate(passes, start=first_pass):
         left = None if time_limit is None else max(0.0, time_limit - (time.time() - t0))
         if left == 0.0:
             log(f"regenerate: no time left for pass {k} (temperature {temperature})")
@@ -42,6 +42,27 @@ def generate_passes(model, prompts_ids, eos_ids, max_new, batch_size, passes, se
         per_pass.append(_generate_indexed(model, prompts_ids, eos_ids, max_new, batch_size, temperature, top_p,
                                           seed + 1000003 * k, pad_id, log, left))
     return [r[i] for i in range(len(prompts_ids)) for r in per_pass if i in r]
+
+
+def merge_passes(prompts_ids, base, extra):
+    """Grouped by prompt like generate_passes: for each prompt, its response in `base` (an
+    earlier run's first pass, matched on the prompt ids; missing ones are skipped), then its
+    responses in `extra` (generate_passes(..., first_pass=1) over the same prompts), so a run
+    that reuses the earlier pass gets the list a full regeneration would give."""
+    key = lambda e: tuple(e[0][:e[1]])
+    by_prompt = {}
+    for e in base:
+        by_prompt.setdefault(key(e), e)
+    extra_by_prompt = {}
+    for e in extra:
+        extra_by_prompt.setdefault(key(e), []).append(e)
+    out = []
+    for p in prompts_ids:
+        k = tuple(p)
+        if k in by_prompt:
+            out.append(by_prompt[k])
+        out.extend(extra_by_prompt.get(k, []))
+    return out
 
 
 def split_holdout(examples, n):

@@ -34,3 +34,21 @@ def test_split_holdout_keeps_whole_prompts():
     single = [([k, 9], 1) for k in range(10)]
     assert regenerate.split_holdout(single, 3) == (single[:7], single[7:])
     assert regenerate.split_holdout(single, 0) == (single, [])
+
+
+def test_an_earlier_first_pass_plus_the_extra_passes_equals_a_full_regeneration(tmp_path):
+    from dspark_train import data
+    m = target.tiny_target(seed=3)
+    ps = prompts(6)
+    full = regenerate.generate_passes(m, ps, [2], 8, 4, [(1.0, 1.0), (0.7, 1.0)], seed=7, log=lambda *_: None)
+    first = regenerate.generate_passes(m, ps, [2], 8, 4, [(1.0, 1.0)], seed=7, log=lambda *_: None)
+    path = tmp_path / "examples.jsonl.gz"
+    import gzip, json
+    with gzip.open(path, "wt") as f:
+        for ids, k in reversed(first[1:]):           # any order; one prompt missing
+            f.write(json.dumps({"ids": ids, "n_prompt": k}) + "\n")
+    base = data.load_examples(str(path), max_len=None, min_loss_tokens=0)
+    extra = regenerate.generate_passes(m, ps, [2], 8, 4, [(0.7, 1.0)], seed=7, log=lambda *_: None, first_pass=1)
+    merged = regenerate.merge_passes(ps, base, extra)
+    assert merged == full[1:]                         # prompt 0's first response was not in the base
+    assert regenerate.merge_passes(ps, first, extra) == full
