@@ -53,6 +53,29 @@ double spec_gate::window_cost() const {
   return std::max(drafter_share, w_step_s_ / plain - 1.0);
 }
 
+double spec_gate::expected_probe_steps() const {
+  // At least as long as the last probe ran, and a window's minimum; and, once the join rate is
+  // known, the steps until half of the load has joined (a window counts only steps where at
+  // least half draft, and after a reprobe only the requests that join draft).
+  const int32_t load = std::max(1, stats_.closed_at);
+  double steps = std::max({static_cast<double>(probe_steps_), static_cast<double>(p_.min_steps),
+                           std::ceil(static_cast<double>(p_.min_request_steps) / load)});
+  if (join_observed_ >= p_.min_steps) {
+    const double rate = join_sum_ / join_steps_;  // requests joining per step
+    const double half = std::ceil(load / 2.0);
+    steps = std::max(steps, rate > 0.0 ? half / rate + p_.min_steps : static_cast<double>(p_.reprobe_max));
+  }
+  return steps;
+}
+
+int32_t spec_gate::reprobe_interval() const {
+  if (close_loss_ <= p_.probe_budget) return reprobe_;
+  // A probe runs about expected_probe_steps() at the loss the closing window measured; closed
+  // for N steps in between, it costs loss * probe / (N + probe) of throughput <= probe_budget.
+  const double floor = std::ceil(expected_probe_steps() * (close_loss_ / p_.probe_budget - 1.0));
+  return static_cast<int32_t>(std::min<double>(p_.reprobe_max, std::max<double>(reprobe_, floor)));
+}
+
 void spec_gate::observe(const spec_gate_step& s) {
   if (p_.mode == spec_gate_mode::batch) {
     if (s.decoding > p_.max_batch) ++stats_.closed_steps;
@@ -71,9 +94,25 @@ void spec_gate::observe(const spec_gate_step& s) {
       stats_.plain_scale = plain_s_ / plain_sps_s_;
     }
     ++closed_for_;
+    // How fast requests join (they are what a probe drafts with): the decoder reports each
+    // one that joins while closed (count_plain_admitted).
+    constexpr double k_join_decay = 1.0 - 1.0 / 64.0;
+    join_sum_ = join_sum_ * k_join_decay + static_cast<double>(stats_.plain_admitted - admitted_seen_);
+    join_steps_ = join_steps_ * k_join_decay + 1.0;
+    ++join_observed_;
+    admitted_seen_ = stats_.plain_admitted;
+    stats_.reprobe_interval = reprobe_interval();
     // Half the load it closed at (speculation paid below it, or the load changed), or long
     // enough closed to look again.
-    if (s.decoding <= stats_.closed_at / 2 || closed_for_ >= reprobe_) {
+    // The load is the mean decoding count of the last k_load_steps closed steps: in a closed
+    // loop of 4 clients two requests often finish in one step and their successors are still
+    // prefilling, so a single step's count of 2 is no change of load.
+    recent_load_[static_cast<size_t>(recent_n_ % k_load_steps)] = s.decoding;
+    ++recent_n_;
+    int64_t load_sum = 0;
+    for (int32_t v : recent_load_) load_sum += v;
+    const bool load_halved = recent_n_ >= k_load_steps && 2 * load_sum <= static_cast<int64_t>(stats_.closed_at) * k_load_steps;
+    if (load_halved || closed_for_ >= stats_.reprobe_interval) {
       closed_ = false;
       probing_ = true;
       open_steps_ = 0;
@@ -103,18 +142,18 @@ void spec_gate::observe(const spec_gate_step& s) {
   if (gain <= cost + p_.margin) {
     // A close right after a reopening waits twice as long before the next look.
     if (probing_) reprobe_ = std::min(p_.reprobe_max, 2 * reprobe_);
-    // ... and long enough that the probe just paid for costs at most probe_budget.
-    const double loss = std::max(0.0, (cost - gain) / (1.0 + cost));
-    if (loss > p_.probe_budget) {
-      const double floor = std::ceil(open_steps_ * (loss / p_.probe_budget - 1.0));
-      reprobe_ = static_cast<int32_t>(std::min<double>(p_.reprobe_max, std::max<double>(reprobe_, floor)));
-    }
-    stats_.reprobe_interval = reprobe_;
+    // ... and long enough that the next probe costs at most probe_budget (reprobe_interval()).
+    close_loss_ = std::max(0.0, (cost - gain) / (1.0 + cost));
+    probe_steps_ = open_steps_;
+    admitted_seen_ = stats_.plain_admitted;
     probing_ = false;
     closed_ = true;
     closed_for_ = 0;
+    recent_n_ = 0;
+    recent_load_.fill(0);
     ++stats_.closes;
     stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(w_request_steps_) / w_steps_));
+    stats_.reprobe_interval = reprobe_interval();
   } else {
     reprobe_ = p_.reprobe_steps;  // speculation pays here: a later close looks again soon
     probing_ = false;

@@ -29,23 +29,29 @@
 //            calibrates it, and the next reprobe decides again; the opposite error would keep
 //            speculating at a loss and never learn. o is never taken below the drafter's share,
 //            drafter seconds / other seconds, which is the whole estimate without a curve.
-//            It reopens when the decoding count falls to half of the count it closed at, or
+//            It reopens when the decoding count (its mean over the last 8 closed steps: one
+//            step's dip while successors prefill is no change of load) falls to half of the
+//            count it closed at, or
 //            after a reprobe interval of closed steps, so a change of load or of workload is
 //            noticed: reprobe_steps at first, doubling with every close that follows a
 //            reopening (up to reprobe_max) until a window finds speculation paying again.
 //            A probe is not free: until its window decides, the requests that joined draft at
 //            the loss the window then measures, (o - G) / (1 + o) of throughput. So the closed
 //            interval is also at least long enough that probing costs at most probe_budget of
-//            the throughput: interval >= (steps the gate was open) * (loss / probe_budget - 1).
-//            On a 135M target where a probe runs 25% below plain, that is 24 closed steps per
-//            probe step at the default 1%; where speculation nearly pays (2% at 256 requests
-//            on an 8B shape) the doubling alone decides.
+//            the throughput: interval >= P * (loss / probe_budget - 1), P the steps a probe is
+//            expected to take: at least as many as the last one (the steps the gate was open
+//            before it closed) and, from the rate at which requests join while closed, the
+//            steps until half of the load has joined (the window waits for them). At 256
+//            requests on an 8B shape, 5 joining per step and 11% below plain, P = 30 and the
+//            interval about 300 steps; on a 135M target where a probe ran 25% below plain,
+//            24 closed steps per probe step.
 //            Reopened, only requests that join draft; the window counts only steps in which
 //            at least half of the decoding requests draft, so it waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -86,7 +92,7 @@ struct spec_gate_stats {
   double last_cost = 0.0;
   double plain_scale = 0.0;     // closed steps' decode seconds over SPS's; 0 = not measured
   int32_t closed_at = 0;        // mean decoding count of the window that closed it
-  int32_t reprobe_interval = 0; // closed steps before the next reprobe, as of the last close
+  int32_t reprobe_interval = 0; // closed steps before the next reprobe (while closed: as of now)
 };
 
 class spec_gate {
@@ -104,7 +110,8 @@ class spec_gate {
   void set_step_curve(const sps_table* sps) { sps_ = sps; }
   // Feeds one finished step; may close or reopen the gate.
   void observe(const spec_gate_step& s);
-  // The loop reports what it did because of the gate.
+  // The loop reports what it did because of the gate. Requests admitted plain while closed
+  // are also the join rate the probe budget expects a probe's length from.
   void count_detached(int32_t n) { stats_.detached += n; }
   void count_plain_admitted() { ++stats_.plain_admitted; }
 
@@ -115,6 +122,8 @@ class spec_gate {
  private:
   void reset_window();
   double step_seconds(int32_t rows) const { return 1.0 / sps_->at(rows); }
+  double expected_probe_steps() const;
+  int32_t reprobe_interval() const;  // closed steps before the next reprobe, budget included
   double window_cost() const;
 
   spec_gate_params p_;
@@ -123,6 +132,17 @@ class spec_gate {
   int32_t closed_for_ = 0;      // steps since it closed
   int32_t reprobe_ = 0;         // the current reprobe interval
   int32_t open_steps_ = 0;      // steps since it (re)opened: the probe's length when it closes
+  static constexpr int32_t k_load_steps = 8;
+  std::array<int32_t, k_load_steps> recent_load_{};  // decoding counts of the last closed steps
+  int64_t recent_n_ = 0;                             // closed steps since it closed
+  // The probe budget: the closing window's loss, the last probe's length, and the join rate
+  // measured on closed steps (decayed sums of joins and steps).
+  double close_loss_ = 0.0;
+  int32_t probe_steps_ = 0;
+  int64_t admitted_seen_ = 0;
+  double join_sum_ = 0.0;
+  double join_steps_ = 0.0;
+  int64_t join_observed_ = 0;
   bool probing_ = false;        // reopened, and no window has paid since
   // The auto window.
   int32_t w_steps_ = 0;

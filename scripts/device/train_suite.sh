@@ -25,12 +25,13 @@
 #
 # Knobs: TRAIN_STEPS (1400), TRAIN_SEED, TRAIN_DEADLINE_S, TRAIN_BATCH (32), TRAIN_ANCHORS (128),
 # TRAIN_AMP (bf16|off), TRAIN_COMPILE (0|1), TRAIN_N_PROMPTS (8150), TRAIN_REGEN_BATCH (1024),
-# TRAIN_REGEN_S (200), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
+# TRAIN_REGEN_S (330: both passes), TRAIN_N_LAYER (5: layers of dspark/dflash, the paper's Table 1 setting),
 # TRAIN_MARKOV_RANK (256, the paper's default; 64 before 2026-12-06 fifth session; the smoke
 # run keeps 64), TRAIN_MARKOV_TYPE (vanilla|rnn), TRAIN_RETURN (0|1), DSPARK_INIT_FROM
 # (below), TRAIN_KINDS (dspark,dflash,eagle3,mtp1), TRAIN_EXAMPLES_GZ (an earlier run's
-# examples.jsonl.gz: skips the regeneration), TRAIN_EXTRA_TEMPERATURES (e.g. 1.0: one more
-# response per prompt sampled at that temperature; TRAIN_REGEN_S bounds all passes together),
+# examples.jsonl.gz: skips the regeneration), TRAIN_EXTRA_TEMPERATURES (1.0 on the GPU, empty
+# for the smoke run: one more response per prompt sampled at each listed temperature;
+# TRAIN_REGEN_S bounds all passes together),
 # TRAIN_BASE_EXAMPLES_GZ (with TRAIN_EXTRA_TEMPERATURES: an earlier run's examples as the first
 # pass, only the extra passes regenerated).
 # A variant of one drafter at the same data and budget as an earlier run of all four (e.g. the
@@ -110,7 +111,7 @@ else
   # regeneration stops after TRAIN_REGEN_S; training stops 510 s after the start of this script,
   # leaving ~60 s for the held-out evaluation, calibration, export and packing
   args=(--target "$model" --n-prompts "${TRAIN_N_PROMPTS:-8150}" --max-new 256
-        --regen-batch "${TRAIN_REGEN_BATCH:-1024}" --regen-time-limit "${TRAIN_REGEN_S:-200}"
+        --regen-batch "${TRAIN_REGEN_BATCH:-1024}" --regen-time-limit "${TRAIN_REGEN_S:-330}"
         --holdout 256 --max-len 640 --steps "${TRAIN_STEPS:-1400}" --batch "${TRAIN_BATCH:-32}"
         --anchors "${TRAIN_ANCHORS:-128}" --n-layer "${TRAIN_N_LAYER:-5}" --markov-rank "${TRAIN_MARKOV_RANK:-256}"
         --log-every 20 --ckpt-every 200 --deadline $((start + ${TRAIN_DEADLINE_S:-510})) --seed "${TRAIN_SEED:-42}"
@@ -119,7 +120,10 @@ else
   # steps, counted in the training time; see docs/training.md "Training throughput")
   [ "${TRAIN_COMPILE:-0}" = 1 ] && args+=(--compile)
 fi
-# the recipe's choices both runs share
+# the recipe's choices both runs share; the GPU run adds a temperature-1 response per prompt by
+# default (2026-12-06 sixth session: T = 1 macro tau +6.7% for dspark, see docs/training.md);
+# TRAIN_EXTRA_TEMPERATURES= (empty) turns it off
+[ $smoke = 0 ] && : "${TRAIN_EXTRA_TEMPERATURES=1.0}"
 args+=(--kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
        --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}")
 # TRAIN_BASE_EXAMPLES_GZ: an earlier run's examples.jsonl.gz stands in for the first pass, so

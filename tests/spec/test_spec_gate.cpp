@@ -80,7 +80,9 @@ TEST(SpecGate, ParsesTheCliForms) {
 }
 
 TEST(SpecGate, AutoClosesWhenTheGainDoesNotPayTheDrafter) {
-  spec_gate g(auto_params());
+  spec_gate_params p = auto_params();
+  p.reprobe_steps = 100;  // only the load reopens it here
+  spec_gate g(p);
   // 8 decoding, 1 accepted draft per step: G = 1/8 = 0.125; drafter 2 ms of 10 ms: o = 0.25.
   for (int i = 0; i < 1; ++i) g.observe({8, 8, 1, 0.002, 0.010});
   EXPECT_TRUE(g.open(8)) << "one step is not a window (min_steps 4)";
@@ -90,13 +92,17 @@ TEST(SpecGate, AutoClosesWhenTheGainDoesNotPayTheDrafter) {
   EXPECT_NEAR(g.stats().last_gain, 0.125, 1e-12);
   EXPECT_NEAR(g.stats().last_cost, 0.25, 1e-12);
   EXPECT_EQ(g.stats().closed_at, 8);
-  // Closed: reopens at half the load it closed at.
-  g.observe({5, 0, 0, 0.0, 0.010});
-  EXPECT_FALSE(g.open(5));
+  // Closed: reopens once the load (the mean of the last 8 closed steps) is half the load it
+  // closed at; one step's dip is not enough.
+  g.observe({4, 0, 0, 0.0, 0.010});
+  for (int i = 0; i < 7; ++i) g.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_FALSE(g.open(8)) << "one step at 4 among 8 at 8";
+  for (int i = 0; i < 7; ++i) g.observe({4, 0, 0, 0.0, 0.010});
+  EXPECT_FALSE(g.open(4)) << "mean 4.5";
   g.observe({4, 0, 0, 0.0, 0.010});
   EXPECT_TRUE(g.open(4));
   EXPECT_EQ(g.stats().reopens, 1);
-  EXPECT_EQ(g.stats().closed_steps, 2);
+  EXPECT_EQ(g.stats().closed_steps, 16);
 }
 
 TEST(SpecGate, AutoStaysOpenWhenSpeculationPays) {
@@ -161,30 +167,64 @@ TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
 }
 
 TEST(SpecGate, AutoKeepsProbesWithinTheirBudget) {
-  spec_gate_params p = auto_params();  // reprobe_steps 10
+  spec_gate_params p = auto_params();  // reprobe_steps 10, min_steps 4, min_request_steps 16
   p.probe_budget = 0.05;
+  // Closed steps where one request joins (plain) per step.
+  const auto closed_step = [](spec_gate& g) {
+    g.count_plain_admitted();
+    g.observe({8, 0, 0, 0.0, 0.010});
+  };
   spec_gate g(p);
   // 6 steps open (2 with too few drafting, then a window of 4) at G = 0, o = 2 / 8 = 0.25:
-  // speculation ran 0.25 / 1.25 = 20% below plain. At a 5% budget the probe of 6 steps needs
-  // 6 * (0.2 / 0.05 - 1) = 18 closed steps, more than reprobe_steps.
+  // speculation ran 0.25 / 1.25 = 20% below plain. At a 5% budget a probe of P steps needs
+  // P * (0.2 / 0.05 - 1) = 3P closed steps. At the close P is the last probe's 6 steps: 18.
   for (int i = 0; i < 2; ++i) g.observe({8, 2, 0, 0.0005, 0.010});
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
   ASSERT_FALSE(g.open(8));
   EXPECT_EQ(g.stats().reprobe_interval, 18);
-  for (int i = 0; i < 17; ++i) g.observe({8, 0, 0, 0.0, 0.010});
+  // Once the join rate is known (one per step), half of the 8 requests join in 4 steps and
+  // the window needs 4 more: P = 8, the interval 24.
+  for (int i = 0; i < 23; ++i) closed_step(g);
+  EXPECT_EQ(g.stats().reprobe_interval, 24);
   EXPECT_FALSE(g.open(8)) << "10 closed steps would have reopened it without the budget";
-  g.observe({8, 0, 0, 0.0, 0.010});
+  closed_step(g);
   ASSERT_TRUE(g.open(8));
-  // The second probe (4 steps at G = 1 / 8: 10% below plain) needs only 4 * (0.1 / 0.05 - 1)
-  // = 4 closed steps; the doubling after a failed reprobe (2 * 18 = 36) decides.
+  // The second probe (4 steps at G = 1 / 8: 10% below plain) needs 8 * (0.1 / 0.05 - 1) = 8
+  // closed steps; the doubling after a failed reprobe (2 * 10 = 20) decides.
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 1, 0.002, 0.010});
   ASSERT_FALSE(g.open(8));
-  EXPECT_EQ(g.stats().reprobe_interval, 36);
-  // The ceiling bounds it.
+  for (int i = 0; i < 19; ++i) closed_step(g);
+  EXPECT_EQ(g.stats().reprobe_interval, 20);
+  EXPECT_FALSE(g.open(8));
+  closed_step(g);
+  EXPECT_TRUE(g.open(8));
+
+  // Requests join slowly (one every 4 steps): half of 8 takes 16 steps, so a probe is expected
+  // to take 16 + 4 (the window) = 20 steps, and the interval grows to 20 * 3 = 60 once the
+  // rate is known (after min_steps closed steps).
+  spec_gate slow(p);
+  for (int i = 0; i < 4; ++i) slow.observe({8, 8, 0, 0.002, 0.010});
+  ASSERT_FALSE(slow.open(8));
+  EXPECT_EQ(slow.stats().reprobe_interval, 12) << "before any closed step: the last probe's 4 steps";
+  for (int i = 0; i < 59; ++i) {
+    if (i % 4 == 0) slow.count_plain_admitted();
+    slow.observe({8, 0, 0, 0.0, 0.010});
+    ASSERT_FALSE(slow.open(8)) << "closed step " << i + 1;
+  }
+  EXPECT_NEAR(slow.stats().reprobe_interval, 60, 4) << "the decayed join rate is near 1/4";
+  // Nobody joins at all: a probe could never fill its window; only the ceiling (or half the
+  // load) reopens it.
   spec_gate_params q = p;
-  q.probe_budget = 0.001;
-  q.reprobe_max = 50;
-  spec_gate h(q);
+  q.reprobe_max = 500;
+  spec_gate stuck(q);
+  for (int i = 0; i < 4; ++i) stuck.observe({8, 8, 0, 0.002, 0.010});
+  for (int i = 0; i < 8; ++i) stuck.observe({8, 0, 0, 0.0, 0.010});
+  EXPECT_EQ(stuck.stats().reprobe_interval, 500);
+  // The ceiling bounds it.
+  spec_gate_params r = p;
+  r.probe_budget = 0.001;
+  r.reprobe_max = 50;
+  spec_gate h(r);
   for (int i = 0; i < 4; ++i) h.observe({8, 8, 0, 0.002, 0.010});
   ASSERT_FALSE(h.open(8));
   EXPECT_EQ(h.stats().reprobe_interval, 50);
