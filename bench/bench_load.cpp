@@ -5,7 +5,7 @@
 //   bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)
 //              [--device cpu|cuda] [--draft SPEC] [--gamma 7] [--threshold 0.5]
 //              [--policies none,fixed,threshold,scheduled,async] [--mtp1 SPEC]
-//              [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds S] [--warmup N]
+//              [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds S] [--warmup N | --warmup-waves W]
 //              [--max-tokens 64] [--min-tokens 32] [--prompt-count 64] [--prompt-tokens 128]
 //              [--prefill-chunk 256] [--ctx N] [--threads N] [--sps-profile FILE] [--seed S]
 //              [--jsonl FILE] [--md FILE] [--label-prefix P] [--synthetic-text echo|random]
@@ -24,7 +24,9 @@
 // --label-prefix + the policy entry (or "mtp1"). Greedy decoding;
 // prompts cycle; request i's max_tokens is drawn once from [--min-tokens, --max-tokens]
 // (different lengths keep the closed loop from marching in lock-step waves). Progress and
-// the time each level took go to stderr. --synthetic-text echo (default) gives the synthetic
+// the time each level took go to stderr. The window opens after --warmup finished requests
+// (default one wave, C) or --warmup-waves W waves (W x C): each level starts a fresh decoder, so
+// several waves put the speculation gate's start-up (its first close and reprobe) before it. --synthetic-text echo (default) gives the synthetic
 // model a bf16-robust greedy text, so replay oracles do not miss (models/arch/synthetic_model.h).
 #include <algorithm>
 #include <chrono>
@@ -71,7 +73,7 @@ struct bench_args {
   bool shared_prefill = true;
   bool fused_prefill = true;
   std::vector<int32_t> concurrency = {1, 4, 16, 64, 128, 256};
-  int32_t gamma = 7, requests = 0, warmup = -1, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
+  int32_t gamma = 7, requests = 0, warmup = -1, warmup_waves = 0, max_tokens = 64, min_tokens = -1, prompt_count = 64, prompt_tokens = 128;
   int32_t prefill_chunk = 256, ctx = 0, threads = 0;
   double threshold = 0.5, seconds = 5.0;
   uint64_t seed = 1234;
@@ -84,7 +86,7 @@ struct bench_args {
                "%s%susage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)\n"
                "  [--device cpu|cuda] [--draft none|ngram|layerskip:K|KIND:DIR|replay:TRACE[,layers=N][,logits=all|last]]\n"
                "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
-               "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N] [--max-tokens 64]\n"
+               "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N | --warmup-waves W] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
                "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1; auto: cost measured)\n"
@@ -162,6 +164,7 @@ bench_args parse(int argc, char** argv) {
     else if (k == "--gamma") a.gamma = to_int(k, v, 1, 64);
     else if (k == "--requests") a.requests = to_int(k, v, 1, 1 << 20);
     else if (k == "--warmup") a.warmup = to_int(k, v, 0, 1 << 20);
+    else if (k == "--warmup-waves") a.warmup_waves = to_int(k, v, 1, 64);
     else if (k == "--max-tokens") a.max_tokens = to_int(k, v, 1, 1 << 16);
     else if (k == "--min-tokens") a.min_tokens = to_int(k, v, 1, 1 << 16);
     else if (k == "--prompt-count") a.prompt_count = to_int(k, v, 1, 1 << 16);
@@ -444,7 +447,7 @@ int run(const bench_args& a) {
       double verify0 = 0.0, verify1 = 0.0;
       load_level_options lo;
       lo.concurrency = c;
-      lo.warmup_requests = a.warmup;
+      lo.warmup_requests = a.warmup_waves > 0 ? a.warmup_waves * c : a.warmup;
       lo.measured_requests = a.requests > 0 ? a.requests : 2 * c;
       lo.max_seconds = a.seconds;
       lo.params.max_tokens = a.max_tokens;
@@ -477,6 +480,7 @@ int run(const bench_args& a) {
       j["oracle_misses"] = miss1 - miss0;
       j["shared_prefill"] = a.shared_prefill;
       j["fused_prefill"] = a.fused_prefill;
+      j["warmup_requests"] = lo.warmup_requests < 0 ? c : lo.warmup_requests;
       // Where a step's time goes: the verify forwards (plan, forward, commit) against the whole
       // step; the rest is prefill, drafting and the loop's own bookkeeping.
       j["step_ms"] = res.steps ? res.window_s / static_cast<double>(res.steps) * 1e3 : 0.0;

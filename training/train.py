@@ -39,8 +39,9 @@ def parse():
                          "e.g. 1.0 to add contexts like those sampled at T = 1; the held-out split keeps "
                          "whole prompts")
     ap.add_argument("--base-examples",
-                    help="an earlier run's examples (.jsonl or .jsonl.gz, the recipe's first pass): reused as "
-                         "the first pass, so only the --extra-temperatures passes are regenerated")
+                    help="an earlier run's examples (.jsonl or .jsonl.gz: its passes, the recipe's first one "
+                         "first): reused, so only the --extra-temperatures passes are regenerated (numbered "
+                         "after the earlier ones, so their seeds differ)")
     ap.add_argument("--regen-time-limit", type=float, default=None, help="seconds")
     ap.add_argument("--holdout", type=int, default=256, help="examples kept for eval + calibration")
     ap.add_argument("--max-len", type=int, default=640)
@@ -102,9 +103,10 @@ def get_examples(args, model, tok, log):
         eos = sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} - {None})
         if args.base_examples:
             base = data.load_examples(args.base_examples, max_len=None, min_loss_tokens=0)
-            log(f"train: first pass from {args.base_examples} ({len(base)} responses)")
+            done = regenerate.base_passes(base)
+            log(f"train: {done} pass(es) from {args.base_examples} ({len(base)} responses)")
             extra = regenerate.generate_passes(model, ids, eos, args.max_new, args.regen_batch, extra_passes(args),
-                                               args.seed, log=log, time_limit=args.regen_time_limit, first_pass=1)
+                                               args.seed, log=log, time_limit=args.regen_time_limit, first_pass=done)
             ex = regenerate.merge_passes(ids, base, extra)
         else:
             passes = [(args.temperature, args.top_p)] + extra_passes(args)

@@ -23,7 +23,8 @@
 # Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
 # 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
-# LOAD_SOLO_PREFILL=1 and LOAD_FUSED_PREFILL=1 (A/B baselines, below);
+# LOAD_SOLO_PREFILL=1 and LOAD_FUSED_PREFILL=1 (A/B baselines, below); LOAD_WARMUP_WAVES (1: waves of
+# C finished requests before a level's window; more put the gate's start-up before it);
 # LOAD_BUILD=DIR LOAD_DEVICE=cpu LOAD_SHAPE=tiny: a smoke run of the script on a CPU box with
 # an existing build (no build step).
 # $OUT (at most 8 files): load_synthetic.jsonl, load_smollm2.jsonl, load.md, suite.log,
@@ -73,7 +74,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | hea
 sweep() {  # output jsonl, then bench_load arguments
   local out="$1"; shift
   timeout "${LOAD_TIMEOUT:-420}" "$build/bench/bench_load" --device "${LOAD_DEVICE:-cuda}" --concurrency "$conc" --seconds "$secs" \
-    --requests "${LOAD_REQUESTS:-100000}" --max-tokens 64 --min-tokens 32 --prefill-chunk 1024 --gamma 7 --threshold 0.5 --jsonl "$out" \
+    --requests "${LOAD_REQUESTS:-100000}" --max-tokens 64 --min-tokens 32 --prefill-chunk 1024 --gamma 7 --threshold 0.5 \
+    --warmup-waves "${LOAD_WARMUP_WAVES:-1}" --jsonl "$out" \
     --md /tmp/dspark-load-part.md "$@"
   local rc=$?
   echo "load_suite: bench_load $* rc=$rc after $(elapsed)"

@@ -33,7 +33,7 @@
 # for the smoke run: one more response per prompt sampled at each listed temperature;
 # TRAIN_REGEN_S bounds all passes together),
 # TRAIN_BASE_EXAMPLES_GZ (with TRAIN_EXTRA_TEMPERATURES: an earlier run's examples as the first
-# pass, only the extra passes regenerated).
+# passes, only the extra passes regenerated).
 # A variant of one drafter at the same data and budget as an earlier run of all four (e.g. the
 # Markov rank): TRAIN_KINDS=dspark, TRAIN_EXAMPLES_GZ=<that run's examples>, the same seed,
 # batch, anchors and steps, and its own DSPARK_TRAIN_DIR. Batches (batch_indices) and anchors
@@ -126,8 +126,8 @@ fi
 [ $smoke = 0 ] && : "${TRAIN_EXTRA_TEMPERATURES=1.0}"
 args+=(--kinds "${TRAIN_KINDS:-dspark,dflash,eagle3,mtp1}" --markov-type "${TRAIN_MARKOV_TYPE:-vanilla}"
        --extra-temperatures "${TRAIN_EXTRA_TEMPERATURES:-}")
-# TRAIN_BASE_EXAMPLES_GZ: an earlier run's examples.jsonl.gz stands in for the first pass, so
-# only the extra passes are regenerated (saves ~160 s of device time)
+# TRAIN_BASE_EXAMPLES_GZ: an earlier run's examples.jsonl.gz stands in for its passes, so only
+# the extra passes are regenerated (~160 s of device time saved per pass)
 [ -n "${TRAIN_BASE_EXAMPLES_GZ:-}" ] && args+=(--base-examples "$TRAIN_BASE_EXAMPLES_GZ")
 # Continuing an earlier lease's training: carry its exports (and examples.jsonl.gz, which skips
 # the regeneration) and point DSPARK_INIT_FROM at them; the drafters warm-start from those

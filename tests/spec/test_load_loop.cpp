@@ -154,7 +154,7 @@ TEST(BenchLoad, TinySyntheticReplaySweepWritesJsonLines) {
   const std::string jsonl = dir + "/load.jsonl";
   std::string out;
   const std::string cmd = bin + " --synthetic tiny --device cpu --threads 1 --concurrency 1,2 --requests 3 --seconds 0" +
-                          " --max-tokens 12 --prompt-count 6 --prompt-tokens 10 --policies none,fixed,scheduled" +
+                          " --max-tokens 12 --prompt-count 6 --prompt-tokens 10 --policies none,fixed,scheduled --warmup-waves 2" +
                           " --draft replay:" + traces + "smollm2_dspark_g7.jsonl,layers=1 --mtp1 replay:" + traces +
                           "smollm2_mtp1_g1.jsonl,layers=1 --sps-profile " + dir + "/sps.json --jsonl " + jsonl +
                           " --md " + dir + "/load.md";
@@ -176,6 +176,7 @@ TEST(BenchLoad, TinySyntheticReplaySweepWritesJsonLines) {
     EXPECT_EQ(j["oracle_misses"], 0) << "the CPU backend is batch-invariant";
     EXPECT_EQ(j["replayed_acceptance"], labels[i] != "none");
     EXPECT_EQ(j["mean_active"].get<double>(), j["concurrency"].get<double>());
+    EXPECT_EQ(j["warmup_requests"], 2 * j["concurrency"].get<int>()) << "--warmup-waves 2";
   }
   EXPECT_EQ(rows[0]["mean_verify_length"], 0.0) << "plain decoding verifies no drafts";
   EXPECT_GT(rows[2]["tau"].get<double>(), 1.0) << "the DSpark trace accepts drafts";
@@ -188,6 +189,8 @@ TEST(BenchLoad, TinySyntheticReplaySweepWritesJsonLines) {
   EXPECT_EQ(run_binary(bin + " --synthetic tiny --policies psychic --draft replay:x", err), 2) << err;
   err.clear();
   EXPECT_EQ(run_binary(bin + " --synthetic nonesuch --policies none", err), 1) << err;
+  err.clear();
+  EXPECT_EQ(run_binary(bin + " --synthetic tiny --policies none --warmup-waves 0", err), 2) << err;
   std::filesystem::remove_all(dir);
 }
 

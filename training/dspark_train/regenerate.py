@@ -44,25 +44,26 @@ def generate_passes(model, prompts_ids, eos_ids, max_new, batch_size, passes, se
     return [r[i] for i in range(len(prompts_ids)) for r in per_pass if i in r]
 
 
+def base_passes(base):
+    """How many responses per prompt an earlier run's examples hold (its passes): the most any
+    prompt has, so generate_passes(..., first_pass=base_passes(base)) continues its seeds."""
+    counts = {}
+    for ids, k in base:
+        counts[tuple(ids[:k])] = counts.get(tuple(ids[:k]), 0) + 1
+    return max(counts.values(), default=0)
+
+
 def merge_passes(prompts_ids, base, extra):
-    """Grouped by prompt like generate_passes: for each prompt, its response in `base` (an
-    earlier run's first pass, matched on the prompt ids; missing ones are skipped), then its
-    responses in `extra` (generate_passes(..., first_pass=1) over the same prompts), so a run
-    that reuses the earlier pass gets the list a full regeneration would give."""
+    """Grouped by prompt like generate_passes: for each prompt, its responses in `base` (an
+    earlier run's passes, in their order, matched on the prompt ids; prompts it lacks get none),
+    then its responses in `extra` (generate_passes(..., first_pass=base_passes(base)) over the
+    same prompts), so a run that reuses the earlier passes gets the list a full regeneration
+    would give."""
     key = lambda e: tuple(e[0][:e[1]])
     by_prompt = {}
-    for e in base:
-        by_prompt.setdefault(key(e), e)
-    extra_by_prompt = {}
-    for e in extra:
-        extra_by_prompt.setdefault(key(e), []).append(e)
-    out = []
-    for p in prompts_ids:
-        k = tuple(p)
-        if k in by_prompt:
-            out.append(by_prompt[k])
-        out.extend(extra_by_prompt.get(k, []))
-    return out
+    for e in list(base) + list(extra):
+        by_prompt.setdefault(key(e), []).append(e)
+    return [e for p in prompts_ids for e in by_prompt.get(tuple(p), [])]
 
 
 def split_holdout(examples, n):

@@ -48,7 +48,15 @@ def test_an_earlier_first_pass_plus_the_extra_passes_equals_a_full_regeneration(
         for ids, k in reversed(first[1:]):           # any order; one prompt missing
             f.write(json.dumps({"ids": ids, "n_prompt": k}) + "\n")
     base = data.load_examples(str(path), max_len=None, min_loss_tokens=0)
+    assert regenerate.base_passes(base) == 1
     extra = regenerate.generate_passes(m, ps, [2], 8, 4, [(0.7, 1.0)], seed=7, log=lambda *_: None, first_pass=1)
     merged = regenerate.merge_passes(ps, base, extra)
     assert merged == full[1:]                         # prompt 0's first response was not in the base
     assert regenerate.merge_passes(ps, first, extra) == full
+    # Two earlier passes and a third on top: the list (and the third pass's seed) of a full
+    # three-pass regeneration.
+    three = regenerate.generate_passes(m, ps, [2], 8, 4, [(1.0, 1.0), (0.7, 1.0), (0.9, 1.0)], seed=7,
+                                       log=lambda *_: None)
+    assert regenerate.base_passes(full) == 2
+    third = regenerate.generate_passes(m, ps, [2], 8, 4, [(0.9, 1.0)], seed=7, log=lambda *_: None, first_pass=2)
+    assert regenerate.merge_passes(ps, full, third) == three
