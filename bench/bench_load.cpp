@@ -503,6 +503,7 @@ int run(const bench_args& a) {
         j["gate_last_cost"] = g.last_cost;
         j["gate_plain_scale"] = g.plain_scale;
         j["gate_reprobe_interval"] = g.reprobe_interval;
+        j["gate_probe_loss"] = g.probe_loss;
       }
       j["level_wall_s"] = seconds_since(t_level);
       if (jsonl) jsonl << j.dump() << '\n' << std::flush;

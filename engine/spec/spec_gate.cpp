@@ -34,23 +34,23 @@ bool spec_gate::open(int32_t decoding) const {
   return true;
 }
 
-void spec_gate::reset_window() {
-  w_steps_ = 0;
-  w_request_steps_ = 0;
-  w_accepted_ = 0;
-  w_drafter_s_ = 0.0;
-  w_step_s_ = 0.0;
-  w_prefill_s_ = 0.0;
-  w_sps_plain_s_ = 0.0;
+void spec_gate::step_sums::add(const spec_gate_step& s, double sps_plain) {
+  ++steps;
+  request_steps += s.decoding;
+  accepted += s.accepted;
+  drafter_s += s.drafter_s;
+  step_s += s.step_s;
+  prefill_s += s.prefill_s;
+  sps_plain_s += sps_plain;
 }
 
-double spec_gate::window_cost() const {
-  const double rest = w_step_s_ - w_drafter_s_;
-  const double drafter_share = rest > 0 ? w_drafter_s_ / rest : 0.0;
-  if (sps_ == nullptr || w_sps_plain_s_ <= 0.0) return drafter_share;
+double spec_gate::cost(const step_sums& w) const {
+  const double rest = w.step_s - w.drafter_s;
+  const double drafter_share = rest > 0 ? w.drafter_s / rest : 0.0;
+  if (sps_ == nullptr || w.sps_plain_s <= 0.0) return drafter_share;
   const double scale = plain_steps_ >= p_.min_steps && plain_sps_s_ > 0.0 ? plain_s_ / plain_sps_s_ : 1.0;
-  const double plain = scale * w_sps_plain_s_ + w_prefill_s_;
-  return std::max(drafter_share, w_step_s_ / plain - 1.0);
+  const double plain = scale * w.sps_plain_s + w.prefill_s;
+  return std::max(drafter_share, w.step_s / plain - 1.0);
 }
 
 double spec_gate::expected_probe_steps() const {
@@ -102,11 +102,10 @@ void spec_gate::observe(const spec_gate_step& s) {
     ++join_observed_;
     admitted_seen_ = stats_.plain_admitted;
     stats_.reprobe_interval = reprobe_interval();
-    // Half the load it closed at (speculation paid below it, or the load changed), or long
-    // enough closed to look again.
-    // The load is the mean decoding count of the last k_load_steps closed steps: in a closed
-    // loop of 4 clients two requests often finish in one step and their successors are still
-    // prefilling, so a single step's count of 2 is no change of load.
+    // Reopen at half the load it closed at (speculation paid below it, or the load changed),
+    // or once closed long enough to look again. The load is the mean decoding count of the last
+    // k_load_steps closed steps: in a closed loop of 4 clients two requests often finish in one
+    // step while their successors prefill, and a single step's count of 2 is no change of load.
     recent_load_[static_cast<size_t>(recent_n_ % k_load_steps)] = s.decoding;
     ++recent_n_;
     int64_t load_sum = 0;
@@ -117,33 +116,33 @@ void spec_gate::observe(const spec_gate_step& s) {
       probing_ = true;
       open_steps_ = 0;
       ++stats_.reopens;
-      reset_window();
+      window_ = {};
+      probe_ = {};
     }
     return;
   }
   ++open_steps_;
+  const double sps_plain = sps_ != nullptr && s.decoding > 0 ? step_seconds(s.decoding) : 0.0;
+  if (s.decoding > 0) probe_.add(s, sps_plain);
   // A step counts once at least half of its requests draft. Fewer say little: after a reprobe
   // only the requests that join draft (a handful of 256 at first), and their gain spread over
   // the whole batch's request-steps is below the noise of the cost estimate, so the window
   // waits until the batch has turned over.
   if (s.drafting == 0 || s.decoding == 0 || 2 * s.drafting < s.decoding) return;
-  ++w_steps_;
-  w_request_steps_ += s.decoding;
-  w_accepted_ += s.accepted;
-  w_drafter_s_ += s.drafter_s;
-  w_step_s_ += s.step_s;
-  w_prefill_s_ += s.prefill_s;
-  if (sps_ != nullptr) w_sps_plain_s_ += step_seconds(s.decoding);
-  if (w_steps_ < p_.min_steps || w_request_steps_ < p_.min_request_steps) return;
-  const double gain = static_cast<double>(w_accepted_) / static_cast<double>(w_request_steps_);
-  const double cost = window_cost();
+  window_.add(s, sps_plain);
+  if (window_.steps < p_.min_steps || window_.request_steps < p_.min_request_steps) return;
+  const double gain = window_.gain();
+  const double o = cost(window_);
   stats_.last_gain = gain;
-  stats_.last_cost = cost;
-  if (gain <= cost + p_.margin) {
+  stats_.last_cost = o;
+  if (gain <= o + p_.margin) {
     // A close right after a reopening waits twice as long before the next look.
     if (probing_) reprobe_ = std::min(p_.reprobe_max, 2 * reprobe_);
-    // ... and long enough that the next probe costs at most probe_budget (reprobe_interval()).
-    close_loss_ = std::max(0.0, (cost - gain) / (1.0 + cost));
+    // ... and long enough that the next probe costs at most probe_budget (reprobe_interval()),
+    // at the loss of this whole probe or of its window, whichever is larger.
+    const auto loss = [](double g, double c) { return std::max(0.0, (c - g) / (1.0 + c)); };
+    close_loss_ = std::max(loss(gain, o), loss(probe_.gain(), cost(probe_)));
+    stats_.probe_loss = close_loss_;
     probe_steps_ = open_steps_;
     admitted_seen_ = stats_.plain_admitted;
     probing_ = false;
@@ -152,14 +151,15 @@ void spec_gate::observe(const spec_gate_step& s) {
     recent_n_ = 0;
     recent_load_.fill(0);
     ++stats_.closes;
-    stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(w_request_steps_) / w_steps_));
+    stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(window_.request_steps) / window_.steps));
     stats_.reprobe_interval = reprobe_interval();
   } else {
     reprobe_ = p_.reprobe_steps;  // speculation pays here: a later close looks again soon
     probing_ = false;
     open_steps_ = 0;  // a later close's loss began after this window
+    probe_ = {};
   }
-  reset_window();
+  window_ = {};
 }
 
 spec_gate_params parse_spec_gate(const std::string& s) {

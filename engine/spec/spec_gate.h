@@ -36,7 +36,10 @@
 //            noticed: reprobe_steps at first, doubling with every close that follows a
 //            reopening (up to reprobe_max) until a window finds speculation paying again.
 //            A probe is not free: until its window decides, the requests that joined draft at
-//            the loss the window then measures, (o - G) / (1 + o) of throughput. So the closed
+//            a loss, (o - G) / (1 + o) of throughput over the probe's steps (all of them, not
+//            only the window's: a batched draft pass costs about as much for a few requests as
+//            for all, so the first steps of a probe lose the most), or the window's loss if
+//            that is larger. So the closed
 //            interval is also at least long enough that probing costs at most probe_budget of
 //            the throughput: interval >= P * (loss / probe_budget - 1), P the steps a probe is
 //            expected to take: at least as many as the last one (the steps the gate was open
@@ -90,6 +93,7 @@ struct spec_gate_stats {
   int64_t plain_admitted = 0;   // requests that joined while closed (never drafted)
   double last_gain = 0.0;       // G and o of the last auto window
   double last_cost = 0.0;
+  double probe_loss = 0.0;      // throughput share the last probe lost, (o - G) / (1 + o)
   double plain_scale = 0.0;     // closed steps' decode seconds over SPS's; 0 = not measured
   int32_t closed_at = 0;        // mean decoding count of the window that closed it
   int32_t reprobe_interval = 0; // closed steps before the next reprobe (while closed: as of now)
@@ -120,11 +124,23 @@ class spec_gate {
   bool closed() const { return closed_; }
 
  private:
-  void reset_window();
+  // Sums over a run of open steps: the decision window (steps where at least half draft), and
+  // the whole probe (every open step since it opened or a window last paid).
+  struct step_sums {
+    int32_t steps = 0;
+    int64_t request_steps = 0;
+    int64_t accepted = 0;
+    double drafter_s = 0.0;
+    double step_s = 0.0;
+    double prefill_s = 0.0;
+    double sps_plain_s = 0.0;  // SPS's seconds at each step's decoding count
+    void add(const spec_gate_step& s, double sps_plain);
+    double gain() const { return request_steps ? static_cast<double>(accepted) / static_cast<double>(request_steps) : 0.0; }
+  };
   double step_seconds(int32_t rows) const { return 1.0 / sps_->at(rows); }
   double expected_probe_steps() const;
   int32_t reprobe_interval() const;  // closed steps before the next reprobe, budget included
-  double window_cost() const;
+  double cost(const step_sums& w) const;  // o over those steps
 
   spec_gate_params p_;
   spec_gate_stats stats_;
@@ -135,7 +151,7 @@ class spec_gate {
   static constexpr int32_t k_load_steps = 8;
   std::array<int32_t, k_load_steps> recent_load_{};  // decoding counts of the last closed steps
   int64_t recent_n_ = 0;                             // closed steps since it closed
-  // The probe budget: the closing window's loss, the last probe's length, and the join rate
+  // The probe budget: the loss at the last close, the last probe's length, and the join rate
   // measured on closed steps (decayed sums of joins and steps).
   double close_loss_ = 0.0;
   int32_t probe_steps_ = 0;
@@ -144,14 +160,8 @@ class spec_gate {
   double join_steps_ = 0.0;
   int64_t join_observed_ = 0;
   bool probing_ = false;        // reopened, and no window has paid since
-  // The auto window.
-  int32_t w_steps_ = 0;
-  int64_t w_request_steps_ = 0;
-  int64_t w_accepted_ = 0;
-  double w_drafter_s_ = 0.0;
-  double w_step_s_ = 0.0;
-  double w_prefill_s_ = 0.0;
-  double w_sps_plain_s_ = 0.0;  // SPS's seconds at each step's decoding count
+  step_sums window_;  // the auto window
+  step_sums probe_;   // every open step of the current probe
   // The plain-step calibration: closed steps' decode seconds and SPS's for them, both decayed so
   // the recent steps count most.
   const sps_table* sps_ = nullptr;
