@@ -41,7 +41,7 @@ struct step_profile {
   std::vector<std::vector<double>> step_s;     // [C][N] median seconds per step
 
   // Dense SPS table for the context length nearest to `context` (linear in B between
-  // measured points, flat beyond the last).
+  // measured points, up to the last; sps_table::at extrapolates beyond it).
   sps_table table(int32_t context) const;
   std::string to_json() const;
   // Throws invalid_argument_error for malformed JSON or inconsistent sizes.

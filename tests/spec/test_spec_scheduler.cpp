@@ -30,6 +30,9 @@
 namespace dspark {
 namespace {
 
+// A flat SPS curve over B = 1..max_b (beyond a table, step time grows with B).
+std::vector<double> flat_sps(int32_t max_b) { return std::vector<double>(static_cast<size_t>(max_b) + 1, 1.0); }
+
 std::vector<int32_t> plan(spec_policy& p, const std::vector<std::vector<float>>& conf, int32_t max_verify = 16) {
   std::vector<policy_request> batch;
   for (size_t r = 0; r < conf.size(); ++r) batch.push_back({static_cast<int32_t>(r), conf[r], max_verify});
@@ -47,9 +50,9 @@ TEST(SpecScheduler, Algorithm1TiesGoToLowerRequestThenPrefix) {
 }
 
 TEST(SpecScheduler, Algorithm1AllZeroConfidencesVerifyNothing) {
-  confidence_scheduled_policy p(4, 3, {0.0, 1.0});
+  confidence_scheduled_policy p(4, 3, flat_sps(15));
   EXPECT_EQ(plan(p, {{0.f, 0.f}, {0.f, 0.9f}, {}}), (std::vector<int32_t>{0, 0, 0}));
-  async_capacity_policy q(4, 3, {0.0, 1.0});
+  async_capacity_policy q(4, 3, flat_sps(15));
   for (int step = 0; step < 4; ++step) EXPECT_EQ(plan(q, {{0.f, 0.f}, {0.f, 0.9f}, {}}), (std::vector<int32_t>{0, 0, 0}));
 }
 
@@ -96,7 +99,7 @@ TEST(SpecScheduler, CarriedPromptRowsMoveTheCurvePointDraftsArePricedAt) {
 TEST(SpecScheduler, AsyncCapacityIsStaleAndTopKIsFresh) {
   // Flat SPS: the global optimum admits every positive candidate. Step 1 has 2 requests with
   // 2 positive drafts each (capacity 4 for step 3, scaled to the step's request count).
-  async_capacity_policy p(3, 4, {0.0, 1.0}, /*lag=*/2);
+  async_capacity_policy p(3, 4, flat_sps(16), /*lag=*/2);
   plan(p, {{0.9f, 0.9f, 0.0f}, {0.5f, 0.5f, 0.0f}});  // global optimum: 4 drafts over 2 requests
   plan(p, {{0.1f, 0.0f, 0.0f}, {0.1f, 0.0f, 0.0f}});  // global optimum: 2 drafts over 2 requests
   // Step 3: capacity 4 (from step 1); fresh survivals r0 (0.2, 0.2*0.5), r1 (0.9, 0.81, 0.729):
@@ -111,7 +114,7 @@ TEST(SpecScheduler, AsyncCapacityCountsDraftingRequestsAndSurvivesSkippedSteps) 
   // Flat SPS. Step 1: of 4 requests only 2 draft (2 positive drafts each): 2 drafts per drafting
   // request. Steps 2-3: nobody drafts (draft skipping). Step 3 reads step 1: 1 drafting
   // request now -> capacity 2. Step 4 reads step 2 (nobody drafted): step 1's ratio stands in.
-  async_capacity_policy p(3, 4, {0.0, 1.0}, /*lag=*/2);
+  async_capacity_policy p(3, 4, flat_sps(16), /*lag=*/2);
   plan(p, {{0.9f, 0.9f, 0.0f}, {}, {0.5f, 0.5f, 0.0f}, {}});
   plan(p, {{}, {}, {}, {}});
   EXPECT_EQ(plan(p, {{}, {0.9f, 0.9f, 0.9f}, {}, {}}), (std::vector<int32_t>{0, 2, 0, 0}));

@@ -44,7 +44,9 @@ TEST(SpecStepProfile, MeasuresTheGridAndInterpolatesATable) {
   EXPECT_DOUBLE_EQ(t.at(16), 1.0 / p.step_s[1][15]);
   // B = 18 lies halfway between the measured 16 and 20.
   EXPECT_NEAR(1.0 / t.at(18), 0.5 * (p.step_s[1][15] + p.step_s[1][16]), 1e-12);
-  EXPECT_DOUBLE_EQ(t.at(500), t.at(20));  // flat beyond the table
+  // Beyond the table the last step time grows in proportion to B (the compute-bound end).
+  EXPECT_DOUBLE_EQ(t.at(500), t.at(20) * 20.0 / 500.0);
+  EXPECT_DOUBLE_EQ(t.at(0), t.at(1));
   // The profile leaves every sequence slot free again.
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(be.open_sequence().has_value());
 }

@@ -118,7 +118,7 @@ TEST(SpecPolicy, ScheduledEarlyStopMatchesAppendixA) {
 
 TEST(SpecPolicy, ScheduledAdmitsByDescendingSurvival) {
   // Flat SPS: every admission with a > 0 raises tau * SPS, so all positive drafts are kept.
-  confidence_scheduled_policy flat(3, 2, {0.0, 1.0});
+  confidence_scheduled_policy flat(3, 2, std::vector<double>(9, 1.0));  // B up to 2 * (3 + 1)
   const std::vector<float> c1 = {0.9f, 0.5f, 0.0f}, c2 = {0.6f, 0.6f, 0.6f};
   const policy_request batch[] = {{0, c1, 10}, {1, c2, 10}};
   std::vector<int32_t> n(2);
