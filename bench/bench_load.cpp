@@ -90,7 +90,7 @@ struct bench_args {
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
                "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1; auto: cost measured)\n"
-               "  [--spec-gate off|auto|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
+               "  [--spec-gate off|auto[:BUDGET]|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
                "                             engine/spec/spec_gate.h)\n"
                "  [--synthetic-text echo|random] [--shared-prefill on|off]  (off: one prefill forward per joining\n"
                "                             prompt, the loop before 2026-12-06, for A/B runs)\n"

@@ -37,7 +37,7 @@ struct server_config {
   int32_t kv_blocks = 0;                                 // KV budget; 0 = max_requests full contexts
   bool prefix_cache = true;                              // reuse cached KV blocks of shared prompt prefixes
   bool pipeline = false;                                 // draft one group while the other verifies (docs/actors.md)
-  std::string spec_gate = "off";                         // off | auto | N: speculation off where it does not pay (spec_gate.h)
+  std::string spec_gate = "off";                         // off | auto[:BUDGET] | N: speculation off where it does not pay (spec_gate.h)
   int32_t drafter_timeout_ms = 200;                      // deadline of one remote propose
   // What the verifier's decoder is built for, so remote drafters of that shape can plug in
   // (a drafter asking for layers not listed is refused). `serve` with an in-process drafter

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "common/error.h"
 
@@ -169,6 +170,21 @@ spec_gate_params parse_spec_gate(const std::string& s) {
     p.mode = spec_gate_mode::automatic;
     return p;
   }
+  if (s.rfind("auto:", 0) == 0) {  // auto:BUDGET, the probe budget in (0, 1]
+    const std::string v = s.substr(5);
+    double budget = 0.0;
+    size_t used = 0;
+    try {
+      budget = std::stod(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != v.size() || !(budget > 0.0 && budget <= 1.0))
+      throw invalid_argument_error("spec gate auto:BUDGET needs a probe budget in (0, 1], got '" + s + "'");
+    p.mode = spec_gate_mode::automatic;
+    p.probe_budget = budget;
+    return p;
+  }
   int32_t n = 0;
   size_t used = 0;
   try {
@@ -177,7 +193,7 @@ spec_gate_params parse_spec_gate(const std::string& s) {
     used = 0;
   }
   if (used == 0 || used != s.size() || n < 1)
-    throw invalid_argument_error("spec gate must be off, auto or a batch size >= 1, got '" + s + "'");
+    throw invalid_argument_error("spec gate must be off, auto, auto:BUDGET or a batch size >= 1, got '" + s + "'");
   p.mode = spec_gate_mode::batch;
   p.max_batch = n;
   return p;
@@ -189,8 +205,12 @@ std::string spec_gate_name(const spec_gate_params& p) {
       return "off";
     case spec_gate_mode::batch:
       return std::to_string(p.max_batch);
-    case spec_gate_mode::automatic:
-      return "auto";
+    case spec_gate_mode::automatic: {
+      if (p.probe_budget == spec_gate_params{}.probe_budget) return "auto";
+      std::ostringstream o;
+      o << "auto:" << p.probe_budget;
+      return o.str();
+    }
   }
   return "off";
 }

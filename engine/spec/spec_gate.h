@@ -170,10 +170,10 @@ class spec_gate {
   double plain_sps_s_ = 0.0;
 };
 
-// Parses the CLI / config form: "off", "auto", or a positive batch size N. Throws
-// invalid_argument_error naming the forms for anything else.
+// Parses the CLI / config form: "off", "auto", "auto:BUDGET" (the probe budget, in (0, 1]) or
+// a positive batch size N. Throws invalid_argument_error naming the forms for anything else.
 spec_gate_params parse_spec_gate(const std::string& s);
-// The form parse_spec_gate reads: "off", "auto" or N.
+// The form parse_spec_gate reads: "off", "auto", "auto:BUDGET" or N.
 std::string spec_gate_name(const spec_gate_params& p);
 
 }  // namespace dspark

@@ -57,7 +57,7 @@ const std::vector<option_spec>& serve_options() {
       {"kv-blocks", true, false, "N  KV block budget (0 = max-requests full contexts)"},
       {"prefix-cache", true, false, "on|off  reuse the KV blocks of shared prompt prefixes (default on)"},
       {"pipeline", true, false, "on|off  draft one group of requests while the target verifies the other (default off)"},
-      {"spec-gate", true, false, "off|auto|N  no drafting where it does not pay: auto measured, N a batch limit (default off; docs/scheduler.md)"},
+      {"spec-gate", true, false, "off|auto[:BUDGET]|N  no drafting where it does not pay: auto measured (reprobes cost at most BUDGET of throughput, default 0.01), N a batch limit (default off; docs/scheduler.md)"},
       {"threads", true, false, "N  CPU threads (default: all cores)"},
       {"precision", true, false, "q8|f32  CPU activation precision"},
       device_option_spec(),

@@ -45,6 +45,9 @@ TEST(ServerConfig, PrefixCacheKey) {
   EXPECT_EQ(c.spec_gate, "64");
   EXPECT_NE(error_of(R"({"spec_gate": "sometimes"})").find("config key 'spec_gate'"), std::string::npos);
   EXPECT_NE(error_of(R"({"spec_gate": "0"})").find("config key 'spec_gate'"), std::string::npos);
+  apply_config_json(R"({"spec_gate": "auto:0.02"})", c);
+  EXPECT_EQ(c.spec_gate, "auto:0.02");
+  EXPECT_NE(error_of(R"({"spec_gate": "auto:2"})").find("probe budget in (0, 1]"), std::string::npos);
 }
 
 TEST(ServerConfig, ErrorsNameTheKey) {

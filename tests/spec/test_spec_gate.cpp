@@ -65,7 +65,14 @@ TEST(SpecGate, ParsesTheCliForms) {
   EXPECT_EQ(p.max_batch, 64);
   EXPECT_EQ(spec_gate_name(p), "64");
   EXPECT_EQ(spec_gate_name(parse_spec_gate("auto")), "auto");
-  for (const char* bad : {"", "0", "-3", "4x", "on", "1.5", "99999999999999"})
+  const spec_gate_params b = parse_spec_gate("auto:0.05");
+  EXPECT_EQ(b.mode, spec_gate_mode::automatic);
+  EXPECT_DOUBLE_EQ(b.probe_budget, 0.05);
+  EXPECT_EQ(spec_gate_name(b), "auto:0.05");
+  EXPECT_DOUBLE_EQ(parse_spec_gate(spec_gate_name(b)).probe_budget, 0.05) << "round trip";
+  EXPECT_DOUBLE_EQ(parse_spec_gate("auto:1").probe_budget, 1.0);
+  for (const char* bad : {"", "0", "-3", "4x", "on", "1.5", "99999999999999", "auto:", "auto:0", "auto:1.5",
+                          "auto:-0.1", "auto:x", "auto:0.1x", "auto:nan", "autox"})
     EXPECT_THROW(parse_spec_gate(bad), invalid_argument_error) << bad;
   spec_gate_params q;
   q.mode = spec_gate_mode::batch;
