@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
+#include <type_traits>
 
 #include "common/error.h"
 
@@ -163,6 +165,27 @@ void spec_gate::observe(const spec_gate_step& s) {
   window_ = {};
 }
 
+namespace {
+
+// The whole of v as a number (std::stoi / std::stod), or nullopt: no partial reads like "4x".
+template <class T>
+std::optional<T> whole_number(const std::string& v) {
+  size_t used = 0;
+  T x{};
+  try {
+    if constexpr (std::is_same_v<T, double>)
+      x = std::stod(v, &used);
+    else
+      x = std::stoi(v, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used == 0 || used != v.size()) return std::nullopt;
+  return x;
+}
+
+}  // namespace
+
 spec_gate_params parse_spec_gate(const std::string& s) {
   spec_gate_params p;
   if (s == "off") return p;
@@ -171,31 +194,18 @@ spec_gate_params parse_spec_gate(const std::string& s) {
     return p;
   }
   if (s.rfind("auto:", 0) == 0) {  // auto:BUDGET, the probe budget in (0, 1]
-    const std::string v = s.substr(5);
-    double budget = 0.0;
-    size_t used = 0;
-    try {
-      budget = std::stod(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != v.size() || !(budget > 0.0 && budget <= 1.0))
+    const std::optional<double> budget = whole_number<double>(s.substr(5));
+    if (!budget || !(*budget > 0.0 && *budget <= 1.0))
       throw invalid_argument_error("spec gate auto:BUDGET needs a probe budget in (0, 1], got '" + s + "'");
     p.mode = spec_gate_mode::automatic;
-    p.probe_budget = budget;
+    p.probe_budget = *budget;
     return p;
   }
-  int32_t n = 0;
-  size_t used = 0;
-  try {
-    n = std::stoi(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != s.size() || n < 1)
+  const std::optional<int32_t> n = whole_number<int32_t>(s);
+  if (!n || *n < 1)
     throw invalid_argument_error("spec gate must be off, auto, auto:BUDGET or a batch size >= 1, got '" + s + "'");
   p.mode = spec_gate_mode::batch;
-  p.max_batch = n;
+  p.max_batch = *n;
   return p;
 }
 
