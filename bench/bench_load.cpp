@@ -26,8 +26,9 @@
 // (different lengths keep the closed loop from marching in lock-step waves). Progress and
 // the time each level took go to stderr. The window opens after --warmup finished requests
 // (default one wave, C) or --warmup-waves W waves (W x C): each level starts a fresh decoder, so
-// several waves put the speculation gate's start-up (its first close and reprobe) before it. --synthetic-text echo (default) gives the synthetic
-// model a bf16-robust greedy text, so replay oracles do not miss (models/arch/synthetic_model.h).
+// several waves put the speculation gate's start-up (its first close and reprobe) before it.
+// --synthetic-text echo (default) gives the synthetic model a bf16-robust greedy text, so
+// replay oracles do not miss (models/arch/synthetic_model.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

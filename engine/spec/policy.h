@@ -91,9 +91,10 @@ class threshold_policy final : public spec_policy {
 
 // Hardware-aware prefix scheduler (method doc 3.2, Algorithm 1). sps[b] is the measured target
 // forward steps per second for a verify batch of b tokens (sps[0] unused); b beyond the table
-// is extrapolated as sps_table does (step time in proportion to b). Admits (r, j) in descending survival a_{r,j} = c_{r,1}...c_{r,j} while
-// tau * SPS(B + carried rows) keeps improving and stops at the first non-improvement (early stop: a global
-// search would let a_{r,j+1}, which depends on x_{r,j}, decide whether x_{r,j} is admitted).
+// is extrapolated as sps_table does (step time in proportion to b). Admits (r, j) in
+// descending survival a_{r,j} = c_{r,1}...c_{r,j} while tau * SPS(B + carried rows) keeps
+// improving and stops at the first non-improvement (early stop: a global search would let
+// a_{r,j+1}, which depends on x_{r,j}, decide whether x_{r,j} is admitted).
 class confidence_scheduled_policy final : public spec_policy {
  public:
   // gamma in [1, 256], max_requests >= 1, sps non-empty beyond index 0 and positive.

@@ -518,10 +518,13 @@ void spec_decoder::plan_and_verify(std::span<request*> reqs) {
   }
   // Prompt chunks waiting to ride in this round's first forward (fused_prefill) are paid for
   // whatever the plan: the policy prices the drafts on top of them.
-  int64_t carried = 0;
+  int64_t p_tok = 0, p_rows = 0;
   if (fuse_pending_)
-    for (const prefill_piece& p : b.pieces) carried += p.n;
-  policy_.set_carried_rows(carried);
+    for (const prefill_piece& p : b.pieces) {
+      p_tok += p.n;
+      p_rows += p.last ? 1 : 0;
+    }
+  policy_.set_carried_rows(p_tok);
   policy_.plan({b.plan.data(), reqs.size()}, {b.n_verify.data(), reqs.size()});
   for (size_t i = 0; i < reqs.size(); ++i) {
     request* r = reqs[i];
@@ -540,16 +543,9 @@ void spec_decoder::plan_and_verify(std::span<request*> reqs) {
     }
     // The step's prefill chunks (fused_prefill) ride in the first forward that has room for them.
     std::span<const prefill_piece> pieces;
-    if (fuse_pending_) {
-      int64_t p_tok = 0, p_rows = 0;
-      for (const prefill_piece& p : b.pieces) {
-        p_tok += p.n;
-        p_rows += p.last ? 1 : 0;
-      }
-      if (tokens + p_tok <= lim.max_tokens_per_step && tokens + p_rows <= lim.max_logit_rows) {
-        pieces = b.pieces;
-        fuse_pending_ = false;
-      }
+    if (fuse_pending_ && tokens + p_tok <= lim.max_tokens_per_step && tokens + p_rows <= lim.max_logit_rows) {
+      pieces = b.pieces;
+      fuse_pending_ = false;
     }
     run_forward(reqs.subspan(begin, end - begin), pieces);
     begin = end;

@@ -217,31 +217,40 @@ TEST(SpecTiny, IgnoreEosRunsToMaxTokensThroughStopIds) {
   EXPECT_EQ(rb.gen.token_ids, full);
 }
 
-// Two short prompts that decode first and a 40-token one that joins them (vocabulary 16).
-std::vector<std::vector<int32_t>> decoders_and_a_long_prompt() {
-  std::vector<int32_t> long_prompt;
-  for (int32_t i = 0; i < 40; ++i) long_prompt.push_back((i * 5 + 3) % 16);
-  return {{1, 2, 3}, {4, 5, 6, 7}, long_prompt};
-}
+// Two short prompts that decode first and a 40-token one that joins them, on a 3-layer tiny
+// model (vocabulary 16), with each prompt's plain generate() output and the drafters the
+// joining tests run: none (plain), n-gram, and layer-skip on the target's own KV.
+struct joining_prompt_case {
+  tiny_model tm{/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/11};
+  cpu_backend be{tm.cfg, tm.w, tiny_model::options(3)};
+  sampling_params sp;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> plain;
+  ngram_drafter ng{{.min_n = 1, .max_n = 3, .max_slots = 3}};
+  layerskip_drafter shared{tm.cfg, tm.w, {.n_layers = 2, .max_slots = 3, .sampled = true, .shared_target = &be},
+                           tiny_factory(3)};
+
+  joining_prompt_case() {
+    sp.max_tokens = 20;
+    std::vector<int32_t> long_prompt;
+    for (int32_t i = 0; i < 40; ++i) long_prompt.push_back((i * 5 + 3) % 16);
+    prompts = {{1, 2, 3}, {4, 5, 6, 7}, long_prompt};
+    for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
+  }
+  std::vector<drafter*> drafters() { return {nullptr, &ng, &shared}; }
+};
 
 TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
   // Two requests decode; a 40-token prompt joins. With prefill_chunk 8 each step carries one
   // 8-token chunk, so the decoders get a token every step and the newcomer's first token comes
   // on the 5th step. Scheduling only: every output equals plain generate().
-  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/11);
-  cpu_backend be(tm.cfg, tm.w, tiny_model::options(3));
-  sampling_params sp;
-  sp.max_tokens = 20;
-  const std::vector<std::vector<int32_t>> prompts = decoders_and_a_long_prompt();
-  std::vector<std::vector<int32_t>> plain;
-  for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
-  ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 3});
-  layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 3, .sampled = true, .shared_target = &be},
-                           tiny_factory(3));
-  for (drafter* d : {static_cast<drafter*>(nullptr), static_cast<drafter*>(&ng), static_cast<drafter*>(&shared)}) {
+  joining_prompt_case jc;
+  const auto& prompts = jc.prompts;
+  const sampling_params& sp = jc.sp;
+  for (drafter* d : jc.drafters()) {
     const std::string name = d ? d->caps().name : "plain";
     fixed_gamma_policy pol(d ? 2 : 0);
-    spec_decoder dec(be, d, pol, nullptr, {}, {.max_requests = 3, .prefill_chunk = 8});
+    spec_decoder dec(jc.be, d, pol, nullptr, {}, {.max_requests = 3, .prefill_chunk = 8});
     std::vector<int32_t> per_step_tokens(3, 0);
     std::vector<int32_t> ids;
     for (int32_t i = 0; i < 2; ++i)
@@ -262,7 +271,7 @@ TEST(SpecTiny, LongPromptJoiningDecodersIsPrefilledOneChunkPerStep) {
     EXPECT_EQ(steps_to_first, 5) << name << ": 40 prompt tokens in chunks of 8";
     dec.run();
     for (size_t i = 0; i < 3; ++i)
-      EXPECT_EQ(dec.take(ids[i]).gen.token_ids, plain[i]) << name << " prompt " << i;
+      EXPECT_EQ(dec.take(ids[i]).gen.token_ids, jc.plain[i]) << name << " prompt " << i;
   }
 }
 
@@ -312,22 +321,15 @@ TEST(SpecTiny, JoiningPromptsShareAForwardAndFallBackOneAtATimeWhenTheKvIsShort)
 // own KV; and when the KV pool cannot take the fused forward, the chunks and the verify rows
 // fall back to forwards of their own with the same outputs.
 TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
-  tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/11);
-  cpu_backend be(tm.cfg, tm.w, tiny_model::options(3));
-  sampling_params sp;
-  sp.max_tokens = 20;
-  const std::vector<std::vector<int32_t>> prompts = decoders_and_a_long_prompt();
-  std::vector<std::vector<int32_t>> plain;
-  for (const auto& p : prompts) plain.push_back(generate(be, nullptr, {}, p, sp).token_ids);
-  test::counting_backend count(be);
-  ngram_drafter ng({.min_n = 1, .max_n = 3, .max_slots = 3});
-  layerskip_drafter shared(tm.cfg, tm.w, {.n_layers = 2, .max_slots = 3, .sampled = true, .shared_target = &be},
-                           tiny_factory(3));
-  for (drafter* d : {static_cast<drafter*>(nullptr), static_cast<drafter*>(&ng), static_cast<drafter*>(&shared)}) {
+  joining_prompt_case jc;
+  const auto& prompts = jc.prompts;
+  const sampling_params& sp = jc.sp;
+  test::counting_backend count(jc.be);
+  for (drafter* d : jc.drafters()) {
     const std::string name = d ? d->caps().name : "plain";
     fixed_gamma_policy pol(d ? 2 : 0);
     // the layer-skip drafter forwards on the target itself: count only plain and n-gram
-    backend& target = d == &shared ? static_cast<backend&>(be) : static_cast<backend&>(count);
+    backend& target = d == &jc.shared ? static_cast<backend&>(jc.be) : static_cast<backend&>(count);
     spec_decoder dec(target, d, pol, nullptr, {}, {.max_requests = 3, .prefill_chunk = 8, .fused_prefill = true});
     std::vector<int32_t> ids;
     for (int32_t i = 0; i < 2; ++i) ids.push_back(dec.add(prompts[static_cast<size_t>(i)], sp));
@@ -340,13 +342,13 @@ TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
       dec.step();
       ++steps;
       ASSERT_LE(steps, 10) << name;
-      if (d != &shared) {
+      if (d != &jc.shared) {
         EXPECT_EQ(count.forwards - before, 1) << name << ": one forward per step, step " << steps;
       }
     }
     EXPECT_EQ(steps, 5) << name << ": 40 prompt tokens in chunks of 8, the last one's row gives x0";
     dec.run();
-    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(dec.take(ids[i]).gen.token_ids, plain[i]) << name << " prompt " << i;
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(dec.take(ids[i]).gen.token_ids, jc.plain[i]) << name << " prompt " << i;
   }
 
   // A pool too small for the joining prompt next to the decoder: the fused forward is out of
@@ -355,7 +357,7 @@ TEST(SpecTiny, FusedPrefillChunksRideInTheVerifyForward) {
   cpu_backend_options o = tiny_model::options(2);
   o.kv_block_size = 8;
   o.kv_blocks = 3;  // 24 positions: a (10 + 6) holds 2 blocks, b (12) would need 2 more
-  cpu_backend tight(tm.cfg, tm.w, o);
+  cpu_backend tight(jc.tm.cfg, jc.tm.w, o);
   const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, b(12, 7);
   sampling_params short_sp;
   short_sp.max_tokens = 6;
