@@ -223,7 +223,10 @@ int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double co
   device_buffer x(8 * max_in * 2), y(8 * max_out * 4);
   fill_uniform(x.as<bf16_t>(), 8 * max_in, 20, -1.f, 1.f, s);
   gemm_context g;
-  md += "## GEMV vs cuBLASLt (" + std::to_string(c.n_embd) + "-wide shapes)\n\n| tokens | shape | GEMV us | GEMV GB/s | cuBLASLt us | cuBLASLt GB/s |\n|---|---|---|---|---|---|\n";
+  md += "## GEMV (SIMT and tensor-core mma) vs cuBLASLt (" + std::to_string(c.n_embd) +
+        "-wide shapes; the runner uses " + gemv_name(gemv_kind()) +
+        ")\n\n| tokens | shape | SIMT us | SIMT GB/s | mma us | mma GB/s | cuBLASLt us | cuBLASLt GB/s |\n"
+        "|---|---|---|---|---|---|---|---|\n";
   int best = 0;
   bool still_winning = true;
   for (int n = 1; n <= k_gemv_max_tokens; ++n) {
@@ -232,10 +235,15 @@ int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double co
     for (const auto& sh : shapes) {
       int k = 0;
       auto pick = [&] { return w[(k++) % n_copies].as<bf16_t>(); };
-      const double t_gemv = time_ms(s, 3, iters, [&] {
-        if (sh.f32) gemv_bf16(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<float>(), s);
-        else gemv_bf16(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<bf16_t>(), s);
+      const double t_simt = time_ms(s, 3, iters, [&] {
+        if (sh.f32) gemv_bf16_simt(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<float>(), s);
+        else gemv_bf16_simt(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<bf16_t>(), s);
       });
+      const double t_mma = time_ms(s, 3, iters, [&] {
+        if (sh.f32) gemv_bf16_mma(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<float>(), s);
+        else gemv_bf16_mma(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<bf16_t>(), s);
+      });
+      const double t_gemv = gemv_kind() == gemv_impl::mma ? t_mma : t_simt;
       const double t_blas = time_ms(s, 3, iters, [&] {
         if (sh.f32) g.gemm(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<float>(), 0.f, s);
         else g.gemm(pick(), x.as<bf16_t>(), n, sh.n_out, sh.n_in, y.as<bf16_t>(), s);
@@ -244,12 +252,15 @@ int compare_gemv(const gpu_model_config& c, cudaStream_t s, int iters, double co
       sum_blas += t_blas;
       const double bytes = 2.0 * sh.n_out * sh.n_in;
       char buf[256];
-      std::snprintf(buf, sizeof buf, "| %d | %s %lldx%lld | %.1f | %.0f | %.1f | %.0f |\n", n, sh.name,
-                    static_cast<long long>(sh.n_out), static_cast<long long>(sh.n_in), t_gemv * 1e3,
-                    bytes / (t_gemv * 1e-3) / 1e9, t_blas * 1e3, bytes / (t_blas * 1e-3) / 1e9);
+      std::snprintf(buf, sizeof buf, "| %d | %s %lldx%lld | %.1f | %.0f | %.1f | %.0f | %.1f | %.0f |\n", n, sh.name,
+                    static_cast<long long>(sh.n_out), static_cast<long long>(sh.n_in), t_simt * 1e3,
+                    bytes / (t_simt * 1e-3) / 1e9, t_mma * 1e3, bytes / (t_mma * 1e-3) / 1e9, t_blas * 1e3,
+                    bytes / (t_blas * 1e-3) / 1e9);
       md += buf;
       j["gemv_vs_cublaslt"].push_back({{"tokens", n}, {"shape", sh.name}, {"n_out", sh.n_out}, {"n_in", sh.n_in},
-                                       {"gemv_us", t_gemv * 1e3}, {"cublaslt_us", t_blas * 1e3},
+                                       {"gemv_us", t_gemv * 1e3}, {"gemv_impl", gemv_name(gemv_kind())},
+                                       {"simt_us", t_simt * 1e3}, {"mma_us", t_mma * 1e3},
+                                       {"cublaslt_us", t_blas * 1e3},
                                        {"gemv_GBps", bytes / (t_gemv * 1e-3) / 1e9},
                                        {"cublaslt_GBps", bytes / (t_blas * 1e-3) / 1e9},
                                        {"copy_GBps", copy_gbs}});
@@ -470,6 +481,8 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
     j["step_parts"] = {{"gemvs_ms", t_gemv}, {"norms_ms", t_norm}, {"silu_ms", t_silu}, {"rope_ms", t_rope},
                        {"decode_b1_ms", d1}, {"decode_b8_ms", d8}, {"verify4_ctx2048_ms", v4},
                        {"verify8_ctx2048_ms", v8}, {"floor_b1_ms", floor1}, {"weights_floor_ms", gemv_floor}};
+    md += gemv_md;  // the per-shape GEMV table measured before the weights were made
+    j["gemv"] = jg;
     jall["models"].push_back(j);
     return;
   }

@@ -425,6 +425,9 @@ int run(const bench_args& a) {
       o.max_slots = max_c;
       o.target = t.be.get();
       o.device = a.device + " bench_load";
+#ifdef DSPARK_HAVE_CUDA
+      if (a.device == "cuda") o.device = cuda::profile_tag() + " bench_load";
+#endif
       o.profile_path = a.sps_profile;
       inner = make_policy_by_name(rs.policy_name, *t.cfg, o);
     }

@@ -10,6 +10,7 @@
 #include "engine/cuda/gpu_weights.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemv.h"
 #include "models/arch/llama_weights.h"
 #include "models/arch/model_config.h"
 
@@ -310,6 +311,12 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   out.hidden = b.capture_layers.empty() ? nullptr : s.runner->host_hidden();
   out.n_hidden_rows = b.capture_layers.empty() ? 0 : h;
   return out;
+}
+
+std::string profile_tag(int device) {
+  cudaDeviceProp prop{};
+  DSPARK_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return std::string("cuda ") + prop.name + ", gemv " + gemv_name(gemv_kind());
 }
 
 }  // namespace dspark::cuda

@@ -19,7 +19,10 @@
 // bit-identical whether it is computed alone or with up to 7 others.
 #include "kernels/cuda/gemv.h"
 
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -120,11 +123,7 @@ void launch_one(const bf16* w, const bf16* x, int64_t n_out, int64_t n_in, Out* 
 template <typename Out>
 void launch(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, Out* y,
             cudaStream_t stream) {
-  DSPARK_CUDA_REQUIRE(n_tokens >= 0 && n_tokens <= k_gemv_max_tokens,
-                      "gemv_bf16: n_tokens " + std::to_string(n_tokens) + " not in 0..8");
-  DSPARK_CUDA_REQUIRE(n_out > 0 && n_in > 0 && n_in % 8 == 0, "gemv_bf16: n_in must be a positive multiple of 8");
-  DSPARK_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0,
-                      "gemv_bf16: w and x must be 16-byte aligned");
+  check_gemv_args("gemv_bf16", w, x, n_tokens, n_out, n_in);
   switch (n_tokens) {
     case 0: return;
     case 1: launch_one<1, 1>(w, x, n_out, n_in, y, stream); return;
@@ -140,13 +139,45 @@ void launch(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64
 
 }  // namespace
 
+void check_gemv_args(const char* who, const void* w, const void* x, int64_t n_tokens, int64_t n_out, int64_t n_in) {
+  const std::string name(who);
+  DSPARK_CUDA_REQUIRE(n_tokens >= 0 && n_tokens <= k_gemv_max_tokens,
+                      name + ": n_tokens " + std::to_string(n_tokens) + " not in 0..8");
+  DSPARK_CUDA_REQUIRE(n_out > 0 && n_in > 0 && n_in % 8 == 0, name + ": n_in must be a positive multiple of 8");
+  DSPARK_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0,
+                      name + ": w and x must be 16-byte aligned");
+}
+
+void gemv_bf16_simt(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, bf16* y,
+                    cudaStream_t stream) {
+  launch(w, x, n_tokens, n_out, n_in, y, stream);
+}
+void gemv_bf16_simt(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, float* y,
+                    cudaStream_t stream) {
+  launch(w, x, n_tokens, n_out, n_in, y, stream);
+}
+
+gemv_impl gemv_kind() {
+  static const gemv_impl kind = [] {
+    const char* v = std::getenv("DSPARK_GEMV");
+    if (v == nullptr || *v == '\0' || std::string_view(v) == "simt") return gemv_impl::simt;
+    if (std::string_view(v) == "mma") return gemv_impl::mma;
+    throw std::invalid_argument(std::string("DSPARK_GEMV must be simt or mma, not '") + v + "'");
+  }();
+  return kind;
+}
+
+const char* gemv_name(gemv_impl k) { return k == gemv_impl::mma ? "mma" : "simt"; }
+
 void gemv_bf16(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, bf16* y,
                cudaStream_t stream) {
-  launch(w, x, n_tokens, n_out, n_in, y, stream);
+  if (gemv_kind() == gemv_impl::mma) gemv_bf16_mma(w, x, n_tokens, n_out, n_in, y, stream);
+  else launch(w, x, n_tokens, n_out, n_in, y, stream);
 }
 void gemv_bf16(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, float* y,
                cudaStream_t stream) {
-  launch(w, x, n_tokens, n_out, n_in, y, stream);
+  if (gemv_kind() == gemv_impl::mma) gemv_bf16_mma(w, x, n_tokens, n_out, n_in, y, stream);
+  else launch(w, x, n_tokens, n_out, n_in, y, stream);
 }
 
 }  // namespace dspark::cuda

@@ -22,4 +22,27 @@ void gemv_bf16(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens,
 void gemv_bf16(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
                int64_t n_in, float* y, cudaStream_t stream);
 
+// The two implementations gemv_bf16 chooses between, callable directly by tests and benches.
+// simt: CUDA-core FMAs, 1-2 rows per warp (gemv.cu). mma: tensor-core m16n8k16 tiles of 16 rows
+// x 8 tokens (gemv_mma.cu). Each is batch-invariant on its own; their bits differ, so one
+// process uses one of them for everything (gemv_kind()).
+void gemv_bf16_simt(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
+                    int64_t n_in, __nv_bfloat16* y, cudaStream_t stream);
+void gemv_bf16_simt(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
+                    int64_t n_in, float* y, cudaStream_t stream);
+void gemv_bf16_mma(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
+                   int64_t n_in, __nv_bfloat16* y, cudaStream_t stream);
+void gemv_bf16_mma(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
+                   int64_t n_in, float* y, cudaStream_t stream);
+
+// Throws cuda_error naming `who` unless 0 <= n_tokens <= 8, n_out > 0, n_in a positive
+// multiple of 8 and w, x 16-byte aligned (what both kernels need).
+void check_gemv_args(const char* who, const void* w, const void* x, int64_t n_tokens, int64_t n_out, int64_t n_in);
+
+enum class gemv_impl { simt, mma };
+// The implementation gemv_bf16 uses in this process, read once from DSPARK_GEMV (simt | mma;
+// default simt). Unknown values throw std::invalid_argument naming the variable.
+gemv_impl gemv_kind();
+const char* gemv_name(gemv_impl k);
+
 }  // namespace dspark::cuda

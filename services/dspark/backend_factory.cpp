@@ -77,7 +77,13 @@ int cpu_threads(const backend_choice& ch) {
 }
 
 std::string describe(const backend_choice& ch) {
-  if (ch.device == device_kind::cuda) return "cuda";
+  if (ch.device == device_kind::cuda) {
+#ifdef DSPARK_HAVE_CUDA
+    return cuda::profile_tag();
+#else
+    return "cuda";
+#endif
+  }
   const char* precision = ch.cpu.precision == matmul_precision::f32_activations ? "f32" : "q8";
   return "cpu, " + std::to_string(cpu_threads(ch)) + " threads, " + precision;
 }

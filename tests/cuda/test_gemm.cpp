@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
+#include <utility>
 
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -70,43 +72,78 @@ TEST(cuda_gemm, cublaslt_bf16_and_f32_outputs) {
   }
 }
 
+// Both GEMV implementations, called directly (gemv_bf16 dispatches to one of them per process).
+struct gemv_variant {
+  const char* name;
+  void (*to_bf16)(const bf*, const bf*, int64_t, int64_t, int64_t, bf*, cudaStream_t);
+  void (*to_f32)(const bf*, const bf*, int64_t, int64_t, int64_t, float*, cudaStream_t);
+};
+const gemv_variant k_gemv_variants[] = {{"simt", gemv_bf16_simt, gemv_bf16_simt}, {"mma", gemv_bf16_mma, gemv_bf16_mma}};
+
+// Shapes: n_in = 4104 is 513 chunks of 8 (the SIMT kernel's unrolled body and tail; the mma
+// kernel's last 32-feature k-block only partly inside), n_out = 203 ends inside a 16-row tile;
+// 576 x 1536 is SmolLM2's down projection.
+const std::pair<int64_t, int64_t> k_gemv_shapes[] = {{203, 4104}, {576, 1536}, {40, 64}};
+
 TEST(cuda_gemv, all_token_counts_match_reference) {
   DSPARK_REQUIRE_CUDA_DEVICE();
-  for (int64_t n_tok = 1; n_tok <= k_gemv_max_tokens; ++n_tok) {
-    // n_in = 4104: 513 chunks of 8, so lanes see both the unrolled body and the tail loop.
-    const problem p = make_problem(n_tok, 203, 4104, static_cast<uint32_t>(900 + n_tok));
-    const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
-    device_buffer yb(n_tok * p.n_out * 2), yf(n_tok * p.n_out * 4);
-    poison(yb);
-    poison(yf);
-    gemv_bf16(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, yb.as<bf>(), nullptr);
-    gemv_bf16(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, yf.as<float>(), nullptr);
-    DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
-    check_bf16(p, download<uint16_t>(yb, n_tok * p.n_out), "gemv bf16");
-    EXPECT_LE(rel_l2(download<float>(yf, n_tok * p.n_out), p.ref), 1e-5) << "gemv f32 n_tok=" << n_tok;
-  }
+  for (const auto& v : k_gemv_variants)
+    for (auto [n_out, n_in] : k_gemv_shapes)
+      for (int64_t n_tok = 1; n_tok <= k_gemv_max_tokens; ++n_tok) {
+        const problem p = make_problem(n_tok, n_out, n_in, static_cast<uint32_t>(900 + n_tok + n_in));
+        const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
+        device_buffer yb(n_tok * p.n_out * 2), yf(n_tok * p.n_out * 4);
+        poison(yb);
+        poison(yf);
+        v.to_bf16(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, yb.as<bf>(), nullptr);
+        v.to_f32(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, yf.as<float>(), nullptr);
+        DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::string what = std::string(v.name) + " n_tok=" + std::to_string(n_tok) + " shape " +
+                                 std::to_string(n_out) + "x" + std::to_string(n_in);
+        check_bf16(p, download<uint16_t>(yb, n_tok * p.n_out), ("bf16 out, " + what).c_str());
+        EXPECT_LE(rel_l2(download<float>(yf, n_tok * p.n_out), p.ref), 1e-5) << "f32 out, " << what;
+      }
 }
 
 TEST(cuda_gemv, each_token_row_is_bitwise_independent_of_the_token_count) {
   // Speculative verification relies on it: a token's output must not depend on how many other
-  // tokens share the launch (1..8 take different kernels: 1 or 2 rows per warp, one pass).
+  // tokens share the launch (SIMT: 1..8 take different kernels, 1 or 2 rows per warp; mma: the
+  // tokens are independent N columns of the same tiles).
   DSPARK_REQUIRE_CUDA_DEVICE();
-  const problem p = make_problem(k_gemv_max_tokens, 203, 4104, 4242u);
-  const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
-  device_buffer all(k_gemv_max_tokens * p.n_out * 4);
-  device_buffer one(p.n_out * 4);
-  for (int64_t n_tok = 1; n_tok <= k_gemv_max_tokens; ++n_tok) {
-    gemv_bf16(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, all.as<float>(), nullptr);
-    DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto got = download<float>(all, n_tok * p.n_out);
-    for (int64_t t = 0; t < n_tok; ++t) {
-      gemv_bf16(dw.as<bf>(), dx.as<bf>() + t * p.n_in, 1, p.n_out, p.n_in, one.as<float>(), nullptr);
-      DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
-      const auto ref = download<float>(one, p.n_out);
-      EXPECT_EQ(0, std::memcmp(got.data() + t * p.n_out, ref.data(), p.n_out * 4))
-          << "token " << t << " of " << n_tok << " differs from the same row computed alone";
+  for (const auto& v : k_gemv_variants)
+    for (auto [n_out, n_in] : k_gemv_shapes) {
+      const problem p = make_problem(k_gemv_max_tokens, n_out, n_in, 4242u);
+      const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
+      device_buffer all(k_gemv_max_tokens * p.n_out * 4);
+      device_buffer one(p.n_out * 4);
+      for (int64_t n_tok = 1; n_tok <= k_gemv_max_tokens; ++n_tok) {
+        v.to_f32(dw.as<bf>(), dx.as<bf>(), n_tok, p.n_out, p.n_in, all.as<float>(), nullptr);
+        DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto got = download<float>(all, n_tok * p.n_out);
+        for (int64_t t = 0; t < n_tok; ++t) {
+          v.to_f32(dw.as<bf>(), dx.as<bf>() + t * p.n_in, 1, p.n_out, p.n_in, one.as<float>(), nullptr);
+          DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+          const auto ref = download<float>(one, p.n_out);
+          EXPECT_EQ(0, std::memcmp(got.data() + t * p.n_out, ref.data(), p.n_out * 4))
+              << v.name << ": token " << t << " of " << n_tok << " (shape " << n_out << "x" << n_in
+              << ") differs from the same row computed alone";
+        }
+      }
     }
-  }
+}
+
+TEST(cuda_gemv, dispatch_follows_the_process_setting) {
+  // gemv_bf16 is bit-identical to the implementation gemv_kind() names (DSPARK_GEMV).
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const problem p = make_problem(5, 203, 4104, 77u);
+  const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
+  device_buffer a(5 * p.n_out * 4), b(5 * p.n_out * 4);
+  gemv_bf16(dw.as<bf>(), dx.as<bf>(), 5, p.n_out, p.n_in, a.as<float>(), nullptr);
+  if (gemv_kind() == gemv_impl::mma) gemv_bf16_mma(dw.as<bf>(), dx.as<bf>(), 5, p.n_out, p.n_in, b.as<float>(), nullptr);
+  else gemv_bf16_simt(dw.as<bf>(), dx.as<bf>(), 5, p.n_out, p.n_in, b.as<float>(), nullptr);
+  DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto x = download<float>(a, 5 * p.n_out), y = download<float>(b, 5 * p.n_out);
+  EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * 4)) << "gemv_bf16 is not " << gemv_name(gemv_kind());
 }
 
 }  // namespace

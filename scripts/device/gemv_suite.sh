@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GEMV A/B on the GPU machine: the SIMT kernel (gemv.cu) against the tensor-core one
+# (gemv_mma.cu), which gemv_bf16 uses when DSPARK_GEMV=mma. One call, carrying build-devdeps:
+#   1. builds test_cuda, bench_cuda and bench_load (build-gpu, 16 jobs),
+#   2. runs every CUDA test with DSPARK_GEMV=mma (the GEMV tests call both kernels directly;
+#      the backend, drafter and batch-invariance tests then run on the mma kernel; the SmolLM2
+#      golden tests too when the model was staged first),
+#   3. bench_cuda --quick on GEMV_MODELS (default qwen3-8b; synthetic bf16 weights) once per
+#      kernel: the GEMV table (SIMT, mma and cuBLASLt per shape and token count), decode at
+#      batch 1 and 8, and the verify curve (1..32 new tokens, context 2048) that
+#      scripts/project_speedup.py reads.
+#   4. with GEMV_LOAD_BUDGET_S=N (seconds since the start this call may use in all): the synthetic
+#      load sweep (scripts/device/load_suite.sh with the caller's LOAD_* settings) on the mma
+#      kernel when its tests passed, else on the SIMT one, cut off at that budget.
+# $OUT (8 files at most): test_cuda_mma.log, kernels_{simt,mma}.md, kernels_{simt,mma}.json, suite.log,
+# and with step 4 load_synthetic.jsonl, load.md.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root" || exit 1
+OUT="${OUT:-$root/build-gemv-out}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/suite.log") 2>&1
+start=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - start )) s"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1
+DSPARK_BUILD_TARGETS="test_cuda bench_cuda bench_load" OUT=/tmp/dspark-gemv-build \
+  bash scripts/device/gpu_suite.sh --build-only > /tmp/dspark-gemv-build.log 2>&1 ||
+  { tail -40 /tmp/dspark-gemv-build.log; exit 1; }
+echo "gemv_suite: built after $(elapsed)"
+build="$root/build-gpu"
+# the SmolLM2 golden and end-to-end tests run when the model was staged (stage_model.sh)
+model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] && export DSPARK_MODEL="$model"
+DSPARK_GEMV=mma timeout "${GEMV_TEST_TIMEOUT:-200}" "$build/tests/test_cuda" --gtest_brief=1 > "$OUT/test_cuda_mma.log" 2>&1
+test_rc=$?
+echo "gemv_suite: test_cuda (DSPARK_GEMV=mma) rc=$test_rc after $(elapsed)"
+grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/test_cuda_mma.log" | head -20
+for g in simt mma; do
+  DSPARK_GEMV=$g timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
+    --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-kernels-$g" > "/tmp/dspark-kernels-$g.log" 2>&1
+  echo "gemv_suite: bench_cuda --kernels ($g) rc=$? after $(elapsed)"
+  cp "/tmp/dspark-kernels-$g/bench_cuda.md" "$OUT/kernels_$g.md" 2>/dev/null || tail -20 "/tmp/dspark-kernels-$g.log"
+  cp "/tmp/dspark-kernels-$g/bench_cuda.json" "$OUT/kernels_$g.json" 2>/dev/null
+done
+grep -h -A8 "verify cost" "$OUT"/kernels_*.md
+if [ -n "${GEMV_LOAD_BUDGET_S:-}" ]; then
+  left=$(( GEMV_LOAD_BUDGET_S - ($(date +%s) - start) - 15 ))
+  kind=simt; [ $test_rc = 0 ] && kind=mma
+  if [ $left -gt 60 ]; then
+    echo "gemv_suite: load sweep on the $kind GEMV, ${left} s left"
+    DSPARK_GEMV=$kind LOAD_TIMEOUT=$left LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
+    echo "gemv_suite: load sweep rc=$? after $(elapsed)"
+    rm -f "$OUT"/*.png   # at most 8 files come back: plots are redrawn from the JSONL
+    grep -E "rc=|done after" "$OUT/suite.log" | tail -3
+  else
+    echo "gemv_suite: no time left for the load sweep (${left} s)"
+  fi
+fi
+echo "gemv_suite: done after $(elapsed)"
