@@ -12,6 +12,8 @@
 #   4. with GEMV_LOAD_BUDGET_S=N (seconds since the start this call may use in all): the synthetic
 #      load sweep (scripts/device/load_suite.sh with the caller's LOAD_* settings) on the mma
 #      kernel when its tests passed, else on the SIMT one, cut off at that budget.
+# Knobs for a short call: GEMV_TARGETS (what to build), GEMV_TEST_FILTER (a gtest filter),
+# GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT.
 # $OUT (8 files at most): test_cuda_mma.log, kernels_{simt,mma}.md, kernels_{simt,mma}.json, suite.log,
 # and with step 4 load_synthetic.jsonl, load.md.
 set -uo pipefail
@@ -23,26 +25,32 @@ exec > >(tee -a "$OUT/suite.log") 2>&1
 start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - start )) s"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1
-DSPARK_BUILD_TARGETS="test_cuda bench_cuda bench_load" OUT=/tmp/dspark-gemv-build \
-  bash scripts/device/gpu_suite.sh --build-only > /tmp/dspark-gemv-build.log 2>&1 ||
-  { tail -40 /tmp/dspark-gemv-build.log; exit 1; }
-echo "gemv_suite: built after $(elapsed)"
-build="$root/build-gpu"
+# DSPARK_PREBUILT (eval "$(bash scripts/device/prebuilt.sh unpack)"): carried binaries, no build
+if [ -n "${DSPARK_PREBUILT:-}" ]; then
+  build="$DSPARK_PREBUILT"
+else
+  DSPARK_BUILD_TARGETS="${GEMV_TARGETS:-test_cuda bench_cuda bench_load}" OUT=/tmp/dspark-gemv-build \
+    bash scripts/device/gpu_suite.sh --build-only > /tmp/dspark-gemv-build.log 2>&1 ||
+    { tail -40 /tmp/dspark-gemv-build.log; exit 1; }
+  build="$root/build-gpu"
+fi
+echo "gemv_suite: binaries ready after $(elapsed) ($build)"
 # the SmolLM2 golden and end-to-end tests run when the model was staged (stage_model.sh)
 model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$model" ] && export DSPARK_MODEL="$model"
-DSPARK_GEMV=mma timeout "${GEMV_TEST_TIMEOUT:-200}" "$build/tests/test_cuda" --gtest_brief=1 > "$OUT/test_cuda_mma.log" 2>&1
+DSPARK_GEMV=mma timeout "${GEMV_TEST_TIMEOUT:-200}" "$build/tests/test_cuda" --gtest_brief=1 \
+  --gtest_filter="${GEMV_TEST_FILTER:-*}" > "$OUT/test_cuda_mma.log" 2>&1
 test_rc=$?
 echo "gemv_suite: test_cuda (DSPARK_GEMV=mma) rc=$test_rc after $(elapsed)"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/test_cuda_mma.log" | head -20
 for g in simt mma; do
   DSPARK_GEMV=$g timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
     --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-kernels-$g" > "/tmp/dspark-kernels-$g.log" 2>&1
-  echo "gemv_suite: bench_cuda --kernels ($g) rc=$? after $(elapsed)"
+  echo "gemv_suite: bench_cuda --quick ($g) rc=$? after $(elapsed)"
   cp "/tmp/dspark-kernels-$g/bench_cuda.md" "$OUT/kernels_$g.md" 2>/dev/null || tail -20 "/tmp/dspark-kernels-$g.log"
   cp "/tmp/dspark-kernels-$g/bench_cuda.json" "$OUT/kernels_$g.json" 2>/dev/null
 done
-grep -h -A8 "verify cost" "$OUT"/kernels_*.md
+grep -h -A8 "verify cost" "$OUT"/kernels_*.md 2>/dev/null
 if [ -n "${GEMV_LOAD_BUDGET_S:-}" ]; then
   left=$(( GEMV_LOAD_BUDGET_S - ($(date +%s) - start) - 15 ))
   kind=simt; [ $test_rc = 0 ] && kind=mma
