@@ -424,10 +424,11 @@ int run(const bench_args& a) {
       o.threshold = rs.threshold;
       o.max_slots = max_c;
       o.target = t.be.get();
-      o.device = a.device + " bench_load";
+      o.device = a.device;  // part of the step profile's cache key
 #ifdef DSPARK_HAVE_CUDA
-      if (a.device == "cuda") o.device = cuda::profile_tag() + " bench_load";
+      if (a.device == "cuda") o.device = cuda::profile_tag();
 #endif
+      o.device += " bench_load";
       o.profile_path = a.sps_profile;
       inner = make_policy_by_name(rs.policy_name, *t.cfg, o);
     }

@@ -5,9 +5,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "common/error.h"
+#include "common/whole_number.h"
 #include "models/arch/model_config.h"
 #include "engine/spec/async_capacity_policy.h"
 #include "engine/spec/step_profile.h"
@@ -23,16 +25,9 @@ policy_name parse_policy_name(const std::string& name) {
   else if (name.rfind("async:", 0) == 0) {
     p.kind = policy_kind::async;
     const std::string lag = name.substr(6);
-    int32_t v = 0;
-    try {
-      size_t used = 0;
-      v = std::stoi(lag, &used);
-      if (used != lag.size()) v = 0;
-    } catch (const std::exception&) {
-      v = 0;
-    }
-    if (v < 1 || v > 8) throw invalid_argument_error("policy async:LAG needs LAG in [1, 8], got '" + lag + "'");
-    p.lag = v;
+    const std::optional<int32_t> v = whole_number<int32_t>(lag);
+    if (!v || *v < 1 || *v > 8) throw invalid_argument_error("policy async:LAG needs LAG in [1, 8], got '" + lag + "'");
+    p.lag = *v;
   } else {
     throw invalid_argument_error("policy must be fixed, threshold, scheduled or async[:LAG], got '" + name + "'");
   }

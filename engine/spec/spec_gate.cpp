@@ -5,9 +5,9 @@
 #include <cmath>
 #include <optional>
 #include <sstream>
-#include <type_traits>
 
 #include "common/error.h"
+#include "common/whole_number.h"
 
 namespace dspark {
 
@@ -164,27 +164,6 @@ void spec_gate::observe(const spec_gate_step& s) {
   }
   window_ = {};
 }
-
-namespace {
-
-// The whole of v as a number (std::stoi / std::stod), or nullopt: no partial reads like "4x".
-template <class T>
-std::optional<T> whole_number(const std::string& v) {
-  size_t used = 0;
-  T x{};
-  try {
-    if constexpr (std::is_same_v<T, double>)
-      x = std::stod(v, &used);
-    else
-      x = std::stoi(v, &used);
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  if (used == 0 || used != v.size()) return std::nullopt;
-  return x;
-}
-
-}  // namespace
 
 spec_gate_params parse_spec_gate(const std::string& s) {
   spec_gate_params p;

@@ -140,12 +140,13 @@ void launch(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64
 }  // namespace
 
 void check_gemv_args(const char* who, const void* w, const void* x, int64_t n_tokens, int64_t n_out, int64_t n_in) {
-  const std::string name(who);
+  // every launch passes here: the messages are built only when a check fails
   DSPARK_CUDA_REQUIRE(n_tokens >= 0 && n_tokens <= k_gemv_max_tokens,
-                      name + ": n_tokens " + std::to_string(n_tokens) + " not in 0..8");
-  DSPARK_CUDA_REQUIRE(n_out > 0 && n_in > 0 && n_in % 8 == 0, name + ": n_in must be a positive multiple of 8");
+                      std::string(who) + ": n_tokens " + std::to_string(n_tokens) + " not in 0..8");
+  DSPARK_CUDA_REQUIRE(n_out > 0 && n_in > 0 && n_in % 8 == 0,
+                      std::string(who) + ": n_in must be a positive multiple of 8");
   DSPARK_CUDA_REQUIRE(reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0,
-                      name + ": w and x must be 16-byte aligned");
+                      std::string(who) + ": w and x must be 16-byte aligned");
 }
 
 void gemv_bf16_simt(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, bf16* y,

@@ -14,7 +14,7 @@
 #      kernel when its tests passed, else on the SIMT one, cut off at that budget.
 # Knobs for a short call: GEMV_TARGETS (what to build), GEMV_TEST_FILTER (a gtest filter),
 # GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT.
-# $OUT (8 files at most): test_cuda_mma.log, kernels_{simt,mma}.md, kernels_{simt,mma}.json, suite.log,
+# $OUT (8 files at most): test_cuda_mma.log, bench_{simt,mma}.md, bench_{simt,mma}.json, suite.log,
 # and with step 4 load_synthetic.jsonl, load.md.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -45,12 +45,12 @@ echo "gemv_suite: test_cuda (DSPARK_GEMV=mma) rc=$test_rc after $(elapsed)"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/test_cuda_mma.log" | head -20
 for g in simt mma; do
   DSPARK_GEMV=$g timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
-    --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-kernels-$g" > "/tmp/dspark-kernels-$g.log" 2>&1
+    --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-bench-$g" > "/tmp/dspark-bench-$g.log" 2>&1
   echo "gemv_suite: bench_cuda --quick ($g) rc=$? after $(elapsed)"
-  cp "/tmp/dspark-kernels-$g/bench_cuda.md" "$OUT/kernels_$g.md" 2>/dev/null || tail -20 "/tmp/dspark-kernels-$g.log"
-  cp "/tmp/dspark-kernels-$g/bench_cuda.json" "$OUT/kernels_$g.json" 2>/dev/null
+  cp "/tmp/dspark-bench-$g/bench_cuda.md" "$OUT/bench_$g.md" 2>/dev/null || tail -20 "/tmp/dspark-bench-$g.log"
+  cp "/tmp/dspark-bench-$g/bench_cuda.json" "$OUT/bench_$g.json" 2>/dev/null
 done
-grep -h -A8 "verify cost" "$OUT"/kernels_*.md 2>/dev/null
+grep -h -A8 "verify cost" "$OUT"/bench_*.md 2>/dev/null
 if [ -n "${GEMV_LOAD_BUDGET_S:-}" ]; then
   left=$(( GEMV_LOAD_BUDGET_S - ($(date +%s) - start) - 15 ))
   kind=simt; [ $test_rc = 0 ] && kind=mma
