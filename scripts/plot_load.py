@@ -9,7 +9,7 @@ Writes
   OUT_PREFIX_tradeoff.png    per-user tokens/s against aggregate tokens/s (points labelled with
                              the concurrency): the "matched throughput" view
 and prints a markdown table: for every run and every aggregate throughput the baseline run
-(default "mtp1", the MTP-1-like run) reached, the run's per-user speed at that same aggregate
+(default "mtp1", the MTP-1-like run, also when a label prefix precedes it) reached, the run's per-user speed at that same aggregate
 throughput (linear interpolation in log throughput along the run's curve; "-" outside its
 range) and the gain over the baseline's per-user speed there.
 
@@ -63,9 +63,19 @@ def per_user_at(curve, x):
     return None
 
 
-def matched_table(series, baseline):
-    if baseline not in series:
-        return f"(no run labelled '{baseline}': no matched-throughput table)"
+def find_baseline(series, name):
+    """The run called `name`, or the one run whose label ends with it: bench_load puts its
+    --label-prefix before every run ("skip gate mtp1"). None when there is no such single run."""
+    if name in series:
+        return name
+    ends = [label for label in series if label.split()[-1:] == [name]]
+    return ends[0] if len(ends) == 1 else None
+
+
+def matched_table(series, name):
+    baseline = find_baseline(series, name)
+    if baseline is None:
+        return f"(no run labelled '{name}': no matched-throughput table)"
     base = series[baseline]
     lines = ["| run | at C of " + baseline + " | aggregate tok/s | " + baseline +
              " per-user tok/s | run per-user tok/s | gain |", "|---|---|---|---|---|---|"]
@@ -127,7 +137,7 @@ def main():
     title = a.title + (" - replayed acceptance" if replayed else "")
     plot_vs_concurrency(series, "aggregate_tokens_per_s", "aggregate tokens/s", title, f"{a.prefix}_throughput.png")
     plot_vs_concurrency(series, "per_user_tokens_per_s", "per-user tokens/s (decode)", title, f"{a.prefix}_per_user.png")
-    plot_tradeoff(series, a.baseline, title, f"{a.prefix}_tradeoff.png")
+    plot_tradeoff(series, find_baseline(series, a.baseline), title, f"{a.prefix}_tradeoff.png")
     print(matched_table(series, a.baseline))
 
 
