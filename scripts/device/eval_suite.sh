@@ -42,7 +42,9 @@ for _ in $(seq 1 60); do
   sleep 5
 done
 [ -f "$bg_log" ] && tail -3 "$bg_log"
-source "$root/scripts/device/device_env.sh"   # LD_LIBRARY_PATH for the staged libraries
+# LD_LIBRARY_PATH for the staged libraries (prebuilt binaries come with their own, set by
+# prebuilt.sh unpack, and no build-devdeps is carried for them)
+[ -n "${DSPARK_PREBUILT:-}" ] || source "$root/scripts/device/device_env.sh"
 if [ ! -x "$build/services/dspark" ] || { [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ -z "${EVAL_SKIP_TESTS:-}" ] && [ ! -x "$build/tests/test_cuda" ]; }; then
   DSPARK_BUILD_TARGETS="dspark test_cuda bench_actors" OUT=/tmp/dspark-fg-build bash scripts/device/gpu_suite.sh --build-only ||
     { cat /tmp/dspark-fg-build/summary.txt; tail -30 /tmp/dspark-fg-build/build.log; exit 1; }
@@ -57,9 +59,11 @@ if [ "${EVAL_DEVICE:-cuda}" = cuda ] && [ -z "${EVAL_SKIP_TESTS:-}" ]; then
   else
     DSPARK_MODEL="$model" timeout 120 "$build/tests/test_cuda" --gtest_brief=1 > "$OUT/test.log" 2>&1
   fi
+  echo "eval_suite: CUDA tests rc=$? after $(( $(date +%s) - start )) s"
+  grep -E "tests passed|PASSED|FAILED|Failed" "$OUT/test.log" | tail -12
+else
+  echo "eval_suite: CUDA tests skipped (EVAL_SKIP_TESTS or a CPU evaluation)"
 fi
-echo "eval_suite: CUDA tests rc=$? after $(( $(date +%s) - start )) s"
-grep -E "tests passed|FAILED|Failed" "$OUT/test.log" | tail -12
 
 # 3. evaluation: two processes at a time, 8 CPU threads each (the drafters run on the CPU)
 prompts="$data/gsm8k.jsonl,$data/math500.jsonl,$data/humaneval.jsonl,$data/mbpp.jsonl,$data/chat_eval.jsonl"
