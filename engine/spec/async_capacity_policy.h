@@ -45,6 +45,9 @@ class async_capacity_policy final : public spec_policy {
   // plans for, lag steps later, are not known yet).
   void set_carried_rows(int64_t rows) override { carried_ = rows > 0 ? rows : 0; }
 
+  // Once a step with drafting requests is `lag` steps old (before that the capacity is 0).
+  bool warmed_up() const override { return ratio_requests_ > 0; }
+
   // Draft capacity the last plan() used (for metrics and tests).
   int32_t last_capacity() const { return last_capacity_; }
 

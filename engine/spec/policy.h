@@ -59,6 +59,10 @@ class spec_policy {
   // verify of B rows at SPS(B + rows): the chunks are paid for either way, so what a draft
   // costs is the step time it adds on top of them. Others ignore it.
   virtual void set_carried_rows(int64_t rows) { (void)rows; }
+  // False while the policy cannot admit drafts yet for reasons of its own (async K has no
+  // capacity before its first `lag` steps): the speculation gate does not judge speculation
+  // by such steps, whose drafts were never offered a verify.
+  virtual bool warmed_up() const { return true; }
 };
 
 // Verifies every proposed draft, up to gamma.

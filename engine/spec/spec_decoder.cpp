@@ -406,6 +406,7 @@ void spec_decoder::apply_gate(int32_t decoded, int32_t drafting, clock_type::tim
   g.drafter_s = step_drafter_s_;
   g.step_s = seconds_since(t_step);
   g.prefill_s = step_prefill_s_;
+  g.policy_warm = policy_.warmed_up();
   gate_.observe(g);
   if (gate_.open(decoding_count())) return;
   int32_t n = 0;

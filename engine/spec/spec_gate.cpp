@@ -132,6 +132,11 @@ void spec_gate::observe(const spec_gate_step& s) {
   // the whole batch's request-steps is below the noise of the cost estimate, so the window
   // waits until the batch has turned over.
   if (s.drafting == 0 || s.decoding == 0 || 2 * s.drafting < s.decoding) return;
+  // Nor does a step whose policy could not verify yet (async K's first `lag` steps): its drafts
+  // went unverified for the policy's own start-up, not because speculation does not pay, and
+  // a window can be as short as 4 steps (16 requests), half of them such steps. The probe's
+  // cost still counts them.
+  if (!s.policy_warm) return;
   window_.add(s, sps_plain);
   if (window_.steps < p_.min_steps || window_.request_steps < p_.min_request_steps) return;
   const double gain = window_.gain();

@@ -83,6 +83,7 @@ struct spec_gate_step {
   double drafter_s = 0.0;     // seconds in drafter calls (propose wait, on_commit, begin, end)
   double step_s = 0.0;        // the whole step's seconds
   double prefill_s = 0.0;     // of those, in prefill chunks of joining requests
+  bool policy_warm = true;    // spec_policy::warmed_up(): false keeps the step out of the window
 };
 
 struct spec_gate_stats {

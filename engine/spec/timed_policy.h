@@ -47,6 +47,7 @@ class timed_policy final : public spec_policy {
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;
   const sps_table* step_curve() const override { return inner_->step_curve(); }
   void set_carried_rows(int64_t rows) override { inner_->set_carried_rows(rows); }
+  bool warmed_up() const override { return inner_->warmed_up(); }
 
   const scheduler_stats& stats() const { return stats_; }
   // The q-quantile (nearest rank, q in [0, 1]) of the plan times of the last k_window steps;

@@ -149,6 +149,26 @@ TEST(SpecGate, AutoWindowCountsOnlyStepsWhereMostRequestsDraft) {
   EXPECT_EQ(g.stats().closes, 1);
 }
 
+TEST(SpecGate, AutoWindowSkipsStepsBeforeThePolicyCanVerify) {
+  // async K's first `lag` steps: every request drafts but the capacity is still 0.
+  spec_gate_step cold{8, 8, 0, 0.002, 0.010};
+  cold.policy_warm = false;
+  spec_gate g(auto_params());  // min_steps 4, min_request_steps 16
+  for (int i = 0; i < 10; ++i) g.observe(cold);
+  EXPECT_TRUE(g.open(8)) << "no window from steps the policy could not verify";
+  EXPECT_EQ(g.stats().closes, 0);
+  // Warm, the window judges: G = 2 against o = 0.25 pays.
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12);
+  // The same cold steps, counted, close it.
+  spec_gate h(auto_params());
+  spec_gate_step counted = cold;
+  counted.policy_warm = true;
+  for (int i = 0; i < 4; ++i) h.observe(counted);
+  EXPECT_FALSE(h.open(8));
+}
+
 TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
   spec_gate g(auto_params());  // reprobe_steps 10
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});

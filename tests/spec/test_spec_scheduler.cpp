@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "engine/spec/draft_batch.h"
 #include "engine/spec/online_confidence.h"
 #include "engine/spec/policy.h"
+#include "engine/spec/timed_policy.h"
 #include "engine/spec/verify.h"
 #include "stats.h"
 
@@ -108,6 +110,24 @@ TEST(SpecScheduler, AsyncCapacityIsStaleAndTopKIsFresh) {
   // Step 4: capacity from step 2 (2 drafts per 2 requests), now 4 requests: 4 drafts.
   EXPECT_EQ(plan(p, {{1.f, 1.f, 1.f}, {1.f, 1.f, 1.f}, {0.5f}, {0.5f}}), (std::vector<int32_t>{3, 1, 0, 0}));
   EXPECT_EQ(p.last_capacity(), 4);
+}
+
+TEST(SpecScheduler, AsyncIsWarmOnceADraftingStepIsLagOld) {
+  // The gate leaves out steps before this (spec_policy::warmed_up): capacity is 0 there.
+  async_capacity_policy p(3, 4, flat_sps(16), /*lag=*/2);
+  EXPECT_FALSE(p.warmed_up());
+  plan(p, {{}, {}});                      // step 1: nobody drafts (prefilling)
+  plan(p, {{0.9f, 0.9f, 0.0f}, {}});      // step 2: one request drafts
+  EXPECT_EQ(plan(p, {{0.9f, 0.9f, 0.9f}, {}}), (std::vector<int32_t>{0, 0})) << "step 1 carried nothing";
+  EXPECT_FALSE(p.warmed_up());
+  EXPECT_EQ(plan(p, {{0.9f, 0.9f, 0.9f}, {}}), (std::vector<int32_t>{2, 0})) << "step 2's 2 drafts";
+  EXPECT_TRUE(p.warmed_up());
+  plan(p, {{}, {}});                      // nobody drafting later keeps the older ratio: still warm
+  EXPECT_TRUE(p.warmed_up());
+  // The wrappers and the other policies pass it on or are always warm.
+  timed_policy t(std::make_unique<async_capacity_policy>(3, 4, flat_sps(16), 2));
+  EXPECT_FALSE(t.warmed_up());
+  EXPECT_TRUE(fixed_gamma_policy(3).warmed_up());
 }
 
 TEST(SpecScheduler, AsyncCapacityCountsDraftingRequestsAndSurvivesSkippedSteps) {
