@@ -52,6 +52,8 @@
 //            at least half of the decoding requests draft, so it waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
+// Steps before the policy can verify (spec_policy::warmed_up: async K's first `lag` steps)
+// are left out of it.
 #pragma once
 
 #include <array>
