@@ -7,7 +7,9 @@
 # (TRAIN_EXAMPLES_GZ) and the same seed, batch, anchors and steps, so it sees the batches and
 # anchors the earlier run's drafter saw (train_suite.sh's header says why).
 #
-#   bash scripts/device/train_variants.sh start "v256:vanilla:256 rnn64:rnn:64"   name:type:rank ...
+#   bash scripts/device/train_variants.sh start "v256:vanilla:256 rnn64:rnn:64"   name:type:rank[:layers] ...
+#     (layers: the backbone's depth, TRAIN_N_LAYER, default 5; the method's Fig. 3 finds a
+#     2-layer DSpark above a 5-layer DFlash, and its draft pass costs 2/5 as much under load)
 #   bash scripts/device/train_variants.sh wait [SECONDS]    until every variant ends (default 540)
 #   bash scripts/device/train_variants.sh eval              dspark eval of every finished variant
 #   bash scripts/device/train_variants.sh return NAME [MAX] MAX (3) export pieces of NAME to $OUT
@@ -36,17 +38,19 @@ case "${1:-}" in
 start)
   [ -n "${TRAIN_EXAMPLES_GZ:-}" ] && [ -f "$TRAIN_EXAMPLES_GZ" ] ||
     { echo "train_variants: TRAIN_EXAMPLES_GZ must name an earlier run's examples.jsonl.gz" >&2; exit 2; }
-  for spec in ${2:?"name:type:rank ..."}; do
-    IFS=: read -r name mtype rank <<< "$spec"
+  for spec in ${2:?"name:type:rank[:layers] ..."}; do
+    IFS=: read -r name mtype rank layers <<< "$spec"
     [ -n "$name" ] && [ -n "$mtype" ] && [ -n "$rank" ] || { echo "train_variants: bad spec '$spec'" >&2; exit 2; }
+    layers="${layers:-${TRAIN_N_LAYER:-5}}"
+    [[ "$layers" =~ ^[1-9][0-9]*$ ]] || { echo "train_variants: bad layer count in '$spec'" >&2; exit 2; }
     dir="$base/$name"
     rm -rf "$dir" && mkdir -p "$dir/out"
     # the marker argument lets `wait` find the process; a long deadline: no call bounds it
     setsid nohup env DSPARK_TRAIN_DIR="$dir" OUT="$dir/out" TRAIN_KINDS="$kind" TRAIN_MARKOV_TYPE="$mtype" \
-      TRAIN_MARKOV_RANK="$rank" TRAIN_DEADLINE_S="${TRAIN_DEADLINE_S:-1500}" \
+      TRAIN_MARKOV_RANK="$rank" TRAIN_N_LAYER="$layers" TRAIN_DEADLINE_S="${TRAIN_DEADLINE_S:-1500}" \
       bash -c 'bash "$0" > "$1/run.log" 2>&1; echo "exit $?" >> "$1/run.log"' \
       "$root/scripts/device/train_suite.sh" "$dir" "train_variants_run=$name " < /dev/null > /dev/null 2>&1 &
-    echo "train_variants: started $name ($kind, markov $mtype rank $rank) in $dir"
+    echo "train_variants: started $name ($kind, $layers layers, markov $mtype rank $rank) in $dir"
   done
   ;;
 wait)
