@@ -10,8 +10,9 @@
 #      batch 1 and 8, and the verify curve (1..32 new tokens, context 2048) that
 #      scripts/project_speedup.py reads.
 #   4. with GEMV_LOAD_BUDGET_S=N (seconds since the start this call may use in all): the synthetic
-#      load sweep (scripts/device/load_suite.sh with the caller's LOAD_* settings) on the mma
-#      kernel when its tests passed, else on the SIMT one, cut off at that budget.
+#      load sweep (scripts/device/load_suite.sh with the caller's LOAD_* settings) on
+#      GEMV_LOAD_KERNEL (default simt, the default kernel since the 2026-12-07 A/B; mma only
+#      when its tests passed), cut off at that budget.
 # Knobs for a short call: GEMV_TARGETS (what to build), GEMV_TEST_FILTER (a gtest filter),
 # GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT.
 # $OUT (8 files at most): test_cuda_mma.log, bench_{simt,mma}.md, bench_{simt,mma}.json, suite.log,
@@ -53,7 +54,8 @@ done
 grep -h -A8 "verify cost" "$OUT"/bench_*.md 2>/dev/null
 if [ -n "${GEMV_LOAD_BUDGET_S:-}" ]; then
   left=$(( GEMV_LOAD_BUDGET_S - ($(date +%s) - start) - 15 ))
-  kind=simt; [ $test_rc = 0 ] && kind=mma
+  kind="${GEMV_LOAD_KERNEL:-simt}"
+  [ "$kind" = mma ] && [ $test_rc != 0 ] && { echo "gemv_suite: mma tests failed: load sweep on simt"; kind=simt; }
   if [ $left -gt 60 ]; then
     echo "gemv_suite: load sweep on the $kind GEMV, ${left} s left"
     DSPARK_GEMV=$kind LOAD_TIMEOUT=$left LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
