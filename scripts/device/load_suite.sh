@@ -6,7 +6,7 @@
 #   phase synthetic  an 8B shape (LOAD_SHAPE, default qwen3-8b) with random bf16 weights made
 #                    on the host and uploaded; acceptance REPLAYED from the SmolLM2 traces in
 #                    bench/traces (DSpark gamma 7 for none/fixed/threshold/scheduled/async,
-#                    MTP-1 gamma 1 for the "mtp1" run), the draft pass charged as 2 (MTP-1: 1)
+#                    MTP-1 gamma 1 for the "mtp1" run), the draft pass charged as LOAD_DSPARK_LAYERS (default 5; MTP-1: 1)
 #                    target layers on the target's KV; oracle misses reported per level
 #   phase smollm2    SmolLM2-135M (staged by stage_model.sh; prompts carried in .stage/data):
 #                    the same replay on the real model (the traces' own target), and, when
@@ -20,7 +20,7 @@
 #   bash scripts/device/load_suite.sh --build-in-background   # returns at once; the build runs on
 #   bash scripts/device/load_suite.sh                         # waits for that build, then both phases
 #   LOAD_PHASES=synthetic bash scripts/device/load_suite.sh   # one phase (synthetic | smollm2)
-# Knobs: LOAD_SHAPE, LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
+# Knobs: LOAD_SHAPE, LOAD_DSPARK_TRACE, LOAD_DSPARK_LAYERS, LOAD_MTP1_TRACE (below), LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
 # 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
 # LOAD_SOLO_PREFILL=1 and LOAD_FUSED_PREFILL=1 (A/B baselines, below); LOAD_WARMUP_WAVES (1: waves of
@@ -54,6 +54,12 @@ policies="${LOAD_POLICIES:-none,fixed,threshold,scheduled,async}"
 model="${LOAD_MODEL:-/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf}"
 drafters="${DSPARK_DRAFTERS:-/tmp/dspark-train/export}"
 traces="$root/bench/traces"
+# The replayed drafters: LOAD_DSPARK_TRACE (default the committed 5-layer DSpark trace) charged as
+# LOAD_DSPARK_LAYERS target layers per draft pass (default 5, that drafter's depth), and
+# LOAD_MTP1_TRACE (charged as 1 layer). A trace recorded by scripts/device/record_traces.sh in
+# the same lease (e.g. a 2-layer DSpark) goes here with its own depth.
+dspark_replay="replay:${LOAD_DSPARK_TRACE:-$traces/smollm2_dspark_g7.jsonl},layers=${LOAD_DSPARK_LAYERS:-5}"
+mtp1_replay="replay:${LOAD_MTP1_TRACE:-$traces/smollm2_mtp1_g1.jsonl},layers=1"
 
 if [ -z "${LOAD_BUILD:-}" ]; then
   for _ in $(seq 1 60); do pgrep -f "gpu_suite.sh --build-only" > /dev/null || break; sleep 5; done
@@ -111,14 +117,14 @@ if [[ " $phases " == *" synthetic "* ]]; then
   solo "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 --sps-profile "/tmp/dspark-sps-$shape.json"
   sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 --prompt-tokens 64 \
     --sps-profile "/tmp/dspark-sps-$shape.json" --policies "$policies" \
-    --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1" \
+    --draft "$dspark_replay" --mtp1 "$mtp1_replay" \
     "${skip_synth[@]}" "${gate[@]}" --label-prefix "$pre_synth"
   # LOAD_FUSED_PREFILL=1: the same runs (LOAD_FUSED_POLICIES, default none,async) with the prompt
   # chunks in a forward of their own (--fused-prefill off, the loop before 2026-12-06 fifth
   # session), labelled "unfused-prefill ...": the A/B baseline of the fused forward.
   [ "${LOAD_FUSED_PREFILL:-0}" = 1 ] && sweep "$OUT/load_synthetic.jsonl" --synthetic "$shape" --prompt-count 128 \
     --prompt-tokens 64 --sps-profile "/tmp/dspark-sps-$shape.json" --policies "${LOAD_FUSED_POLICIES:-none,async}" \
-    --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" "${skip_synth[@]}" "${gate[@]}" \
+    --draft "$dspark_replay" "${skip_synth[@]}" "${gate[@]}" \
     --fused-prefill off --label-prefix "unfused-prefill $pre_synth"
   if python3 -c "import matplotlib" 2>/dev/null; then
     { echo; echo "### matched throughput (synthetic $shape, replayed acceptance)"; echo;
@@ -135,7 +141,7 @@ if [[ " $phases " == *" smollm2 "* ]]; then
     [ "${LOAD_SMOLLM2_REPLAY:-1}" = 1 ] &&
       sweep "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" --prompt-count 100 \
         --sps-profile /tmp/dspark-sps-smollm2.json --policies "$policies" \
-        --draft "replay:$traces/smollm2_dspark_g7.jsonl,layers=5" --mtp1 "replay:$traces/smollm2_mtp1_g1.jsonl,layers=1"
+        --draft "$dspark_replay" --mtp1 "$mtp1_replay"
     if [ -d "$drafters/dspark" ] && [ -d "$drafters/mtp1" ]; then
       conc="${LOAD_TRAINED_CONCURRENCY:-1,4}" solo "$OUT/load_smollm2.jsonl" --model "$model" --prompts "$root/.stage/data/mixed100.jsonl" \
         --prompt-count 32 --sps-profile /tmp/dspark-sps-smollm2.json
