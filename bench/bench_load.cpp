@@ -509,6 +509,12 @@ int run(const bench_args& a) {
         j["gate_plain_scale"] = g.plain_scale;
         j["gate_reprobe_interval"] = g.reprobe_interval;
         j["gate_probe_loss"] = g.probe_loss;
+        j["gate_windows"] = g.windows;
+        j["gate_close_gain"] = g.close_gain;
+        j["gate_close_cost"] = g.close_cost;
+        j["gate_close_window_steps"] = g.close_window_steps;
+        j["gate_close_window_request_steps"] = g.close_window_request_steps;
+        j["gate_close_open_steps"] = g.close_open_steps;
       }
       j["level_wall_s"] = seconds_since(t_level);
       if (jsonl) jsonl << j.dump() << '\n' << std::flush;

@@ -143,6 +143,7 @@ void spec_gate::observe(const spec_gate_step& s) {
   const double o = cost(window_);
   stats_.last_gain = gain;
   stats_.last_cost = o;
+  ++stats_.windows;
   if (gain <= o + p_.margin) {
     // A close right after a reopening waits twice as long before the next look.
     if (probing_) reprobe_ = std::min(p_.reprobe_max, 2 * reprobe_);
@@ -152,6 +153,11 @@ void spec_gate::observe(const spec_gate_step& s) {
     close_loss_ = std::max(loss(gain, o), loss(probe_.gain(), cost(probe_)));
     stats_.probe_loss = close_loss_;
     probe_steps_ = open_steps_;
+    stats_.close_gain = gain;
+    stats_.close_cost = o;
+    stats_.close_window_steps = window_.steps;
+    stats_.close_window_request_steps = window_.request_steps;
+    stats_.close_open_steps = open_steps_;
     admitted_seen_ = stats_.plain_admitted;
     probing_ = false;
     closed_ = true;

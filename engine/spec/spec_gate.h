@@ -96,6 +96,16 @@ struct spec_gate_stats {
   int64_t plain_admitted = 0;   // requests that joined while closed (never drafted)
   double last_gain = 0.0;       // G and o of the last auto window
   double last_cost = 0.0;
+  int64_t windows = 0;          // auto windows decided (each closes the gate or keeps it open)
+  // The window that closed the gate last: its G, o, steps and request-steps, and the open steps
+  // since the gate (re)opened or a window last paid. Diagnostics for a gate that closes where
+  // speculation measured as paying elsewhere in the same level (a short window's noise, or a
+  // start-up effect inside it).
+  double close_gain = 0.0;
+  double close_cost = 0.0;
+  int32_t close_window_steps = 0;
+  int64_t close_window_request_steps = 0;
+  int32_t close_open_steps = 0;
   double probe_loss = 0.0;      // throughput share the last probe lost, (o - G) / (1 + o)
   double plain_scale = 0.0;     // closed steps' decode seconds over SPS's; 0 = not measured
   int32_t closed_at = 0;        // mean decoding count of the window that closed it

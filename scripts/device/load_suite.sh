@@ -6,7 +6,7 @@
 #   phase synthetic  an 8B shape (LOAD_SHAPE, default qwen3-8b) with random bf16 weights made
 #                    on the host and uploaded; acceptance REPLAYED from the SmolLM2 traces in
 #                    bench/traces (DSpark gamma 7 for none/fixed/threshold/scheduled/async,
-#                    MTP-1 gamma 1 for the "mtp1" run), the draft pass charged as LOAD_DSPARK_LAYERS (default 5; MTP-1: 1)
+#                    MTP-1 gamma 1 for the "mtp1" run), the draft pass charged as LOAD_DSPARK_LAYERS (default 2; MTP-1: 1)
 #                    target layers on the target's KV; oracle misses reported per level
 #   phase smollm2    SmolLM2-135M (staged by stage_model.sh; prompts carried in .stage/data):
 #                    the same replay on the real model (the traces' own target), and, when
@@ -54,12 +54,14 @@ policies="${LOAD_POLICIES:-none,fixed,threshold,scheduled,async}"
 model="${LOAD_MODEL:-/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf}"
 drafters="${DSPARK_DRAFTERS:-/tmp/dspark-train/export}"
 traces="$root/bench/traces"
-# The replayed drafters: LOAD_DSPARK_TRACE (default the committed 5-layer DSpark trace) charged as
-# LOAD_DSPARK_LAYERS target layers per draft pass (default 5, that drafter's depth), and
-# LOAD_MTP1_TRACE (charged as 1 layer). A trace recorded by scripts/device/record_traces.sh in
-# the same lease (e.g. a 2-layer DSpark) goes here with its own depth.
-dspark_replay="replay:${LOAD_DSPARK_TRACE:-$traces/smollm2_dspark_g7.jsonl},layers=${LOAD_DSPARK_LAYERS:-5}"
-mtp1_replay="replay:${LOAD_MTP1_TRACE:-$traces/smollm2_mtp1_g1.jsonl},layers=1"
+# The replayed drafters: LOAD_DSPARK_TRACE charged as LOAD_DSPARK_LAYERS target layers per draft
+# pass, and LOAD_MTP1_TRACE (charged as 1 layer). Defaults since 2026-12-07 (ninth session): the
+# 2-layer DSpark and the MTP-1 of the r7 run (bench/traces/README.md); the 5-layer DSpark of the
+# earlier sweeps is LOAD_DSPARK_TRACE=bench/traces/smollm2_dspark_g7.jsonl LOAD_DSPARK_LAYERS=5
+# LOAD_MTP1_TRACE=bench/traces/smollm2_mtp1_g1.jsonl. A trace recorded by
+# scripts/device/record_traces.sh in the same lease goes here with its drafter's depth.
+dspark_replay="replay:${LOAD_DSPARK_TRACE:-$traces/smollm2_dspark2_g7.jsonl},layers=${LOAD_DSPARK_LAYERS:-2}"
+mtp1_replay="replay:${LOAD_MTP1_TRACE:-$traces/smollm2_mtp1_r7_g1.jsonl},layers=1"
 
 if [ -z "${LOAD_BUILD:-}" ]; then
   for _ in $(seq 1 60); do pgrep -f "gpu_suite.sh --build-only" > /dev/null || break; sleep 5; done

@@ -155,8 +155,8 @@ TEST(BenchLoad, TinySyntheticReplaySweepWritesJsonLines) {
   std::string out;
   const std::string cmd = bin + " --synthetic tiny --device cpu --threads 1 --concurrency 1,2 --requests 3 --seconds 0" +
                           " --max-tokens 12 --prompt-count 6 --prompt-tokens 10 --policies none,fixed,scheduled --warmup-waves 2" +
-                          " --draft replay:" + traces + "smollm2_dspark_g7.jsonl,layers=1 --mtp1 replay:" + traces +
-                          "smollm2_mtp1_g1.jsonl,layers=1 --sps-profile " + dir + "/sps.json --jsonl " + jsonl +
+                          " --draft replay:" + traces + "smollm2_dspark2_g7.jsonl,layers=1 --mtp1 replay:" + traces +
+                          "smollm2_mtp1_r7_g1.jsonl,layers=1 --sps-profile " + dir + "/sps.json --jsonl " + jsonl +
                           " --md " + dir + "/load.md";
   ASSERT_EQ(run_binary(cmd, out), 0) << out;
   std::ifstream f(jsonl);

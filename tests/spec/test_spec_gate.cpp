@@ -101,6 +101,14 @@ TEST(SpecGate, AutoClosesWhenTheGainDoesNotPayTheDrafter) {
   EXPECT_NEAR(g.stats().last_gain, 0.125, 1e-12);
   EXPECT_NEAR(g.stats().last_cost, 0.25, 1e-12);
   EXPECT_EQ(g.stats().closed_at, 8);
+  // The closing window is kept for diagnosis: one window of 4 steps, 32 request-steps, after
+  // 4 open steps.
+  EXPECT_EQ(g.stats().windows, 1);
+  EXPECT_NEAR(g.stats().close_gain, 0.125, 1e-12);
+  EXPECT_NEAR(g.stats().close_cost, 0.25, 1e-12);
+  EXPECT_EQ(g.stats().close_window_steps, 4);
+  EXPECT_EQ(g.stats().close_window_request_steps, 32);
+  EXPECT_EQ(g.stats().close_open_steps, 4);
   // Closed: reopens once the load (the mean of the last 8 closed steps) is half the load it
   // closed at; one step's dip is not enough.
   g.observe({4, 0, 0, 0.0, 0.010});
@@ -121,6 +129,8 @@ TEST(SpecGate, AutoStaysOpenWhenSpeculationPays) {
   EXPECT_TRUE(g.open(8));
   EXPECT_EQ(g.stats().closes, 0);
   EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12);
+  EXPECT_EQ(g.stats().windows, 10) << "40 steps, a decision every 4";
+  EXPECT_EQ(g.stats().close_window_steps, 0) << "no window closed it";
   // Equal gain and cost closes (speculation must pay, not break even).
   spec_gate e(auto_params());
   for (int i = 0; i < 4; ++i) e.observe({4, 4, 1, 0.002, 0.010});
