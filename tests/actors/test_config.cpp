@@ -2,7 +2,10 @@
 // keys, wrong types and values out of range.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "config/server_config.h"
+#include "tests/test_support.h"
 
 namespace dspark::config {
 namespace {
@@ -82,6 +85,28 @@ TEST(ServerConfig, PolicyKeys) {
   EXPECT_EQ(c.draft_skip, "auto:0.5");
   EXPECT_NE(error_of(R"({"draft_skip": "maybe"})").find("config key 'draft_skip'"), std::string::npos);
   EXPECT_NE(error_of(R"({"draft_skip": "auto:-2"})").find("COST in [0, 64]"), std::string::npos);
+}
+
+// Every config the repository ships (the Quick start's, the split stack's and the compose
+// stacks') loads and passes validation, so a key renamed in the parser cannot leave a
+// deployment that fails at start-up.
+TEST(ServerConfig, ShippedConfigsLoad) {
+  const std::string root = test::source_dir();
+  int n = 0;
+  for (const std::string dir : {root + "/config", root + "/deploy/config"}) {
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().extension() != ".json") continue;
+      EXPECT_NO_THROW(load_server_config(e.path().string())) << e.path();
+      ++n;
+    }
+  }
+  EXPECT_GE(n, 5) << "config/serve.json, split.json and deploy/config/{edge,datacenter,datacenter-gpu}.json";
+  // The GPU stack runs the measured configuration that stays at plain decoding's throughput
+  // where speculation does not pay (docs/scheduler.md): async capacity, the gate, skipping.
+  const server_config gpu = load_server_config(root + "/deploy/config/datacenter-gpu.json");
+  EXPECT_EQ(gpu.policy, "async");
+  EXPECT_EQ(gpu.spec_gate, "auto");
+  EXPECT_EQ(gpu.draft_skip, "auto");
 }
 
 }  // namespace
