@@ -18,16 +18,23 @@ def valid_anchor_positions(loss_mask):
 
 def sample_anchors(loss_mask, n, generator):
     """Up to n valid anchors per sequence, uniformly without replacement, sorted.
-    loss_mask [B, L] -> anchors [B, n] (unused entries 0), valid [B, n] bool.
-    `generator` is a CPU torch.Generator (drawn in sequence order: deterministic)."""
+    loss_mask [B, L] -> anchors [B, N] (unused entries 0), valid [B, N] bool, where N = the most
+    anchors any sequence of the batch got (at most n, at least 1): with the paper's n = 512 and
+    responses of at most 256 tokens no sequence has n valid anchors, and blocks that are all
+    padding would only cost backbone rows. `generator` is a CPU torch.Generator (drawn in
+    sequence order: deterministic; the width does not change the draws)."""
     B = loss_mask.shape[0]
-    anchors = torch.zeros(B, n, dtype=torch.long)
-    valid = torch.zeros(B, n, dtype=torch.bool)
+    picked = []
     for b in range(B):
         cand = valid_anchor_positions(loss_mask[b].cpu())
         if len(cand) > n:
             cand = cand[torch.randperm(len(cand), generator=generator)[:n]]
         cand, _ = torch.sort(cand)
+        picked.append(cand)
+    width = max([1] + [len(c) for c in picked])
+    anchors = torch.zeros(B, width, dtype=torch.long)
+    valid = torch.zeros(B, width, dtype=torch.bool)
+    for b, cand in enumerate(picked):
         anchors[b, :len(cand)] = cand
         valid[b, :len(cand)] = True
     return anchors.to(loss_mask.device), valid.to(loss_mask.device)

@@ -27,6 +27,18 @@ def test_sample_anchors_sorted_without_replacement_and_capped():
     assert seen == set(range(1, 9))
 
 
+def test_sample_anchors_width_is_the_most_any_sequence_got():
+    # n above every sequence's valid count (the paper's 512 on short responses): the width is the
+    # longest sequence's 8 anchors, not n, and the draws are those of a narrower request
+    lm = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 1, 1, 0]])
+    anchors, valid = sample_anchors(lm, 512, torch.Generator().manual_seed(0))
+    assert anchors.shape == (2, 8) and valid.sum(1).tolist() == [8, 1]
+    assert anchors[0].tolist() == list(range(1, 9)) and anchors[1][valid[1]].tolist() == [7]
+    # no valid anchor anywhere: one all-invalid column
+    none, v = sample_anchors(torch.zeros(2, 5, dtype=torch.long), 4, torch.Generator().manual_seed(0))
+    assert none.shape == (2, 1) and not v.any()
+
+
 def test_eval_mask_worked_example():
     # module docstring: γ = 2, loss_mask [0 0 1 1 1 0], anchors 2 and 3
     lm = torch.tensor([[0, 0, 1, 1, 1, 0]])
