@@ -73,6 +73,29 @@ TEST(SpecScheduler, JaggedCurveTrapsEarlyStopButNotGlobalSearch) {
   EXPECT_EQ(async.last_capacity(), 3);
 }
 
+TEST(SpecScheduler, MeasuredH200CurveTrapsAlgorithm1AtFourRequests) {
+  // The verify-step profile bench_load measured on an H200 (Qwen3-8B shape, context 142,
+  // 2026-12-07, docs/benchmarks.md ninth session), ms for B = 1..16: the hand GEMV's 5-8-token
+  // steps cost 8.4 ms, cuBLASLt's 9-16-token steps 5.6 ms.
+  const double ms[] = {5.140, 6.316, 6.050, 6.041, 8.394, 8.403, 8.412, 8.394,
+                       5.581, 5.588, 5.571, 5.577, 5.577, 5.578, 5.582, 5.590};
+  std::vector<double> sps = {0.0};
+  for (double m : ms) sps.push_back(1e3 / m);
+  // Four requests, every conditional confidence 0.6 (survivals 0.6, 0.36, 0.216), gamma 3.
+  // Algorithm 1: theta(B = 4) = 4 / 6.041 ms = 0.662 per ms; the first draft makes B = 5,
+  // 4.6 / 8.394 = 0.548: a drop, so the early stop admits nothing (what the sweep saw at C = 4).
+  const std::vector<std::vector<float>> c(4, std::vector<float>{0.6f, 0.6f, 0.6f});
+  confidence_scheduled_policy early(3, 4, sps);
+  EXPECT_EQ(plan(early, c), (std::vector<int32_t>{0, 0, 0, 0}));
+  // The global search reaches B = 16: tau 4 + 4 * (0.6 + 0.36 + 0.216) = 8.704 in 5.590 ms,
+  // 1.557 per ms, 2.35x the plain step's rate; two steps later every request verifies 3 drafts.
+  async_capacity_policy async(3, 4, sps, /*lag=*/2);
+  plan(async, c);
+  plan(async, c);
+  EXPECT_EQ(plan(async, c), (std::vector<int32_t>{3, 3, 3, 3}));
+  EXPECT_EQ(async.last_capacity(), 12);
+}
+
 TEST(SpecScheduler, CarriedPromptRowsMoveTheCurvePointDraftsArePricedAt) {
   // A step-time cliff after B = 8 (SPS 100 up to 8 rows, 25 beyond). Four requests, one draft
   // each at c = 0.9. Alone, B goes 4 -> 8 at no cost: every draft is admitted. With 4 prompt
