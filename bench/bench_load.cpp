@@ -515,6 +515,14 @@ int run(const bench_args& a) {
         j["gate_close_window_steps"] = g.close_window_steps;
         j["gate_close_window_request_steps"] = g.close_window_request_steps;
         j["gate_close_open_steps"] = g.close_open_steps;
+        // The last decided windows, for diagnosing closes: drafting share, G, o, the verdict.
+        nlohmann::json wins = nlohmann::json::array();
+        for (const spec_gate_window& w : dec.gate().recent_windows())
+          wins.push_back({{"end_step", w.end_step}, {"steps", w.steps}, {"request_steps", w.request_steps},
+                          {"drafting_steps", w.drafting_steps}, {"accepted", w.accepted}, {"step_s", w.step_s},
+                          {"drafter_s", w.drafter_s}, {"prefill_s", w.prefill_s}, {"plain_s", w.plain_s},
+                          {"gain", w.gain}, {"cost", w.cost}, {"closed", w.closed}, {"probing", w.probing}});
+        j["gate_recent_windows"] = std::move(wins);
       }
       j["level_wall_s"] = seconds_since(t_level);
       if (jsonl) jsonl << j.dump() << '\n' << std::flush;

@@ -40,6 +40,7 @@ bool spec_gate::open(int32_t decoding) const {
 void spec_gate::step_sums::add(const spec_gate_step& s, double sps_plain) {
   ++steps;
   request_steps += s.decoding;
+  drafting_steps += s.drafting;
   accepted += s.accepted;
   drafter_s += s.drafter_s;
   step_s += s.step_s;
@@ -47,13 +48,27 @@ void spec_gate::step_sums::add(const spec_gate_step& s, double sps_plain) {
   sps_plain_s += sps_plain;
 }
 
+double spec_gate::plain_seconds(const step_sums& w) const {
+  if (sps_ == nullptr || w.sps_plain_s <= 0.0) return 0.0;
+  const double scale = plain_steps_ >= p_.min_steps && plain_sps_s_ > 0.0 ? plain_s_ / plain_sps_s_ : 1.0;
+  return scale * w.sps_plain_s + w.prefill_s;
+}
+
 double spec_gate::cost(const step_sums& w) const {
   const double rest = w.step_s - w.drafter_s;
   const double drafter_share = rest > 0 ? w.drafter_s / rest : 0.0;
-  if (sps_ == nullptr || w.sps_plain_s <= 0.0) return drafter_share;
-  const double scale = plain_steps_ >= p_.min_steps && plain_sps_s_ > 0.0 ? plain_s_ / plain_sps_s_ : 1.0;
-  const double plain = scale * w.sps_plain_s + w.prefill_s;
+  const double plain = plain_seconds(w);
+  if (plain <= 0.0) return drafter_share;
   return std::max(drafter_share, w.step_s / plain - 1.0);
+}
+
+std::vector<spec_gate_window> spec_gate::recent_windows() const {
+  const int64_t n = std::min<int64_t>(stats_.windows, k_window_history);
+  std::vector<spec_gate_window> out;
+  out.reserve(static_cast<size_t>(n));
+  for (int64_t i = stats_.windows - n; i < stats_.windows; ++i)
+    out.push_back(windows_[static_cast<size_t>(i % k_window_history)]);
+  return out;
 }
 
 double spec_gate::expected_probe_steps() const {
@@ -85,6 +100,7 @@ void spec_gate::observe(const spec_gate_step& s) {
     return;
   }
   if (p_.mode != spec_gate_mode::automatic) return;
+  ++observed_;
   if (closed_) {
     ++stats_.closed_steps;
     if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0 && s.step_s > s.prefill_s) {
@@ -143,8 +159,12 @@ void spec_gate::observe(const spec_gate_step& s) {
   const double o = cost(window_);
   stats_.last_gain = gain;
   stats_.last_cost = o;
+  const bool close = gain <= o + p_.margin;
+  windows_[static_cast<size_t>(stats_.windows % k_window_history)] = {
+      observed_, window_.steps, window_.request_steps, window_.drafting_steps, window_.accepted, window_.step_s,
+      window_.drafter_s, window_.prefill_s, plain_seconds(window_), gain, o, close, probing_};
   ++stats_.windows;
-  if (gain <= o + p_.margin) {
+  if (close) {
     // A close right after a reopening waits twice as long before the next look.
     if (probing_) reprobe_ = std::min(p_.reprobe_max, 2 * reprobe_);
     // ... and long enough that the next probe costs at most probe_budget (reprobe_interval()),

@@ -59,6 +59,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/spec/sps_table.h"
 
@@ -86,6 +87,24 @@ struct spec_gate_step {
   double step_s = 0.0;        // the whole step's seconds
   double prefill_s = 0.0;     // of those, in prefill chunks of joining requests
   bool policy_warm = true;    // spec_policy::warmed_up(): false keeps the step out of the window
+};
+
+// One decided auto window, for diagnosis (spec_gate::recent_windows): when it ended, what it
+// summed and what it decided.
+struct spec_gate_window {
+  int64_t end_step = 0;          // the gate's step count (observe calls) when it decided
+  int32_t steps = 0;
+  int64_t request_steps = 0;     // decoding requests summed over its steps
+  int64_t drafting_steps = 0;    // of those, requests attached to the drafter
+  int64_t accepted = 0;
+  double step_s = 0.0;
+  double drafter_s = 0.0;
+  double prefill_s = 0.0;
+  double plain_s = 0.0;          // what plain decoding would have taken (SPS x scale + prefill)
+  double gain = 0.0;             // G and o
+  double cost = 0.0;
+  bool closed = false;           // this window closed the gate
+  bool probing = false;          // it was the first window after a reopening
 };
 
 struct spec_gate_stats {
@@ -134,6 +153,9 @@ class spec_gate {
 
   const spec_gate_params& params() const { return p_; }
   const spec_gate_stats& stats() const { return stats_; }
+  // The last k_window_history decided windows, oldest first (fewer before that many).
+  static constexpr int32_t k_window_history = 16;
+  std::vector<spec_gate_window> recent_windows() const;
   bool closed() const { return closed_; }
 
  private:
@@ -142,6 +164,7 @@ class spec_gate {
   struct step_sums {
     int32_t steps = 0;
     int64_t request_steps = 0;
+    int64_t drafting_steps = 0;
     int64_t accepted = 0;
     double drafter_s = 0.0;
     double step_s = 0.0;
@@ -154,6 +177,7 @@ class spec_gate {
   double expected_probe_steps() const;
   int32_t reprobe_interval() const;  // closed steps before the next reprobe, budget included
   double cost(const step_sums& w) const;  // o over those steps
+  double plain_seconds(const step_sums& w) const;  // plain decoding's time for them (SPS-based)
 
   spec_gate_params p_;
   spec_gate_stats stats_;
@@ -173,6 +197,8 @@ class spec_gate {
   double join_steps_ = 0.0;
   int64_t join_observed_ = 0;
   bool probing_ = false;        // reopened, and no window has paid since
+  int64_t observed_ = 0;        // observe calls
+  std::array<spec_gate_window, k_window_history> windows_{};  // ring, stats_.windows entries written
   step_sums window_;  // the auto window
   step_sums probe_;   // every open step of the current probe
   // The plain-step calibration: closed steps' decode seconds and SPS's for them, both decayed so

@@ -109,6 +109,18 @@ TEST(SpecGate, AutoClosesWhenTheGainDoesNotPayTheDrafter) {
   EXPECT_EQ(g.stats().close_window_steps, 4);
   EXPECT_EQ(g.stats().close_window_request_steps, 32);
   EXPECT_EQ(g.stats().close_open_steps, 4);
+  const std::vector<spec_gate_window> w = g.recent_windows();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].end_step, 4);
+  EXPECT_EQ(w[0].steps, 4);
+  EXPECT_EQ(w[0].request_steps, 32);
+  EXPECT_EQ(w[0].drafting_steps, 32);
+  EXPECT_EQ(w[0].accepted, 4);
+  EXPECT_NEAR(w[0].step_s, 0.040, 1e-12);
+  EXPECT_NEAR(w[0].drafter_s, 0.008, 1e-12);
+  EXPECT_EQ(w[0].plain_s, 0.0) << "no step curve: the cost is the drafter's share";
+  EXPECT_TRUE(w[0].closed);
+  EXPECT_FALSE(w[0].probing);
   // Closed: reopens once the load (the mean of the last 8 closed steps) is half the load it
   // closed at; one step's dip is not enough.
   g.observe({4, 0, 0, 0.0, 0.010});
@@ -131,6 +143,14 @@ TEST(SpecGate, AutoStaysOpenWhenSpeculationPays) {
   EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12);
   EXPECT_EQ(g.stats().windows, 10) << "40 steps, a decision every 4";
   EXPECT_EQ(g.stats().close_window_steps, 0) << "no window closed it";
+  EXPECT_EQ(g.recent_windows().size(), 10u);
+  for (int i = 0; i < 60; ++i) g.observe({8, 8, 16, 0.002, 0.010});
+  const std::vector<spec_gate_window> w = g.recent_windows();
+  ASSERT_EQ(w.size(), static_cast<size_t>(spec_gate::k_window_history)) << "the ring keeps the last 16 of 25";
+  for (size_t i = 0; i < w.size(); ++i) {
+    EXPECT_EQ(w[i].end_step, 40 + 4 * static_cast<int64_t>(i)) << "oldest first: windows 10..25 ended at steps 40..100";
+    EXPECT_FALSE(w[i].closed);
+  }
   // Equal gain and cost closes (speculation must pay, not break even).
   spec_gate e(auto_params());
   for (int i = 0; i < 4; ++i) e.observe({4, 4, 1, 0.002, 0.010});
