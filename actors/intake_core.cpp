@@ -304,6 +304,14 @@ std::string intake_core::metrics_text(const msg::status_report& s) const {
   counter("dspark_spec_gate_detached_total", "Requests the gate took off the drafter.", static_cast<double>(s.gate_detached));
   counter("dspark_spec_gate_plain_admitted_total", "Requests that joined while the gate was closed (never drafted).",
           static_cast<double>(s.gate_plain_admitted));
+  counter("dspark_spec_gate_reopens_total", "Times the auto gate switched speculation back on.",
+          static_cast<double>(s.gate_reopens));
+  counter("dspark_spec_gate_windows_total", "Decision windows the auto gate measured.", static_cast<double>(s.gate_windows));
+  gauge("dspark_spec_gate_open", "1 while requests that join get the drafter, 0 while the gate is closed.", s.gate_open);
+  gauge("dspark_spec_gate_last_gain", "Accepted drafts per request-step in the gate's last window (G).", s.gate_last_gain);
+  gauge("dspark_spec_gate_last_cost",
+        "What speculation cost in the gate's last window, as a share of plain decoding's time (o; it pays iff G > o).",
+        s.gate_last_cost);
   counter("dspark_prefix_cache_evictions_total", "Cached KV blocks reclaimed for new data.",
           static_cast<double>(s.prefix_cache_evictions));
   gauge("dspark_prefix_cache_blocks", "KV blocks in the prefix cache (held or evictable).", s.prefix_cache_blocks);

@@ -372,6 +372,11 @@ msg::status_report verifier_core::status(const kv_usage& kv) const {
   s.gate_closed_steps = g.closed_steps;
   s.gate_detached = g.detached;
   s.gate_plain_admitted = g.plain_admitted;
+  s.gate_reopens = g.reopens;
+  s.gate_windows = g.windows;
+  s.gate_open = dec_.gate().closed() ? 0 : 1;
+  s.gate_last_gain = g.last_gain;
+  s.gate_last_cost = g.last_cost;
   if (const auto* rd = dynamic_cast<const remote_drafter*>(drafter_)) {
     s.drafter = rd->current();
     s.drafter_timeouts = rd->timeouts();

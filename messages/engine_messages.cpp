@@ -151,6 +151,11 @@ void encode(const status_report& m, std::string& out) {
   w.i64(m.gate_closed_steps);
   w.i64(m.gate_detached);
   w.i64(m.gate_plain_admitted);
+  w.i64(m.gate_reopens);
+  w.i64(m.gate_windows);
+  w.i32(m.gate_open);
+  w.f64(m.gate_last_gain);
+  w.f64(m.gate_last_cost);
 }
 
 engine_message decode_engine_message(std::string_view frame) {
@@ -241,6 +246,11 @@ engine_message decode_engine_message(std::string_view frame) {
       m.gate_closed_steps = r.i64("gate_closed_steps");
       m.gate_detached = r.i64("gate_detached");
       m.gate_plain_admitted = r.i64("gate_plain_admitted");
+      m.gate_reopens = r.i64("gate_reopens");
+      m.gate_windows = r.i64("gate_windows");
+      m.gate_open = r.i32("gate_open");
+      m.gate_last_gain = r.f64("gate_last_gain");
+      m.gate_last_cost = r.f64("gate_last_cost");
       out = std::move(m);
       break;
     }

@@ -132,6 +132,11 @@ struct status_report {
   int64_t gate_closed_steps = 0;    // decoder steps taken with speculation off
   int64_t gate_detached = 0;        // requests taken off the drafter
   int64_t gate_plain_admitted = 0;  // requests that joined while closed (never drafted)
+  int64_t gate_reopens = 0;         // auto: closed -> open transitions
+  int64_t gate_windows = 0;         // auto: decision windows measured
+  int32_t gate_open = 1;            // 1 while requests that join get the drafter
+  double gate_last_gain = 0;        // auto: G and o of the last window (tokens per request-step,
+  double gate_last_cost = 0;        //       and the cost as a share of plain decoding's time)
 };
 
 using engine_message = std::variant<submit_request, cancel_request, status_query, token_delta,

@@ -148,6 +148,11 @@ TEST(EngineMessages, RoundTripFieldForField) {
   r.gate_closed_steps = 50;
   r.gate_detached = 6;
   r.gate_plain_admitted = 11;
+  r.gate_reopens = 1;
+  r.gate_windows = 13;
+  r.gate_open = 0;
+  r.gate_last_gain = 0.25;
+  r.gate_last_cost = 0.5;
   encode(r, b);
   auto q = std::get<status_report>(decode_engine_message(b));
   EXPECT_EQ(q.plans, 7);
@@ -168,6 +173,11 @@ TEST(EngineMessages, RoundTripFieldForField) {
   EXPECT_EQ(q.gate_closed_steps, 50);
   EXPECT_EQ(q.gate_detached, 6);
   EXPECT_EQ(q.gate_plain_admitted, 11);
+  EXPECT_EQ(q.gate_reopens, 1);
+  EXPECT_EQ(q.gate_windows, 13);
+  EXPECT_EQ(q.gate_open, 0);
+  EXPECT_EQ(q.gate_last_gain, 0.25);
+  EXPECT_EQ(q.gate_last_cost, 0.5);
   EXPECT_EQ(q.cookie, 5u);
   EXPECT_EQ(q.backend_free_blocks, 31);
   EXPECT_EQ(q.acceptance_by_position, r.acceptance_by_position);

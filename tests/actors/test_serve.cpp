@@ -152,6 +152,9 @@ TEST_F(ServeTest, SpecGateBatchLimitEqualsOffline) {
   EXPECT_EQ(metric(t, "dspark_backend_kv_free_blocks"), free0) << t;
   EXPECT_GT(metric(t, "dspark_spec_gate_closed_steps_total"), 0) << t;
   EXPECT_GT(metric(t, "dspark_spec_gate_detached_total") + metric(t, "dspark_spec_gate_plain_admitted_total"), 0) << t;
+  EXPECT_EQ(metric(t, "dspark_spec_gate_open"), 1) << "a batch limit is never closed as such: " << t;
+  EXPECT_EQ(metric(t, "dspark_spec_gate_windows_total"), 0) << "a batch limit measures no windows: " << t;
+  EXPECT_EQ(metric(t, "dspark_spec_gate_reopens_total"), 0) << t;
 }
 
 // Pipelined decoding in the server (`dspark serve --pipeline on`, docs/actors.md "Pipelining"):
