@@ -316,7 +316,10 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
 std::string profile_tag(int device) {
   cudaDeviceProp prop{};
   DSPARK_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  return std::string("cuda ") + prop.name + ", gemv " + gemv_name(gemv_kind());
+  std::string tag = std::string("cuda ") + prop.name + ", gemv " + gemv_name(gemv_kind());
+  // the prefetch depth changes the mma kernel's step times, so a profile names it
+  if (gemv_kind() == gemv_impl::mma) tag += " prefetch " + std::to_string(gemv_mma_prefetch_kblocks());
+  return tag;
 }
 
 }  // namespace dspark::cuda

@@ -98,7 +98,7 @@ class cuda_backend final : public backend {
 
 // What a step-time profile measured on this process's CUDA backend depends on beyond the model:
 // the GPU (its name) and the kernel choices that change step times (the GEMV implementation,
-// DSPARK_GEMV). Part of the profile cache key, so a profile never prices another GPU's or
+// DSPARK_GEMV, and for mma its prefetch depth, DSPARK_MMA_PREFETCH). Part of the profile cache key, so a profile never prices another GPU's or
 // another kernel's steps. Throws cuda_error when `device` does not exist.
 std::string profile_tag(int device = 0);
 

@@ -39,6 +39,13 @@ void gemv_bf16_mma(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tok
 // multiple of 8 and w, x 16-byte aligned (what both kernels need).
 void check_gemv_args(const char* who, const void* w, const void* x, int64_t n_tokens, int64_t n_out, int64_t n_in);
 
+// k-blocks (32 features of the block's 16 rows) each warp of the mma kernel pulls into L2
+// before it waits for the previous kernel (programmatic dependent launch), read once from
+// DSPARK_MMA_PREFETCH (0..32; default 4 = 2 KB of each row). Only the timing depends on it,
+// never the bits: a knob for the A/B that picks the default (kernels/cuda/NOTES.md round 7).
+// Invalid values throw std::invalid_argument naming the variable.
+int gemv_mma_prefetch_kblocks();
+
 enum class gemv_impl { simt, mma };
 // The implementation gemv_bf16 uses in this process, read once from DSPARK_GEMV (simt | mma;
 // default simt). Unknown values throw std::invalid_argument naming the variable.

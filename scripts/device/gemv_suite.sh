@@ -14,9 +14,11 @@
 #      GEMV_LOAD_KERNEL (default simt, the default kernel since the 2026-12-07 A/B; mma only
 #      when its tests passed), cut off at that budget.
 # Knobs for a short call: GEMV_TARGETS (what to build), GEMV_TEST_FILTER (a gtest filter),
-# GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT.
-# $OUT (8 files at most): test_cuda_mma.log, bench_{simt,mma}.md, bench_{simt,mma}.json, suite.log,
-# and with step 4 load_synthetic.jsonl, load.md.
+# GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT; GEMV_VARIANTS (default "simt mma"; mma@N
+# sets the mma kernel's prefetch depth DSPARK_MMA_PREFETCH=N), GEMV_TEST_PREFETCH (16: the
+# depth the tests run with), GEMV_LOAD_PREFETCH (the load sweep's depth on mma).
+# $OUT (8 files at most): bench_ab.md (every variant's tables), bench_<variant>.json, suite.log
+# (with the test summary), and with step 4 load_synthetic.jsonl, load.md.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root" || exit 1
@@ -39,26 +41,32 @@ echo "gemv_suite: binaries ready after $(elapsed) ($build)"
 # the SmolLM2 golden and end-to-end tests run when the model was staged (stage_model.sh)
 model=/tmp/dspark-model/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$model" ] && export DSPARK_MODEL="$model"
-DSPARK_GEMV=mma timeout "${GEMV_TEST_TIMEOUT:-200}" "$build/tests/test_cuda" --gtest_brief=1 \
-  --gtest_filter="${GEMV_TEST_FILTER:-*}" > "$OUT/test_cuda_mma.log" 2>&1
+# the deepest prefetch of the variants runs the tests: it must stay in bounds for every shape
+DSPARK_GEMV=mma DSPARK_MMA_PREFETCH="${GEMV_TEST_PREFETCH:-16}" timeout "${GEMV_TEST_TIMEOUT:-200}" \
+  "$build/tests/test_cuda" --gtest_brief=1 --gtest_filter="${GEMV_TEST_FILTER:-*}" > /tmp/dspark-test-cuda-mma.log 2>&1
 test_rc=$?
-echo "gemv_suite: test_cuda (DSPARK_GEMV=mma) rc=$test_rc after $(elapsed)"
-grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/test_cuda_mma.log" | head -20
-for g in simt mma; do
-  DSPARK_GEMV=$g timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
-    --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-bench-$g" > "/tmp/dspark-bench-$g.log" 2>&1
-  echo "gemv_suite: bench_cuda --quick ($g) rc=$? after $(elapsed)"
-  cp "/tmp/dspark-bench-$g/bench_cuda.md" "$OUT/bench_$g.md" 2>/dev/null || tail -20 "/tmp/dspark-bench-$g.log"
-  cp "/tmp/dspark-bench-$g/bench_cuda.json" "$OUT/bench_$g.json" 2>/dev/null
+echo "gemv_suite: test_cuda (DSPARK_GEMV=mma, prefetch ${GEMV_TEST_PREFETCH:-16}) rc=$test_rc after $(elapsed)"
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|FAILED" /tmp/dspark-test-cuda-mma.log | head -20
+# GEMV_VARIANTS: simt, mma (its default prefetch) or mma@N (DSPARK_MMA_PREFETCH=N). Tables go
+# into one bench_ab.md, the curves into bench_<variant>.json (project_speedup.py reads them).
+: > "$OUT/bench_ab.md"
+for v in ${GEMV_VARIANTS:-simt mma}; do
+  g="${v%@*}"; depth=""; [ "$v" != "$g" ] && depth="${v#*@}"
+  name="${v/@/}"
+  DSPARK_GEMV=$g DSPARK_MMA_PREFETCH="$depth" timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
+    --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-bench-$name" > "/tmp/dspark-bench-$name.log" 2>&1
+  echo "gemv_suite: bench_cuda --quick ($v) rc=$? after $(elapsed)"
+  { echo "# variant $v"; cat "/tmp/dspark-bench-$name/bench_cuda.md" 2>/dev/null || tail -20 "/tmp/dspark-bench-$name.log"; } >> "$OUT/bench_ab.md"
+  cp "/tmp/dspark-bench-$name/bench_cuda.json" "$OUT/bench_$name.json" 2>/dev/null
 done
-grep -h -A8 "verify cost" "$OUT"/bench_*.md 2>/dev/null
+grep -E "^# variant|decode step|verify" "$OUT/bench_ab.md" | head -40
 if [ -n "${GEMV_LOAD_BUDGET_S:-}" ]; then
   left=$(( GEMV_LOAD_BUDGET_S - ($(date +%s) - start) - 15 ))
   kind="${GEMV_LOAD_KERNEL:-simt}"
   [ "$kind" = mma ] && [ $test_rc != 0 ] && { echo "gemv_suite: mma tests failed: load sweep on simt"; kind=simt; }
   if [ $left -gt 60 ]; then
     echo "gemv_suite: load sweep on the $kind GEMV, ${left} s left"
-    DSPARK_GEMV=$kind LOAD_TIMEOUT=$left LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
+    DSPARK_GEMV=$kind DSPARK_MMA_PREFETCH="${GEMV_LOAD_PREFETCH:-}" LOAD_TIMEOUT=$left LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
     echo "gemv_suite: load sweep rc=$? after $(elapsed)"
     rm -f "$OUT"/*.png   # at most 8 files come back: plots are redrawn from the JSONL
     grep -E "rc=|done after" "$OUT/suite.log" | tail -3

@@ -32,7 +32,7 @@
 # examples.jsonl.gz: skips the regeneration), TRAIN_EXTRA_TEMPERATURES (1.0 on the GPU, empty
 # for the smoke run: one more response per prompt sampled at each listed temperature;
 # TRAIN_REGEN_S bounds all passes together),
-# TRAIN_BASE_EXAMPLES_GZ (with TRAIN_EXTRA_TEMPERATURES: an earlier run's examples as the first
+# TRAIN_RETURN_EXAMPLES (0|1: examples.jsonl.gz into $OUT), TRAIN_BASE_EXAMPLES_GZ (with TRAIN_EXTRA_TEMPERATURES: an earlier run's examples as the first
 # passes, only the extra passes regenerated).
 # A variant of one drafter at the same data and budget as an earlier run of all four (e.g. the
 # Markov rank): TRAIN_KINDS=dspark, TRAIN_EXAMPLES_GZ=<that run's examples>, the same seed,
@@ -169,6 +169,13 @@ rm -rf "$work/parts" && mkdir -p "$work/parts"
 tar -C "$work" -cf - export | split -b 15M -d -a 2 - "$work/parts/drafters.tar.part-"
 ls -la "$work/parts"
 [ "${TRAIN_RETURN:-0}" = 1 ] && bash scripts/device/return_parts.sh
+# TRAIN_RETURN_EXAMPLES=1: the regenerated responses come back (one file <= 16 MiB), so a later
+# lease can carry them as TRAIN_EXAMPLES_GZ and skip the regeneration (~220 s of device time)
+if [ "${TRAIN_RETURN_EXAMPLES:-0}" = 1 ]; then
+  size=$(stat -c %s "$work/export/examples.jsonl.gz")
+  if [ "$size" -le $((16 * 1024 * 1024)) ]; then cp "$work/export/examples.jsonl.gz" "$OUT/"
+  else echo "train_suite: examples.jsonl.gz is $size bytes, over 16 MiB: not returned"; fi
+fi
 ls -la "$OUT"
 echo "train_suite: done in $(( $(date +%s) - start )) s"
 exit $rc
