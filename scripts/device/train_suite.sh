@@ -157,8 +157,15 @@ for k, v in log["exports"].items():
     print(f"train_suite: {k}: {sum(v.values()) / 2**20:.1f} MiB in {len(v)} files")
 hist = log["history"]
 if hist and log["steps_done"]:
-    print(f"train_suite: {log['steps_done']} steps in {log['train_wall_s']} s of training: "
-          f"{log['train_wall_s'] / log['steps_done']:.3f} s/step (batch {log['args']['batch']}, "
+    # train_wall_s counts this call only, while the history spans the resumed calls too (its
+    # wall_s restarts at each resume): the steps of this call start after the last restart
+    first = 0
+    for i in range(1, len(hist)):
+        if hist[i]["wall_s"] < hist[i - 1]["wall_s"]:
+            first = hist[i - 1]["step"]
+    n = log["steps_done"] - first
+    print(f"train_suite: steps {first + 1}-{log['steps_done']} ({n}) in {log['train_wall_s']} s of training: "
+          f"{log['train_wall_s'] / max(n, 1):.3f} s/step (batch {log['args']['batch']}, "
           f"peak GPU memory {hist[-1].get('peak_gpu_gib', '?')} GiB)")
 PY
 gzip -c "$work/examples.jsonl" > "$work/export/examples.jsonl.gz"
