@@ -16,7 +16,8 @@
 # Knobs for a short call: GEMV_TARGETS (what to build), GEMV_TEST_FILTER (a gtest filter),
 # GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT; GEMV_VARIANTS (default "simt mma"; mma@N
 # sets the mma kernel's prefetch depth DSPARK_MMA_PREFETCH=N), GEMV_TEST_PREFETCH (16: the
-# depth the tests run with), GEMV_LOAD_PREFETCH (the load sweep's depth on mma).
+# depth the tests run with), GEMV_LOAD_PREFETCH (the load sweep's depth on mma; auto: the variant
+# with the fastest batch-1 decode step).
 # $OUT (8 files at most): bench_ab.md (every variant's tables), bench_<variant>.json, suite.log
 # (with the test summary), and with step 4 load_synthetic.jsonl, load.md.
 set -uo pipefail
@@ -60,13 +61,34 @@ for v in ${GEMV_VARIANTS:-simt mma}; do
   cp "/tmp/dspark-bench-$name/bench_cuda.json" "$OUT/bench_$name.json" 2>/dev/null
 done
 grep -E "^# variant|decode step|verify" "$OUT/bench_ab.md" | head -40
+# GEMV_LOAD_PREFETCH=auto: the sweep takes the mma variant whose batch-1 decode step was fastest
+load_prefetch="${GEMV_LOAD_PREFETCH:-}"
+if [ "$load_prefetch" = auto ]; then
+  load_prefetch=$(python3 - "$OUT" ${GEMV_VARIANTS:-simt mma} <<'PY'
+import json, sys
+best = None
+for v in sys.argv[2:]:
+    if not v.startswith("mma"):
+        continue
+    try:
+        d = json.load(open(f"{sys.argv[1]}/bench_{v.replace('@', '')}.json"))
+        ms = min(r["step_ms"] for m in d["models"] for r in m["decode"] if r["batch"] == 1)
+    except (OSError, KeyError, ValueError):
+        continue
+    if best is None or ms < best[0]:
+        best = (ms, v.split("@")[1] if "@" in v else "")
+print(best[1] if best else "")
+PY
+)
+  echo "gemv_suite: prefetch for the load sweep: '${load_prefetch:-default}'"
+fi
 if [ -n "${GEMV_LOAD_BUDGET_S:-}" ]; then
   left=$(( GEMV_LOAD_BUDGET_S - ($(date +%s) - start) - 15 ))
   kind="${GEMV_LOAD_KERNEL:-simt}"
   [ "$kind" = mma ] && [ $test_rc != 0 ] && { echo "gemv_suite: mma tests failed: load sweep on simt"; kind=simt; }
   if [ $left -gt 60 ]; then
     echo "gemv_suite: load sweep on the $kind GEMV, ${left} s left"
-    DSPARK_GEMV=$kind DSPARK_MMA_PREFETCH="${GEMV_LOAD_PREFETCH:-}" LOAD_TIMEOUT=$left LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
+    DSPARK_GEMV=$kind DSPARK_MMA_PREFETCH="$load_prefetch" LOAD_TIMEOUT=$left LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
     echo "gemv_suite: load sweep rc=$? after $(elapsed)"
     rm -f "$OUT"/*.png   # at most 8 files come back: plots are redrawn from the JSONL
     grep -E "rc=|done after" "$OUT/suite.log" | tail -3
