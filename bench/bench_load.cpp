@@ -91,7 +91,7 @@ struct bench_args {
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
                "  [--threads N] [--sps-profile FILE] [--seed S] [--jsonl FILE] [--md FILE] [--label-prefix P]\n"
                "  [--draft-skip off|auto[:COST]]  (wraps the --draft drafter of every policy run, not mtp1; auto: cost measured)\n"
-               "  [--spec-gate off|auto[:BUDGET]|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
+               "  [--spec-gate off|auto[:BUDGET][:pool=N]|N]  (speculation off where it does not pay, for threshold/scheduled/async runs;\n"
                "                             engine/spec/spec_gate.h)\n"
                "  [--synthetic-text echo|random] [--shared-prefill on|off]  (off: one prefill forward per joining\n"
                "                             prompt, the loop before 2026-12-06, for A/B runs)\n"
@@ -521,7 +521,9 @@ int run(const bench_args& a) {
           wins.push_back({{"end_step", w.end_step}, {"steps", w.steps}, {"request_steps", w.request_steps},
                           {"drafting_steps", w.drafting_steps}, {"accepted", w.accepted}, {"step_s", w.step_s},
                           {"drafter_s", w.drafter_s}, {"prefill_s", w.prefill_s}, {"plain_s", w.plain_s},
-                          {"gain", w.gain}, {"cost", w.cost}, {"closed", w.closed}, {"probing", w.probing}});
+                          {"gain", w.gain}, {"cost", w.cost}, {"pooled_gain", w.pooled_gain},
+                          {"pooled_cost", w.pooled_cost}, {"pooled", w.pooled}, {"closed", w.closed},
+                          {"probing", w.probing}});
         j["gate_recent_windows"] = std::move(wins);
       }
       j["level_wall_s"] = seconds_since(t_level);

@@ -22,6 +22,9 @@ spec_gate::spec_gate(const spec_gate_params& p) : p_(p), reprobe_(p.reprobe_step
       throw invalid_argument_error("spec gate: margin must be in [-1, 1]");
     if (!(p.probe_budget > 0.0 && p.probe_budget <= 1.0))
       throw invalid_argument_error("spec gate: probe_budget must be in (0, 1]");
+    if (p.pool_windows < 1 || p.pool_windows > k_max_pool)
+      throw invalid_argument_error("spec gate: pool_windows must be in 1.." + std::to_string(k_max_pool) + ", got " +
+                                   std::to_string(p.pool_windows));
   }
 }
 
@@ -46,6 +49,18 @@ void spec_gate::step_sums::add(const spec_gate_step& s, double sps_plain) {
   step_s += s.step_s;
   prefill_s += s.prefill_s;
   sps_plain_s += sps_plain;
+}
+
+spec_gate::step_sums& spec_gate::step_sums::operator+=(const step_sums& o) {
+  steps += o.steps;
+  request_steps += o.request_steps;
+  drafting_steps += o.drafting_steps;
+  accepted += o.accepted;
+  drafter_s += o.drafter_s;
+  step_s += o.step_s;
+  prefill_s += o.prefill_s;
+  sps_plain_s += o.sps_plain_s;
+  return *this;
 }
 
 double spec_gate::plain_seconds(const step_sums& w) const {
@@ -137,6 +152,8 @@ void spec_gate::observe(const spec_gate_step& s) {
       ++stats_.reopens;
       window_ = {};
       probe_ = {};
+      paid_n_ = 0;
+      paid_next_ = 0;
     }
     return;
   }
@@ -155,14 +172,20 @@ void spec_gate::observe(const spec_gate_step& s) {
   if (!s.policy_warm) return;
   window_.add(s, sps_plain);
   if (window_.steps < p_.min_steps || window_.request_steps < p_.min_request_steps) return;
-  const double gain = window_.gain();
-  const double o = cost(window_);
+  // The decision pools this window with the last ones decided before it (none for a probe's
+  // first window: the ring is cleared when the gate closes or reopens, and a window enters it
+  // only once the gate stayed open on it).
+  step_sums decided = window_;
+  for (int32_t i = 0; i < paid_n_; ++i) decided += paid_[static_cast<size_t>(i)];
+  const double gain = decided.gain();
+  const double o = cost(decided);
   stats_.last_gain = gain;
   stats_.last_cost = o;
   const bool close = gain <= o + p_.margin;
   windows_[static_cast<size_t>(stats_.windows % k_window_history)] = {
       observed_, window_.steps, window_.request_steps, window_.drafting_steps, window_.accepted, window_.step_s,
-      window_.drafter_s, window_.prefill_s, plain_seconds(window_), gain, o, close, probing_};
+      window_.drafter_s, window_.prefill_s, plain_seconds(window_), window_.gain(), cost(window_), gain, o,
+      paid_n_ + 1, close, probing_};
   ++stats_.windows;
   if (close) {
     // A close right after a reopening waits twice as long before the next look.
@@ -175,8 +198,8 @@ void spec_gate::observe(const spec_gate_step& s) {
     probe_steps_ = open_steps_;
     stats_.close_gain = gain;
     stats_.close_cost = o;
-    stats_.close_window_steps = window_.steps;
-    stats_.close_window_request_steps = window_.request_steps;
+    stats_.close_window_steps = decided.steps;
+    stats_.close_window_request_steps = decided.request_steps;
     stats_.close_open_steps = open_steps_;
     admitted_seen_ = stats_.plain_admitted;
     probing_ = false;
@@ -185,13 +208,22 @@ void spec_gate::observe(const spec_gate_step& s) {
     recent_n_ = 0;
     recent_load_.fill(0);
     ++stats_.closes;
+    // the load it closed at is the current window's: the pooled ones may be older
     stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(window_.request_steps) / window_.steps));
     stats_.reprobe_interval = reprobe_interval();
+    paid_n_ = 0;
+    paid_next_ = 0;
   } else {
     reprobe_ = p_.reprobe_steps;  // speculation pays here: a later close looks again soon
     probing_ = false;
     open_steps_ = 0;  // a later close's loss began after this window
     probe_ = {};
+    if (p_.pool_windows > 1) {
+      const int32_t keep = p_.pool_windows - 1;
+      paid_[static_cast<size_t>(paid_next_ % keep)] = window_;
+      ++paid_next_;
+      paid_n_ = static_cast<int32_t>(std::min<int64_t>(paid_next_, keep));
+    }
   }
   window_ = {};
 }
@@ -203,12 +235,31 @@ spec_gate_params parse_spec_gate(const std::string& s) {
     p.mode = spec_gate_mode::automatic;
     return p;
   }
-  if (s.rfind("auto:", 0) == 0) {  // auto:BUDGET, the probe budget in (0, 1]
-    const std::optional<double> budget = whole_number<double>(s.substr(5));
-    if (!budget || !(*budget > 0.0 && *budget <= 1.0))
-      throw invalid_argument_error("spec gate auto:BUDGET needs a probe budget in (0, 1], got '" + s + "'");
+  if (s.rfind("auto:", 0) == 0) {  // auto:ITEM[:ITEM]: the probe budget in (0, 1] and/or pool=N
     p.mode = spec_gate_mode::automatic;
-    p.probe_budget = *budget;
+    const std::string form_error = "spec gate auto:BUDGET[:pool=N] needs a probe budget in (0, 1] and a pool of 1.." +
+                                   std::to_string(spec_gate::k_max_pool) + " windows, got '" + s + "'";
+    bool budget_seen = false, pool_seen = false;
+    size_t at = 5;
+    while (true) {
+      const size_t end = s.find(':', at);
+      const std::string item = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      if (item.rfind("pool=", 0) == 0 && !pool_seen) {
+        const std::optional<int32_t> n = whole_number<int32_t>(item.substr(5));
+        if (!n || *n < 1 || *n > spec_gate::k_max_pool) throw invalid_argument_error(form_error);
+        p.pool_windows = *n;
+        pool_seen = true;
+      } else if (!budget_seen && !pool_seen) {
+        const std::optional<double> budget = whole_number<double>(item);
+        if (!budget || !(*budget > 0.0 && *budget <= 1.0)) throw invalid_argument_error(form_error);
+        p.probe_budget = *budget;
+        budget_seen = true;
+      } else {
+        throw invalid_argument_error(form_error);
+      }
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
     return p;
   }
   const std::optional<int32_t> n = whole_number<int32_t>(s);
@@ -226,9 +277,10 @@ std::string spec_gate_name(const spec_gate_params& p) {
     case spec_gate_mode::batch:
       return std::to_string(p.max_batch);
     case spec_gate_mode::automatic: {
-      if (p.probe_budget == spec_gate_params{}.probe_budget) return "auto";
       std::ostringstream o;
-      o << "auto:" << p.probe_budget;
+      o << "auto";
+      if (p.probe_budget != spec_gate_params{}.probe_budget) o << ':' << p.probe_budget;
+      if (p.pool_windows != spec_gate_params{}.pool_windows) o << ":pool=" << p.pool_windows;
       return o.str();
     }
   }

@@ -52,6 +52,13 @@
 //            at least half of the decoding requests draft, so it waits for them.
 // A window ends once it has at least min_steps steps and min_request_steps request-steps, so
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
+// Once a window has paid, a close is decided on the pooled sums of the current window and the
+// windows decided before it since the gate opened or a probe paid (pool_windows in all, a
+// sliding pool): a 4-step window is
+// noisy (at 16 requests its accepted count varies by about 20%, and one slow host step moves
+// its cost as much), and on the GPU single windows closed the gate in the middle of levels where
+// every other window paid by 30% or more (docs/benchmarks.md, tenth session). A probe's first
+// window still decides alone, so a losing probe ends as soon as before.
 // Steps before the policy can verify (spec_policy::warmed_up: async K's first `lag` steps)
 // are left out of it.
 #pragma once
@@ -76,6 +83,7 @@ struct spec_gate_params {
   int32_t reprobe_steps = 64;       // auto: closed steps before trying again (first interval)
   int32_t reprobe_max = 4096;       // auto: the interval's ceiling
   double probe_budget = 0.01;       // auto: throughput share reprobes may cost, (0, 1]; 1: no floor
+  int32_t pool_windows = 4;         // auto: windows a decision pools once one has paid (1: each alone)
 };
 
 // One step as the loop saw it.
@@ -101,8 +109,11 @@ struct spec_gate_window {
   double drafter_s = 0.0;
   double prefill_s = 0.0;
   double plain_s = 0.0;          // what plain decoding would have taken (SPS x scale + prefill)
-  double gain = 0.0;             // G and o
+  double gain = 0.0;             // G and o of this window alone
   double cost = 0.0;
+  double pooled_gain = 0.0;      // G and o of the sums that decided (this window and the ones
+  double pooled_cost = 0.0;      // pooled with it; equal to gain and cost when alone)
+  int32_t pooled = 1;            // windows in those sums
   bool closed = false;           // this window closed the gate
   bool probing = false;          // it was the first window after a reopening
 };
@@ -113,10 +124,11 @@ struct spec_gate_stats {
   int64_t closed_steps = 0;     // steps taken while closed
   int64_t detached = 0;         // requests the gate took off the drafter
   int64_t plain_admitted = 0;   // requests that joined while closed (never drafted)
-  double last_gain = 0.0;       // G and o of the last auto window
+  double last_gain = 0.0;       // G and o of the last auto decision (pooled windows)
   double last_cost = 0.0;
   int64_t windows = 0;          // auto windows decided (each closes the gate or keeps it open)
-  // The window that closed the gate last: its G, o, steps and request-steps, and the open steps
+  // The decision that closed the gate last: its G, o, steps and request-steps (the pooled
+  // windows' sums), and the open steps
   // since the gate (re)opened or a window last paid. Diagnostics for a gate that closes where
   // speculation measured as paying elsewhere in the same level (a short window's noise, or a
   // start-up effect inside it).
@@ -134,8 +146,8 @@ struct spec_gate_stats {
 class spec_gate {
  public:
   // invalid_argument_error for batch mode with max_batch < 1, or auto with min_steps < 1,
-  // min_request_steps < 1, reprobe_steps < 1, a margin outside [-1, 1] or a probe_budget
-  // outside (0, 1].
+  // min_request_steps < 1, reprobe_steps < 1, a margin outside [-1, 1], a probe_budget
+  // outside (0, 1] or pool_windows outside 1..k_max_pool.
   explicit spec_gate(const spec_gate_params& p = {});
 
   // Whether a request that joins now, with `decoding` requests decoding, gets the drafter;
@@ -155,6 +167,7 @@ class spec_gate {
   const spec_gate_stats& stats() const { return stats_; }
   // The last k_window_history decided windows, oldest first (fewer before that many).
   static constexpr int32_t k_window_history = 16;
+  static constexpr int32_t k_max_pool = 16;
   std::vector<spec_gate_window> recent_windows() const;
   bool closed() const { return closed_; }
 
@@ -172,6 +185,7 @@ class spec_gate {
     double sps_plain_s = 0.0;  // SPS's seconds at each step's decoding count
     void add(const spec_gate_step& s, double sps_plain);
     double gain() const { return request_steps ? static_cast<double>(accepted) / static_cast<double>(request_steps) : 0.0; }
+    step_sums& operator+=(const step_sums& o);
   };
   double step_seconds(int32_t rows) const { return 1.0 / sps_->at(rows); }
   double expected_probe_steps() const;
@@ -200,6 +214,11 @@ class spec_gate {
   int64_t observed_ = 0;        // observe calls
   std::array<spec_gate_window, k_window_history> windows_{};  // ring, stats_.windows entries written
   step_sums window_;  // the auto window
+  // The windows decided since the gate opened (a probe's first one only once it paid), the
+  // last pool_windows - 1 (a ring): a decision pools them with the current window.
+  std::array<step_sums, k_max_pool> paid_{};
+  int32_t paid_n_ = 0;    // entries in the ring (<= pool_windows - 1)
+  int64_t paid_next_ = 0; // windows pushed since it was cleared
   step_sums probe_;   // every open step of the current probe
   // The plain-step calibration: closed steps' decode seconds and SPS's for them, both decayed so
   // the recent steps count most.
@@ -209,10 +228,12 @@ class spec_gate {
   double plain_sps_s_ = 0.0;
 };
 
-// Parses the CLI / config form: "off", "auto", "auto:BUDGET" (the probe budget, in (0, 1]) or
-// a positive batch size N. Throws invalid_argument_error naming the forms for anything else.
+// Parses the CLI / config form: "off", "auto", "auto:BUDGET" (the probe budget, in (0, 1]),
+// "auto:pool=N" or "auto:BUDGET:pool=N" (windows a decision pools, 1..k_max_pool; 1 decides on
+// each window alone, the rule before 2026-12-07), or a positive batch size N. Throws
+// invalid_argument_error naming the forms for anything else.
 spec_gate_params parse_spec_gate(const std::string& s);
-// The form parse_spec_gate reads: "off", "auto", "auto:BUDGET" or N.
+// The form parse_spec_gate reads: "off", "auto[:BUDGET][:pool=N]" (defaults left out) or N.
 std::string spec_gate_name(const spec_gate_params& p);
 
 }  // namespace dspark

@@ -71,6 +71,19 @@ TEST(SpecGate, ParsesTheCliForms) {
   EXPECT_EQ(spec_gate_name(b), "auto:0.05");
   EXPECT_DOUBLE_EQ(parse_spec_gate(spec_gate_name(b)).probe_budget, 0.05) << "round trip";
   EXPECT_DOUBLE_EQ(parse_spec_gate("auto:1").probe_budget, 1.0);
+  EXPECT_EQ(parse_spec_gate("auto").pool_windows, 4);
+  const spec_gate_params pq = parse_spec_gate("auto:pool=1");
+  EXPECT_EQ(pq.pool_windows, 1);
+  EXPECT_DOUBLE_EQ(pq.probe_budget, spec_gate_params{}.probe_budget);
+  EXPECT_EQ(spec_gate_name(pq), "auto:pool=1");
+  const spec_gate_params bq = parse_spec_gate("auto:0.05:pool=16");
+  EXPECT_EQ(bq.pool_windows, 16);
+  EXPECT_DOUBLE_EQ(bq.probe_budget, 0.05);
+  EXPECT_EQ(spec_gate_name(bq), "auto:0.05:pool=16");
+  EXPECT_EQ(parse_spec_gate(spec_gate_name(bq)).pool_windows, 16) << "round trip";
+  for (const char* bad : {"auto:pool=0", "auto:pool=17", "auto:pool=", "auto:pool=x", "auto:pool=2:0.05",
+                          "auto:0.05:0.05", "auto:pool=2:pool=3", "auto:0.05:", "auto::pool=2", "auto:pool=2:"})
+    EXPECT_THROW(parse_spec_gate(bad), invalid_argument_error) << bad;
   for (const char* bad : {"", "0", "-3", "4x", "on", "1.5", "99999999999999", "auto:", "auto:0", "auto:1.5",
                           "auto:-0.1", "auto:x", "auto:0.1x", "auto:nan", "autox"})
     EXPECT_THROW(parse_spec_gate(bad), invalid_argument_error) << bad;
@@ -85,6 +98,11 @@ TEST(SpecGate, ParsesTheCliForms) {
     q = auto_params();
     q.probe_budget = budget;
     EXPECT_THROW(spec_gate{q}, invalid_argument_error) << budget;
+  }
+  for (int32_t pool : {0, -1, spec_gate::k_max_pool + 1}) {
+    spec_gate_params q = auto_params();
+    q.pool_windows = pool;
+    EXPECT_THROW(spec_gate{q}, invalid_argument_error) << pool;
   }
 }
 
@@ -157,6 +175,57 @@ TEST(SpecGate, AutoStaysOpenWhenSpeculationPays) {
   EXPECT_FALSE(e.open(4));
 }
 
+// What the GPU sweeps of 2026-12-07 showed (async K, 16 and 64 requests on the 8B shape): a
+// run of windows paying G ~ 0.7 at o ~ 0.25, then one 4-step window at G 0.45, o 0.56 (a slow
+// host step) closed the gate for the next ~170 steps. Pooled with the windows before it, that
+// window does not close it; deciding on each window alone (pool=1, the earlier rule) does.
+TEST(SpecGate, AutoPoolsAnOddWindowWithTheOnesBeforeIt) {
+  const auto feed = [](spec_gate& g, int windows, int32_t accepted, double drafter_s) {
+    for (int i = 0; i < 4 * windows; ++i) g.observe({16, 16, accepted, drafter_s, 0.010});
+  };
+  spec_gate_params p = auto_params();
+  spec_gate pooled(p);
+  p.pool_windows = 1;
+  spec_gate alone(p);
+  for (spec_gate* g : {&pooled, &alone}) {
+    feed(*g, 5, 11, 0.002);  // G = 44 / 64 = 0.6875, o = 0.002 / 0.008 = 0.25
+    EXPECT_TRUE(g->open(16));
+    feed(*g, 1, 7, 0.0036);  // G = 0.4375, o = 0.0036 / 0.0064 = 0.5625
+  }
+  EXPECT_FALSE(alone.open(16)) << "alone, the odd window closes it";
+  EXPECT_NEAR(alone.stats().close_gain, 0.4375, 1e-12);
+  EXPECT_TRUE(pooled.open(16)) << "pooled with three paying windows it does not";
+  // G = (3 * 44 + 28) / 256, o = (3 * 0.008 + 0.0144) / (0.16 - that)
+  EXPECT_NEAR(pooled.stats().last_gain, 160.0 / 256.0, 1e-12);
+  EXPECT_NEAR(pooled.stats().last_cost, 0.0384 / (0.16 - 0.0384), 1e-12);
+  const std::vector<spec_gate_window> w = pooled.recent_windows();
+  ASSERT_EQ(w.size(), 6u);
+  EXPECT_EQ(w[0].pooled, 1) << "the first window decides alone";
+  EXPECT_EQ(w[1].pooled, 2);
+  EXPECT_EQ(w[5].pooled, 4);
+  EXPECT_NEAR(w[5].gain, 0.4375, 1e-12) << "the window's own G and o are kept beside the pooled ones";
+  EXPECT_NEAR(w[5].cost, 0.5625, 1e-12);
+  EXPECT_NEAR(w[5].pooled_gain, 160.0 / 256.0, 1e-12);
+  EXPECT_FALSE(w[5].closed);
+  // A real change (nothing accepted any more) still closes it within a few windows: the pool
+  // slides (the last three windows and the current one). G 116 / 256 = 0.45 keeps it open
+  // (o = 0.32 with the odd window in the pool), then 72 / 256 = 0.28 closes it.
+  feed(pooled, 1, 0, 0.002);
+  EXPECT_TRUE(pooled.open(16));
+  EXPECT_NEAR(pooled.stats().last_gain, 116.0 / 256.0, 1e-12);
+  feed(pooled, 1, 0, 0.002);
+  EXPECT_FALSE(pooled.open(16));
+  EXPECT_NEAR(pooled.stats().close_gain, 72.0 / 256.0, 1e-12);
+  EXPECT_EQ(pooled.stats().close_window_steps, 16) << "the close reports the pooled sums";
+  EXPECT_EQ(pooled.stats().close_window_request_steps, 256);
+  // After a reopening the probe's first window decides alone again.
+  for (int i = 0; i < 10; ++i) pooled.observe({16, 0, 0, 0.0, 0.010});
+  ASSERT_TRUE(pooled.open(16));
+  feed(pooled, 1, 0, 0.002);
+  EXPECT_FALSE(pooled.open(16)) << "a losing probe ends after its first window";
+  EXPECT_EQ(pooled.recent_windows().back().pooled, 1);
+}
+
 TEST(SpecGate, AutoWindowNeedsEnoughRequestStepsAndIgnoresStepsWithoutDrafting) {
   spec_gate g(auto_params());  // min_request_steps 16
   for (int i = 0; i < 15; ++i) g.observe({1, 1, 0, 0.001, 0.002});
@@ -216,8 +285,14 @@ TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
   g.observe({8, 0, 0, 0.0, 0.010});
   EXPECT_TRUE(g.open(8));
   // A window that pays resets the interval: the close after it looks again after 10 steps.
+  // That close pools the paying window with the losing ones after it (pool_windows 4): G = 2
+  // then 0, 0, 0 keeps it open (pooled G 1, 0.67, 0.5 against o = 0.25); the fourth losing
+  // window's pool holds no paying one any more.
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
   EXPECT_TRUE(g.open(8));
+  for (int i = 0; i < 12; ++i) g.observe({8, 8, 0, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8)) << "three losing windows pooled with a paying one";
+  EXPECT_NEAR(g.stats().last_gain, 0.5, 1e-12);
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
   ASSERT_FALSE(g.open(8));
   for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.010});
