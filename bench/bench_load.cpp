@@ -510,6 +510,7 @@ int run(const bench_args& a) {
         j["gate_reprobe_interval"] = g.reprobe_interval;
         j["gate_probe_loss"] = g.probe_loss;
         j["gate_windows"] = g.windows;
+        j["gate_idle_windows"] = g.idle_windows;
         j["gate_close_gain"] = g.close_gain;
         j["gate_close_cost"] = g.close_cost;
         j["gate_close_window_steps"] = g.close_window_steps;

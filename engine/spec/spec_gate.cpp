@@ -175,6 +175,17 @@ void spec_gate::observe(const spec_gate_step& s) {
   // The decision pools this window with the last ones decided before it (none for a probe's
   // first window: the ring is cleared when the gate closes or reopens, and a window enters it
   // only once the gate stayed open on it).
+  // An idle window (nothing accepted, and no measurable cost: the drafts were never offered,
+  // e.g. a level's first steps while the async policy's stale capacity is still 0 or nobody
+  // has proposed yet) says nothing either way. Deciding on it closed the gate at G = 0 <= o =
+  // 0.001 at the start of a 64-request level on the GPU (tenth session), after which a diluted
+  // probe kept it closed for the level. It is dropped and the next window decides; where drafting
+  // stays idle the gate stays open at under k_idle_cost of throughput.
+  if (window_.accepted == 0 && cost(window_) < k_idle_cost) {
+    ++stats_.idle_windows;
+    window_ = {};
+    return;
+  }
   step_sums decided = window_;
   for (int32_t i = 0; i < paid_n_; ++i) decided += paid_[static_cast<size_t>(i)];
   const double gain = decided.gain();

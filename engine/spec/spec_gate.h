@@ -59,6 +59,8 @@
 // its cost as much), and on the GPU single windows closed the gate in the middle of levels where
 // every other window paid by 30% or more (docs/benchmarks.md, tenth session). A probe's first
 // window still decides alone, so a losing probe ends as soon as before.
+// A window that accepted nothing at a cost below k_idle_cost is idle (drafts never offered) and
+// is dropped undecided.
 // Steps before the policy can verify (spec_policy::warmed_up: async K's first `lag` steps)
 // are left out of it.
 #pragma once
@@ -127,6 +129,7 @@ struct spec_gate_stats {
   double last_gain = 0.0;       // G and o of the last auto decision (pooled windows)
   double last_cost = 0.0;
   int64_t windows = 0;          // auto windows decided (each closes the gate or keeps it open)
+  int64_t idle_windows = 0;     // windows dropped undecided: nothing accepted at no measurable cost
   // The decision that closed the gate last: its G, o, steps and request-steps (the pooled
   // windows' sums), and the open steps
   // since the gate (re)opened or a window last paid. Diagnostics for a gate that closes where
@@ -168,6 +171,8 @@ class spec_gate {
   // The last k_window_history decided windows, oldest first (fewer before that many).
   static constexpr int32_t k_window_history = 16;
   static constexpr int32_t k_max_pool = 16;
+  // Below this cost a window that accepted nothing is idle, not a loss (stats().idle_windows).
+  static constexpr double k_idle_cost = 0.01;
   std::vector<spec_gate_window> recent_windows() const;
   bool closed() const { return closed_; }
 

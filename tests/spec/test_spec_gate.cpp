@@ -226,6 +226,25 @@ TEST(SpecGate, AutoPoolsAnOddWindowWithTheOnesBeforeIt) {
   EXPECT_EQ(pooled.recent_windows().back().pooled, 1);
 }
 
+// The GPU rerun of the tenth session: a 64-request level's first window accepted nothing and
+// cost 0.1% (the drafts were not offered yet), closed the gate at G = 0 <= o = 0.001, and a
+// diluted probe kept it closed. Such a window is dropped; one that costs something still closes.
+TEST(SpecGate, AutoDropsIdleWindowsButClosesOnCostlyEmptyOnes) {
+  spec_gate g(auto_params());
+  for (int i = 0; i < 4; ++i) g.observe({16, 16, 0, 0.00001, 0.010});  // o = 0.001
+  EXPECT_TRUE(g.open(16)) << "nothing accepted at no measurable cost: no evidence";
+  EXPECT_EQ(g.stats().idle_windows, 1);
+  EXPECT_EQ(g.stats().windows, 0);
+  for (int i = 0; i < 4; ++i) g.observe({16, 16, 11, 0.002, 0.010});  // then drafting pays
+  EXPECT_TRUE(g.open(16));
+  EXPECT_EQ(g.stats().windows, 1);
+  EXPECT_EQ(g.recent_windows().back().pooled, 1) << "the idle window is not pooled";
+  spec_gate h(auto_params());
+  for (int i = 0; i < 4; ++i) h.observe({16, 16, 0, 0.0005, 0.010});  // o = 0.053: upkeep, no gain
+  EXPECT_FALSE(h.open(16)) << "a trapped policy's upkeep with nothing verified still closes it";
+  EXPECT_EQ(h.stats().idle_windows, 0);
+}
+
 TEST(SpecGate, AutoWindowNeedsEnoughRequestStepsAndIgnoresStepsWithoutDrafting) {
   spec_gate g(auto_params());  // min_request_steps 16
   for (int i = 0; i < 15; ++i) g.observe({1, 1, 0, 0.001, 0.002});
