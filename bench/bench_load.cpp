@@ -450,6 +450,11 @@ int run(const bench_args& a) {
       int64_t miss0 = 0, miss1 = 0;
       draft_skip_stats k0, k1;
       double verify0 = 0.0, verify1 = 0.0;
+      // The gate inside the measured window (its start-up usually falls in the warm-up waves,
+      // a reprobe may not): closes, reopens and closed steps, and its step clock at both ends so
+      // the ring's windows (end_step) can be placed inside or before it.
+      spec_gate_stats gate0, gate1;
+      int64_t gate_step0 = 0, gate_step1 = 0;
       load_level_options lo;
       lo.concurrency = c;
       lo.warmup_requests = a.warmup_waves > 0 ? a.warmup_waves * c : a.warmup;
@@ -462,12 +467,16 @@ int run(const bench_args& a) {
         miss0 = replay ? replay->oracle_misses() : 0;
         if (skipper) k0 = skipper->stats();
         verify0 = dec.pipeline_counters().verify_s;
+        gate0 = dec.gate().stats();
+        gate_step0 = dec.gate().observed_steps();
       };
       lo.on_window_close = [&] {
         s1 = pol.stats();
         miss1 = replay ? replay->oracle_misses() : 0;
         if (skipper) k1 = skipper->stats();
         verify1 = dec.pipeline_counters().verify_s;
+        gate1 = dec.gate().stats();
+        gate_step1 = dec.gate().observed_steps();
       };
       const load_level_result res = run_load_level(dec, t.prompts, next_prompt, lo);
       const int64_t plans = s1.plans - s0.plans;
@@ -510,6 +519,11 @@ int run(const bench_args& a) {
         j["gate_reprobe_interval"] = g.reprobe_interval;
         j["gate_probe_loss"] = g.probe_loss;
         j["gate_windows"] = g.windows;
+        j["gate_window_first_step"] = gate_step0;
+        j["gate_window_last_step"] = gate_step1;
+        j["gate_window_closes"] = gate1.closes - gate0.closes;
+        j["gate_window_reopens"] = gate1.reopens - gate0.reopens;
+        j["gate_window_closed_steps"] = gate1.closed_steps - gate0.closed_steps;
         j["gate_idle_windows"] = g.idle_windows;
         j["gate_close_gain"] = g.close_gain;
         j["gate_close_cost"] = g.close_cost;

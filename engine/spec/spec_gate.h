@@ -175,6 +175,8 @@ class spec_gate {
   static constexpr double k_idle_cost = 0.01;
   std::vector<spec_gate_window> recent_windows() const;
   bool closed() const { return closed_; }
+  // Steps fed to observe() in auto mode (the clock of spec_gate_window::end_step).
+  int64_t observed_steps() const { return observed_; }
 
  private:
   // Sums over a run of open steps: the decision window (steps where at least half draft), and

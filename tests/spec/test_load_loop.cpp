@@ -185,6 +185,29 @@ TEST(BenchLoad, TinySyntheticReplaySweepWritesJsonLines) {
   std::stringstream ss;
   ss << md.rdbuf();
   EXPECT_NE(ss.str().find("| mtp1 | 2 |"), std::string::npos) << ss.str();
+  // The gated run reports the gate over the level and inside the measured window.
+  const std::string gated_jsonl = dir + "/gated.jsonl";
+  const std::string gated = bin + " --synthetic tiny --device cpu --threads 1 --concurrency 2 --requests 3 --seconds 0" +
+                            " --max-tokens 12 --prompt-count 6 --prompt-tokens 10 --policies scheduled --warmup-waves 1" +
+                            " --draft replay:" + traces + "smollm2_dspark2_g7.jsonl,layers=1 --spec-gate auto:pool=2" +
+                            " --sps-profile " + dir + "/sps.json --jsonl " + gated_jsonl;
+  out.clear();
+  ASSERT_EQ(run_binary(gated, out), 0) << out;
+  std::ifstream gf(gated_jsonl);
+  std::string line;
+  ASSERT_TRUE(std::getline(gf, line));
+  const nlohmann::json g = nlohmann::json::parse(line);
+  EXPECT_EQ(g["spec_gate"], "auto:pool=2");
+  EXPECT_LE(g["gate_window_first_step"].get<int64_t>(), g["gate_window_last_step"].get<int64_t>());
+  EXPECT_GT(g["gate_window_last_step"].get<int64_t>(), 0);
+  EXPECT_LE(g["gate_window_closed_steps"].get<int64_t>(), g["gate_closed_steps"].get<int64_t>());
+  EXPECT_LE(g["gate_window_closes"].get<int64_t>(), g["gate_closes"].get<int64_t>());
+  EXPECT_GE(g["gate_idle_windows"].get<int64_t>(), 0);
+  for (const nlohmann::json& w : g["gate_recent_windows"]) {
+    EXPECT_GE(w["pooled"].get<int>(), 1);
+    EXPECT_LE(w["pooled"].get<int>(), 2) << "auto:pool=2";
+    EXPECT_GE(w["end_step"].get<int64_t>(), 1);
+  }
   std::string err;
   EXPECT_EQ(run_binary(bin + " --synthetic tiny --policies psychic --draft replay:x", err), 2) << err;
   err.clear();
