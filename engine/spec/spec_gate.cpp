@@ -41,14 +41,7 @@ bool spec_gate::open(int32_t decoding) const {
 }
 
 void spec_gate::step_sums::add(const spec_gate_step& s, double sps_plain) {
-  ++steps;
-  request_steps += s.decoding;
-  drafting_steps += s.drafting;
-  accepted += s.accepted;
-  drafter_s += s.drafter_s;
-  step_s += s.step_s;
-  prefill_s += s.prefill_s;
-  sps_plain_s += sps_plain;
+  *this += {1, s.decoding, s.drafting, s.accepted, s.drafter_s, s.step_s, s.prefill_s, sps_plain};
 }
 
 spec_gate::step_sums& spec_gate::step_sums::operator+=(const step_sums& o) {
@@ -152,8 +145,7 @@ void spec_gate::observe(const spec_gate_step& s) {
       ++stats_.reopens;
       window_ = {};
       probe_ = {};
-      paid_n_ = 0;
-      paid_next_ = 0;
+      pool_pushed_ = 0;
     }
     return;
   }
@@ -181,13 +173,15 @@ void spec_gate::observe(const spec_gate_step& s) {
   // 0.001 at the start of a 64-request level on the GPU (tenth session), after which a diluted
   // probe kept it closed for the level. It is dropped and the next window decides; where drafting
   // stays idle the gate stays open at under k_idle_cost of throughput.
-  if (window_.accepted == 0 && cost(window_) < k_idle_cost) {
+  const double own_cost = cost(window_);
+  if (window_.accepted == 0 && own_cost < k_idle_cost) {
     ++stats_.idle_windows;
     window_ = {};
     return;
   }
+  const int32_t pooled = pooled_windows();
   step_sums decided = window_;
-  for (int32_t i = 0; i < paid_n_; ++i) decided += paid_[static_cast<size_t>(i)];
+  for (int32_t i = 0; i < pooled; ++i) decided += pool_[static_cast<size_t>(i)];
   const double gain = decided.gain();
   const double o = cost(decided);
   stats_.last_gain = gain;
@@ -195,8 +189,8 @@ void spec_gate::observe(const spec_gate_step& s) {
   const bool close = gain <= o + p_.margin;
   windows_[static_cast<size_t>(stats_.windows % k_window_history)] = {
       observed_, window_.steps, window_.request_steps, window_.drafting_steps, window_.accepted, window_.step_s,
-      window_.drafter_s, window_.prefill_s, plain_seconds(window_), window_.gain(), cost(window_), gain, o,
-      paid_n_ + 1, close, probing_};
+      window_.drafter_s, window_.prefill_s, plain_seconds(window_), window_.gain(), own_cost, gain, o,
+      pooled + 1, close, probing_};
   ++stats_.windows;
   if (close) {
     // A close right after a reopening waits twice as long before the next look.
@@ -222,19 +216,13 @@ void spec_gate::observe(const spec_gate_step& s) {
     // the load it closed at is the current window's: the pooled ones may be older
     stats_.closed_at = static_cast<int32_t>(std::lround(static_cast<double>(window_.request_steps) / window_.steps));
     stats_.reprobe_interval = reprobe_interval();
-    paid_n_ = 0;
-    paid_next_ = 0;
+    pool_pushed_ = 0;
   } else {
     reprobe_ = p_.reprobe_steps;  // speculation pays here: a later close looks again soon
     probing_ = false;
     open_steps_ = 0;  // a later close's loss began after this window
     probe_ = {};
-    if (p_.pool_windows > 1) {
-      const int32_t keep = p_.pool_windows - 1;
-      paid_[static_cast<size_t>(paid_next_ % keep)] = window_;
-      ++paid_next_;
-      paid_n_ = static_cast<int32_t>(std::min<int64_t>(paid_next_, keep));
-    }
+    if (p_.pool_windows > 1) pool_[static_cast<size_t>(pool_pushed_++ % (p_.pool_windows - 1))] = window_;
   }
   window_ = {};
 }
@@ -246,30 +234,25 @@ spec_gate_params parse_spec_gate(const std::string& s) {
     p.mode = spec_gate_mode::automatic;
     return p;
   }
-  if (s.rfind("auto:", 0) == 0) {  // auto:ITEM[:ITEM]: the probe budget in (0, 1] and/or pool=N
-    p.mode = spec_gate_mode::automatic;
+  if (s.rfind("auto:", 0) == 0) {  // auto:BUDGET, auto:pool=N or auto:BUDGET:pool=N
     const std::string form_error = "spec gate auto:BUDGET[:pool=N] needs a probe budget in (0, 1] and a pool of 1.." +
                                    std::to_string(spec_gate::k_max_pool) + " windows, got '" + s + "'";
-    bool budget_seen = false, pool_seen = false;
-    size_t at = 5;
-    while (true) {
-      const size_t end = s.find(':', at);
-      const std::string item = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
-      if (item.rfind("pool=", 0) == 0 && !pool_seen) {
-        const std::optional<int32_t> n = whole_number<int32_t>(item.substr(5));
-        if (!n || *n < 1 || *n > spec_gate::k_max_pool) throw invalid_argument_error(form_error);
-        p.pool_windows = *n;
-        pool_seen = true;
-      } else if (!budget_seen && !pool_seen) {
-        const std::optional<double> budget = whole_number<double>(item);
-        if (!budget || !(*budget > 0.0 && *budget <= 1.0)) throw invalid_argument_error(form_error);
-        p.probe_budget = *budget;
-        budget_seen = true;
-      } else {
-        throw invalid_argument_error(form_error);
-      }
-      if (end == std::string::npos) break;
-      at = end + 1;
+    const std::string rest = s.substr(5);
+    const bool pool_only = rest.rfind("pool=", 0) == 0;
+    const size_t colon = pool_only ? std::string::npos : rest.find(':');
+    const std::string budget_item = pool_only ? "" : rest.substr(0, colon);
+    const std::string pool_item = pool_only ? rest : colon == std::string::npos ? "" : rest.substr(colon + 1);
+    p.mode = spec_gate_mode::automatic;
+    if (!pool_only) {
+      const std::optional<double> budget = whole_number<double>(budget_item);
+      if (!budget || !(*budget > 0.0 && *budget <= 1.0)) throw invalid_argument_error(form_error);
+      p.probe_budget = *budget;
+    }
+    if (pool_only || colon != std::string::npos) {
+      if (pool_item.rfind("pool=", 0) != 0) throw invalid_argument_error(form_error);
+      const std::optional<int32_t> n = whole_number<int32_t>(pool_item.substr(5));
+      if (!n || *n < 1 || *n > spec_gate::k_max_pool) throw invalid_argument_error(form_error);
+      p.pool_windows = *n;
     }
     return p;
   }

@@ -54,17 +54,18 @@
 // a batch of 256 decides within a few steps and a single request after enough rounds to say.
 // Once a window has paid, a close is decided on the pooled sums of the current window and the
 // windows decided before it since the gate opened or a probe paid (pool_windows in all, a
-// sliding pool): a 4-step window is
-// noisy (at 16 requests its accepted count varies by about 20%, and one slow host step moves
-// its cost as much), and on the GPU single windows closed the gate in the middle of levels where
-// every other window paid by 30% or more (docs/benchmarks.md, tenth session). A probe's first
-// window still decides alone, so a losing probe ends as soon as before.
+// sliding pool): a 4-step window is noisy (at 16 requests its accepted count varies by about
+// 20%, and one slow host step moves its cost as much), and on the GPU single windows closed the
+// gate in the middle of levels where every other window paid by 30% or more
+// (docs/benchmarks.md, tenth session). A probe's first window still decides alone, so a losing
+// probe ends as soon as before.
 // A window that accepted nothing at a cost below k_idle_cost is idle (drafts never offered) and
 // is dropped undecided.
 // Steps before the policy can verify (spec_policy::warmed_up: async K's first `lag` steps)
 // are left out of it.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -131,8 +132,7 @@ struct spec_gate_stats {
   int64_t windows = 0;          // auto windows decided (each closes the gate or keeps it open)
   int64_t idle_windows = 0;     // windows dropped undecided: nothing accepted at no measurable cost
   // The decision that closed the gate last: its G, o, steps and request-steps (the pooled
-  // windows' sums), and the open steps
-  // since the gate (re)opened or a window last paid. Diagnostics for a gate that closes where
+  // windows' sums), and the open steps since the gate (re)opened or a window last paid. Diagnostics for a gate that closes where
   // speculation measured as paying elsewhere in the same level (a short window's noise, or a
   // start-up effect inside it).
   double close_gain = 0.0;
@@ -223,9 +223,11 @@ class spec_gate {
   step_sums window_;  // the auto window
   // The windows decided since the gate opened (a probe's first one only once it paid), the
   // last pool_windows - 1 (a ring): a decision pools them with the current window.
-  std::array<step_sums, k_max_pool> paid_{};
-  int32_t paid_n_ = 0;    // entries in the ring (<= pool_windows - 1)
-  int64_t paid_next_ = 0; // windows pushed since it was cleared
+  std::array<step_sums, k_max_pool> pool_{};
+  int64_t pool_pushed_ = 0;  // windows pushed since it was cleared
+  int32_t pooled_windows() const {
+    return static_cast<int32_t>(std::min<int64_t>(pool_pushed_, p_.pool_windows - 1));
+  }
   step_sums probe_;   // every open step of the current probe
   // The plain-step calibration: closed steps' decode seconds and SPS's for them, both decayed so
   // the recent steps count most.
