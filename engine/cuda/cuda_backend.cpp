@@ -30,7 +30,13 @@ struct cuda_backend::state {
 
 namespace {
 
-int32_t bucket_for(int32_t n, int32_t max) {
+// The rows a decode step of n sequences runs as (one CUDA graph per bucket). Up to exact_upto
+// (the hand GEMV's range) every count is its own bucket: the GEMV's cost grows with each row it
+// carries (5 rows padded to 8 cost 1.2 ms more per step on the Qwen3-8B shape, H100), and eight
+// graphs are cheap. Above it, cuBLASLt's step time is flat within a power of two, so powers of
+// two keep the graph count down.
+int32_t bucket_for(int32_t n, int32_t exact_upto, int32_t max) {
+  if (n <= exact_upto) return n;
   int32_t b = 1;
   while (b < n) b *= 2;
   return std::min(b, max);
@@ -247,7 +253,8 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   const gpu_runner::host_plan& p = s.runner->plan();
   const int32_t mbps = s.max_blocks_per_seq;
   const int32_t n_real = static_cast<int32_t>(b.seqs.size());
-  const int32_t n_seqs = decode_only && s.opt.use_graphs ? bucket_for(n_real, s.opt.n_seq_max) : n_real;
+  const int32_t n_seqs =
+      decode_only && s.opt.use_graphs ? bucket_for(n_real, s.opt.gemv_max_tokens, s.opt.n_seq_max) : n_real;
   int32_t t = 0, r = 0, h = 0, max_kv = 0;
   p.cu_q_lens[0] = 0;
   for (int32_t i = 0; i < n_real; ++i) {
@@ -316,7 +323,10 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
 std::string profile_tag(int device) {
   cudaDeviceProp prop{};
   DSPARK_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  std::string tag = std::string("cuda ") + prop.name + ", gemv " + gemv_name(gemv_kind());
+  // "decode buckets exact to 8": profiles measured when 5-7 decode rows were padded to 8 (before
+  // 2026-12-07, eleventh session) priced those steps as 8-row ones; their key differs
+  std::string tag = std::string("cuda ") + prop.name + ", gemv " + gemv_name(gemv_kind()) +
+                    ", decode buckets exact to " + std::to_string(k_gemv_max_tokens);
   // the prefetch depth changes the mma kernel's step times, so a profile names it
   if (gemv_kind() == gemv_impl::mma) tag += " prefetch " + std::to_string(gemv_mma_prefetch_kblocks());
   return tag;

@@ -5,8 +5,9 @@
 // what is left after weights and step buffers); forward() runs the ragged batch through
 // engine/cuda/gpu_runner.h with one host->device plan copy, one host sync and the logits
 // copied back (only each row's argmax id, computed on the device, when the batch asks for
-// row_outputs::argmax: 4 bytes per row instead of 4 * n_vocab). Plain decoding steps (every sequence adds one token and wants its logits) are
-// padded to a batch-size bucket (1, 2, 4, 8, ...) and replayed from a CUDA graph per bucket.
+// row_outputs::argmax: 4 bytes per row instead of 4 * n_vocab). Plain decoding steps (every
+// sequence adds one token and wants its logits) run from a CUDA graph per batch-size bucket:
+// every count up to gemv_max_tokens, then 16, 32, 64, ... (padding rows fill a bucket).
 //
 // KV bookkeeping lives on the host (engine/kv_block_pool.h, shared with the CPU cache): each
 // sequence holds a block table and a logical length; truncate() only lowers the length (O(1));
@@ -97,9 +98,10 @@ class cuda_backend final : public backend {
 };
 
 // What a step-time profile measured on this process's CUDA backend depends on beyond the model:
-// the GPU (its name) and the kernel choices that change step times (the GEMV implementation,
-// DSPARK_GEMV, and for mma its prefetch depth, DSPARK_MMA_PREFETCH). Part of the profile cache key, so a profile never prices another GPU's or
-// another kernel's steps. Throws cuda_error when `device` does not exist.
+// the GPU (its name), the kernel choices that change step times (the GEMV implementation,
+// DSPARK_GEMV, and for mma its prefetch depth, DSPARK_MMA_PREFETCH) and the decode bucket rule.
+// Part of the profile cache key, so a profile never prices another GPU's or another kernel's
+// steps. Throws cuda_error when `device` does not exist.
 std::string profile_tag(int device = 0);
 
 }  // namespace dspark::cuda

@@ -153,7 +153,7 @@ TEST(cuda_backend, matches_cpu_backend_over_ragged_steps) {
     }
   };
   both({{a, 20, 1}, {b, 9, 9}, {c, 1, 1}});             // prefill (cuBLASLt path)
-  both({{a, 1, 1}, {b, 1, 1}, {c, 1, 1}});              // decode, bucket 4 (one padding row), eager
+  both({{a, 1, 1}, {b, 1, 1}, {c, 1, 1}});              // decode, a 3-row bucket of its own, eager
   both({{a, 1, 1}, {b, 1, 1}, {c, 1, 1}});              // captured
   both({{c, 1, 1}, {a, 1, 1}, {b, 1, 1}});              // replayed, other order
   both({{b, 5, 5}, {a, 1, 1}});                         // verify + decode (GEMV path, 6 tokens)
@@ -196,6 +196,69 @@ TEST(cuda_backend, captured_steps_replay_from_graphs_bit_identically) {
     }
     EXPECT_EQ(logits[0], logits[1]) << "round " << round;
     EXPECT_EQ(hidden[0], hidden[1]) << "round " << round;
+  }
+}
+
+// Decode buckets: up to gemv_max_tokens sequences a step runs exactly its rows (5 decode rows
+// stay 5: the hand GEMV's cost grows with each row), so graphed steps equal eager ones bit for
+// bit; past that range a step is padded to the next power of two (10 -> 16: 6 padding rows
+// through cuBLASLt), and its real rows still match the CPU backend, in logits and argmax ids,
+// eager, captured and replayed.
+TEST(cuda_backend, decode_buckets_are_exact_in_the_gemv_range_and_padded_past_it) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(9);
+  cuda_backend_options go = small_opts();
+  go.n_seq_max = 16;
+  go.kv_blocks = 128;
+  cuda_backend_options eo = go;
+  eo.use_graphs = false;
+  cuda_backend graphed(m.cfg, m.w, go), eager(m.cfg, m.w, eo);
+  cpu_backend_options co;
+  co.n_threads = 2;
+  co.n_seq_max = 16;
+  co.n_ctx = 256;
+  co.max_tokens_per_step = 64;
+  co.kv_block_size = 16;
+  co.precision = matmul_precision::f32_activations;
+  cpu_backend cpu(m.cfg, m.w, co);
+  const int64_t V = m.cfg.n_vocab;
+  std::mt19937 rng(23);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
+  constexpr int32_t n_seqs = 10;
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i < n_seqs; ++i) {
+    ids.push_back(*graphed.open_sequence());
+    ASSERT_EQ(ids.back(), *eager.open_sequence());
+    ASSERT_EQ(ids.back(), *cpu.open_sequence());
+    std::vector<int32_t> prompt(4 + i % 3);
+    for (int32_t& t : prompt) t = tok(rng);
+    const batch_sequence ps{ids.back(), static_cast<int32_t>(prompt.size()), 1};
+    for (backend* be : std::initializer_list<backend*>{&graphed, &eager, &cpu})
+      ASSERT_EQ(be->forward({prompt, {&ps, 1}, {}}).status, forward_status::ok);
+  }
+  auto decode = [&](int32_t n, const char* what) {
+    std::vector<int32_t> tokens(n);
+    for (int32_t& t : tokens) t = tok(rng);
+    std::vector<batch_sequence> batch;
+    for (int32_t i = 0; i < n; ++i) batch.push_back({ids[i], 1, 1});
+    const forward_output og = graphed.forward({tokens, batch, {}, row_outputs::logits_and_argmax});
+    const forward_output oe = eager.forward({tokens, batch, {}});
+    const forward_output oc = cpu.forward({tokens, batch, {}});
+    ASSERT_EQ(og.status, forward_status::ok) << what;
+    ASSERT_EQ(og.n_rows, n) << what << ": padding rows must not come back";
+    const auto lg = rows_of(og, V), le = rows_of(oe, V), lc = rows_of(oc, V);
+    for (int32_t r = 0; r < n; ++r) {
+      EXPECT_LE(row_err(lg, lc, r, V), 3e-2) << what << " row " << r;
+      EXPECT_EQ(og.argmax[r], argmax_index({lg.data() + r * V, static_cast<size_t>(V)})) << what << " row " << r;
+    }
+    // in the GEMV range graphed and eager steps run the same rows: bit-identical
+    if (n <= go.gemv_max_tokens) {
+      EXPECT_EQ(lg, le) << what;
+    }
+  };
+  for (int round = 0; round < 3; ++round) {  // eager, captured, replayed
+    decode(5, "5 rows, their own bucket");
+    decode(n_seqs, "10 rows, padded to 16");
   }
 }
 
@@ -484,7 +547,7 @@ TEST(cuda_backend, rejects_malformed_batches) {
 
 // Greedy callers ask for argmax ids only (row_outputs::argmax): the ids computed on the device
 // equal argmax_index() over the logit rows that a backend asked for both downloads, for
-// prefills, graph-bucketed decode steps (padding rows included), small verify steps (GEMV) and
+// prefills, graph-bucketed decode steps, small verify steps (GEMV) and
 // a large one (cuBLASLt), eager, captured and replayed; and the logits of a both-outputs step
 // equal a logits-only step's bit for bit. Two LM-head rows are identical, so their logits tie
 // exactly and the lower id must win.
@@ -538,7 +601,7 @@ TEST(cuda_backend, argmax_rows_equal_host_argmax_of_the_logits) {
   };
   for (int32_t i = 0; i < 3; ++i) step({{seq[i], 8, 1}}, "prefill");
   for (int round = 0; round < 6; ++round) {
-    // Decode: 3 sequences padded to the 4-row graph bucket; the third round on replays graphs.
+    // Decode: 3 sequences, their own graph bucket; the third round on replays graphs.
     step({{seq[0], 1, 1}, {seq[1], 1, 1}, {seq[2], 1, 1}}, "decode");
     // Verify steps: ragged, on the GEMV path (<= 8 tokens) ...
     step({{seq[0], 3, 3}, {seq[2], 4, 4}}, "verify");
