@@ -102,6 +102,19 @@ cuda_backend_options small_opts() {
   return o;
 }
 
+// The CPU backend the GPU's rows are checked against: f32 activations, small_opts()'s limits.
+cpu_backend_options reference_cpu_opts(int32_t n_seq_max) {
+  cpu_backend_options o;
+  o.n_threads = 2;
+  o.n_seq_max = n_seq_max;
+  o.n_ctx = 256;
+  o.max_tokens_per_step = 64;
+  o.max_capture_layers = 2;
+  o.kv_block_size = 16;
+  o.precision = matmul_precision::f32_activations;
+  return o;
+}
+
 std::vector<float> rows_of(const forward_output& o, int64_t n_vocab) {
   return std::vector<float>(o.logits, o.logits + o.n_rows * n_vocab);
 }
@@ -116,15 +129,7 @@ TEST(cuda_backend, matches_cpu_backend_over_ragged_steps) {
   DSPARK_REQUIRE_CUDA_DEVICE();
   const tiny_model m(3);
   cuda_backend gpu(m.cfg, m.w, small_opts());
-  cpu_backend_options co;
-  co.n_threads = 2;
-  co.n_seq_max = 4;
-  co.n_ctx = 256;
-  co.max_tokens_per_step = 64;
-  co.max_capture_layers = 2;
-  co.kv_block_size = 16;
-  co.precision = matmul_precision::f32_activations;
-  cpu_backend cpu(m.cfg, m.w, co);
+  cpu_backend cpu(m.cfg, m.w, reference_cpu_opts(4));
   const int64_t V = m.cfg.n_vocab;
   std::mt19937 rng(8);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
@@ -213,14 +218,7 @@ TEST(cuda_backend, decode_buckets_are_exact_in_the_gemv_range_and_padded_past_it
   cuda_backend_options eo = go;
   eo.use_graphs = false;
   cuda_backend graphed(m.cfg, m.w, go), eager(m.cfg, m.w, eo);
-  cpu_backend_options co;
-  co.n_threads = 2;
-  co.n_seq_max = 16;
-  co.n_ctx = 256;
-  co.max_tokens_per_step = 64;
-  co.kv_block_size = 16;
-  co.precision = matmul_precision::f32_activations;
-  cpu_backend cpu(m.cfg, m.w, co);
+  cpu_backend cpu(m.cfg, m.w, reference_cpu_opts(16));
   const int64_t V = m.cfg.n_vocab;
   std::mt19937 rng(23);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
