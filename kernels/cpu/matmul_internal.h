@@ -38,6 +38,23 @@ inline V opaque(V v) {
   asm("" : "+x"(v));
   return v;
 }
+
+// The integer part of a 32-element block's dot product: int32 lane i = sum over j = 4i..4i+3 of
+// u[j] * s[j] (u unsigned bytes, s signed). With VNNI (a -march=native build on a CPU that has
+// AVX-512 VNNI or AVX-VNNI) that is one instruction; otherwise maddubs (pairs, to int16) then
+// madd with ones (pairs of pairs, to int32). The lanes are the same exact integers either way:
+// maddubs cannot saturate on what the kernels pass (|u| <= 128, |s| <= 127: 2 * 128 * 127 <
+// 2^15) and VNNI adds the four products without an int16 step, so kernels built either way
+// give bit-identical rows.
+inline __m256i dot_u8s8_lanes(__m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
 #endif
 
 // Rows decoded at once by the float-activation kernel.

@@ -9,9 +9,9 @@
 //   tile_o  float           the block's offset coefficient o (q4_0: d, q4_1: m, q4_k: -dmin*m)
 // Then every token row is multiplied against the prepared tile, so the per-type decoding is
 // paid once per tile, not once per token. Per block and (row, token) pair:
-//   maddubs(u8 weights, i8 activations) -> 16 x int16 (pairwise sums, |.| <= 2*63*127, or
-//   2*128*127 for signed weights after the sign trick: no saturation), madd with ones ->
-//   8 x int32, convert, then scale by tile_s * d_act and accumulate in float.
+//   8 x int32 sums of 4 products (dot_u8s8_lanes in matmul_internal.h: maddubs then madd with
+//   ones, or one VNNI instruction where the build has it; the same exact integers), convert,
+//   then scale by tile_s * d_act and accumulate in float.
 // The offset terms sum to  sum_b o[b] * s'[b]  (s' = d_act * sum(q_act), times -8 for q4_0).
 //
 // Signed weights (q8_0, q6_k) use the sign trick: maddubs needs an unsigned first operand, so
@@ -180,7 +180,6 @@ template <bool SIGNED, int OFF, int R, int T>
 void tile_kernel(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t0, float* y,
                  int64_t y_stride) {
   const int64_t nb = tl.nb;
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -196,8 +195,7 @@ void tile_kernel(const tile& tl, const matmul_ws& ws, int64_t n_in, int64_t t0, 
       const __m256i wu = SIGNED ? _mm256_sign_epi8(wq, wq) : wq;  // |w|
       for (int t = 0; t < T; ++t) {
         const __m256i at = SIGNED ? _mm256_sign_epi8(a[t], wq) : a[t];
-        const __m256i p16 = _mm256_maddubs_epi16(wu, at);
-        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8_lanes(wu, at));
         // Lane-wise d_w * d_act: the same rounded product as the one-token kernel's d * d_act.
         const __m256 scale = _mm256_mul_ps(ws8, _mm256_broadcast_ss(ad + t * nb));
         acc[r][t] = _mm256_fmadd_ps(p, scale, acc[r][t]);

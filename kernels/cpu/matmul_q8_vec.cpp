@@ -53,7 +53,6 @@ void vec_rows(const uint8_t* const* rows, const matmul_ws& ws, int64_t n_in, int
               int64_t t0, float* y, int64_t y_stride) {
   static_assert(T == 1 || T == 2);
   constexpr bool kOffset = !std::is_same_v<BLOCK, block_q8_0>;
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[R][T];
   __m128 off[R];
   for (int r = 0; r < R; ++r) {
@@ -75,14 +74,14 @@ void vec_rows(const uint8_t* const* rows, const matmul_ws& ws, int64_t n_in, int
                               : _mm_setr_ps(ad[b], s_mult(0), ad[nb + b], s_mult(T - 1));
     for (int r = 0; r < R; ++r) {
       const BLOCK* blk = reinterpret_cast<const BLOCK*>(rows[r]) + b;
-      __m256i p16[T];
+      __m256i p32[T];
       if constexpr (std::is_same_v<BLOCK, block_q8_0>) {
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
         const __m256i wu = _mm256_sign_epi8(w, w);
-        for (int t = 0; t < T; ++t) p16[t] = _mm256_maddubs_epi16(wu, _mm256_sign_epi8(a[t], w));
+        for (int t = 0; t < T; ++t) p32[t] = dot_u8s8_lanes(wu, _mm256_sign_epi8(a[t], w));
       } else {
         const __m256i wq = unpack_nibbles16(blk->qs);
-        for (int t = 0; t < T; ++t) p16[t] = _mm256_maddubs_epi16(wq, a[t]);
+        for (int t = 0; t < T; ++t) p32[t] = dot_u8s8_lanes(wq, a[t]);
       }
       __m128 hdr;
       if constexpr (std::is_same_v<BLOCK, block_q4_1>) {
@@ -95,10 +94,10 @@ void vec_rows(const uint8_t* const* rows, const matmul_ws& ws, int64_t n_in, int
       // [d * d_act, offset term] per token; opaque() keeps the offset product rounded on its
       // own (never fused into the add below), as in the tile kernel.
       const __m128 sc = opaque(_mm_mul_ps(hdr, act));
-      const __m256 p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16[0], ones));
+      const __m256 p0 = _mm256_cvtepi32_ps(p32[0]);
       acc[r][0] = _mm256_fmadd_ps(p0, _mm256_broadcastss_ps(sc), acc[r][0]);
       if constexpr (T == 2) {
-        const __m256 p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16[T - 1], ones));
+        const __m256 p1 = _mm256_cvtepi32_ps(p32[T - 1]);
         acc[r][T - 1] = _mm256_fmadd_ps(p1, _mm256_broadcastss_ps(_mm_movehl_ps(sc, sc)), acc[r][T - 1]);
       }
       if constexpr (kOffset) off[r] = _mm_add_ps(off[r], sc);
