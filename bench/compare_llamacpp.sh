@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU head-to-head with llama.cpp on the same GGUF file and machine: prefill of a 512-token
-# prompt, decode of 128 tokens, and the step time of 1-8-token batches (what a speculative
-# verify step costs), for this project's CPU backend and for llama.cpp's llama-bench.
+# prompt, decode of 128 tokens, the step time of 1-8-token batches (what a speculative verify
+# step costs) and decode 512 and 1,024 tokens deep, for this project's CPU backend and for
+# llama.cpp's llama-bench.
 #
 #   bench/compare_llamacpp.sh [BUILD_DIR] [THREADS] [ROUNDS]    (defaults: build, 2, 2)
 #
@@ -52,9 +53,13 @@ for r in $(seq 1 "$rounds"); do
   echo "### llama.cpp (llama-bench, llama-cpp-python $version)"
   "$bench" -m "$model" -t "$threads" -p 512 -n 128 -r 5 | grep -E "^\| (model|---|.*pp512|.*tg128)"
   "$bench" -m "$model" -t "$threads" -p 1,2,4,8 -n 0 -r 10 | grep -E "pp[1248] "
+  "$bench" -m "$model" -t "$threads" -p 0 -n 32 -d 512,1024 -r 3 | grep -E "tg32 @ d"
   echo
   echo "### dspark (bench_cpu, bench_model_decode)"
   "$build/bench/bench_cpu" --model "$model" --threads-list "$threads" --runs 5 | grep -E "^\|"
   "$build/bench/bench_model_decode" --model "$model" --device cpu --batches 1,2,4,8 --ctx 64 --steps 32 |
     grep -E "^\|"
+  for ctx in 512 1024; do   # decode deeper in the context: attention's share grows
+    "$build/bench/bench_model_decode" --model "$model" --device cpu --batches 1 --ctx "$ctx" --steps 32 | grep "| cpu |"
+  done
 done
