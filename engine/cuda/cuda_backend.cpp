@@ -32,9 +32,10 @@ namespace {
 
 // The rows a decode step of n sequences runs as (one CUDA graph per bucket). Up to exact_upto
 // (the hand GEMV's range) every count is its own bucket: the GEMV's cost grows with each row it
-// carries (5 rows padded to 8 cost 1.2 ms more per step on the Qwen3-8B shape, H100), and eight
-// graphs are cheap. Above it, cuBLASLt's step time is flat within a power of two, so powers of
-// two keep the graph count down.
+// carries (5 rows padded to 8 cost about 1.3 ms more per step on the Qwen3-8B shape, H100, by
+// the measured GEMV times; kernels/cuda/NOTES.md round 8), and eight graphs are cheap. Above
+// it, cuBLASLt's step time is flat within a power of two, so powers of two keep the graph
+// count down.
 int32_t bucket_for(int32_t n, int32_t exact_upto, int32_t max) {
   if (n <= exact_upto) return n;
   int32_t b = 1;
