@@ -132,9 +132,9 @@ struct spec_gate_stats {
   int64_t windows = 0;          // auto windows decided (each closes the gate or keeps it open)
   int64_t idle_windows = 0;     // windows dropped undecided: nothing accepted at no measurable cost
   // The decision that closed the gate last: its G, o, steps and request-steps (the pooled
-  // windows' sums), and the open steps since the gate (re)opened or a window last paid. Diagnostics for a gate that closes where
-  // speculation measured as paying elsewhere in the same level (a short window's noise, or a
-  // start-up effect inside it).
+  // windows' sums), and the open steps since the gate (re)opened or a window last paid.
+  // Diagnostics for a gate that closes where speculation measured as paying elsewhere in the
+  // same level (a short window's noise, or a start-up effect inside it).
   double close_gain = 0.0;
   double close_cost = 0.0;
   int32_t close_window_steps = 0;

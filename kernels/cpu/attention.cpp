@@ -55,12 +55,41 @@ inline void scale_add(float* acc, float c, float w, const float* v, int64_t n) {
   for (; i < n; ++i) acc[i] = acc[i] * c + w * v[i];
 }
 
+// The blockwise running-max softmax over positions 0..n_ctx-1 (the file header), shared by both
+// forms of attend_one: score(j) gives s_j, rescale(c) multiplies the accumulator by c, and
+// add(w, j) adds w * v_j to it. Returns the normaliser l.
+template <class Score, class Rescale, class Add>
+inline float online_softmax(int64_t n_ctx, Score score, Rescale rescale, Add add) {
+  float scores[kBlock];
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kBlock) {
+    const int64_t nj = std::min(kBlock, n_ctx - j0);
+    float bmax = -INFINITY;
+    for (int64_t j = 0; j < nj; ++j) {
+      scores[j] = score(j0 + j);
+      bmax = std::max(bmax, scores[j]);
+    }
+    if (bmax > m) {
+      const float c = std::exp(m - bmax);  // 0 on the first block (m = -inf)
+      l *= c;
+      rescale(c);
+      m = bmax;
+    }
+    for (int64_t j = 0; j < nj; ++j) {
+      const float w = std::exp(scores[j] - m);
+      l += w;
+      add(w, j0 + j);
+    }
+  }
+  return l;
+}
+
 #ifdef __AVX2__
 // attend_one for head_dim = 8 * NV (64 and 128, the common sizes) with q and the accumulator in
-// registers: the generic loop reloads and stores the whole accumulator for every position
-// (scale_add) and reloads q for every dot. Bit for bit the generic loop's arithmetic: the same
-// two-chain dot and reduction, the same running-max blocks, acc * c for a rescale, and
-// fma(w, v, acc) for scale_add(acc, 1, w, v) (acc * 1 is exact).
+// registers: the generic form reloads and stores the whole accumulator for every position
+// (scale_add) and reloads q for every dot. Bit for bit the generic form's arithmetic: the same
+// two-chain dot and reduction, acc * c for a rescale, and fma(w, v, acc) for
+// scale_add(acc, 1, w, v) (acc * 1 is exact).
 template <int NV>
 void attend_one_fixed(const attention_args& a, int64_t t, int64_t h, int64_t q_stride,
                       int64_t kv_stride, int64_t out_stride, float scale) {
@@ -70,46 +99,35 @@ void attend_one_fixed(const attention_args& a, int64_t t, int64_t h, int64_t q_s
   const float* qp = a.q + t * q_stride + h * d;
   const float* kb = a.k + g * d;
   const float* vb = a.v + g * d;
-  const int64_t n_ctx = a.p0 + t + 1;
   __m256 q[NV], acc[NV];
   for (int i = 0; i < NV; ++i) {
     q[i] = _mm256_loadu_ps(qp + 8 * i);
     acc[i] = _mm256_setzero_ps();
   }
-  float scores[kBlock];
-  float m = -INFINITY, l = 0.0f;
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += kBlock) {
-    const int64_t nj = std::min(kBlock, n_ctx - j0);
-    float bmax = -INFINITY;
-    for (int64_t j = 0; j < nj; ++j) {
-      const float* k = kb + (j0 + j) * kv_stride;
-      __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
-      for (int i = 0; i < NV; i += 2) {
-        c0 = _mm256_fmadd_ps(q[i], _mm256_loadu_ps(k + 8 * i), c0);
-        c1 = _mm256_fmadd_ps(q[i + 1], _mm256_loadu_ps(k + 8 * i + 8), c1);
-      }
-      const __m256 c = _mm256_add_ps(c0, c1);
-      __m128 r = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
-      r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-      r = _mm_add_ss(r, _mm_movehdup_ps(r));
-      scores[j] = scale * _mm_cvtss_f32(r);
-      bmax = std::max(bmax, scores[j]);
-    }
-    if (bmax > m) {
-      const float c = std::exp(m - bmax);  // 0 on the first block (m = -inf)
-      l *= c;
-      const __m256 vc = _mm256_set1_ps(c);
-      for (int i = 0; i < NV; ++i) acc[i] = _mm256_mul_ps(acc[i], vc);
-      m = bmax;
-    }
-    for (int64_t j = 0; j < nj; ++j) {
-      const float w = std::exp(scores[j] - m);
-      l += w;
-      const __m256 vw = _mm256_set1_ps(w);
-      const float* v = vb + (j0 + j) * kv_stride;
-      for (int i = 0; i < NV; ++i) acc[i] = _mm256_fmadd_ps(vw, _mm256_loadu_ps(v + 8 * i), acc[i]);
-    }
-  }
+  const float l = online_softmax(
+      a.p0 + t + 1,
+      [&](int64_t j) {
+        const float* k = kb + j * kv_stride;
+        __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
+        for (int i = 0; i < NV; i += 2) {
+          c0 = _mm256_fmadd_ps(q[i], _mm256_loadu_ps(k + 8 * i), c0);
+          c1 = _mm256_fmadd_ps(q[i + 1], _mm256_loadu_ps(k + 8 * i + 8), c1);
+        }
+        const __m256 c = _mm256_add_ps(c0, c1);
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        return scale * _mm_cvtss_f32(r);
+      },
+      [&](float c) {
+        const __m256 vc = _mm256_set1_ps(c);
+        for (int i = 0; i < NV; ++i) acc[i] = _mm256_mul_ps(acc[i], vc);
+      },
+      [&](float w, int64_t j) {
+        const __m256 vw = _mm256_set1_ps(w);
+        const float* v = vb + j * kv_stride;
+        for (int i = 0; i < NV; ++i) acc[i] = _mm256_fmadd_ps(vw, _mm256_loadu_ps(v + 8 * i), acc[i]);
+      });
   float* o = a.out + t * out_stride + h * d;
   const __m256 inv = _mm256_set1_ps(1.0f / l);
   for (int i = 0; i < NV; ++i) _mm256_storeu_ps(o + 8 * i, _mm256_mul_ps(acc[i], inv));
@@ -127,30 +145,14 @@ void attend_one(const attention_args& a, int64_t t, int64_t h, int64_t q_stride,
   const float* q = a.q + t * q_stride + h * d;
   const float* kb = a.k + g * d;
   const float* vb = a.v + g * d;
-  const int64_t n_ctx = a.p0 + t + 1;
   float acc[kMaxHeadDim];
   std::fill(acc, acc + d, 0.0f);
-  float scores[kBlock];
-  float m = -INFINITY, l = 0.0f;
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += kBlock) {
-    const int64_t nj = std::min(kBlock, n_ctx - j0);
-    float bmax = -INFINITY;
-    for (int64_t j = 0; j < nj; ++j) {
-      scores[j] = scale * dot(q, kb + (j0 + j) * kv_stride, d);
-      bmax = std::max(bmax, scores[j]);
-    }
-    if (bmax > m) {
-      const float c = std::exp(m - bmax);  // 0 on the first block (m = -inf)
-      l *= c;
-      for (int64_t i = 0; i < d; ++i) acc[i] *= c;
-      m = bmax;
-    }
-    for (int64_t j = 0; j < nj; ++j) {
-      const float w = std::exp(scores[j] - m);
-      l += w;
-      scale_add(acc, 1.0f, w, vb + (j0 + j) * kv_stride, d);
-    }
-  }
+  const float l = online_softmax(
+      a.p0 + t + 1, [&](int64_t j) { return scale * dot(q, kb + j * kv_stride, d); },
+      [&](float c) {
+        for (int64_t i = 0; i < d; ++i) acc[i] *= c;
+      },
+      [&](float w, int64_t j) { scale_add(acc, 1.0f, w, vb + j * kv_stride, d); });
   float* o = a.out + t * out_stride + h * d;
   const float inv = 1.0f / l;
   for (int64_t i = 0; i < d; ++i) o[i] = acc[i] * inv;
