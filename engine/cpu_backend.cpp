@@ -288,9 +288,8 @@ void cpu_backend::attention_block(int il, int64_t n_tok, int64_t n_seqs) {
   for (int64_t t = 0; t < n_tok; ++t)
     rms_norm(b.x.data() + t * E, l.attn_norm.data(), eps, E, b.xn.data() + t * E);
   void* ws = b.workspace.get();
-  matmul(l.wq, b.xn.data(), n_tok, b.q.data(), ws, pool_, opt_.precision);
-  matmul(l.wk, b.xn.data(), n_tok, b.k.data(), ws, pool_, opt_.precision);
-  matmul(l.wv, b.xn.data(), n_tok, b.v.data(), ws, pool_, opt_.precision);
+  const matmul_output qkv[] = {{&l.wq, b.q.data()}, {&l.wk, b.k.data()}, {&l.wv, b.v.data()}};
+  matmul_group(qkv, 3, b.xn.data(), n_tok, ws, pool_, opt_.precision);
 
   for (int64_t t = 0; t < n_tok; ++t) {
     float* q = b.q.data() + t * qd;
@@ -359,8 +358,8 @@ void cpu_backend::mlp_block(int il, int64_t n_tok) {
     rms_norm(b.x.data() + t * E, l.ffn_norm.data(), static_cast<float>(c_.rms_eps), E,
              b.xn.data() + t * E);
   void* ws = b.workspace.get();
-  matmul(l.w_gate, b.xn.data(), n_tok, b.gate.data(), ws, pool_, opt_.precision);
-  matmul(l.w_up, b.xn.data(), n_tok, b.up.data(), ws, pool_, opt_.precision);
+  const matmul_output gate_up[] = {{&l.w_gate, b.gate.data()}, {&l.w_up, b.up.data()}};
+  matmul_group(gate_up, 2, b.xn.data(), n_tok, ws, pool_, opt_.precision);
   silu_mul(b.gate.data(), b.up.data(), b.gate.data(), n_tok * F);
   matmul(l.w_down, b.gate.data(), n_tok, b.xn.data(), ws, pool_, opt_.precision);
   add_inplace(b.x.data(), b.xn.data(), n_tok * E);

@@ -3,6 +3,7 @@
 // and matmul_q8.cpp (int8 activations).
 #include "kernels/cpu/matmul.h"
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
@@ -76,22 +77,54 @@ void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, vo
 
 void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, void* workspace,
             thread_pool& pool, matmul_precision precision) {
-  check_args(w, n_tokens);
+  const matmul_output one{&w, y};
+  matmul_group(&one, 1, x, n_tokens, workspace, pool, precision);
+}
+
+void matmul_group(const matmul_output* outputs, int n_outputs, const float* x, int64_t n_tokens,
+                  void* workspace, thread_pool& pool, matmul_precision precision) {
+  if (n_outputs < 1 || n_outputs > kMatmulGroupMax) {
+    throw invalid_argument_error("matmul_group: " + std::to_string(n_outputs) +
+                                 " weights, expected 1.." + std::to_string(kMatmulGroupMax));
+  }
+  const int64_t n_in = outputs[0].w->row_length();
+  for (int i = 0; i < n_outputs; ++i) {
+    check_args(*outputs[i].w, n_tokens);
+    if (outputs[i].w->row_length() != n_in) {
+      throw invalid_argument_error("matmul_group: weight '" + outputs[i].w->name + "' has rows of " +
+                                   std::to_string(outputs[i].w->row_length()) + ", the group's are " +
+                                   std::to_string(n_in));
+    }
+  }
   if (pool.n_threads() > kMatmulMaxThreads) {
     throw invalid_argument_error("matmul: pool has " + std::to_string(pool.n_threads()) +
                                  " threads, at most " + std::to_string(kMatmulMaxThreads) +
                                  " supported");
   }
-  const int64_t n_in = w.row_length();
-  const int64_t n_out = w.n_rows();
-  if (n_tokens == 0 || n_out == 0) return;
+  if (n_tokens == 0) return;
+  auto takes_q8 = [precision](const tensor_view& w) {
+    return precision == matmul_precision::q8_activations && cpu::has_q8_kernel(w.type);
+  };
+  const bool q8 = takes_q8(*outputs[0].w);
+  for (int i = 1; i < n_outputs; ++i) {
+    if (takes_q8(*outputs[i].w) != q8) {  // mixed kernel paths: one dispatch per weight
+      for (int j = 0; j < n_outputs; ++j)
+        matmul_group(&outputs[j], 1, x, n_tokens, workspace, pool, precision);
+      return;
+    }
+  }
   const cpu::matmul_ws ws = cpu::layout_workspace(workspace, n_in, n_tokens);
 
   // Rows go to threads in chunks that are multiples of 16, so every chunk starts on a row
-  // tile boundary of the kernels; small matrices get fewer chunks than threads.
+  // tile boundary of the kernels; small matrices get fewer chunks than threads. In a group,
+  // weight i's rows start at offset[i], rounded up to the grain so that this holds for each.
   const int64_t grain = 16;
+  int64_t offset[kMatmulGroupMax + 1] = {0};
+  for (int i = 0; i < n_outputs; ++i)
+    offset[i + 1] = offset[i] + (outputs[i].w->n_rows() + grain - 1) / grain * grain;
+  if (offset[n_outputs] == 0) return;
 
-  if (precision == matmul_precision::q8_activations && cpu::has_q8_kernel(w.type)) {
+  if (q8) {
     if (n_tokens >= 8) {
       pool.parallel_for(n_tokens, 4, [&](int64_t t0, int64_t t1, int) {
         cpu::quantize_activations(x, n_in, t0, t1, ws);
@@ -99,15 +132,20 @@ void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, vo
     } else {
       cpu::quantize_activations(x, n_in, 0, n_tokens, ws);
     }
-    pool.parallel_for(n_out, grain, [&](int64_t r0, int64_t r1, int thread_index) {
-      cpu::matmul_q8_rows(w, ws, n_tokens, y, r0, r1,
-                          ws.scratch + static_cast<size_t>(thread_index) * ws.scratch_stride);
-    });
-    return;
   }
-  pool.parallel_for(n_out, grain, [&](int64_t r0, int64_t r1, int thread_index) {
-    cpu::matmul_f32_rows(w, x, n_tokens, y, r0, r1,
-                         ws.scratch + static_cast<size_t>(thread_index) * ws.scratch_stride);
+  pool.parallel_for(offset[n_outputs], grain, [&](int64_t r0, int64_t r1, int thread_index) {
+    float* scratch = ws.scratch + static_cast<size_t>(thread_index) * ws.scratch_stride;
+    for (int i = 0; i < n_outputs; ++i) {
+      const tensor_view& w = *outputs[i].w;
+      const int64_t lo = std::max(r0, offset[i]) - offset[i];
+      const int64_t hi = std::min(std::min(r1, offset[i + 1]) - offset[i], w.n_rows());
+      if (lo >= hi) continue;
+      if (q8) {
+        cpu::matmul_q8_rows(w, ws, n_tokens, outputs[i].y, lo, hi, scratch);
+      } else {
+        cpu::matmul_f32_rows(w, x, n_tokens, outputs[i].y, lo, hi, scratch);
+      }
+    }
   });
 }
 

@@ -60,6 +60,24 @@ matmul_precision get_matmul_precision();
 void matmul(const tensor_view& w, const float* x, int64_t n_tokens, float* y, void* workspace,
             thread_pool& pool, matmul_precision precision);
 
+// One weight of a grouped product and where its result goes: y = [n_tokens, w->n_rows()].
+struct matmul_output {
+  const tensor_view* w;
+  float* y;
+};
+
+// Most weights one matmul_group call takes (q, k, v is the largest group the backend forms).
+constexpr int kMatmulGroupMax = 4;
+
+// Several weights against the same activations (q/k/v, gate/up) in one pool dispatch: the
+// activations are quantized once and the weights' rows share one parallel_for, so a decode
+// step waits at one barrier instead of one per weight. Each y is bitwise what matmul() gives.
+// The weights must share their row length; dtypes may differ (a group whose weights take
+// different kernel paths runs as one matmul() per weight).
+//   workspace: at least matmul_workspace_size(*outputs[0].w, n_tokens) bytes
+void matmul_group(const matmul_output* outputs, int n_outputs, const float* x, int64_t n_tokens,
+                  void* workspace, thread_pool& pool, matmul_precision precision);
+
 // Reads row `row` of an embedding table of any supported dtype into dst[row_length].
 void embedding_row(const tensor_view& table, int64_t row, float* dst);
 

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/cpu/matmul.h"
 #include "tests/engine/test_kernels_util.h"
 
@@ -216,6 +217,68 @@ TEST(KernelsMatmulTail, OddRowLengthF32) {
         EXPECT_NEAR(y[t * 9 + o], s, 1e-5) << "n_in=" << n_in;
       }
   }
+}
+
+// A grouped product (q/k/v, gate/up in one dispatch) must give each weight bitwise the rows
+// of its own matmul() call: row counts that are not multiples of the 16-row grain put two
+// weights' rows next to each other in one chunk, and a group whose dtypes take different
+// kernel paths (f32 weights have no int8 kernel) falls back to one call per weight.
+TEST(KernelsMatmulGroup, EachOutputBitwiseEqualsItsOwnMatmul) {
+  std::mt19937 rng(99);
+  const int64_t n_in = 256;
+  const std::vector<std::vector<std::pair<dtype, int64_t>>> groups = {
+      {{dtype::q4_1, 101}, {dtype::q4_1, 7}, {dtype::q4_1, 40}},
+      {{dtype::q8_0, 64}, {dtype::q4_k, 33}},
+      {{dtype::q4_1, 50}, {dtype::q6_k, 17}, {dtype::f32, 20}, {dtype::q4_0, 16}},
+      {{dtype::bf16, 30}, {dtype::f16, 3}},
+  };
+  for (const auto& spec : groups) {
+    std::vector<test::owned_tensor> ws_;
+    for (const auto& [t, rows] : spec) ws_.push_back(random_tensor(t, rows, n_in, rng));
+    for (int64_t n_tokens : {1, 3, 9}) {
+      const auto x = random_floats(rng, static_cast<size_t>(n_tokens * n_in));
+      auto ws = aligned_buffer(matmul_workspace_size(ws_[0].view, n_tokens));
+      for (matmul_precision prec : {matmul_precision::q8_activations, matmul_precision::f32_activations}) {
+        for (int threads : {1, 2, 3}) {
+          thread_pool pool(threads);
+          std::vector<std::vector<float>> want(spec.size()), got(spec.size());
+          std::vector<matmul_output> outs;
+          for (size_t i = 0; i < spec.size(); ++i) {
+            const int64_t n_out = ws_[i].view.n_rows();
+            want[i].resize(n_tokens * n_out);
+            got[i].resize(n_tokens * n_out);
+            poison(got[i]);
+            matmul(ws_[i].view, x.data(), n_tokens, want[i].data(), ws.get(), pool, prec);
+            outs.push_back({&ws_[i].view, got[i].data()});
+          }
+          matmul_group(outs.data(), static_cast<int>(outs.size()), x.data(), n_tokens, ws.get(), pool, prec);
+          for (size_t i = 0; i < spec.size(); ++i)
+            EXPECT_EQ(std::memcmp(got[i].data(), want[i].data(), got[i].size() * sizeof(float)), 0)
+                << "weight " << i << " (" << traits(spec[i].first).name << ") n_tokens=" << n_tokens
+                << " threads=" << threads << (prec == matmul_precision::q8_activations ? " q8" : " f32");
+        }
+      }
+    }
+  }
+}
+
+TEST(KernelsMatmulGroup, RejectsMismatchedRowLengthsAndGroupSize) {
+  std::mt19937 rng(5);
+  thread_pool pool(1);
+  auto a = random_tensor(dtype::q4_1, 16, 256, rng), b = random_tensor(dtype::q4_1, 16, 512, rng);
+  const auto x = random_floats(rng, 512);
+  auto ws = aligned_buffer(matmul_workspace_size(b.view, 1));
+  std::vector<float> ya(16), yb(16);
+  const matmul_output mixed[] = {{&a.view, ya.data()}, {&b.view, yb.data()}};
+  EXPECT_THROW(matmul_group(mixed, 2, x.data(), 1, ws.get(), pool, matmul_precision::q8_activations),
+               invalid_argument_error);
+  const matmul_output same[kMatmulGroupMax + 1] = {{&a.view, ya.data()}, {&a.view, ya.data()}, {&a.view, ya.data()},
+                                                   {&a.view, ya.data()}, {&a.view, ya.data()}};
+  EXPECT_THROW(matmul_group(same, 0, x.data(), 1, ws.get(), pool, matmul_precision::q8_activations),
+               invalid_argument_error);
+  EXPECT_THROW(matmul_group(same, kMatmulGroupMax + 1, x.data(), 1, ws.get(), pool,
+                            matmul_precision::q8_activations),
+               invalid_argument_error);
 }
 
 TEST(KernelsMatmulPrecision, GlobalSwitchRoundTrips) {
