@@ -58,8 +58,14 @@ spec_gate::step_sums& spec_gate::step_sums::operator+=(const step_sums& o) {
 
 double spec_gate::plain_seconds(const step_sums& w) const {
   if (sps_ == nullptr || w.sps_plain_s <= 0.0) return 0.0;
-  const double scale = plain_steps_ >= p_.min_steps && plain_sps_s_ > 0.0 ? plain_s_ / plain_sps_s_ : 1.0;
-  return scale * w.sps_plain_s + w.prefill_s;
+  // Calibrated: plain decoding's whole steps, prefill included, as measured while closed. Its
+  // prefill share is plain decoding's own: in a closed loop each finished request brings a
+  // prompt, so a speculating step, which finishes (1 + G) times as many tokens, also prefills
+  // about (1 + G) times as much, and charging plain decoding the window's prefill seconds
+  // would credit speculation with work it caused. Uncalibrated: the curve and the window's
+  // prefill seconds (errs towards closing on a loop slower than its profile, see the header).
+  if (plain_steps_ >= p_.min_steps && plain_sps_s_ > 0.0) return plain_s_ / plain_sps_s_ * w.sps_plain_s;
+  return w.sps_plain_s + w.prefill_s;
 }
 
 double spec_gate::cost(const step_sums& w) const {
@@ -111,11 +117,12 @@ void spec_gate::observe(const spec_gate_step& s) {
   ++observed_;
   if (closed_) {
     ++stats_.closed_steps;
-    if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0 && s.step_s > s.prefill_s) {
-      // A plain step: how fast this loop runs plain decoding against the profile. The decay
-      // (about 64 steps) follows the load the gate is closed at.
+    if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0) {
+      // A plain step: how fast this loop runs plain decoding, prefill of the requests that
+      // join included, against the profile. The decay (about 64 steps) follows the load the
+      // gate is closed at.
       constexpr double k_decay = 1.0 - 1.0 / 64.0;
-      plain_s_ = plain_s_ * k_decay + (s.step_s - s.prefill_s);
+      plain_s_ = plain_s_ * k_decay + s.step_s;
       plain_sps_s_ = plain_sps_s_ * k_decay + step_seconds(s.decoding);
       ++plain_steps_;
       stats_.plain_scale = plain_s_ / plain_sps_s_;

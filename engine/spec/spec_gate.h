@@ -21,10 +21,13 @@
 //            steps) - 1. Speculation pays iff (N + A) / T_spec > N / T_plain, i.e. G > o; the
 //            gate closes when G <= o + margin. T_plain is the target's step-time curve SPS(B)
 //            (set_step_curve; the scheduled and async policies profile one) at each step's
-//            decoding count, times how much slower this loop runs plain steps than the profile
-//            (measured on the gate's own closed steps, prefill chunks left out; 1 until then),
-//            plus the window's prefill seconds. So o includes the extra verify rows, feature
-//            capture and the drafter's upkeep. Before the first calibration a loop slower than
+//            decoding count, times how much slower this loop runs whole plain steps (prefill of
+//            the requests that join included) than the profile, measured on the gate's own
+//            closed steps. Until it has closed once: the curve plus the window's prefill
+//            seconds. (The window's prefill is not plain decoding's: a speculating step finishes
+//            more requests, so more prompts join; charging them to plain decoding hid a 7.5%
+//            loss at 256 requests on the GPU, twelfth session.) So o includes the extra verify
+//            rows, feature capture and the drafter's upkeep. Before the first calibration a loop slower than
 //            its profile reads as costlier speculation: the error closes the gate, which
 //            calibrates it, and the next reprobe decides again; the opposite error would keep
 //            speculating at a loss and never learn. o is never taken below the drafter's share,
@@ -111,7 +114,7 @@ struct spec_gate_window {
   double step_s = 0.0;
   double drafter_s = 0.0;
   double prefill_s = 0.0;
-  double plain_s = 0.0;          // what plain decoding would have taken (SPS x scale + prefill)
+  double plain_s = 0.0;          // what plain decoding would have taken (SPS x scale, or SPS + prefill)
   double gain = 0.0;             // G and o of this window alone
   double cost = 0.0;
   double pooled_gain = 0.0;      // G and o of the sums that decided (this window and the ones
@@ -141,7 +144,7 @@ struct spec_gate_stats {
   int64_t close_window_request_steps = 0;
   int32_t close_open_steps = 0;
   double probe_loss = 0.0;      // throughput share the last probe lost, (o - G) / (1 + o)
-  double plain_scale = 0.0;     // closed steps' decode seconds over SPS's; 0 = not measured
+  double plain_scale = 0.0;     // closed steps' seconds (prefill included) over SPS's; 0 = not measured
   int32_t closed_at = 0;        // mean decoding count of the window that closed it
   int32_t reprobe_interval = 0; // closed steps before the next reprobe (while closed: as of now)
 };
@@ -229,8 +232,8 @@ class spec_gate {
     return static_cast<int32_t>(std::min<int64_t>(pool_pushed_, p_.pool_windows - 1));
   }
   step_sums probe_;   // every open step of the current probe
-  // The plain-step calibration: closed steps' decode seconds and SPS's for them, both decayed so
-  // the recent steps count most.
+  // The plain-step calibration: closed steps' whole seconds (prefill included) and SPS's for
+  // them, both decayed so the recent steps count most.
   const sps_table* sps_ = nullptr;
   int32_t plain_steps_ = 0;
   double plain_s_ = 0.0;

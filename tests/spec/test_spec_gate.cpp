@@ -486,24 +486,46 @@ TEST(SpecGate, AutoWithACurvePricesEverythingSpeculationAdds) {
   EXPECT_EQ(g.stats().plain_scale, 0.0) << "no plain step measured yet";
 }
 
-TEST(SpecGate, AutoCalibratesPlainStepsOnItsClosedStepsWithoutPrefill) {
+TEST(SpecGate, AutoCalibratesPlainStepsOnItsClosedSteps) {
   const sps_table curve = two_level_curve();
   spec_gate g(auto_params());  // reprobe_steps 10
   g.set_step_curve(&curve);
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.001, 0.020});
   ASSERT_FALSE(g.open(8));
   EXPECT_NEAR(g.stats().last_cost, 1.0, 1e-12);
-  // Closed: 15 ms steps of which 3 ms prefill a joining request; the 12 ms of decoding against
-  // SPS's 10 say this loop runs plain 1.2x the profile.
+  // Closed: 15 ms steps (3 ms of them prefill a joining request) against SPS's 10: this loop
+  // runs a plain step, prefill included, in 1.5x the profile's time.
   for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.015, 0.003});
   ASSERT_TRUE(g.open(8));
-  EXPECT_NEAR(g.stats().plain_scale, 1.2, 1e-12);
-  // Reopened, G = 6 / 8 = 0.75 in 23 ms steps with 3 ms of prefill. Plain decoding would take
-  // 1.2 * 10 + 3 = 15 ms: o = 23 / 15 - 1 = 0.533, open (uncalibrated, 23 / 13 - 1 = 0.77: closed).
+  EXPECT_NEAR(g.stats().plain_scale, 1.5, 1e-12);
+  // Reopened, G = 6 / 8 = 0.75 in 23 ms steps. Plain decoding would take 1.5 * 10 = 15 ms:
+  // o = 23 / 15 - 1 = 0.533, open (uncalibrated, 23 / (10 + 3) - 1 = 0.77: closed).
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 6, 0.001, 0.023, 0.003});
   EXPECT_TRUE(g.open(8));
   EXPECT_NEAR(g.stats().last_cost, 23.0 / 15.0 - 1.0, 1e-12);
   EXPECT_NEAR(g.stats().last_gain, 0.75, 1e-12);
+}
+
+// The GPU case behind calibrating whole steps (twelfth session, 256 requests, 8B shape): a
+// speculating step finishes more tokens, so more requests finish and more prompts join, and
+// its prefill seconds grow with its gain. Charged to plain decoding, that prefill made the
+// reprobe's windows look paying (G 0.26 > o 0.16) where the level ran 7.5% below plain.
+// Here: plain steps of 19 ms, 8 ms of them prefill (8 tokens: 421 tok/s); speculating steps
+// of 25 ms, 11 ms prefill, 2 drafts accepted (10 tokens: 400 tok/s, 5% below plain).
+TEST(SpecGate, AutoDoesNotChargeSpeculationsExtraPrefillToPlainDecoding) {
+  const sps_table curve = two_level_curve();
+  spec_gate g(auto_params());
+  g.set_step_curve(&curve);
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.001, 0.030, 0.011});
+  ASSERT_FALSE(g.open(8));
+  for (int i = 0; i < 10; ++i) g.observe({8, 0, 0, 0.0, 0.019, 0.008});
+  ASSERT_TRUE(g.open(8));
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 2, 0.001, 0.025, 0.011});
+  // o = 25 / (1.9 * 10) - 1 = 0.316 > G = 0.25: closed. Decode-only calibration plus the
+  // window's prefill would price plain at 1.1 * 10 + 11 = 22 ms, o = 0.136, and stay open.
+  EXPECT_FALSE(g.open(8));
+  EXPECT_NEAR(g.stats().last_cost, 25.0 / 19.0 - 1.0, 1e-12);
+  EXPECT_NEAR(g.stats().last_gain, 0.25, 1e-12);
 }
 
 TEST(SpecGate, AutoCostIsNeverBelowTheDrafterShare) {
