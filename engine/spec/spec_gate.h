@@ -27,15 +27,14 @@
 //            seconds. (The window's prefill is not plain decoding's: a speculating step finishes
 //            more requests, so more prompts join; charging them to plain decoding hid a 7.5%
 //            loss at 256 requests on the GPU, twelfth session.) So o includes the extra verify
-//            rows, feature capture and the drafter's upkeep. Before the first calibration a loop slower than
-//            its profile reads as costlier speculation: the error closes the gate, which
-//            calibrates it, and the next reprobe decides again; the opposite error would keep
-//            speculating at a loss and never learn. o is never taken below the drafter's share,
-//            drafter seconds / other seconds, which is the whole estimate without a curve.
-//            It reopens when the decoding count (its mean over the last 8 closed steps: one
-//            step's dip while successors prefill is no change of load) falls to half of the
-//            count it closed at, or
-//            after a reprobe interval of closed steps, so a change of load or of workload is
+//            rows, feature capture and the drafter's upkeep. Before the first calibration a
+//            loop slower than its profile reads as costlier speculation: the error closes the
+//            gate, which calibrates it, and the next reprobe decides again; the opposite error
+//            would keep speculating at a loss and never learn. o is never taken below the
+//            drafter's share, drafter seconds / other seconds, which is the whole estimate
+//            without a curve. It reopens when the decoding count (its mean over the last 8
+//            closed steps: one step's dip while successors prefill is no change of load) falls
+//            to half of the count it closed at, or after a reprobe interval of closed steps, so a change of load or of workload is
 //            noticed: reprobe_steps at first, doubling with every close that follows a
 //            reopening (up to reprobe_max) until a window finds speculation paying again.
 //            A probe is not free: until its window decides, the requests that joined draft at
