@@ -34,9 +34,10 @@
 //            drafter's share, drafter seconds / other seconds, which is the whole estimate
 //            without a curve. It reopens when the decoding count (its mean over the last 8
 //            closed steps: one step's dip while successors prefill is no change of load) falls
-//            to half of the count it closed at, or after a reprobe interval of closed steps, so a change of load or of workload is
-//            noticed: reprobe_steps at first, doubling with every close that follows a
-//            reopening (up to reprobe_max) until a window finds speculation paying again.
+//            to half of the count it closed at, or after a reprobe interval of closed steps,
+//            so a change of load or of workload is noticed: reprobe_steps at first, doubling
+//            with every close that follows a reopening (up to reprobe_max) until a window finds
+//            speculation paying again.
 //            A probe is not free: until its window decides, the requests that joined draft at
 //            a loss, (o - G) / (1 + o) of throughput over the probe's steps (all of them, not
 //            only the window's: a batched draft pass costs about as much for a few requests as
