@@ -272,8 +272,8 @@ TEST(KernelsMatmulGroup, RejectsMismatchedRowLengthsAndGroupSize) {
   const matmul_output mixed[] = {{&a.view, ya.data()}, {&b.view, yb.data()}};
   EXPECT_THROW(matmul_group(mixed, 2, x.data(), 1, ws.get(), pool, matmul_precision::q8_activations),
                invalid_argument_error);
-  const matmul_output same[kMatmulGroupMax + 1] = {{&a.view, ya.data()}, {&a.view, ya.data()}, {&a.view, ya.data()},
-                                                   {&a.view, ya.data()}, {&a.view, ya.data()}};
+  matmul_output same[kMatmulGroupMax + 1];
+  for (matmul_output& o : same) o = {&a.view, ya.data()};
   EXPECT_THROW(matmul_group(same, 0, x.data(), 1, ws.get(), pool, matmul_precision::q8_activations),
                invalid_argument_error);
   EXPECT_THROW(matmul_group(same, kMatmulGroupMax + 1, x.data(), 1, ws.get(), pool,
