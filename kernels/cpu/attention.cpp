@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "kernels/cpu/matmul_internal.h"  // hsum8: the one horizontal-sum order
 
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -32,11 +33,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
   }
   for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  const __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-  t = _mm_add_ss(t, _mm_movehdup_ps(t));
-  s = _mm_cvtss_f32(t);
+  s = cpu::hsum8(_mm256_add_ps(acc0, acc1));
 #endif
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
@@ -113,11 +110,7 @@ void attend_one_fixed(const attention_args& a, int64_t t, int64_t h, int64_t q_s
           c0 = _mm256_fmadd_ps(q[i], _mm256_loadu_ps(k + 8 * i), c0);
           c1 = _mm256_fmadd_ps(q[i + 1], _mm256_loadu_ps(k + 8 * i + 8), c1);
         }
-        const __m256 c = _mm256_add_ps(c0, c1);
-        __m128 r = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        return scale * _mm_cvtss_f32(r);
+        return scale * cpu::hsum8(_mm256_add_ps(c0, c1));
       },
       [&](float c) {
         const __m256 vc = _mm256_set1_ps(c);

@@ -252,8 +252,7 @@ void rows_kernel(const tensor_view& w, const matmul_ws& ws, int64_t n_tokens, fl
     const int64_t c1 = std::min(n_tokens, c0 + kTokenChunk);
     for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
-      for (int r = 0; r < rows; ++r)
-        prepare_row(w.type, w.data + static_cast<size_t>(r0 + r) * stride, tl, r);
+      for (int r = 0; r < rows; ++r) prepare_row(w.type, w.row(r0 + r, stride), tl, r);
       if (rows < kTileRows) {  // unused lanes of the offset loads: keep them finite
         for (int64_t b = 0; b < tl.nb; ++b)
           for (int r = rows; r < kTileRows; ++r) tl.o[b * kTileRows + r] = 0.0f;

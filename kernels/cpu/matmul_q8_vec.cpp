@@ -122,14 +122,14 @@ void vec_range_tokens(const tensor_view& w, const matmul_ws& ws, int64_t t0, flo
   const int64_t n_out = w.n_rows();
   float* yt = y + t0 * n_out;
   const size_t stride = w.row_bytes();  // once, not per row (tensor_view::row)
-  auto row = [&](int64_t i) { return w.data + static_cast<size_t>(i) * stride; };
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
-    const uint8_t* rows[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+    const uint8_t* rows[4] = {w.row(r, stride), w.row(r + 1, stride), w.row(r + 2, stride),
+                              w.row(r + 3, stride)};
     vec_rows<BLOCK, 4, T>(rows, ws, n_in, nb, t0, yt + r, n_out);
   }
   for (; r < r1; ++r) {
-    const uint8_t* rows[1] = {row(r)};
+    const uint8_t* rows[1] = {w.row(r, stride)};
     vec_rows<BLOCK, 1, T>(rows, ws, n_in, nb, t0, yt + r, n_out);
   }
 }
