@@ -371,18 +371,30 @@ std::string fmt(const char* f, double x) {
   return b;
 }
 
+// "replayed % (eager steps, of them with the graph cache full)" of the window's target steps;
+// "-" on a backend without graphs.
+std::string graph_share(const nlohmann::json& j) {
+  const int64_t replayed = j["graph_replayed"], eager = j["graph_eager"];
+  const int64_t all = replayed + j["graph_captured"].get<int64_t>() + eager;
+  if (all == 0) return "-";
+  return fmt("%.0f%%", 100.0 * static_cast<double>(replayed) / static_cast<double>(all)) + " (" +
+         std::to_string(eager) + ", " + std::to_string(j["graph_eager_cache_full"].get<int64_t>()) + ")";
+}
+
 std::string md_row(const nlohmann::json& j) {
   return "| " + j["label"].get<std::string>() + " | " + std::to_string(j["concurrency"].get<int>()) + " | " +
          fmt("%.1f", j["aggregate_tokens_per_s"]) + " | " + fmt("%.1f", j["per_user_tokens_per_s"]) + " | " +
          fmt("%.2f", j["tpot_ms_p50"]) + " / " + fmt("%.2f", j["tpot_ms_p90"]) + " / " + fmt("%.2f", j["tpot_ms_p99"]) +
          " | " + fmt("%.1f", j["ttft_ms_p50"]) + " | " + fmt("%.3f", j["tau"]) + " | " + fmt("%.2f", j["mean_verify_length"]) +
          " | " + fmt("%.1f", j["verify_tokens_per_step"]) + " | " + fmt("%.1f", j["plan_us_per_step"]) + " | " +
-         std::to_string(j["oracle_misses"].get<int64_t>()) + " | " + fmt("%.1f", j["level_wall_s"]) + " |\n";
+         std::to_string(j["oracle_misses"].get<int64_t>()) + " | " + graph_share(j) + " | " + fmt("%.1f", j["level_wall_s"]) +
+         " |\n";
 }
 
 const char* k_md_header =
     "| run | C | aggregate tok/s | per-user tok/s | TPOT p50 / p90 / p99 ms | TTFT p50 ms | tau | verify len | "
-    "verify tok/step | plan us/step | oracle misses | level s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    "verify tok/step | plan us/step | oracle misses | graphs replayed (eager, cache full) | level s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 int run(const bench_args& a) {
   const std::vector<run_spec> runs = plan_runs(a);  // bad lists fail before the weights load
@@ -455,6 +467,7 @@ int run(const bench_args& a) {
       // the ring's windows (end_step) can be placed inside or before it.
       spec_gate_stats gate0, gate1;
       int64_t gate_step0 = 0, gate_step1 = 0;
+      graph_launch_stats graphs0, graphs1;  // the target's CUDA-graph use inside the window
       load_level_options lo;
       lo.concurrency = c;
       lo.warmup_requests = a.warmup_waves > 0 ? a.warmup_waves * c : a.warmup;
@@ -469,6 +482,7 @@ int run(const bench_args& a) {
         verify0 = dec.pipeline_counters().verify_s;
         gate0 = dec.gate().stats();
         gate_step0 = dec.gate().observed_steps();
+        graphs0 = t.be->graph_stats();
       };
       lo.on_window_close = [&] {
         s1 = pol.stats();
@@ -477,6 +491,7 @@ int run(const bench_args& a) {
         verify1 = dec.pipeline_counters().verify_s;
         gate1 = dec.gate().stats();
         gate_step1 = dec.gate().observed_steps();
+        graphs1 = t.be->graph_stats();
       };
       const load_level_result res = run_load_level(dec, t.prompts, next_prompt, lo);
       const int64_t plans = s1.plans - s0.plans;
@@ -492,6 +507,11 @@ int run(const bench_args& a) {
       j["verify_tokens_per_step"] = plans ? static_cast<double>(s1.budget_sum - s0.budget_sum) / static_cast<double>(plans) : 0.0;
       j["plan_us_per_step"] = plans ? (s1.plan_seconds - s0.plan_seconds) / static_cast<double>(plans) * 1e6 : 0.0;
       j["oracle_misses"] = miss1 - miss0;
+      j["graph_replayed"] = graphs1.replayed - graphs0.replayed;
+      j["graph_captured"] = graphs1.captured - graphs0.captured;
+      j["graph_eager"] = graphs1.eager - graphs0.eager;
+      j["graph_eager_cache_full"] = graphs1.eager_cache_full - graphs0.eager_cache_full;
+      j["graphs_held"] = graphs1.graphs;
       j["shared_prefill"] = a.shared_prefill;
       j["fused_prefill"] = a.fused_prefill;
       j["warmup_requests"] = lo.warmup_requests < 0 ? c : lo.warmup_requests;

@@ -135,6 +135,19 @@ struct backend_limits {
   int32_t kv_block_size = 0;        // positions per KV block (the prefix cache's unit); 0: unknown
 };
 
+// How a backend's forward steps were launched (backends without CUDA graphs report zeros). A
+// step replays a captured graph, is captured (its shape's second sighting), or runs eagerly:
+// the first sighting of a shape, a shape too large to graph, or a graphable shape the full
+// graph cache could not take (eager_cache_full). Eager steps pay a host launch per kernel, which
+// on a small model costs more than the kernels themselves.
+struct graph_launch_stats {
+  int64_t replayed = 0;
+  int64_t captured = 0;
+  int64_t eager = 0;             // all eager steps, eager_cache_full included
+  int64_t eager_cache_full = 0;
+  int32_t graphs = 0;            // captured graphs held now
+};
+
 class backend {
  public:
   virtual ~backend() = default;
@@ -160,6 +173,7 @@ class backend {
   // by forward() (not forward_prefix() rows before their truncate).
   virtual void cache_prefix(int32_t seq, std::span<const int32_t> tokens);
   virtual prefix_cache_stats prefix_stats() const { return {}; }
+  virtual graph_launch_stats graph_stats() const { return {}; }
 
   // Runs the batch, appends its K/V and returns the requested logits and/or argmax ids. Throws
   // invalid_argument_error for a malformed batch (unknown or repeated sequence, token id out

@@ -169,6 +169,7 @@ void cuda_backend::cache_prefix(int32_t seq, std::span<const int32_t> tokens) {
 }
 
 prefix_cache_stats cuda_backend::prefix_stats() const { return st_->blocks->stats(); }
+graph_launch_stats cuda_backend::graph_stats() const { return st_->runner->graph_stats(); }
 
 // Copy on write (kv_block_pool.h): the whole block, K and V of every layer, on the step's stream.
 void cuda_backend::copy_block(const kv_block_copy& c) {

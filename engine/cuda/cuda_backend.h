@@ -80,6 +80,7 @@ class cuda_backend final : public backend {
   int32_t attach_prefix(int32_t seq, std::span<const int32_t> tokens) override;
   void cache_prefix(int32_t seq, std::span<const int32_t> tokens) override;
   prefix_cache_stats prefix_stats() const override;
+  graph_launch_stats graph_stats() const override;
   forward_output forward(const forward_batch& batch) override;
   bool supports_forward_prefix() const override { return true; }
   forward_output forward_prefix(const forward_batch& batch, int32_t n_layers) override;

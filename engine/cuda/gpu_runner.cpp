@@ -125,12 +125,6 @@ size_t gpu_runner::device_bytes() const {
          attn_ws_.bytes();
 }
 
-int32_t gpu_runner::graphs_captured() const {
-  int32_t n = 0;
-  for (const auto& [b, g] : graphs_) n += g.exec != nullptr;
-  return n;
-}
-
 void gpu_runner::linear(const bf16_t* w, const bf16_t* x, int32_t n, int32_t n_out, int32_t n_in, bf16_t* y,
                         cudaStream_t stream) {
   if (n <= opt_.gemv_max_tokens) gemv_bf16(w, x, n, n_out, n_in, y, stream);
@@ -274,37 +268,21 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   const size_t copy_bytes = off_block_tables_ + static_cast<size_t>(s.n_seqs) * opt_.max_blocks_per_seq * 4;
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(d_plan_.data(), h_plan_.data(), copy_bytes, cudaMemcpyHostToDevice, stream));
 
-  bool launched = false;
+  ++steps_;
+  cudaGraphExec_t exec = nullptr;
   if (graphable) {
     graph_key key{s.n_tokens, s.n_seqs, sh.n_items, s.n_rows, static_cast<int32_t>(variant), s.argmax, n_layers,
                   s.n_capture_rows, {}};
     key.capture_layers.fill(-1);
     std::copy(s.capture_layers.begin(), s.capture_layers.end(), key.capture_layers.begin());
-    auto it = graphs_.find(key);
-    if (it == graphs_.end() && graphs_.size() < k_max_graphs) it = graphs_.emplace(key, graph_entry{}).first;
-    graph_entry dummy;  // over the graph cap: run eager
-    graph_entry& g = it != graphs_.end() ? it->second : dummy;
-    if (it != graphs_.end() && g.exec == nullptr && ++g.seen >= 2) {  // first time eager (warms cuBLASLt plans), then capture
-      cudaGraph_t graph = nullptr;
-      DSPARK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      try {
-        enqueue(sh, stream);
-      } catch (...) {
-        (void)cudaStreamEndCapture(stream, &graph);
-        if (graph != nullptr) (void)cudaGraphDestroy(graph);
-        throw;
-      }
-      DSPARK_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-      const cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
-      (void)cudaGraphDestroy(graph);
-      DSPARK_CUDA_CHECK(e);
-    }
-    if (g.exec != nullptr) {
-      DSPARK_CUDA_CHECK(cudaGraphLaunch(g.exec, stream));
-      launched = true;
-    }
+    exec = graph_for(key, sh, stream);
   }
-  if (!launched) enqueue(sh, stream);
+  if (exec != nullptr) {
+    DSPARK_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  } else {
+    ++graph_stats_.eager;
+    enqueue(sh, stream);
+  }
 
   if (s.copy_logits && s.n_rows > 0) {
     DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_logits_.data(), logits_.data(), static_cast<size_t>(s.n_rows) * c_.n_vocab * 4,
@@ -323,6 +301,44 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
                                         cudaMemcpyDeviceToHost, stream));
     }
   }
+}
+
+cudaGraphExec_t gpu_runner::graph_for(const graph_key& key, const shape& sh, cudaStream_t stream) {
+  if (auto it = graphs_.find(key); it != graphs_.end()) {
+    it->second.last_step = steps_;
+    ++graph_stats_.replayed;
+    return it->second.exec;
+  }
+  if (sightings_.size() >= k_max_sightings && !sightings_.contains(key)) sightings_.clear();
+  if (++sightings_[key] < 2) return nullptr;  // first sighting: eager (also warms cuBLASLt's plans)
+  if (graphs_.size() >= k_max_graphs) {
+    auto stalest = std::min_element(graphs_.begin(), graphs_.end(),
+                                    [](const auto& a, const auto& b) { return a.second.last_step < b.second.last_step; });
+    if (steps_ - stalest->second.last_step < k_graph_stale_steps) {
+      ++graph_stats_.eager_cache_full;
+      return nullptr;
+    }
+    (void)cudaGraphExecDestroy(stalest->second.exec);
+    graphs_.erase(stalest);
+  }
+  cudaGraph_t graph = nullptr;
+  DSPARK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    enqueue(sh, stream);
+  } catch (...) {
+    (void)cudaStreamEndCapture(stream, &graph);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    throw;
+  }
+  DSPARK_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  DSPARK_CUDA_CHECK(e);
+  sightings_.erase(key);
+  graphs_.emplace(key, graph_entry{exec, steps_});
+  ++graph_stats_.captured;
+  return exec;
 }
 
 }  // namespace dspark::cuda

@@ -28,6 +28,7 @@
 #include <span>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/cuda/gpu_weights.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
@@ -108,7 +109,13 @@ class gpu_runner {
   // Device bytes a runner with these options will allocate (cuBLASLt workspace included), so
   // a caller can size the KV pool before building the runner that references it.
   static size_t device_bytes_for(const gpu_model_config& c, const gpu_runner_options& opt, int32_t block_size);
-  int32_t graphs_captured() const;
+  int32_t graphs_captured() const { return static_cast<int32_t>(graphs_.size()); }
+  // Replayed / captured / eager steps since construction (engine/backend.h).
+  graph_launch_stats graph_stats() const {
+    graph_launch_stats g = graph_stats_;
+    g.graphs = graphs_captured();
+    return g;
+  }
 
  private:
   struct shape {
@@ -149,8 +156,8 @@ class gpu_runner {
   int32_t max_splits_ = 1;
 
   struct graph_entry {
-    int32_t seen = 0;
     cudaGraphExec_t exec = nullptr;
+    int64_t last_step = 0;  // run() count at its last replay, for evicting stale graphs
   };
   // Everything enqueue() depends on besides the device plan.
   // Captured layers (a drafter's feature layers, constant per drafter) are part of the shape: the
@@ -166,11 +173,23 @@ class gpu_runner {
   };
   // Steps of up to this many new tokens are captured (decode batches and verify steps); larger
   // ones are GPU-bound and run eagerly. The cap on graphs bounds memory for varied shapes.
+  // A shape is captured on its second sighting. Sightings are counted apart from the graphs, so
+  // shapes seen once (ragged verify steps make many) do not take graph slots. When the cache is
+  // full, a graph not replayed for k_graph_stale_steps steps gives its slot to the new shape:
+  // the cache follows the load (a new concurrency, a new draft length) without churning, since
+  // a graph in use is never evicted.
   static constexpr int32_t k_graph_max_tokens = 128;
-  static constexpr size_t k_max_graphs = 96;
+  static constexpr size_t k_max_graphs = 128;
+  static constexpr size_t k_max_sightings = 4096;  // cleared when full
+  static constexpr int64_t k_graph_stale_steps = 512;
   // Sequences whose q_len x group size fits this many decode-variant items use that variant.
   static constexpr int32_t k_decode_variant_max_items = 4;
+  // Finds or makes the graph for `key` (nullptr: run this step eagerly); counts the sighting.
+  cudaGraphExec_t graph_for(const graph_key& key, const shape& sh, cudaStream_t stream);
   std::map<graph_key, graph_entry> graphs_;
+  std::map<graph_key, int32_t> sightings_;
+  int64_t steps_ = 0;
+  graph_launch_stats graph_stats_;
 };
 
 }  // namespace dspark::cuda

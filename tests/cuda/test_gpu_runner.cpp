@@ -176,8 +176,9 @@ struct fixture {
   }
 
   struct part { int32_t seq; std::vector<int32_t> toks; };
-  // Appends each part's tokens to its sequence; returns the logits of every new token.
-  std::vector<std::vector<float>> step(const std::vector<part>& parts) {
+  // Appends each part's tokens to its sequence; returns the logits of every new token (of the
+  // first `rows` new tokens when rows > 0: the step's shape then has that many logit rows).
+  std::vector<std::vector<float>> step(const std::vector<part>& parts, int rows = 0) {
     const auto& p = run.plan();
     int t = 0, max_kv = 0;
     p.cu_q_lens[0] = 0;
@@ -199,6 +200,7 @@ struct fixture {
     step_desc sd;
     sd.n_tokens = t;
     sd.n_seqs = static_cast<int32_t>(parts.size());
+    if (rows > 0) t = std::min(t, rows);
     sd.n_rows = t;
     sd.max_kv_len = max_kv;
     run.run(sd, st.get());
@@ -262,6 +264,11 @@ TEST(cuda_gpu_runner, verify_step_is_bitwise_equal_to_one_by_one_decode_and_grap
   std::vector<std::vector<float>> decode;
   for (int32_t tok : drafts) decode.push_back(f.step({{3, {tok}}})[0]);  // eager, capture, replays
   EXPECT_EQ(f.run.graphs_captured(), 3);  // prompt, verify and decode shapes
+  const graph_launch_stats g = f.run.graph_stats();
+  EXPECT_EQ(g.eager, 3);     // each shape's first sighting
+  EXPECT_EQ(g.captured, 3);  // its second
+  EXPECT_EQ(g.replayed, 2 + 1 + 4);
+  EXPECT_EQ(g.eager_cache_full, 0);
   for (size_t v = 0; v < verify.size(); ++v) {
     for (size_t i = 0; i < drafts.size(); ++i) {
       ASSERT_EQ(verify[v][i].size(), decode[i].size());
@@ -270,6 +277,48 @@ TEST(cuda_gpu_runner, verify_step_is_bitwise_equal_to_one_by_one_decode_and_grap
           << ": verify logits differ from one-by-one decode";
     }
   }
+}
+
+// Shapes seen once (ragged verify steps make many) must not take the graph cache's slots, and a
+// full cache must give a stale graph's slot to a shape in use. Shapes differ by token count and
+// logit rows.
+TEST(cuda_gpu_runner, one_off_shapes_leave_the_graph_cache_to_repeated_ones) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  fixture f(8);
+  std::mt19937 rng(11);
+  const auto toks = random_tokens(rng, 40, f.c.n_vocab);
+  auto run_shape = [&](int n, int rows) {
+    f.len[0] = 0;  // rewrite the same positions: only the shape matters here
+    f.step({{0, std::vector<int32_t>(toks.begin(), toks.begin() + n)}}, rows);
+  };
+  int one_offs = 0;
+  for (int n = 1; n <= 24; ++n)
+    for (int rows = 1; rows <= n; ++rows, ++one_offs) run_shape(n, rows);
+  ASSERT_GT(one_offs, 256);  // more one-off shapes than the cache has slots
+  graph_launch_stats g = f.run.graph_stats();
+  EXPECT_EQ(g.eager, one_offs);
+  EXPECT_EQ(g.captured, 0);
+  for (int i = 0; i < 3; ++i) run_shape(30, 1);  // a new shape: eager, captured, replayed
+  g = f.run.graph_stats();
+  EXPECT_EQ(g.captured, 1);
+  EXPECT_EQ(g.replayed, 1);
+  EXPECT_EQ(g.eager_cache_full, 0);
+
+  // Fill the cache: one-off shapes seen a second time are captured.
+  for (int n = 1; n <= 24 && f.run.graphs_captured() < 128; ++n)
+    for (int rows = 1; rows <= std::min(n, 6) && f.run.graphs_captured() < 128; ++rows) run_shape(n, rows);
+  ASSERT_EQ(f.run.graphs_captured(), 128);
+  for (int i = 0; i < 2; ++i) run_shape(31, 1);
+  g = f.run.graph_stats();
+  EXPECT_EQ(g.eager_cache_full, 1) << "every held graph is recent: the new shape's second sighting runs eagerly";
+  // After 512 replays of one shape the others are stale: the new shape takes a slot.
+  for (int i = 0; i < 512; ++i) run_shape(30, 1);
+  run_shape(31, 1);
+  const graph_launch_stats after = f.run.graph_stats();
+  EXPECT_EQ(after.captured, g.captured + 1);
+  EXPECT_EQ(after.graphs, 128);
+  run_shape(31, 1);
+  EXPECT_EQ(f.run.graph_stats().replayed, after.replayed + 1);
 }
 
 }  // namespace
