@@ -102,10 +102,7 @@ gpu_runner::gpu_runner(const gpu_model_config& c, const gpu_weights& w, const gp
   memset_and_wait(delta_.data(), 0, delta_.bytes());
 }
 
-gpu_runner::~gpu_runner() {
-  for (auto& [b, g] : graphs_)
-    if (g.exec != nullptr) (void)cudaGraphExecDestroy(g.exec);
-}
+gpu_runner::~gpu_runner() = default;  // graphs_ destroys its graphs
 
 size_t gpu_runner::device_bytes_for(const gpu_model_config& c, const gpu_runner_options& o, int32_t block_size) {
   const size_t T = o.max_tokens, S = o.max_seqs, R = o.max_rows, d = c.n_embd, bf = sizeof(bf16_t);
@@ -268,20 +265,14 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   const size_t copy_bytes = off_block_tables_ + static_cast<size_t>(s.n_seqs) * opt_.max_blocks_per_seq * 4;
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(d_plan_.data(), h_plan_.data(), copy_bytes, cudaMemcpyHostToDevice, stream));
 
-  ++steps_;
-  cudaGraphExec_t exec = nullptr;
   if (graphable) {
     graph_key key{s.n_tokens, s.n_seqs, sh.n_items, s.n_rows, static_cast<int32_t>(variant), s.argmax, n_layers,
                   s.n_capture_rows, {}};
     key.capture_layers.fill(-1);
     std::copy(s.capture_layers.begin(), s.capture_layers.end(), key.capture_layers.begin());
-    exec = graph_for(key, sh, stream);
-  }
-  if (exec != nullptr) {
-    DSPARK_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    graphs_.run(key, stream, [&] { enqueue(sh, stream); });
   } else {
-    ++graph_stats_.eager;
-    enqueue(sh, stream);
+    graphs_.run_eagerly([&] { enqueue(sh, stream); });
   }
 
   if (s.copy_logits && s.n_rows > 0) {
@@ -301,44 +292,6 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
                                         cudaMemcpyDeviceToHost, stream));
     }
   }
-}
-
-cudaGraphExec_t gpu_runner::graph_for(const graph_key& key, const shape& sh, cudaStream_t stream) {
-  if (auto it = graphs_.find(key); it != graphs_.end()) {
-    it->second.last_step = steps_;
-    ++graph_stats_.replayed;
-    return it->second.exec;
-  }
-  if (sightings_.size() >= k_max_sightings && !sightings_.contains(key)) sightings_.clear();
-  if (++sightings_[key] < 2) return nullptr;  // first sighting: eager (also warms cuBLASLt's plans)
-  if (graphs_.size() >= k_max_graphs) {
-    auto stalest = std::min_element(graphs_.begin(), graphs_.end(),
-                                    [](const auto& a, const auto& b) { return a.second.last_step < b.second.last_step; });
-    if (steps_ - stalest->second.last_step < k_graph_stale_steps) {
-      ++graph_stats_.eager_cache_full;
-      return nullptr;
-    }
-    (void)cudaGraphExecDestroy(stalest->second.exec);
-    graphs_.erase(stalest);
-  }
-  cudaGraph_t graph = nullptr;
-  DSPARK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    enqueue(sh, stream);
-  } catch (...) {
-    (void)cudaStreamEndCapture(stream, &graph);
-    if (graph != nullptr) (void)cudaGraphDestroy(graph);
-    throw;
-  }
-  DSPARK_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-  (void)cudaGraphDestroy(graph);
-  DSPARK_CUDA_CHECK(e);
-  sightings_.erase(key);
-  graphs_.emplace(key, graph_entry{exec, steps_});
-  ++graph_stats_.captured;
-  return exec;
 }
 
 }  // namespace dspark::cuda

@@ -23,13 +23,12 @@
 #include <array>
 #include <cstdint>
 #include <compare>
-#include <map>
 #include <memory>
 #include <span>
 #include <vector>
 
-#include "engine/backend.h"
 #include "engine/cuda/gpu_weights.h"
+#include "engine/cuda/graph_cache.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/paged_attention.h"
@@ -109,13 +108,9 @@ class gpu_runner {
   // Device bytes a runner with these options will allocate (cuBLASLt workspace included), so
   // a caller can size the KV pool before building the runner that references it.
   static size_t device_bytes_for(const gpu_model_config& c, const gpu_runner_options& opt, int32_t block_size);
-  int32_t graphs_captured() const { return static_cast<int32_t>(graphs_.size()); }
-  // Replayed / captured / eager steps since construction (engine/backend.h).
-  graph_launch_stats graph_stats() const {
-    graph_launch_stats g = graph_stats_;
-    g.graphs = graphs_captured();
-    return g;
-  }
+  int32_t graphs_captured() const { return graphs_.size(); }
+  // Replayed / captured / eager steps since construction (engine/cuda/graph_cache.h).
+  graph_launch_stats graph_stats() const { return graphs_.stats(); }
 
  private:
   struct shape {
@@ -155,10 +150,6 @@ class gpu_runner {
   pinned_buffer h_logits_, h_argmax_, h_hidden_;
   int32_t max_splits_ = 1;
 
-  struct graph_entry {
-    cudaGraphExec_t exec = nullptr;
-    int64_t last_step = 0;  // run() count at its last replay, for evicting stale graphs
-  };
   // Everything enqueue() depends on besides the device plan.
   // Captured layers (a drafter's feature layers, constant per drafter) are part of the shape: the
   // gather kernels take the layer order and the row count as arguments.
@@ -172,24 +163,11 @@ class gpu_runner {
     auto operator<=>(const graph_key&) const = default;
   };
   // Steps of up to this many new tokens are captured (decode batches and verify steps); larger
-  // ones are GPU-bound and run eagerly. The cap on graphs bounds memory for varied shapes.
-  // A shape is captured on its second sighting. Sightings are counted apart from the graphs, so
-  // shapes seen once (ragged verify steps make many) do not take graph slots. When the cache is
-  // full, a graph not replayed for k_graph_stale_steps steps gives its slot to the new shape:
-  // the cache follows the load (a new concurrency, a new draft length) without churning, since
-  // a graph in use is never evicted.
+  // ones are GPU-bound and run eagerly. The cache's cap on graphs bounds memory for varied shapes.
   static constexpr int32_t k_graph_max_tokens = 128;
-  static constexpr size_t k_max_graphs = 128;
-  static constexpr size_t k_max_sightings = 4096;  // cleared when full
-  static constexpr int64_t k_graph_stale_steps = 512;
   // Sequences whose q_len x group size fits this many decode-variant items use that variant.
   static constexpr int32_t k_decode_variant_max_items = 4;
-  // Finds or makes the graph for `key` (nullptr: run this step eagerly); counts the sighting.
-  cudaGraphExec_t graph_for(const graph_key& key, const shape& sh, cudaStream_t stream);
-  std::map<graph_key, graph_entry> graphs_;
-  std::map<graph_key, int32_t> sightings_;
-  int64_t steps_ = 0;
-  graph_launch_stats graph_stats_;
+  graph_cache<graph_key> graphs_;
 };
 
 }  // namespace dspark::cuda

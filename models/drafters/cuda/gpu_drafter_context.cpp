@@ -16,8 +16,6 @@ gpu_drafter_context::gpu_drafter_context() {
 
 gpu_drafter_context::~gpu_drafter_context() {
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
-  for (auto& [key, g] : graphs_)
-    if (g.exec != nullptr) (void)cudaGraphExecDestroy(g.exec);
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
 }
 
@@ -72,34 +70,6 @@ void gpu_drafter_context::linear(const __nv_bfloat16* w, const __nv_bfloat16* x,
                                  int64_t n_in, float* y) {
   if (n <= cuda::k_gemv_max_tokens) cuda::gemv_bf16(w, x, n, n_out, n_in, y, stream_);
   else gemm_.gemm(w, x, n, n_out, n_in, y, 0.f, stream_);
-}
-
-void gpu_drafter_context::run_graph(std::pair<int32_t, int32_t> key, const std::function<void()>& enqueue,
-                                    size_t max_graphs) {
-  auto it = graphs_.find(key);
-  if (it == graphs_.end() && graphs_.size() < max_graphs) it = graphs_.emplace(key, graph_entry{}).first;
-  if (it == graphs_.end()) {
-    enqueue();
-    return;
-  }
-  graph_entry& g = it->second;
-  if (g.exec == nullptr && ++g.seen >= 2) {
-    cudaGraph_t graph = nullptr;
-    DSPARK_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    try {
-      enqueue();
-    } catch (...) {
-      (void)cudaStreamEndCapture(stream_, &graph);
-      if (graph != nullptr) (void)cudaGraphDestroy(graph);
-      throw;
-    }
-    DSPARK_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    const cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
-    (void)cudaGraphDestroy(graph);
-    DSPARK_CUDA_CHECK(e);
-  }
-  if (g.exec != nullptr) DSPARK_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
-  else enqueue();
 }
 
 void drafter_qkv_rope_write(gpu_drafter_context& ctx, const drafter_config& c, const __nv_bfloat16* wqkv,

@@ -8,12 +8,11 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <functional>
 #include <list>
-#include <map>
 #include <utility>
 #include <vector>
 
+#include "engine/cuda/graph_cache.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/paged_attention.h"
@@ -50,10 +49,14 @@ class gpu_drafter_context {
               __nv_bfloat16* y);
   void linear(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n, int64_t n_out, int64_t n_in, float* y);
 
-  // Runs enqueue() on the stream for a round of shape `key`: eagerly the first time (which also
-  // warms cuBLASLt's plans), captured as a graph the second time and replayed from then on. At
-  // most `max_graphs` shapes get graphs; others run eagerly. enqueue() must not synchronise.
-  void run_graph(std::pair<int32_t, int32_t> key, const std::function<void()>& enqueue, size_t max_graphs = 64);
+  // Runs enqueue() on the stream for a round of shape `key` (requests, drafts): eagerly the
+  // first time (which also warms cuBLASLt's plans), captured as a graph the second time and
+  // replayed from then on (engine/cuda/graph_cache.h). enqueue() must not synchronise.
+  template <typename Enqueue>
+  void run_graph(std::pair<int32_t, int32_t> key, Enqueue&& enqueue) {
+    graphs_.run(key, stream_, enqueue);
+  }
+  graph_launch_stats graph_stats() const { return graphs_.stats(); }
 
  private:
   cudaStream_t stream_ = nullptr;
@@ -61,11 +64,7 @@ class gpu_drafter_context {
   std::list<cuda::device_buffer> owned_;
   cuda::device_buffer staging_;
   size_t bytes_ = 0;
-  struct graph_entry {
-    int32_t seen = 0;
-    cudaGraphExec_t exec = nullptr;
-  };
-  std::map<std::pair<int32_t, int32_t>, graph_entry> graphs_;
+  cuda::graph_cache<std::pair<int32_t, int32_t>> graphs_{{.max_graphs = 64}};
 };
 
 // A drafter layer's K/V cache: one block of `cap` rows per slot in the paged layout of
