@@ -7,6 +7,10 @@
 // --kernels: per model, each kernel kind of a batch-1 step alone (its launches replayed from one
 // graph with PDL, as in the step), against the whole step (split_len 32), plus batch 8 and
 // 4/8-token verify steps: where the time goes without a profiler.
+// --pdl: per model (all listed), steps of 1..8 tokens as decode (B sequences of one token) and
+// as verify (one sequence of B tokens), context --decode-ctx, graphs, with programmatic dependent
+// launch for every step, for none, and the runner's default (1-token steps only): which steps
+// PDL should cover. smollm2-135m (random weights of SmolLM2-135M's shape) is a model here too.
 // --profile: no tables; after warm-up, one EAGER decode step (batch 1) and one eager 8-token
 // verify step, context 2048, between cudaProfilerStart/Stop (run under
 // `ncu --profile-from-start off` for per-kernel times); with attention split_len 512 (the first
@@ -68,6 +72,7 @@ struct options {
   bool sweep = false;     // decode/verify steps over the attention split length, then stop
   bool kernels = false;   // where a batch-1 step's time goes (kernel kinds alone vs the step), then stop
   int decode_only = 0;    // > 0: only this many batch-1 decode steps (for nsys), then stop
+  bool pdl = false;       // decode and verify steps of 1..8 tokens with PDL for all, none, default; then stop
 };
 
 options parse(int argc, char** argv) {
@@ -88,12 +93,13 @@ options parse(int argc, char** argv) {
     else if (a == "--sweep") o.sweep = true;
     else if (a == "--kernels") o.kernels = true;
     else if (a == "--decode-only") o.decode_only = std::stoi(next());
+    else if (a == "--pdl") o.pdl = true;
     else if (a == "--models") {
       o.models.clear();
       std::stringstream ss(next());
       for (std::string m; std::getline(ss, m, ',');) o.models.push_back(m);
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L] [--sweep] [--kernels] [--decode-only N]\n");
+      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L] [--sweep] [--kernels] [--decode-only N] [--pdl]\n");
       std::exit(0);
     } else {
       throw std::invalid_argument("unknown argument " + a);
@@ -153,8 +159,20 @@ gpu_model_config model_shape(const std::string& name) {
     c.n_vocab = 128256;
     c.inv_freq.resize(64);
     for (int i = 0; i < 64; ++i) c.inv_freq[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / 128));
+  } else if (name == "smollm2-135m") {  // a launch-bound step: 30 small layers
+    c.n_layer = 30;
+    c.n_embd = 576;
+    c.n_head = 9;
+    c.n_kv_head = 3;
+    c.head_dim = 64;
+    c.n_rot = 64;
+    c.n_ff = 1536;
+    c.n_vocab = 49152;
+    c.rms_eps = 1e-5f;
+    c.inv_freq.resize(32);
+    for (int i = 0; i < 32; ++i) c.inv_freq[i] = static_cast<float>(std::pow(100000.0, -2.0 * i / 64));
   } else {
-    throw std::invalid_argument("unknown model " + name + " (known: qwen3-8b, llama3.1-8b)");
+    throw std::invalid_argument("unknown model " + name + " (known: qwen3-8b, llama3.1-8b, smollm2-135m)");
   }
   return c;
 }
@@ -287,7 +305,7 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
 
   std::string gemv_md;
   nlohmann::json jg;
-  if (!o.profile && !o.sweep && o.decode_only == 0) {
+  if (!o.profile && !o.sweep && !o.pdl && o.decode_only == 0) {
     (void)compare_gemv(c, s, o.quick ? 5 : o.iters, ceil.copy_gbs, o.quick, jg, gemv_md);
   }
 
@@ -483,6 +501,36 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
                        {"verify8_ctx2048_ms", v8}, {"floor_b1_ms", floor1}, {"weights_floor_ms", gemv_floor}};
     md += gemv_md;  // the per-shape GEMV table measured before the weights were made
     j["gemv"] = jg;
+    jall["models"].push_back(j);
+    return;
+  }
+  if (o.pdl) {
+    // Which steps programmatic dependent launch should cover: the runner's default (1-token
+    // steps only) was chosen from one 8-token verify step on the Qwen3-8B shape; 2-7 tokens and
+    // the small model were never measured.
+    gpu_runner_options r_all = ro, r_none = ro;
+    r_all.pdl_max_tokens = ro.max_tokens;
+    r_none.use_pdl = false;
+    gpu_runner run_all_pdl(c, w, kv, r_all), run_no_pdl(c, w, kv, r_none);
+    md += "## " + name + ": PDL by step (context " + std::to_string(o.decode_ctx) +
+          ", graphs; ms)\n\n| B | decode all | decode none | decode default | verify all | verify none | verify default |\n"
+          "|---|---|---|---|---|---|---|\n";
+    for (int B = 1; B <= k_gemv_max_tokens; ++B) {
+      double t[6];
+      int i = 0;
+      for (auto [n_seqs, q] : {std::pair{B, 1}, std::pair{1, B}})
+        for (gpu_runner* r : {&run_all_pdl, &run_no_pdl, &run}) t[i++] = time_step(*r, n_seqs, q, o.decode_ctx);
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", B, t[0], t[1], t[2], t[3], t[4],
+                    t[5]);
+      md += buf;
+      std::printf("%s", buf);
+      std::fflush(stdout);
+      j["pdl_by_step"].push_back({{"tokens", B}, {"decode_all_ms", t[0]}, {"decode_none_ms", t[1]},
+                                  {"decode_default_ms", t[2]}, {"verify_all_ms", t[3]}, {"verify_none_ms", t[4]},
+                                  {"verify_default_ms", t[5]}});
+    }
+    md += "\n";
     jall["models"].push_back(j);
     return;
   }
