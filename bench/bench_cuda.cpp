@@ -9,8 +9,8 @@
 // 4/8-token verify steps: where the time goes without a profiler.
 // --pdl: per model (all listed), steps of 1..8 tokens as decode (B sequences of one token) and
 // as verify (one sequence of B tokens), context --decode-ctx, graphs, with programmatic dependent
-// launch for every step, for none, and the runner's default (1-token steps only): which steps
-// PDL should cover. smollm2-135m (random weights of SmolLM2-135M's shape) is a model here too.
+// launch for every step, for none, and the runner's default (pdl_max_tokens): which steps PDL
+// should cover. smollm2-135m (random weights of SmolLM2-135M's shape) is a model here too.
 // --profile: no tables; after warm-up, one EAGER decode step (batch 1) and one eager 8-token
 // verify step, context 2048, between cudaProfilerStart/Stop (run under
 // `ncu --profile-from-start off` for per-kernel times); with attention split_len 512 (the first
@@ -505,9 +505,8 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
     return;
   }
   if (o.pdl) {
-    // Which steps programmatic dependent launch should cover: the runner's default (1-token
-    // steps only) was chosen from one 8-token verify step on the Qwen3-8B shape; 2-7 tokens and
-    // the small model were never measured.
+    // Which steps programmatic dependent launch should cover (gpu_runner_options::pdl_max_tokens):
+    // decode and verify shapes of 1..8 tokens, on a large and a launch-bound model.
     gpu_runner_options r_all = ro, r_none = ro;
     r_all.pdl_max_tokens = ro.max_tokens;
     r_none.use_pdl = false;
@@ -624,8 +623,8 @@ void bench_model(const std::string& name, const options& o, const ceilings& ceil
   {
     // The same batch-1 decode step and 8-token verify step without programmatic dependent
     // launch (separate runner, same weights and cache): what PDL is worth.
-    // "on" = PDL for every step (pdl_max_tokens = max), "off" = none; the runner's default
-    // (PDL for 1-token steps only) was chosen from these rows.
+    // "on" = PDL for every step (pdl_max_tokens = max), "off" = none (the runner's default
+    // covers steps of up to 8 tokens: the --pdl table).
     gpu_runner_options ro1 = ro, ro2 = ro;
     ro1.pdl_max_tokens = ro.max_tokens;
     ro2.use_pdl = false;

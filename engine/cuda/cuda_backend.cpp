@@ -329,6 +329,9 @@ std::string profile_tag(int device) {
   // 2026-12-07, eleventh session) priced those steps as 8-row ones; their key differs
   std::string tag = std::string("cuda ") + prop.name + ", gemv " + gemv_name(gemv_kind()) +
                     ", decode buckets exact to " + std::to_string(k_gemv_max_tokens);
+  // PDL for steps of 2-8 tokens (2026-12-07, thirteenth session) made them 3-17% faster; the
+  // tag also retires profiles measured before the graph-cache fix, whose small steps ran eagerly
+  tag += ", PDL to " + std::to_string(gpu_runner_options{}.pdl_max_tokens) + " tokens";
   // the prefetch depth changes the mma kernel's step times, so a profile names it
   if (gemv_kind() == gemv_impl::mma) tag += " prefetch " + std::to_string(gemv_mma_prefetch_kblocks());
   return tag;

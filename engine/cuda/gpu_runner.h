@@ -50,11 +50,14 @@ struct gpu_runner_options {
   bool use_graphs = true;
   // Programmatic dependent launch for the runner's own kernels (kernels/cuda/pdl.h): each may
   // start while its predecessor drains; the GEMV prefetches weights meanwhile. Used for steps
-  // of at most pdl_max_tokens new tokens. H100, Qwen3-8B shape, two runs each: a 1-token step
-  // gains 0.16-0.21 ms, an 8-token verify step LOSES 0.21-0.23 ms (cause not yet known), so by
-  // default only 1-token steps use it (batch 2-7 steps unmeasured).
+  // of at most pdl_max_tokens new tokens, the hand GEMV's range. H100, graphs, context 1024
+  // (bench_cuda --pdl, docs/results/bench_cuda_pdl_by_step_h100.md): on the Qwen3-8B shape
+  // decode and verify steps of 2-5 tokens are 0.44-0.53 ms faster with it, 6-7 tokens 0.1-0.2,
+  // 8 tokens equal; on SmolLM2-135M's shape every 1-8-token step is 0.19-0.22 ms faster (13-17%).
+  // Until 2026-12-07 only 1-token steps used it (one 8-token step on the 8B shape had measured
+  // 0.2 ms slower, which no longer reproduces).
   bool use_pdl = true;
-  int32_t pdl_max_tokens = 1;
+  int32_t pdl_max_tokens = 8;
 };
 
 // Shape of one step; the per-token and per-sequence arrays are in gpu_runner::plan().
