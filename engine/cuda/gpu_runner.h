@@ -52,8 +52,9 @@ struct gpu_runner_options {
   // start while its predecessor drains; the GEMV prefetches weights meanwhile. Used for steps
   // of at most pdl_max_tokens new tokens, the hand GEMV's range. H100, graphs, context 1024
   // (bench_cuda --pdl, docs/results/bench_cuda_pdl_by_step_h100.md): on the Qwen3-8B shape
-  // decode and verify steps of 2-5 tokens are 0.44-0.53 ms faster with it, 6-7 tokens 0.1-0.2,
-  // 8 tokens equal; on SmolLM2-135M's shape every 1-8-token step is 0.19-0.22 ms faster (13-17%).
+  // decode and verify steps of 2-5 tokens are 0.43-0.53 ms faster with it (6-7%), 6-7 tokens
+  // 0.08-0.28 ms, 8 tokens 0.13 (decode) and -0.01 (verify); on SmolLM2-135M's shape every
+  // 2-8-token step is 0.19-0.23 ms faster (13-16%).
   // Until 2026-12-07 only 1-token steps used it (one 8-token step on the 8B shape had measured
   // 0.2 ms slower, which no longer reproduces).
   bool use_pdl = true;
