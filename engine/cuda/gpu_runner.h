@@ -25,6 +25,7 @@
 #include <compare>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "engine/cuda/gpu_weights.h"
@@ -165,6 +166,12 @@ class gpu_runner {
     int32_t n_capture_rows;
     std::array<int32_t, k_graph_max_capture_layers> capture_layers;  // -1 past the list
     auto operator<=>(const graph_key&) const = default;
+    friend uint64_t shape_fingerprint(const graph_key& k) {
+      const auto& c = k.capture_layers;
+      static_assert(std::tuple_size_v<std::remove_cvref_t<decltype(c)>> == 8, "the fingerprint lists every capture layer");
+      return dspark::shape_fingerprint({k.n_tokens, k.n_seqs, k.n_items, k.n_rows, k.variant, k.argmax, k.n_layers,
+                                        k.n_capture_rows, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]});
+    }
   };
   // Steps of up to this many new tokens are captured (decode batches and verify steps); larger
   // ones are GPU-bound and run eagerly. The cache's cap on graphs bounds memory for varied shapes.

@@ -13,8 +13,9 @@
 // start-up step profile itself then ran eagerly, which made 2 and 3 rows cost more than 4
 // (docs/benchmarks.md, thirteenth session).
 //
-// The hot path allocates nothing once a shape is known: lookups are map finds, enqueue is a
-// template argument (no std::function), and only a new sighting or a capture inserts.
+// The hot path allocates nothing: sightings live in a fixed table (engine/shape_sightings.h),
+// enqueue is a template argument (no std::function), and only a capture inserts into the map of
+// graphs. A key type needs operator<=> and a shape_fingerprint(key) overload.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -25,20 +26,21 @@
 #include <map>
 
 #include "engine/backend.h"
+#include "engine/shape_sightings.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace dspark::cuda {
 
 struct graph_cache_options {
   size_t max_graphs = 128;      // captured graphs held at once
-  size_t max_sightings = 4096;  // shapes counted but not captured; the count restarts when full
+  size_t sighting_slots = 4096;  // the sighting table's fixed size (engine/shape_sightings.h)
   int64_t stale_runs = 512;     // a graph not replayed for this many runs may be evicted
 };
 
 template <typename Key>
 class graph_cache {
  public:
-  explicit graph_cache(graph_cache_options o = {}) : opt_(o) {}
+  explicit graph_cache(graph_cache_options o = {}) : opt_(o), sightings_(o.sighting_slots) {}
   ~graph_cache() {
     for (auto& [key, g] : graphs_) (void)cudaGraphExecDestroy(g.exec);
   }
@@ -86,8 +88,7 @@ class graph_cache {
       ++stats_.replayed;
       return it->second.exec;
     }
-    if (sightings_.size() >= opt_.max_sightings && !sightings_.contains(key)) sightings_.clear();
-    if (++sightings_[key] < 2) return nullptr;  // first sighting: eager
+    if (!sightings_.seen_before(shape_fingerprint(key))) return nullptr;  // first sighting: eager
     if (graphs_.size() >= opt_.max_graphs && !evict_stale()) {
       ++stats_.eager_cache_full;
       return nullptr;
@@ -106,7 +107,6 @@ class graph_cache {
     const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
     (void)cudaGraphDestroy(graph);
     DSPARK_CUDA_CHECK(e);
-    sightings_.erase(key);
     graphs_.emplace(key, entry{exec, runs_});
     ++stats_.captured;
     return exec;
@@ -125,7 +125,7 @@ class graph_cache {
 
   graph_cache_options opt_;
   std::map<Key, entry> graphs_;
-  std::map<Key, int32_t> sightings_;
+  shape_sightings sightings_;
   int64_t runs_ = 0;
   graph_launch_stats stats_;
 };
