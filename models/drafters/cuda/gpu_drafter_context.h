@@ -56,7 +56,6 @@ class gpu_drafter_context {
   void run_graph(std::pair<int32_t, int32_t> key, Enqueue&& enqueue) {
     graphs_.run(key, stream_, enqueue);
   }
-  graph_launch_stats graph_stats() const { return graphs_.stats(); }
 
  private:
   cudaStream_t stream_ = nullptr;
