@@ -119,9 +119,15 @@ void spec_gate::observe(const spec_gate_step& s) {
     ++stats_.closed_steps;
     if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0) {
       // A plain step: how fast this loop runs plain decoding, prefill of the requests that
-      // join included, against the profile. The decay (about 64 steps) follows the load the
-      // gate is closed at.
-      constexpr double k_decay = 1.0 - 1.0 / 64.0;
+      // join included, against the profile. The average follows the load the gate is closed
+      // at over 64 steps, or over as many as hold about 8 joining requests when they join more
+      // rarely: a joining prompt's step costs several plain ones, and at one request (a join
+      // every ~50 steps) a 64-step average swung with when the last one came (SmolLM2, H100,
+      // thirteenth session: 1.104 at the level's end against plain decoding's 1.033).
+      constexpr double k_calibration_joins = 8.0;
+      const double joins_per_step = join_steps_ > 0.0 ? join_sum_ / join_steps_ : 0.0;
+      const double horizon = std::clamp(k_calibration_joins / std::max(joins_per_step, 1e-9), 64.0, 1024.0);
+      const double k_decay = 1.0 - 1.0 / horizon;
       plain_s_ = plain_s_ * k_decay + s.step_s;
       plain_sps_s_ = plain_sps_s_ * k_decay + step_seconds(s.decoding);
       ++plain_steps_;
