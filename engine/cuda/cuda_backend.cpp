@@ -332,6 +332,7 @@ std::string profile_tag(int device) {
   // PDL for steps of 2-8 tokens (2026-12-07, thirteenth session) made them 3-17% faster; the
   // tag also retires profiles measured before the graph-cache fix, whose small steps ran eagerly
   tag += ", PDL to " + std::to_string(gpu_runner_options{}.pdl_max_tokens) + " tokens";
+  if (gemv_kind() == gemv_impl::simt && gemv_simt_rows() != 2) tag += " rows " + std::to_string(gemv_simt_rows());
   // the prefetch depth changes the mma kernel's step times, so a profile names it
   if (gemv_kind() == gemv_impl::mma) tag += " prefetch " + std::to_string(gemv_mma_prefetch_kblocks());
   return tag;

@@ -1,6 +1,7 @@
 // Weight-streaming GEMV (see gemv.h).
 //
-// A warp owns ROWS consecutive output rows (ROWS = 1 for 1-2 tokens, 2 for 3-8 tokens); a block
+// A warp owns ROWS consecutive output rows (ROWS = 1 for 1-2 tokens, 2 for 3-8 tokens, or 4 with
+// DSPARK_GEMV_ROWS=4, an A/B variant: the same bits, a quarter of the L1 traffic); a block
 // of 8 warps covers 8 * ROWS rows. Each lane walks the rows in 16-byte chunks (8 bf16) strided
 // by the warp, issuing U = 4 chunk loads per row before using any (several loads in flight per
 // lane hide HBM latency), with the L1-bypassing streaming load since each weight byte is read
@@ -120,20 +121,28 @@ void launch_one(const bf16* w, const bf16* x, int64_t n_out, int64_t n_in, Out* 
                 n_out, n_in, y);
 }
 
+// NTOK tokens with `rows` (2 or 4) rows per warp.
+template <int NTOK, typename Out>
+void launch_rows(int rows, const bf16* w, const bf16* x, int64_t n_out, int64_t n_in, Out* y, cudaStream_t stream) {
+  if (rows == 4) launch_one<NTOK, 4>(w, x, n_out, n_in, y, stream);
+  else launch_one<NTOK, 2>(w, x, n_out, n_in, y, stream);
+}
+
+// rows: rows per warp for 3-8 tokens (2, or 4 for the DSPARK_GEMV_ROWS=4 variant).
 template <typename Out>
 void launch(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, Out* y,
-            cudaStream_t stream) {
+            cudaStream_t stream, int rows) {
   check_gemv_args("gemv_bf16", w, x, n_tokens, n_out, n_in);
   switch (n_tokens) {
     case 0: return;
     case 1: launch_one<1, 1>(w, x, n_out, n_in, y, stream); return;
     case 2: launch_one<2, 1>(w, x, n_out, n_in, y, stream); return;
-    case 3: launch_one<3, 2>(w, x, n_out, n_in, y, stream); return;
-    case 4: launch_one<4, 2>(w, x, n_out, n_in, y, stream); return;
-    case 5: launch_one<5, 2>(w, x, n_out, n_in, y, stream); return;
-    case 6: launch_one<6, 2>(w, x, n_out, n_in, y, stream); return;
-    case 7: launch_one<7, 2>(w, x, n_out, n_in, y, stream); return;
-    default: launch_one<8, 2>(w, x, n_out, n_in, y, stream); return;
+    case 3: launch_rows<3>(rows, w, x, n_out, n_in, y, stream); return;
+    case 4: launch_rows<4>(rows, w, x, n_out, n_in, y, stream); return;
+    case 5: launch_rows<5>(rows, w, x, n_out, n_in, y, stream); return;
+    case 6: launch_rows<6>(rows, w, x, n_out, n_in, y, stream); return;
+    case 7: launch_rows<7>(rows, w, x, n_out, n_in, y, stream); return;
+    default: launch_rows<8>(rows, w, x, n_out, n_in, y, stream); return;
   }
 }
 
@@ -151,11 +160,29 @@ void check_gemv_args(const char* who, const void* w, const void* x, int64_t n_to
 
 void gemv_bf16_simt(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, bf16* y,
                     cudaStream_t stream) {
-  launch(w, x, n_tokens, n_out, n_in, y, stream);
+  launch(w, x, n_tokens, n_out, n_in, y, stream, gemv_simt_rows());
 }
 void gemv_bf16_simt(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, float* y,
                     cudaStream_t stream) {
-  launch(w, x, n_tokens, n_out, n_in, y, stream);
+  launch(w, x, n_tokens, n_out, n_in, y, stream, gemv_simt_rows());
+}
+void gemv_bf16_simt_rows4(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, bf16* y,
+                          cudaStream_t stream) {
+  launch(w, x, n_tokens, n_out, n_in, y, stream, 4);
+}
+void gemv_bf16_simt_rows4(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, float* y,
+                          cudaStream_t stream) {
+  launch(w, x, n_tokens, n_out, n_in, y, stream, 4);
+}
+
+int gemv_simt_rows() {
+  static const int rows = [] {
+    const char* v = std::getenv("DSPARK_GEMV_ROWS");
+    if (v == nullptr || *v == '\0' || std::string_view(v) == "2") return 2;
+    if (std::string_view(v) == "4") return 4;
+    throw std::invalid_argument(std::string("DSPARK_GEMV_ROWS must be 2 or 4, not '") + v + "'");
+  }();
+  return rows;
 }
 
 gemv_impl gemv_kind() {
@@ -173,12 +200,12 @@ const char* gemv_name(gemv_impl k) { return k == gemv_impl::mma ? "mma" : "simt"
 void gemv_bf16(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, bf16* y,
                cudaStream_t stream) {
   if (gemv_kind() == gemv_impl::mma) gemv_bf16_mma(w, x, n_tokens, n_out, n_in, y, stream);
-  else launch(w, x, n_tokens, n_out, n_in, y, stream);
+  else launch(w, x, n_tokens, n_out, n_in, y, stream, gemv_simt_rows());
 }
 void gemv_bf16(const bf16* w, const bf16* x, int64_t n_tokens, int64_t n_out, int64_t n_in, float* y,
                cudaStream_t stream) {
   if (gemv_kind() == gemv_impl::mma) gemv_bf16_mma(w, x, n_tokens, n_out, n_in, y, stream);
-  else launch(w, x, n_tokens, n_out, n_in, y, stream);
+  else launch(w, x, n_tokens, n_out, n_in, y, stream, gemv_simt_rows());
 }
 
 }  // namespace dspark::cuda

@@ -30,6 +30,11 @@ void gemv_bf16_simt(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_to
                     int64_t n_in, __nv_bfloat16* y, cudaStream_t stream);
 void gemv_bf16_simt(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
                     int64_t n_in, float* y, cudaStream_t stream);
+// The SIMT kernel with 4 rows per warp for 3-8 tokens (gemv_bf16_simt uses gemv_simt_rows()).
+void gemv_bf16_simt_rows4(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
+                          int64_t n_in, __nv_bfloat16* y, cudaStream_t stream);
+void gemv_bf16_simt_rows4(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
+                          int64_t n_in, float* y, cudaStream_t stream);
 void gemv_bf16_mma(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
                    int64_t n_in, __nv_bfloat16* y, cudaStream_t stream);
 void gemv_bf16_mma(const __nv_bfloat16* w, const __nv_bfloat16* x, int64_t n_tokens, int64_t n_out,
@@ -45,6 +50,13 @@ void check_gemv_args(const char* who, const void* w, const void* x, int64_t n_to
 // never the bits: a knob for the A/B that picks the default (kernels/cuda/NOTES.md round 7).
 // Invalid values throw std::invalid_argument naming the variable.
 int gemv_mma_prefetch_kblocks();
+
+// Rows per warp of the SIMT kernel for 3-8 tokens, read once from DSPARK_GEMV_ROWS (2, the
+// default, or 4). At 8 tokens the kernel reads n_tokens activation chunks from L1 per weight
+// chunk and a warp reuses each for ROWS rows, so 4 rows halve that traffic again; whether it
+// pays (registers, occupancy) is the A/B's question (kernels/cuda/NOTES.md round 10). Only the
+// timing depends on it, never the bits. Invalid values throw std::invalid_argument.
+int gemv_simt_rows();
 
 enum class gemv_impl { simt, mma };
 // The implementation gemv_bf16 uses in this process, read once from DSPARK_GEMV (simt | mma;

@@ -15,7 +15,8 @@
 #      when its tests passed), cut off at that budget.
 # Knobs for a short call: GEMV_TARGETS (what to build), GEMV_TEST_FILTER (a gtest filter),
 # GEMV_MODELS, GEMV_TEST_TIMEOUT, GEMV_BENCH_TIMEOUT; GEMV_VARIANTS (default "simt mma"; mma@N
-# sets the mma kernel's prefetch depth DSPARK_MMA_PREFETCH=N), GEMV_TEST_PREFETCH (16: the
+# sets the mma kernel's prefetch depth DSPARK_MMA_PREFETCH=N, simt@N the SIMT kernel's rows per
+# warp for 3-8 tokens DSPARK_GEMV_ROWS=N), GEMV_TEST_PREFETCH (16: the
 # depth the tests run with), GEMV_LOAD_PREFETCH (the load sweep's depth on mma; auto: the variant
 # with the fastest batch-1 decode step).
 # $OUT (8 files at most): bench_ab.md (every variant's tables), bench_<variant>.json, suite.log
@@ -54,7 +55,8 @@ grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|FAILED" /tmp/dspark-test-cuda-
 for v in ${GEMV_VARIANTS:-simt mma}; do
   g="${v%@*}"; depth=""; [ "$v" != "$g" ] && depth="${v#*@}"
   name="${v/@/}"
-  DSPARK_GEMV=$g DSPARK_MMA_PREFETCH="$depth" timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
+  rows=""; [ "$g" = simt ] && { rows="$depth"; depth=""; }
+  DSPARK_GEMV=$g DSPARK_MMA_PREFETCH="$depth" DSPARK_GEMV_ROWS="$rows" timeout "${GEMV_BENCH_TIMEOUT:-120}" "$build/bench/bench_cuda" --quick \
     --models "${GEMV_MODELS:-qwen3-8b}" --out "/tmp/dspark-bench-$name" > "/tmp/dspark-bench-$name.log" 2>&1
   echo "gemv_suite: bench_cuda --quick ($v) rc=$? after $(elapsed)"
   { echo "# variant $v"; cat "/tmp/dspark-bench-$name/bench_cuda.md" 2>/dev/null || tail -20 "/tmp/dspark-bench-$name.log"; } >> "$OUT/bench_ab.md"

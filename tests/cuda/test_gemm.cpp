@@ -78,7 +78,9 @@ struct gemv_variant {
   void (*to_bf16)(const bf*, const bf*, int64_t, int64_t, int64_t, bf*, cudaStream_t);
   void (*to_f32)(const bf*, const bf*, int64_t, int64_t, int64_t, float*, cudaStream_t);
 };
-const gemv_variant k_gemv_variants[] = {{"simt", gemv_bf16_simt, gemv_bf16_simt}, {"mma", gemv_bf16_mma, gemv_bf16_mma}};
+const gemv_variant k_gemv_variants[] = {{"simt", gemv_bf16_simt, gemv_bf16_simt},
+                                        {"simt rows 4", gemv_bf16_simt_rows4, gemv_bf16_simt_rows4},
+                                        {"mma", gemv_bf16_mma, gemv_bf16_mma}};
 
 // Shapes: n_in = 4104 is 513 chunks of 8 (the SIMT kernel's unrolled body and tail; the mma
 // kernel's last 32-feature k-block only partly inside), n_out = 203 ends inside a 16-row tile;
@@ -107,8 +109,8 @@ TEST(cuda_gemv, all_token_counts_match_reference) {
 
 TEST(cuda_gemv, each_token_row_is_bitwise_independent_of_the_token_count) {
   // Speculative verification relies on it: a token's output must not depend on how many other
-  // tokens share the launch (SIMT: 1..8 take different kernels, 1 or 2 rows per warp; mma: the
-  // tokens are independent N columns of the same tiles).
+  // tokens share the launch (SIMT: 1..8 take different kernels, 1, 2 or 4 rows per warp, and a
+  // lone token always runs with 1; mma: the tokens are independent N columns of the same tiles).
   DSPARK_REQUIRE_CUDA_DEVICE();
   for (const auto& v : k_gemv_variants)
     for (auto [n_out, n_in] : k_gemv_shapes) {
