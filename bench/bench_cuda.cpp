@@ -10,7 +10,8 @@
 // --pdl: per model (all listed), steps of 1..8 tokens as decode (B sequences of one token) and
 // as verify (one sequence of B tokens), context --decode-ctx, graphs, with programmatic dependent
 // launch for every step, for none, and the runner's default (pdl_max_tokens): which steps PDL
-// should cover. smollm2-135m (random weights of SmolLM2-135M's shape) is a model here too.
+// should cover. --models takes any shape of models/arch/synthetic_model.h (smollm2-135m: the
+// launch-bound case).
 // --profile: no tables; after warm-up, one EAGER decode step (batch 1) and one eager 8-token
 // verify step, context 2048, between cudaProfilerStart/Stop (run under
 // `ncu --profile-from-start off` for per-kernel times); with attention split_len 512 (the first
@@ -55,6 +56,7 @@
 #include "kernels/cuda/rope.h"
 #include "kernels/cuda/silu_mul.h"
 #include "kernels/cuda/random_fill.h"
+#include "models/arch/synthetic_model.h"
 #include <cuda_profiler_api.h>
 #endif
 
@@ -99,7 +101,7 @@ options parse(int argc, char** argv) {
       std::stringstream ss(next());
       for (std::string m; std::getline(ss, m, ',');) o.models.push_back(m);
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b] [--quick] [--profile] [--split-len L] [--sweep] [--kernels] [--decode-only N] [--pdl]\n");
+      std::printf("usage: bench_cuda --out DIR [--iters N] [--decode-ctx C] [--verify-qlen Q] [--models qwen3-8b,llama3.1-8b,smollm2-135m] [--quick] [--profile] [--split-len L] [--sweep] [--kernels] [--decode-only N] [--pdl]\n");
       std::exit(0);
     } else {
       throw std::invalid_argument("unknown argument " + a);
@@ -137,45 +139,8 @@ double time_ms(cudaStream_t s, int warmup, int iters, const std::function<void()
   return median(t);
 }
 
-gpu_model_config model_shape(const std::string& name) {
-  gpu_model_config c;
-  c.n_embd = 4096;
-  c.n_head = 32;
-  c.n_kv_head = 8;
-  c.head_dim = 128;
-  c.n_rot = 128;
-  c.pairing = rope_pairing::neox;
-  c.rms_eps = 1e-6f;
-  if (name == "qwen3-8b") {
-    c.n_layer = 36;
-    c.n_ff = 12288;
-    c.n_vocab = 151936;
-    c.qk_norm = true;
-    c.inv_freq.resize(64);
-    for (int i = 0; i < 64; ++i) c.inv_freq[i] = static_cast<float>(std::pow(1000000.0, -2.0 * i / 128));
-  } else if (name == "llama3.1-8b") {
-    c.n_layer = 32;
-    c.n_ff = 14336;
-    c.n_vocab = 128256;
-    c.inv_freq.resize(64);
-    for (int i = 0; i < 64; ++i) c.inv_freq[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / 128));
-  } else if (name == "smollm2-135m") {  // a launch-bound step: 30 small layers
-    c.n_layer = 30;
-    c.n_embd = 576;
-    c.n_head = 9;
-    c.n_kv_head = 3;
-    c.head_dim = 64;
-    c.n_rot = 64;
-    c.n_ff = 1536;
-    c.n_vocab = 49152;
-    c.rms_eps = 1e-5f;
-    c.inv_freq.resize(32);
-    for (int i = 0; i < 32; ++i) c.inv_freq[i] = static_cast<float>(std::pow(100000.0, -2.0 * i / 64));
-  } else {
-    throw std::invalid_argument("unknown model " + name + " (known: qwen3-8b, llama3.1-8b, smollm2-135m)");
-  }
-  return c;
-}
+// The model shapes are synthetic_model's (one table for bench_load and this bench).
+gpu_model_config model_shape(const std::string& name) { return gpu_config_from(dspark::synthetic_shape_config(name)); }
 
 size_t kv_bytes_per_token(const gpu_model_config& c) {
   return 2ull * c.n_layer * c.n_kv_head * c.head_dim * 2;

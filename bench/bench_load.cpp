@@ -2,7 +2,7 @@
 // on a real model or on an 8B shape with synthetic random weights (docs/scheduler.md, "Load
 // benchmark"; the loop itself is engine/spec/load_loop.h).
 //
-//   bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)
+//   bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|smollm2-135m|tiny)
 //              [--device cpu|cuda] [--draft SPEC] [--gamma 7] [--threshold 0.5]
 //              [--policies none,fixed,threshold,scheduled,async] [--mtp1 SPEC]
 //              [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds S] [--warmup N | --warmup-waves W]
@@ -84,7 +84,7 @@ struct bench_args {
 // stdout, exit 0.
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(why.empty() ? stdout : stderr,
-               "%s%susage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|tiny)\n"
+               "%s%susage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|smollm2-135m|tiny)\n"
                "  [--device cpu|cuda] [--draft none|ngram|layerskip:K|KIND:DIR|replay:TRACE[,layers=N][,logits=all|last]]\n"
                "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N | --warmup-waves W] [--max-tokens 64]\n"

@@ -13,50 +13,52 @@ namespace dspark {
 
 namespace {
 
-model_config shape_config(const std::string& shape, int64_t n_ctx_train) {
-  model_config c;
-  c.n_ctx_train = n_ctx_train;
-  c.rope = rope_style::neox;
-  if (shape == "qwen3-8b") {
-    c.arch = model_arch::qwen3;
-    c.n_vocab = 151936;
-    c.n_embd = 4096;
-    c.n_layer = 36;
-    c.n_head = 32;
-    c.n_head_kv = 8;
-    c.head_dim = 128;
-    c.n_ff = 12288;
-    c.rope_theta = 1e6;
-    c.rms_eps = 1e-6;
-    c.qk_norm = true;
-  } else if (shape == "llama3-8b" || shape == "llama3.1-8b") {
-    c.arch = model_arch::llama;
-    c.n_vocab = 128256;
-    c.n_embd = 4096;
-    c.n_layer = 32;
-    c.n_head = 32;
-    c.n_head_kv = 8;
-    c.head_dim = 128;
-    c.n_ff = 14336;
-    c.rope_theta = 5e5;
-    c.rope_scaling = rope_llama3_scaling{};
-    c.rms_eps = 1e-5;
-  } else if (shape == "tiny") {
-    c.arch = model_arch::llama;
-    c.n_vocab = 512;
-    c.n_embd = 64;
-    c.n_layer = 2;
-    c.n_head = 4;
-    c.n_head_kv = 2;
-    c.head_dim = 16;
-    c.n_ff = 128;
-  } else {
-    throw invalid_argument_error("synthetic model: unknown shape '" + shape + "' (known: " + synthetic_shape_names() + ")");
+// One row per shape; an alias (llama3.1-8b) repeats its row under the second name.
+struct shape_row {
+  const char* name;
+  model_arch arch;
+  int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+  double rope_theta, rms_eps;
+  bool qk_norm, llama3_scaling;
+};
+
+// smollm2-135m keeps an untied head: the real model ties it, and a step reads the same bytes.
+constexpr shape_row k_shapes[] = {
+    {"qwen3-8b", model_arch::qwen3, 151936, 4096, 36, 32, 8, 128, 12288, 1e6, 1e-6, true, false},
+    {"llama3-8b", model_arch::llama, 128256, 4096, 32, 32, 8, 128, 14336, 5e5, 1e-5, false, true},
+    {"llama3.1-8b", model_arch::llama, 128256, 4096, 32, 32, 8, 128, 14336, 5e5, 1e-5, false, true},
+    {"smollm2-135m", model_arch::llama, 49152, 576, 30, 9, 3, 64, 1536, 1e5, 1e-5, false, false},
+    {"tiny", model_arch::llama, 512, 64, 2, 4, 2, 16, 128, 10000.0, 1e-5, false, false},
+};
+
+}  // namespace
+
+model_config synthetic_shape_config(const std::string& shape, int64_t n_ctx_train) {
+  for (const shape_row& r : k_shapes) {
+    if (shape != r.name) continue;
+    model_config c;
+    c.n_ctx_train = n_ctx_train;
+    c.rope = rope_style::neox;
+    c.arch = r.arch;
+    c.n_vocab = r.n_vocab;
+    c.n_embd = r.n_embd;
+    c.n_layer = r.n_layer;
+    c.n_head = r.n_head;
+    c.n_head_kv = r.n_head_kv;
+    c.head_dim = r.head_dim;
+    c.n_ff = r.n_ff;
+    c.rope_theta = r.rope_theta;
+    c.rms_eps = r.rms_eps;
+    c.qk_norm = r.qk_norm;
+    if (r.llama3_scaling) c.rope_scaling = rope_llama3_scaling{};
+    c.name = "synthetic " + shape;
+    c.n_rot = c.head_dim;
+    return c;
   }
-  c.name = "synthetic " + shape;
-  c.n_rot = c.head_dim;
-  return c;
+  throw invalid_argument_error("synthetic model: unknown shape '" + shape + "' (known: " + synthetic_shape_names() + ")");
 }
+
+namespace {
 
 // Uniform [-scale, scale] bf16 values from a hash of (seed, tensor id, element), split over
 // the cores: the result does not depend on the thread count.
@@ -81,12 +83,12 @@ std::vector<uint16_t> random_bf16(int64_t n, uint64_t seed, uint64_t tensor, flo
 
 }  // namespace
 
-std::string synthetic_shape_names() { return "qwen3-8b, llama3-8b (or llama3.1-8b), tiny"; }
+std::string synthetic_shape_names() { return "qwen3-8b, llama3-8b (or llama3.1-8b), smollm2-135m, tiny"; }
 
 std::unique_ptr<synthetic_model> make_synthetic_model(const std::string& shape, uint64_t seed, int64_t n_ctx_train,
                                                       synthetic_text text) {
   auto m = std::make_unique<synthetic_model>();
-  m->config = shape_config(shape, n_ctx_train);
+  m->config = synthetic_shape_config(shape, n_ctx_train);
   const model_config& c = m->config;
   uint64_t tensor = 0;
   auto matrix = [&](const char* name, int64_t rows, int64_t cols, float scale) {
