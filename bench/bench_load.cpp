@@ -512,6 +512,8 @@ int run(const bench_args& a) {
       j["graph_eager"] = graphs1.eager - graphs0.eager;
       j["graph_eager_cache_full"] = graphs1.eager_cache_full - graphs0.eager_cache_full;
       j["graphs_held"] = graphs1.graphs;
+      j["gemm_shapes_timed"] = graphs1.gemm_shapes_timed - graphs0.gemm_shapes_timed;
+      j["gemm_timing_ms"] = graphs1.gemm_timing_ms - graphs0.gemm_timing_ms;
       j["shared_prefill"] = a.shared_prefill;
       j["fused_prefill"] = a.fused_prefill;
       j["warmup_requests"] = lo.warmup_requests < 0 ? c : lo.warmup_requests;

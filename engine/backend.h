@@ -146,6 +146,10 @@ struct graph_launch_stats {
   int64_t eager = 0;             // all eager steps, eager_cache_full included
   int64_t eager_cache_full = 0;
   int32_t graphs = 0;            // captured graphs held now
+  // cuBLASLt shapes whose algorithm was chosen by timing on their first step, and the host time
+  // that took (kernels/cuda/gemm.h): a one-off stall of that step
+  int64_t gemm_shapes_timed = 0;
+  double gemm_timing_ms = 0;
 };
 
 class backend {

@@ -10,6 +10,7 @@
 #include "engine/cuda/gpu_weights.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
 #include "models/arch/llama_weights.h"
 #include "models/arch/model_config.h"
@@ -335,6 +336,11 @@ std::string profile_tag(int device) {
   if (gemv_kind() == gemv_impl::simt && gemv_simt_rows() != 2) tag += " rows " + std::to_string(gemv_simt_rows());
   // the prefetch depth changes the mma kernel's step times, so a profile names it
   if (gemv_kind() == gemv_impl::mma) tag += " prefetch " + std::to_string(gemv_mma_prefetch_kblocks());
+  // cuBLASLt algorithms chosen by timing (2026-12-07, fourteenth session) change the step times
+  // above the GEMV range
+  const gemm_tuning t = gemm_tuning::from_env();
+  if (t.candidates > 1 && t.max_tokens > k_gemv_max_tokens)
+    tag += ", cuBLASLt timed " + std::to_string(t.candidates) + " to " + std::to_string(t.max_tokens) + " rows";
   return tag;
 }
 

@@ -115,7 +115,13 @@ class gpu_runner {
   static size_t device_bytes_for(const gpu_model_config& c, const gpu_runner_options& opt, int32_t block_size);
   int32_t graphs_captured() const { return graphs_.size(); }
   // Replayed / captured / eager steps since construction (engine/cuda/graph_cache.h).
-  graph_launch_stats graph_stats() const { return graphs_.stats(); }
+  graph_launch_stats graph_stats() const {
+    graph_launch_stats s = graphs_.stats();
+    const gemm_tuning_stats t = gemm_.tuning_stats();
+    s.gemm_shapes_timed = t.shapes_timed;
+    s.gemm_timing_ms = t.ms_spent;
+    return s;
+  }
 
  private:
   struct shape {

@@ -9,8 +9,12 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -43,20 +47,101 @@ uint32_t alignment_of(const void* p) {
   return al;
 }
 
+int64_t parse_int(const char* name, const char* v, int64_t fallback, int64_t lo, int64_t hi) {
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || n < lo || n > hi) {
+    throw std::invalid_argument(std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
+                                std::to_string(hi) + "], not '" + v + "'");
+  }
+  return n;
+}
+
+constexpr int k_max_candidates = 64;
+using candidate_list = std::array<cublasLtMatmulHeuristicResult_t, k_max_candidates>;
+
+// The operands of the call that first meets a shape: timing runs on them.
+struct call_operands {
+  const void* w;
+  const void* x;
+  void* y;
+  float beta;
+  cudaStream_t stream;
+};
+
 }  // namespace
+
+gemm_tuning gemm_tuning::parse(const char* candidates, const char* max_tokens) {
+  gemm_tuning t;
+  t.candidates = static_cast<int>(parse_int("DSPARK_GEMM_TUNE", candidates, t.candidates, 1, k_max_candidates));
+  t.max_tokens = parse_int("DSPARK_GEMM_TUNE_MAX_TOKENS", max_tokens, t.max_tokens, 0, 1 << 20);
+  return t;
+}
+
+gemm_tuning gemm_tuning::from_env() {
+  static const gemm_tuning t = parse(std::getenv("DSPARK_GEMM_TUNE"), std::getenv("DSPARK_GEMM_TUNE_MAX_TOKENS"));
+  return t;
+}
 
 struct gemm_context::impl {
   cublasLtHandle_t handle = nullptr;
   device_buffer workspace;
-  std::mutex mu;
+  gemm_tuning tuning;
+  cudaEvent_t ev_start = nullptr, ev_stop = nullptr;
+  gemm_tuning_stats stats;
+  mutable std::mutex mu;
   std::map<plan_key, plan> plans;
 
   ~impl() {
     for (auto& [k, p] : plans) p.destroy();
+    if (ev_start) cudaEventDestroy(ev_start);
+    if (ev_stop) cudaEventDestroy(ev_stop);
     if (handle) cublasLtDestroy(handle);
   }
 
-  const plan& get(int64_t n_tokens, int64_t n_out, int64_t n_in, cudaDataType_t out_type, uint32_t align) {
+  cublasStatus_t matmul(const plan& p, const cublasLtMatmulAlgo_t& algo, const call_operands& c) {
+    const float alpha = 1.f;
+    return cublasLtMatmul(handle, p.op, &alpha, c.w, p.a, c.x, p.b, &c.beta, c.y, p.c, c.y, p.c, &algo,
+                          workspace.data(), workspace.bytes(), c.stream);
+  }
+
+  bool capturing(cudaStream_t s) const {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    DSPARK_CUDA_CHECK(cudaStreamIsCapturing(s, &st));
+    return st != cudaStreamCaptureStatusNone;
+  }
+
+  // Times each candidate (one warm-up run, then three timed back to back) on the call's own
+  // operands and returns the index of the fastest. A candidate cuBLASLt refuses at run time is
+  // skipped. beta == 0, so every run fully overwrites y and the real call then writes it again.
+  int fastest(const plan& p, const candidate_list& cands, int n, const call_operands& c) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int best = 0;
+    float best_ms = -1.f;
+    for (int i = 0; i < n; ++i) {
+      if (matmul(p, cands[i].algo, c) != CUBLAS_STATUS_SUCCESS) continue;
+      DSPARK_CUDA_CHECK(cudaEventRecord(ev_start, c.stream));
+      bool ok = true;
+      for (int r = 0; r < 3 && ok; ++r) ok = matmul(p, cands[i].algo, c) == CUBLAS_STATUS_SUCCESS;
+      DSPARK_CUDA_CHECK(cudaEventRecord(ev_stop, c.stream));
+      DSPARK_CUDA_CHECK(cudaEventSynchronize(ev_stop));
+      float ms = 0;
+      DSPARK_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start, ev_stop));
+      if (ok && (best_ms < 0 || ms < best_ms)) {
+        best_ms = ms;
+        best = i;
+      }
+    }
+    DSPARK_CUDA_CHECK(cudaGetLastError());
+    stats.shapes_timed += 1;
+    stats.shapes_changed += best != 0;
+    stats.ms_spent += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return best;
+  }
+
+  const plan& get(int64_t n_tokens, int64_t n_out, int64_t n_in, cudaDataType_t out_type, uint32_t align,
+                  const call_operands& call) {
     std::lock_guard<std::mutex> lock(mu);
     const plan_key key{n_tokens, n_out, n_in, static_cast<int>(out_type), align};
     auto it = plans.find(key);
@@ -73,7 +158,9 @@ struct gemm_context::impl {
       cublasLtMatmulPreference_t pref = nullptr;
       DSPARK_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
       const size_t ws = workspace.bytes();
-      cublasLtMatmulHeuristicResult_t result{};
+      const bool timed = tuning.candidates > 1 && n_tokens <= tuning.max_tokens && call.beta == 0.f &&
+                         !capturing(call.stream);
+      candidate_list results{};
       int n_results = 0;
       cublasStatus_t st1 = cublasLtMatmulPreferenceSetAttribute(
           pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
@@ -83,8 +170,9 @@ struct gemm_context::impl {
         if (st1 == CUBLAS_STATUS_SUCCESS) st1 = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align);
       }
       const cublasStatus_t st2 = st1 == CUBLAS_STATUS_SUCCESS
-                                     ? cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref, 1,
-                                                                      &result, &n_results)
+                                     ? cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.a, p.b, p.c, p.c, pref,
+                                                                      timed ? tuning.candidates : 1,
+                                                                      results.data(), &n_results)
                                      : st1;
       cublasLtMatmulPreferenceDestroy(pref);
       DSPARK_CUBLAS_CHECK(st2);
@@ -92,7 +180,7 @@ struct gemm_context::impl {
         throw cuda_error("cuBLASLt: no algorithm for bf16 GEMM n_tokens=" + std::to_string(n_tokens) +
                          " n_out=" + std::to_string(n_out) + " n_in=" + std::to_string(n_in));
       }
-      p.algo = result.algo;
+      p.algo = results[timed && n_results > 1 ? fastest(p, results, n_results, call) : 0].algo;
     } catch (...) {
       p.destroy();
       throw;
@@ -107,16 +195,23 @@ struct gemm_context::impl {
     if (n_tokens == 0) return;
     DSPARK_CUDA_REQUIRE(w && x && y, "gemm: null pointer");
     const uint32_t align = std::min({alignment_of(w), alignment_of(x), alignment_of(y)});
-    const plan& p = get(n_tokens, n_out, n_in, out_type, align);
-    const float alpha = 1.f;
-    DSPARK_CUBLAS_CHECK(cublasLtMatmul(handle, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
-                                       workspace.data(), workspace.bytes(), stream));
+    const call_operands call{w, x, y, beta, stream};
+    const plan& p = get(n_tokens, n_out, n_in, out_type, align, call);
+    DSPARK_CUBLAS_CHECK(matmul(p, p.algo, call));
   }
 };
 
-gemm_context::gemm_context(size_t workspace_bytes) : impl_(std::make_unique<impl>()) {
+gemm_context::gemm_context(size_t workspace_bytes, gemm_tuning tuning) : impl_(std::make_unique<impl>()) {
   DSPARK_CUBLAS_CHECK(cublasLtCreate(&impl_->handle));
   impl_->workspace = device_buffer(workspace_bytes);
+  impl_->tuning = tuning;
+  DSPARK_CUDA_CHECK(cudaEventCreate(&impl_->ev_start));
+  DSPARK_CUDA_CHECK(cudaEventCreate(&impl_->ev_stop));
+}
+
+gemm_tuning_stats gemm_context::tuning_stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
 }
 
 gemm_context::~gemm_context() = default;

@@ -7,8 +7,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
@@ -70,6 +73,90 @@ TEST(cuda_gemm, cublaslt_bf16_and_f32_outputs) {
     for (size_t i = 0; i < f.size(); ++i) fd[i] = static_cast<double>(f[i]) - c[i];
     EXPECT_LE(rel_l2(fd, p.ref), 1e-5) << "cublaslt f32 beta=1, n_tok=" << n_tok;
   }
+}
+
+// Algorithms chosen by timing give the same products (to float32 accumulation order): every
+// shape here is timed on its first call (stats say so), and a second call reuses the choice.
+TEST(cuda_gemm, timed_algorithms_match_reference) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  gemm_context ctx(32u << 20, gemm_tuning{16, 512});
+  int64_t timed = 0;
+  for (auto [n_tok, n_out, n_in] : {std::tuple<int64_t, int64_t, int64_t>{9, 512, 256},
+                                    {72, 1000, 512}, {136, 384, 1024}, {200, 256, 768}}) {
+    const problem p = make_problem(n_tok, n_out, n_in, static_cast<uint32_t>(n_tok * 17 + n_out));
+    const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
+    device_buffer yb(n_tok * n_out * 2), yf(n_tok * n_out * 4);
+    for (int rep = 0; rep < 2; ++rep) {
+      poison(yb);
+      poison(yf);
+      ctx.gemm(dw.as<bf>(), dx.as<bf>(), n_tok, n_out, n_in, yb.as<bf>(), nullptr);
+      ctx.gemm(dw.as<bf>(), dx.as<bf>(), n_tok, n_out, n_in, yf.as<float>(), 0.f, nullptr);
+      DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+      check_bf16(p, download<uint16_t>(yb, n_tok * n_out), "timed cublaslt bf16");
+      const auto f = download<float>(yf, n_tok * n_out);
+      EXPECT_LE(rel_l2(std::vector<double>(f.begin(), f.end()), p.ref), 1e-5) << "timed f32, n_tok=" << n_tok;
+      timed += rep == 0 ? 2 : 0;
+      EXPECT_EQ(ctx.tuning_stats().shapes_timed, timed) << "a shape is timed once, on its first call";
+    }
+  }
+  EXPECT_GE(ctx.tuning_stats().ms_spent, 0.0);
+}
+
+// Shapes that must not be timed: above max_tokens, beta != 0 (timing would overwrite the y it
+// accumulates onto), and a first call inside a graph capture (no synchronisation is allowed
+// there). Each still computes the right product, in the graph's case when the graph replays.
+TEST(cuda_gemm, untimed_shapes_keep_the_heuristic_choice) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  gemm_context ctx(32u << 20, gemm_tuning{16, 64});
+  const problem big = make_problem(65, 256, 512, 5);
+  const auto bw = upload(big.w.bits), bx = upload(big.x.bits);
+  device_buffer yb(65 * 256 * 2);
+  ctx.gemm(bw.as<bf>(), bx.as<bf>(), 65, 256, 512, yb.as<bf>(), nullptr);
+  DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+  check_bf16(big, download<uint16_t>(yb, 65 * 256), "above max_tokens");
+
+  const problem acc = make_problem(16, 256, 512, 6);
+  const auto aw = upload(acc.w.bits), ax = upload(acc.x.bits);
+  device_buffer yf(16 * 256 * 4);
+  std::vector<float> c(16 * 256, 0.5f);
+  DSPARK_CUDA_CHECK(cudaMemcpy(yf.data(), c.data(), c.size() * 4, cudaMemcpyHostToDevice));
+  ctx.gemm(aw.as<bf>(), ax.as<bf>(), 16, 256, 512, yf.as<float>(), 1.f, nullptr);
+  DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
+  auto f = download<float>(yf, 16 * 256);
+  std::vector<double> fd(f.size());
+  for (size_t i = 0; i < f.size(); ++i) fd[i] = static_cast<double>(f[i]) - 0.5;
+  EXPECT_LE(rel_l2(fd, acc.ref), 1e-5) << "beta = 1 on a new shape";
+
+  const problem cap = make_problem(24, 320, 256, 7);
+  const auto cw = upload(cap.w.bits), cx = upload(cap.x.bits);
+  device_buffer yc(24 * 320 * 2);
+  poison(yc);
+  cudaStream_t s = nullptr;
+  DSPARK_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  DSPARK_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  ctx.gemm(cw.as<bf>(), cx.as<bf>(), 24, 320, 256, yc.as<bf>(), s);
+  DSPARK_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  DSPARK_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  DSPARK_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  DSPARK_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_bf16(cap, download<uint16_t>(yc, 24 * 320), "first call inside a capture");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+  EXPECT_EQ(ctx.tuning_stats().shapes_timed, 0);
+}
+
+TEST(cuda_gemm, tuning_settings_parse_and_reject_bad_values) {
+  const gemm_tuning d = gemm_tuning::parse(nullptr, "");
+  EXPECT_EQ(d.candidates, gemm_tuning{}.candidates);
+  EXPECT_EQ(d.max_tokens, gemm_tuning{}.max_tokens);
+  const gemm_tuning t = gemm_tuning::parse("1", "256");
+  EXPECT_EQ(t.candidates, 1);
+  EXPECT_EQ(t.max_tokens, 256);
+  for (const char* bad : {"0", "65", "x", "8x", "-3"}) EXPECT_THROW(gemm_tuning::parse(bad, nullptr), std::invalid_argument) << bad;
+  EXPECT_THROW(gemm_tuning::parse(nullptr, "-1"), std::invalid_argument);
 }
 
 // Both GEMV implementations, called directly (gemv_bf16 dispatches to one of them per process).
