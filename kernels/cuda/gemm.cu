@@ -92,6 +92,10 @@ struct gemm_context::impl {
   gemm_tuning_stats stats;
   mutable std::mutex mu;
   std::map<plan_key, plan> plans;
+  // The timed choice per bucket of 8 token counts (key: the bucket's largest count): a shape
+  // whose bucket was timed takes that algorithm when cuBLASLt accepts it for the shape, so a
+  // verifier's ragged steps pay one timing per 8 counts, not one per count.
+  std::map<plan_key, cublasLtMatmulAlgo_t> timed_by_bucket;
 
   ~impl() {
     for (auto& [k, p] : plans) p.destroy();
@@ -155,11 +159,23 @@ struct gemm_context::impl {
       DSPARK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, n_in, n_out, n_in));
       DSPARK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, n_in, n_tokens, n_in));
       DSPARK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out_type, n_out, n_tokens, n_out));
-      cublasLtMatmulPreference_t pref = nullptr;
-      DSPARK_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
       const size_t ws = workspace.bytes();
       const bool timed = tuning.candidates > 1 && n_tokens <= tuning.max_tokens && call.beta == 0.f &&
                          !capturing(call.stream);
+      const plan_key bucket{(n_tokens + 7) / 8 * 8, n_out, n_in, static_cast<int>(out_type), align};
+      if (timed) {
+        auto b = timed_by_bucket.find(bucket);
+        cublasLtMatmulHeuristicResult_t check{};
+        if (b != timed_by_bucket.end() &&
+            cublasLtMatmulAlgoCheck(handle, p.op, p.a, p.b, p.c, p.c, &b->second, &check) == CUBLAS_STATUS_SUCCESS &&
+            check.workspaceSize <= ws) {
+          p.algo = b->second;
+          stats.shapes_reused += 1;
+          return plans.emplace(key, p).first->second;
+        }
+      }
+      cublasLtMatmulPreference_t pref = nullptr;
+      DSPARK_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
       candidate_list results{};
       int n_results = 0;
       cublasStatus_t st1 = cublasLtMatmulPreferenceSetAttribute(
@@ -181,6 +197,7 @@ struct gemm_context::impl {
                          " n_out=" + std::to_string(n_out) + " n_in=" + std::to_string(n_in));
       }
       p.algo = results[timed && n_results > 1 ? fastest(p, results, n_results, call) : 0].algo;
+      if (timed) timed_by_bucket[bucket] = p.algo;
     } catch (...) {
       p.destroy();
       throw;

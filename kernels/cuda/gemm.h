@@ -10,8 +10,9 @@
 // the weight twice: on the Qwen3-8B shape a 136-row step cost 13.0 ms against 10.0 for 128 rows
 // (docs/results/load_qwen3_8b_graph_cache_h100.md). So on the first call of a shape with at most
 // `max_tokens` rows, the context times the heuristic's first `candidates` algorithms on the
-// call's own operands and keeps the fastest (a one-off host synchronisation per shape, never in
-// a graph capture, where the first candidate is kept). The choice depends on timing, so bits of
+// call's own operands and keeps the fastest (a one-off host synchronisation, never in a graph
+// capture, where the first candidate is kept). Token counts share the choice in buckets of 8
+// (9-16, 17-24, ...) where cuBLASLt accepts it, so ragged verify steps pay one timing a bucket. The choice depends on timing, so bits of
 // such steps may differ between processes (never within one); DSPARK_GEMM_TUNE=1 turns timing
 // off.
 #pragma once
@@ -39,6 +40,7 @@ struct gemm_tuning {
 struct gemm_tuning_stats {
   int64_t shapes_timed = 0;  // shapes whose algorithm was chosen by timing
   int64_t shapes_changed = 0;  // of those, shapes where the fastest was not the heuristic's first
+  int64_t shapes_reused = 0;  // shapes that took the timed choice of their bucket of 8 token counts
   double ms_spent = 0;       // host time spent timing
 };
 
