@@ -9,7 +9,7 @@
 #   2. test_cuda with the defaults, then its MEASURE_AB_FILTER tests (cuda_gemv*:cuda_gpu_runner*)
 #      with MEASURE_AB_ENV (default DSPARK_GEMV_ROWS=4) set,
 #   3. gemv_suite.sh's bench_cuda --quick tables for "simt" and MEASURE_AB_VARIANT (simt@4) on
-#      MEASURE_GEMV_MODELS (qwen3-8b smollm2-135m),
+#      MEASURE_GEMV_MODELS (qwen3-8b,smollm2-135m: bench_cuda --models takes a comma list),
 #   4. the 8B synthetic load sweep (load_suite.sh, caller's LOAD_* settings) with the defaults,
 #      then once per setting in MEASURE_SWEEP_ENVS (space-separated VAR=VALUE; default
 #      DSPARK_GEMM_TUNE=1, cuBLASLt's first choice untimed) at MEASURE_AB_CONCURRENCY (64,128,256)
@@ -51,7 +51,7 @@ echo "measure: test_cuda ($ab_env) rc=$? after $(elapsed)"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran" "$work/test_cuda_ab.log" | head -12
 
 GEMV_VARIANTS="simt ${MEASURE_AB_VARIANT:-simt@4}" GEMV_TEST_FILTER='cuda_gemv*' \
-  GEMV_MODELS="${MEASURE_GEMV_MODELS:-qwen3-8b smollm2-135m}" OUT="$work/gemv" \
+  GEMV_MODELS="${MEASURE_GEMV_MODELS:-qwen3-8b,smollm2-135m}" OUT="$work/gemv" \
   bash scripts/device/gemv_suite.sh > /dev/null 2>&1
 echo "measure: gemv A/B rc=$? after $(elapsed)"
 grep -E "^# variant|^#+ |verify|tokens" "$work/gemv/bench_ab.md" | head -60
