@@ -351,6 +351,7 @@ void spec_decoder::first_token(request& r, const float* logits, int32_t argmax) 
 int32_t spec_decoder::step() {
   step_buffers& b = *buf_;
   const auto t_step = clock_type::now();
+  const graph_launch_stats launches_before = be_.graph_stats();
   step_drafter_s_ = 0.0;
   step_accepted_ = 0;
   // Chunked prefill: while other requests decode, a step carries at most one prefill chunk of
@@ -386,7 +387,7 @@ int32_t spec_decoder::step() {
     prefill_forward(b.pieces);
   }
   if (drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off)
-    apply_gate(static_cast<int32_t>(b.active.size()), drafting, t_step);
+    apply_gate(static_cast<int32_t>(b.active.size()), drafting, t_step, launches_before);
   int32_t n = 0;
   for (auto& r : reqs_) n += (r && !r->done) ? 1 : 0;
   return n;
@@ -398,7 +399,8 @@ int32_t spec_decoder::decoding_count() const {
   return n;
 }
 
-void spec_decoder::apply_gate(int32_t decoded, int32_t drafting, clock_type::time_point t_step) {
+void spec_decoder::apply_gate(int32_t decoded, int32_t drafting, clock_type::time_point t_step,
+                              const graph_launch_stats& at_step_start) {
   spec_gate_step g;
   g.decoding = decoded;
   g.drafting = drafting;
@@ -407,6 +409,10 @@ void spec_decoder::apply_gate(int32_t decoded, int32_t drafting, clock_type::tim
   g.step_s = seconds_since(t_step);
   g.prefill_s = step_prefill_s_;
   g.policy_warm = policy_.warmed_up();
+  const graph_launch_stats now = be_.graph_stats();
+  // Graph captures are not flagged: with ragged verify shapes they go on all level long, and
+  // a capture costs about an eager step; timing a cuBLASLt algorithm stalls 10-50 ms, once.
+  g.one_off = now.gemm_shapes_timed > at_step_start.gemm_shapes_timed;
   gate_.observe(g);
   if (gate_.open(decoding_count())) return;
   int32_t n = 0;

@@ -214,7 +214,8 @@ class spec_decoder {
   void detach(request& r);
   // Feeds the gate this step's figures (requests that took a verify round, those of them
   // drafting) and detaches every drafting request if it closed.
-  void apply_gate(int32_t decoded, int32_t drafting, std::chrono::steady_clock::time_point t_step);
+  void apply_gate(int32_t decoded, int32_t drafting, std::chrono::steady_clock::time_point t_step,
+                  const graph_launch_stats& at_step_start);
   // Requests past their prefill and not finished.
   int32_t decoding_count() const;
 

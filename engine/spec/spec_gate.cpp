@@ -117,7 +117,7 @@ void spec_gate::observe(const spec_gate_step& s) {
   ++observed_;
   if (closed_) {
     ++stats_.closed_steps;
-    if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0) {
+    if (sps_ != nullptr && s.drafting == 0 && s.decoding > 0 && !s.one_off) {
       // A plain step: how fast this loop runs plain decoding, prefill of the requests that
       // join included, against the profile. The average follows the load the gate is closed
       // at over 64 steps, or over as many as hold about 8 joining requests when they join more
@@ -163,6 +163,11 @@ void spec_gate::observe(const spec_gate_step& s) {
     return;
   }
   ++open_steps_;
+  // A one-off stall (on the 8B shape, H200, fourteenth session: the first steps of a level
+  // timing cuBLASLt algorithms, 17 ms a step against 6 for plain decoding) says nothing about
+  // what speculation costs from then on; a 5-step window holding one closed the gate for the
+  // rest of a 16-request level.
+  if (s.one_off) return;
   const double sps_plain = sps_ != nullptr && s.decoding > 0 ? step_seconds(s.decoding) : 0.0;
   if (s.decoding > 0) probe_.add(s, sps_plain);
   // A step counts once at least half of its requests draft. Fewer say little: after a reprobe

@@ -101,6 +101,10 @@ struct spec_gate_step {
   double step_s = 0.0;        // the whole step's seconds
   double prefill_s = 0.0;     // of those, in prefill chunks of joining requests
   bool policy_warm = true;    // spec_policy::warmed_up(): false keeps the step out of the window
+  // The step paid a one-off start-up cost on the target (it timed cuBLASLt algorithms for a new
+  // shape: backend::graph_stats): kept out of windows, probes and the plain price, so that a
+  // level's first steps do not decide for the whole level
+  bool one_off = false;
 };
 
 // One decided auto window, for diagnosis (spec_gate::recent_windows): when it ended, what it

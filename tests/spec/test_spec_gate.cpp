@@ -287,6 +287,24 @@ TEST(SpecGate, AutoWindowSkipsStepsBeforeThePolicyCanVerify) {
   EXPECT_FALSE(h.open(8));
 }
 
+TEST(SpecGate, AutoWindowSkipsOneOffSteps) {
+  // A level's first steps timing cuBLASLt algorithms: 50 ms each against 10 ms steps that pay.
+  spec_gate_step stall{8, 8, 16, 0.002, 0.050};
+  stall.one_off = true;
+  spec_gate g(auto_params());  // min_steps 4, min_request_steps 16
+  for (int i = 0; i < 10; ++i) g.observe(stall);
+  EXPECT_TRUE(g.open(8)) << "no window from one-off steps";
+  EXPECT_EQ(g.stats().closes, 0);
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12) << "the window holds the four ordinary steps alone";
+  // Counted, the same stalls close a gate whose drafts accept nothing.
+  spec_gate h(auto_params());
+  spec_gate_step counted{8, 8, 0, 0.002, 0.050};
+  for (int i = 0; i < 4; ++i) h.observe(counted);
+  EXPECT_FALSE(h.open(8));
+}
+
 TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
   spec_gate g(auto_params());  // reprobe_steps 10
   for (int i = 0; i < 4; ++i) g.observe({8, 8, 0, 0.002, 0.010});
