@@ -242,11 +242,18 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   const attention_variant variant =
       G <= dec_rows && max_q * G <= k_decode_variant_max_items * dec_rows ? attention_variant::decode
                                                                          : attention_variant::general;
-  // Written straight into the pinned plan, whose items region holds max_tokens items.
-  const int32_t n_items = plan_attention_items(
-      q_lens, s.n_seqs, G, variant,
-      {reinterpret_cast<attention_work_item*>(static_cast<unsigned char*>(h_plan_.data()) + off_items_),
-       static_cast<size_t>(opt_.max_tokens)});
+  const bool graphable = opt_.use_graphs && s.capture_layers.size() <= k_graph_max_capture_layers &&
+                         s.n_tokens <= k_graph_max_tokens;
+  // Written straight into the pinned plan, whose items region holds max_tokens items. A graphed
+  // step pads them to one per token (an item holds at least one), so its grid, and with it its
+  // graph, depends on the token count and not on the mix of q_lens: on the H200 a ragged verify
+  // level on SmolLM2's shape ran 66 eager and 78 capturing steps of 1,171, each new mix a new
+  // shape (docs/benchmarks.md, fourteenth session). Padding blocks return at once.
+  const std::span<attention_work_item> items_out{
+      reinterpret_cast<attention_work_item*>(static_cast<unsigned char*>(h_plan_.data()) + off_items_),
+      static_cast<size_t>(opt_.max_tokens)};
+  int32_t n_items = plan_attention_items(q_lens, s.n_seqs, G, variant, items_out);
+  if (graphable) n_items = pad_attention_items(items_out, n_items, s.n_tokens);
 
   // Graphs: plain decode steps (every sequence adds one token), and small ragged steps such as
   // speculative verification (<= k_graph_max_tokens new tokens). Everything a step reads
@@ -256,8 +263,6 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   // launch-bound: 10-18 ms for 2-8 tokens vs 8.6 ms for a replayed 1-token step). The attention
   // in a graph runs max_splits_ splits; splits past a sequence's keys are empty and the
   // fixed-boundary combine makes the result bit-identical to the exact split count.
-  const bool graphable = opt_.use_graphs && s.capture_layers.size() <= k_graph_max_capture_layers &&
-                         s.n_tokens <= k_graph_max_tokens;
   shape sh{s.n_tokens, s.n_seqs, n_items, s.n_rows,
            graphable ? max_splits_ : attention_n_splits(s.max_kv_len, opt_.split_len), s.n_capture_rows,
            variant, s.capture_layers, s.argmax, n_layers};

@@ -67,6 +67,9 @@ paged_attention_kernel(const paged_attention_params p) {
   // writes q and the new keys) finishes. That takes ~3 dependent global round trips off the
   // layer's critical path.
   const attention_work_item it = p.items[blockIdx.x];
+  // A padding item (pad_attention_items) holds no rows: nothing to read or write. Like the
+  // empty splits below, it returns before the PDL wait; the grid completes with its other blocks.
+  if (it.q_count <= 0) return;
   const int kvh = blockIdx.y;
   const int split = blockIdx.z;
   const int G = p.n_head / p.n_kv_head;
@@ -366,6 +369,14 @@ int32_t plan_attention_items(const int32_t* q_lens, int32_t n_seqs, int32_t grou
     }
   }
   return static_cast<int32_t>(n);
+}
+
+int32_t pad_attention_items(std::span<attention_work_item> out, int32_t n, int32_t to) {
+  DSPARK_CUDA_REQUIRE(n >= 0 && to >= n && static_cast<size_t>(to) <= out.size(),
+                      "pad_attention_items: cannot pad " + std::to_string(n) + " items to " + std::to_string(to) +
+                          " in room for " + std::to_string(out.size()));
+  for (int32_t i = n; i < to; ++i) out[static_cast<size_t>(i)] = {0, 0, 0};
+  return to;
 }
 
 std::vector<attention_work_item> plan_attention_items(const int32_t* q_lens, int32_t n_seqs,

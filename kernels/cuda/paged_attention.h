@@ -36,7 +36,7 @@ namespace dspark::cuda {
 struct attention_work_item {
   int32_t seq;      // sequence index r
   int32_t q_begin;  // first new token of this item, relative to r's first new token
-  int32_t q_count;  // new tokens in this item, >= 1
+  int32_t q_count;  // new tokens in this item, >= 1; 0 marks a padding item (its blocks return)
 };
 
 enum class attention_variant : int32_t {
@@ -55,6 +55,11 @@ std::vector<attention_work_item> plan_attention_items(const int32_t* q_lens, int
 // item count. Throws std::invalid_argument as above, or when the items do not fit in `out`.
 int32_t plan_attention_items(const int32_t* q_lens, int32_t n_seqs, int32_t group_size, attention_variant v,
                              std::span<attention_work_item> out);
+// Pads a plan of n items with empty ones ({0, 0, 0}) up to `to` items, so that the item count of
+// a step (a CUDA graph's grid size) depends on its token count alone: ragged verification steps
+// with the same tokens and sequences but different q_len mixes then share one graph. Returns
+// `to`; throws std::invalid_argument if to < n or to exceeds out.size().
+int32_t pad_attention_items(std::span<attention_work_item> out, int32_t n, int32_t to);
 
 // Splits needed to cover keys [0, max_kv_len) with partitions of split_len keys.
 inline int32_t attention_n_splits(int32_t max_kv_len, int32_t split_len) {

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
+#include <vector>
 
 #include "kernels/cuda/paged_attention.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -37,12 +39,18 @@ struct device_batch {
   int n_items = 0;
 };
 
-device_batch upload_batch(const batch& b, int group, attention_variant v) {
+// pad: one item per token, the extra ones empty (pad_attention_items, as the runner's graphs do)
+device_batch upload_batch(const batch& b, int group, attention_variant v, bool pad = false) {
   device_batch d;
   d.cu = upload(b.cu);
   d.kv = upload(b.kv_lens);
   d.bt = upload(b.block_tables);
-  const auto items = plan_attention_items(b.q_lens.data(), static_cast<int32_t>(b.q_lens.size()), group, v);
+  auto items = plan_attention_items(b.q_lens.data(), static_cast<int32_t>(b.q_lens.size()), group, v);
+  if (pad) {
+    const auto n = static_cast<int32_t>(items.size());
+    items.resize(static_cast<size_t>(b.n_tokens()));
+    EXPECT_EQ(pad_attention_items(items, n, b.n_tokens()), b.n_tokens());
+  }
   d.n_items = static_cast<int>(items.size());
   d.items = upload(items);
   return d;
@@ -127,8 +135,8 @@ TEST_P(paged_attention_test, ragged_batch_matches_reference_and_is_batch_invaria
 
   const auto d_q = upload(q.bits), d_k = upload(kc.bits), d_v = upload(vc.bits);
   const size_t out_elems = static_cast<size_t>(n_tok) * nh * hd;
-  auto run = [&](const batch& bb, const device_buffer& dq, attention_variant v, int split_len) {
-    const device_batch db = upload_batch(bb, G, v);
+  auto run = [&](const batch& bb, const device_buffer& dq, attention_variant v, int split_len, bool pad = false) {
+    const device_batch db = upload_batch(bb, G, v, pad);
     int mk = 0;
     for (int x : bb.kv_lens) mk = std::max(mk, x);
     const int n_splits = attention_n_splits(mk, split_len);
@@ -175,6 +183,12 @@ TEST_P(paged_attention_test, ragged_batch_matches_reference_and_is_batch_invaria
   }
   ASSERT_EQ(dec256.size(), out_elems);
   EXPECT_EQ(0, std::memcmp(dec256.data(), gen256.data(), out_elems * 2)) << "variants differ bitwise";
+  // Padded to one item per token (the runner's graphed steps): the empty items change nothing.
+  for (attention_variant v : {attention_variant::decode, attention_variant::general}) {
+    const auto padded = run(b, d_q, v, 256, true);
+    EXPECT_EQ(0, std::memcmp(dec256.data(), padded.data(), out_elems * 2))
+        << "padding items changes the output, variant " << static_cast<int>(v);
+  }
 
   // Every token as its own decode sequence (q_len 1, kv_len = its position + 1), same blocks.
   batch one;
@@ -193,6 +207,23 @@ TEST_P(paged_attention_test, ragged_batch_matches_reference_and_is_batch_invaria
   size_t diffs = 0;
   for (size_t i = 0; i < out_elems; ++i) diffs += one_by_one[i] != dec256[i];
   EXPECT_EQ(diffs, 0u) << "verify-path attention differs from one-by-one decode in " << diffs << " elements";
+}
+
+TEST(paged_attention_plan, pads_with_empty_items_and_rejects_what_does_not_fit) {
+  const int32_t q_lens[] = {3, 1, 4};
+  std::vector<attention_work_item> items(8, attention_work_item{7, 7, 7});
+  const int32_t n = plan_attention_items(q_lens, 3, 4, attention_variant::decode, items);
+  ASSERT_EQ(n, 5);  // 2 tokens an item at G = 4: {0,0,2} {0,2,1} {1,0,1} {2,0,2} {2,2,2}
+  EXPECT_EQ(pad_attention_items(items, n, 8), 8);
+  for (int i = n; i < 8; ++i) {
+    EXPECT_EQ(items[i].seq, 0);
+    EXPECT_EQ(items[i].q_count, 0) << "item " << i;
+  }
+  EXPECT_EQ(items[4].seq, 2);
+  EXPECT_EQ(items[4].q_count, 2);
+  EXPECT_EQ(pad_attention_items(items, 5, 5), 5);
+  EXPECT_THROW(pad_attention_items(items, 5, 9), std::invalid_argument);
+  EXPECT_THROW(pad_attention_items(items, 6, 5), std::invalid_argument);
 }
 
 INSTANTIATE_TEST_SUITE_P(shapes, paged_attention_test,
