@@ -14,10 +14,12 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 
+#include "common/whole_number.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_buffer.h"
 
@@ -47,15 +49,15 @@ uint32_t alignment_of(const void* p) {
   return al;
 }
 
-int64_t parse_int(const char* name, const char* v, int64_t fallback, int64_t lo, int64_t hi) {
+// A DSPARK_GEMM_* value: the default when unset or empty, else a whole number in [lo, hi].
+int32_t tuning_value(const char* name, const char* v, int32_t fallback, int32_t lo, int32_t hi) {
   if (v == nullptr || *v == '\0') return fallback;
-  char* end = nullptr;
-  const long long n = std::strtoll(v, &end, 10);
-  if (*end != '\0' || n < lo || n > hi) {
+  const std::optional<int32_t> n = whole_number<int32_t>(v);
+  if (!n || *n < lo || *n > hi) {
     throw std::invalid_argument(std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
                                 std::to_string(hi) + "], not '" + v + "'");
   }
-  return n;
+  return *n;
 }
 
 constexpr int k_max_candidates = 64;
@@ -74,8 +76,8 @@ struct call_operands {
 
 gemm_tuning gemm_tuning::parse(const char* candidates, const char* max_tokens) {
   gemm_tuning t;
-  t.candidates = static_cast<int>(parse_int("DSPARK_GEMM_TUNE", candidates, t.candidates, 1, k_max_candidates));
-  t.max_tokens = parse_int("DSPARK_GEMM_TUNE_MAX_TOKENS", max_tokens, t.max_tokens, 0, 1 << 20);
+  t.candidates = tuning_value("DSPARK_GEMM_TUNE", candidates, t.candidates, 1, k_max_candidates);
+  t.max_tokens = tuning_value("DSPARK_GEMM_TUNE_MAX_TOKENS", max_tokens, static_cast<int32_t>(t.max_tokens), 0, 1 << 20);
   return t;
 }
 

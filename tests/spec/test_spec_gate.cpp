@@ -267,42 +267,37 @@ TEST(SpecGate, AutoWindowCountsOnlyStepsWhereMostRequestsDraft) {
   EXPECT_EQ(g.stats().closes, 1);
 }
 
+// Steps a window must not hold: ten `flagged` ones make no window; four warm paying steps then
+// decide alone (G = 2 against o = 0.25); and four `counted` ones (the same steps, unflagged)
+// close a fresh gate.
+void expect_flagged_steps_stay_out(const spec_gate_step& flagged, const spec_gate_step& counted, const char* what) {
+  spec_gate g(auto_params());  // min_steps 4, min_request_steps 16
+  for (int i = 0; i < 10; ++i) g.observe(flagged);
+  EXPECT_TRUE(g.open(8)) << "no window from " << what;
+  EXPECT_EQ(g.stats().closes, 0);
+  for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
+  EXPECT_TRUE(g.open(8));
+  EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12) << "the window holds the four ordinary steps alone";
+  spec_gate h(auto_params());
+  for (int i = 0; i < 4; ++i) h.observe(counted);
+  EXPECT_FALSE(h.open(8));
+}
+
 TEST(SpecGate, AutoWindowSkipsStepsBeforeThePolicyCanVerify) {
   // async K's first `lag` steps: every request drafts but the capacity is still 0.
   spec_gate_step cold{8, 8, 0, 0.002, 0.010};
   cold.policy_warm = false;
-  spec_gate g(auto_params());  // min_steps 4, min_request_steps 16
-  for (int i = 0; i < 10; ++i) g.observe(cold);
-  EXPECT_TRUE(g.open(8)) << "no window from steps the policy could not verify";
-  EXPECT_EQ(g.stats().closes, 0);
-  // Warm, the window judges: G = 2 against o = 0.25 pays.
-  for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
-  EXPECT_TRUE(g.open(8));
-  EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12);
-  // The same cold steps, counted, close it.
-  spec_gate h(auto_params());
   spec_gate_step counted = cold;
   counted.policy_warm = true;
-  for (int i = 0; i < 4; ++i) h.observe(counted);
-  EXPECT_FALSE(h.open(8));
+  expect_flagged_steps_stay_out(cold, counted, "steps the policy could not verify");
 }
 
 TEST(SpecGate, AutoWindowSkipsOneOffSteps) {
   // A level's first steps timing cuBLASLt algorithms: 50 ms each against 10 ms steps that pay.
   spec_gate_step stall{8, 8, 16, 0.002, 0.050};
   stall.one_off = true;
-  spec_gate g(auto_params());  // min_steps 4, min_request_steps 16
-  for (int i = 0; i < 10; ++i) g.observe(stall);
-  EXPECT_TRUE(g.open(8)) << "no window from one-off steps";
-  EXPECT_EQ(g.stats().closes, 0);
-  for (int i = 0; i < 4; ++i) g.observe({8, 8, 16, 0.002, 0.010});
-  EXPECT_TRUE(g.open(8));
-  EXPECT_NEAR(g.stats().last_gain, 2.0, 1e-12) << "the window holds the four ordinary steps alone";
-  // Counted, the same stalls close a gate whose drafts accept nothing.
-  spec_gate h(auto_params());
-  spec_gate_step counted{8, 8, 0, 0.002, 0.050};
-  for (int i = 0; i < 4; ++i) h.observe(counted);
-  EXPECT_FALSE(h.open(8));
+  // Counted, such stalls close a gate whose drafts accept nothing.
+  expect_flagged_steps_stay_out(stall, {8, 8, 0, 0.002, 0.050}, "one-off steps");
 }
 
 TEST(SpecGate, AutoReprobesAfterReprobeSteps) {
