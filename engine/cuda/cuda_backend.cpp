@@ -340,7 +340,8 @@ std::string profile_tag(int device) {
   // above the GEMV range
   const gemm_tuning t = gemm_tuning::from_env();
   if (t.candidates > 1 && t.max_tokens > k_gemv_max_tokens)
-    tag += ", cuBLASLt timed " + std::to_string(t.candidates) + " to " + std::to_string(t.max_tokens) + " rows";
+    tag += ", cuBLASLt timed " + std::to_string(t.candidates) + " to " + std::to_string(t.max_tokens) + " rows" +
+           (t.variants > 0 ? " with variants of " + std::to_string(t.variants) : "");
   return tag;
 }
 

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "common/whole_number.h"
 #include "kernels/cuda/cuda_check.h"
@@ -63,6 +64,21 @@ int32_t tuning_value(const char* name, const char* v, int32_t fallback, int32_t 
 constexpr int k_max_candidates = 64;
 using candidate_list = std::array<cublasLtMatmulHeuristicResult_t, k_max_candidates>;
 
+// What tells two configurations apart: algorithm id, tile, stages, split-K, reduction scheme.
+using algo_fields = std::tuple<int32_t, uint32_t, uint32_t, int32_t, uint32_t>;
+
+algo_fields fields_of(const cublasLtMatmulAlgo_t& a) {
+  int32_t id = 0, splitk = 1;
+  uint32_t tile = 0, stages = 0, scheme = 0;
+  size_t w = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme, &w);
+  return {id, tile, stages, splitk, scheme};
+}
+
 // The operands of the call that first meets a shape: timing runs on them.
 struct call_operands {
   const void* w;
@@ -74,15 +90,17 @@ struct call_operands {
 
 }  // namespace
 
-gemm_tuning gemm_tuning::parse(const char* candidates, const char* max_tokens) {
+gemm_tuning gemm_tuning::parse(const char* candidates, const char* max_tokens, const char* variants) {
   gemm_tuning t;
   t.candidates = tuning_value("DSPARK_GEMM_TUNE", candidates, t.candidates, 1, k_max_candidates);
   t.max_tokens = tuning_value("DSPARK_GEMM_TUNE_MAX_TOKENS", max_tokens, static_cast<int32_t>(t.max_tokens), 0, 1 << 20);
+  t.variants = tuning_value("DSPARK_GEMM_VARIANTS", variants, t.variants, 0, 16);
   return t;
 }
 
 gemm_tuning gemm_tuning::from_env() {
-  static const gemm_tuning t = parse(std::getenv("DSPARK_GEMM_TUNE"), std::getenv("DSPARK_GEMM_TUNE_MAX_TOKENS"));
+  static const gemm_tuning t = parse(std::getenv("DSPARK_GEMM_TUNE"), std::getenv("DSPARK_GEMM_TUNE_MAX_TOKENS"),
+                                     std::getenv("DSPARK_GEMM_VARIANTS"));
   return t;
 }
 
@@ -146,6 +164,55 @@ struct gemm_context::impl {
     return best;
   }
 
+  // Appends to cands[n..] the tile and split-K variants of its first `from` entries (same
+  // algorithm, same stages) that cuBLASLt accepts for p's shape within the workspace, skipping
+  // configurations already listed, until the list is full. Returns the new count.
+  int add_variants(const plan& p, candidate_list& cands, int n, int from) {
+    std::vector<algo_fields> seen;
+    for (int i = 0; i < n; ++i) seen.push_back(fields_of(cands[i].algo));
+    const int n0 = n;
+    for (int i = 0; i < std::min(from, n0) && n < k_max_candidates; ++i) {
+      const cublasLtMatmulAlgo_t base = cands[i].algo;
+      size_t bytes = 0;
+      std::vector<uint32_t> tiles;
+      if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, nullptr, 0, &bytes) ==
+              CUBLAS_STATUS_SUCCESS && bytes > 0) {
+        tiles.resize(bytes / sizeof(uint32_t));
+        cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, tiles.data(), bytes, &bytes);
+      }
+      int32_t splitk_ok = 0;
+      uint32_t schemes = 0;
+      cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof splitk_ok, &bytes);
+      cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes,
+                                        &bytes);
+      uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+      if (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      else if (schemes & CUBLASLT_REDUCTION_SCHEME_INPLACE) scheme = CUBLASLT_REDUCTION_SCHEME_INPLACE;
+      for (uint32_t tile : tiles) {
+        for (int32_t split : {1, 2, 4}) {
+          if (n >= k_max_candidates) return n;
+          if (split > 1 && (!splitk_ok || scheme == CUBLASLT_REDUCTION_SCHEME_NONE)) continue;
+          cublasLtMatmulAlgo_t a = base;
+          const uint32_t sch = split > 1 ? scheme : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split);
+          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &sch, sizeof sch);
+          const algo_fields f = fields_of(a);
+          if (std::find(seen.begin(), seen.end(), f) != seen.end()) continue;
+          cublasLtMatmulHeuristicResult_t check{};
+          if (cublasLtMatmulAlgoCheck(handle, p.op, p.a, p.b, p.c, p.c, &a, &check) != CUBLAS_STATUS_SUCCESS ||
+              check.workspaceSize > workspace.bytes())
+            continue;
+          seen.push_back(f);
+          cands[n] = check;
+          cands[n].algo = a;
+          ++n;
+        }
+      }
+    }
+    return n;
+  }
+
   const plan& get(int64_t n_tokens, int64_t n_out, int64_t n_in, cudaDataType_t out_type, uint32_t align,
                   const call_operands& call) {
     std::lock_guard<std::mutex> lock(mu);
@@ -198,7 +265,14 @@ struct gemm_context::impl {
         throw cuda_error("cuBLASLt: no algorithm for bf16 GEMM n_tokens=" + std::to_string(n_tokens) +
                          " n_out=" + std::to_string(n_out) + " n_in=" + std::to_string(n_in));
       }
-      p.algo = results[timed && n_results > 1 ? fastest(p, results, n_results, call) : 0].algo;
+      const int n_heuristic = n_results;
+      if (timed && tuning.variants > 0) {
+        n_results = add_variants(p, results, n_results, tuning.variants);
+        stats.variants_timed += n_results - n_heuristic;
+      }
+      const int chosen = timed && n_results > 1 ? fastest(p, results, n_results, call) : 0;
+      stats.variants_chosen += chosen >= n_heuristic;
+      p.algo = results[chosen].algo;
       if (timed) timed_by_bucket[bucket] = p.algo;
     } catch (...) {
       p.destroy();

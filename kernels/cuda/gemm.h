@@ -30,17 +30,26 @@ namespace dspark::cuda {
 struct gemm_tuning {
   int candidates = 16;    // heuristic results timed; 1 takes the heuristic's first, untimed
   int64_t max_tokens = 512;  // larger steps are compute-bound, where the heuristic does well
-  // DSPARK_GEMM_TUNE=N (candidates, 1..64) and DSPARK_GEMM_TUNE_MAX_TOKENS=M over the defaults;
-  // invalid values throw std::invalid_argument naming the variable. Read once per process.
+  // Experimental, off by default: the first `variants` heuristic results are also timed with
+  // each other tile their algorithm offers and split-K 1, 2, 4 (up to 64 candidates in all).
+  // The heuristic's first 16 never avoid the 72- and 136-row cliffs (docs/benchmarks.md,
+  // fourteenth session); a tile as wide as the step's token count, split along K so every SM
+  // still streams weights, is the configuration that would read the weights once.
+  int variants = 0;
+  // DSPARK_GEMM_TUNE=N (candidates, 1..64), DSPARK_GEMM_TUNE_MAX_TOKENS=M and
+  // DSPARK_GEMM_VARIANTS=V (0..16) over the defaults; invalid values throw
+  // std::invalid_argument naming the variable. Read once per process.
   static gemm_tuning from_env();
-  // The same from the two variables' values (null or empty: the default).
-  static gemm_tuning parse(const char* candidates, const char* max_tokens);
+  // The same from the variables' values (null or empty: the default).
+  static gemm_tuning parse(const char* candidates, const char* max_tokens, const char* variants = nullptr);
 };
 
 struct gemm_tuning_stats {
   int64_t shapes_timed = 0;  // shapes whose algorithm was chosen by timing
   int64_t shapes_changed = 0;  // of those, shapes where the fastest was not the heuristic's first
   int64_t shapes_reused = 0;  // shapes that took the timed choice of their bucket of 8 token counts
+  int64_t variants_timed = 0;  // tile / split-K variants among the timed candidates (gemm_tuning::variants)
+  int64_t variants_chosen = 0;  // shapes whose fastest candidate was such a variant
   double ms_spent = 0;       // host time spent timing
 };
 

@@ -10,9 +10,13 @@
 #      with MEASURE_AB_ENV (default DSPARK_GEMV_ROWS=4) set,
 #   3. gemv_suite.sh's bench_cuda --quick tables for "simt" and MEASURE_AB_VARIANT (simt@4) on
 #      MEASURE_GEMV_MODELS (qwen3-8b,smollm2-135m: bench_cuda --models takes a comma list),
+#   3b. bench_gemm_algos on MEASURE_GEMM_ALGO_MODELS (qwen3-8b smollm2-135m; "" skips it) at
+#      MEASURE_GEMM_ALGO_TOKENS (64,72,128,136,256), MEASURE_GEMM_ALGO_ENUMERATE (600)
+#      enumerated configurations a case: whether cuBLASLt has a configuration without the
+#      72- and 136-row cliffs,
 #   4. the 8B synthetic load sweep (load_suite.sh, caller's LOAD_* settings) with the defaults,
 #      then once per setting in MEASURE_SWEEP_ENVS (space-separated VAR=VALUE; default
-#      DSPARK_GEMM_TUNE=1, cuBLASLt's first choice untimed) at MEASURE_AB_CONCURRENCY (64,128,256)
+#      DSPARK_GEMM_VARIANTS=4, tile and split-K variants timed too) at MEASURE_AB_CONCURRENCY (64,128,256)
 #      with MEASURE_AB_POLICIES (none,async,scheduled); each sweep prints its step profile.
 # $OUT: summary.md (test summaries, GEMV verify rows, both sweeps' tables) and measure.tgz (every
 # log, table and JSONL) — two files, well inside the 8 a call may return.
@@ -56,11 +60,19 @@ GEMV_VARIANTS="simt ${MEASURE_AB_VARIANT:-simt@4}" GEMV_TEST_FILTER='cuda_gemv*'
 echo "measure: gemv A/B rc=$? after $(elapsed)"
 grep -E "^# variant|^#+ |verify|tokens" "$work/gemv/bench_ab.md" | head -60
 
+for m in ${MEASURE_GEMM_ALGO_MODELS-qwen3-8b smollm2-135m}; do
+  "$DSPARK_PREBUILT/bench/bench_gemm_algos" --out "$work/gemm_algos_$m" --model "$m" \
+    --tokens "${MEASURE_GEMM_ALGO_TOKENS:-64,72,128,136,256}" --enumerate "${MEASURE_GEMM_ALGO_ENUMERATE:-600}" \
+    > "$work/gemm_algos_$m.log" 2>&1
+  echo "measure: bench_gemm_algos $m rc=$? after $(elapsed)"
+  cat "$work/gemm_algos_$m/bench_gemm_algos.md" 2>/dev/null || tail -5 "$work/gemm_algos_$m.log"
+done
+
 OUT="$work/load_default" LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
 echo "measure: 8B sweep (defaults) rc=$? after $(elapsed)"
 cat "$work/load_default/load.md" 2>/dev/null
 i=0
-for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_TUNE=1}; do
+for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4}; do
   i=$((i + 1))
   env "$setting" OUT="$work/load_ab$i" LOAD_PHASES=synthetic \
     LOAD_CONCURRENCY="${MEASURE_AB_CONCURRENCY:-64,128,256}" LOAD_POLICIES="${MEASURE_AB_POLICIES:-none,async,scheduled}" \

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Binaries built HERE (CUDA 13, sm_90, Release: build-cuda) carried to the GPU machine, so a
-# lease does not spend minutes of device time compiling. The four programs the suites run
-# (dspark, test_cuda, bench_cuda, bench_load), stripped, with the shared libraries they load
+# lease does not spend minutes of device time compiling. The programs the suites run
+# (dspark, test_cuda, bench_cuda, bench_load, bench_gemm_algos), stripped, with the shared libraries they load
 # that are not glibc, libstdc++ or CUDA's (CAF, ZeroMQ, httplib, PCRE2 and their needs), packed
 # with xz: about 10 MB, so the tarball rides along any call.
 #
 # Here:   bash scripts/device/prebuilt.sh pack [BUILD_DIR]    (default build-cuda)
-#           builds the four targets, writes .stage/prebuilt.tar.xz and prints its MANIFEST
+#           builds those targets, writes .stage/prebuilt.tar.xz and prints its MANIFEST
 #           (commit, whether the tree had uncommitted changes, nvcc, newest glibc symbol).
 # There:  eval "$(bash scripts/device/prebuilt.sh unpack [TAR] [DEST])"
 #           (default .stage/prebuilt.tar.xz -> /tmp/dspark-prebuilt) unpacks, checks that every
@@ -19,14 +19,14 @@
 # glibc >= the MANIFEST's figure there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-programs=(services/dspark tests/test_cuda bench/bench_cuda bench/bench_load)
+programs=(services/dspark tests/test_cuda bench/bench_cuda bench/bench_load bench/bench_gemm_algos)
 case "${1:-}" in
   pack)
     build="$root/${2:-build-cuda}"
     [ -f "$build/build.ninja" ] || { echo "prebuilt: $build is not a configured build (cmake -DDSPARK_CUDA=ON)" >&2; exit 1; }
     grep -q "CMAKE_BUILD_TYPE:STRING=Release" "$build/CMakeCache.txt" ||
       { echo "prebuilt: $build is not a Release build" >&2; exit 1; }
-    ninja -C "$build" dspark test_cuda bench_cuda bench_load > /dev/null
+    ninja -C "$build" dspark test_cuda bench_cuda bench_load bench_gemm_algos > /dev/null
     stage=$(mktemp -d)
     trap 'rm -rf "$stage"' EXIT
     mkdir -p "$stage/lib"

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -76,15 +77,13 @@ TEST(cuda_gemm, cublaslt_bf16_and_f32_outputs) {
   }
 }
 
-// Algorithms chosen by timing give the same products (to float32 accumulation order): every
-// shape here is chosen for on its first call, by timing or (66 rows, in 72's bucket) by taking
-// its bucket's timed choice, and a second call reuses the plan.
-TEST(cuda_gemm, timed_algorithms_match_reference) {
-  DSPARK_REQUIRE_CUDA_DEVICE();
-  gemm_context ctx(32u << 20, gemm_tuning{16, 512});
-  int64_t chosen = 0;
-  for (auto [n_tok, n_out, n_in] : {std::tuple<int64_t, int64_t, int64_t>{9, 512, 256},
-                                    {72, 1000, 512}, {136, 384, 1024}, {200, 256, 768}, {66, 1000, 512}}) {
+using gemm_shape = std::tuple<int64_t, int64_t, int64_t>;  // n_tokens, n_out, n_in
+
+// Calls ctx twice per shape (bf16 and float32 outputs, beta 0) and checks both against the
+// reference each time; after_call(rep) runs after each pair of calls.
+void expect_products_match(gemm_context& ctx, std::initializer_list<gemm_shape> shapes, const char* what,
+                           const std::function<void(int)>& after_call = {}) {
+  for (auto [n_tok, n_out, n_in] : shapes) {
     const problem p = make_problem(n_tok, n_out, n_in, static_cast<uint32_t>(n_tok * 17 + n_out));
     const auto dw = upload(p.w.bits), dx = upload(p.x.bits);
     device_buffer yb(n_tok * n_out * 2), yf(n_tok * n_out * 4);
@@ -94,20 +93,49 @@ TEST(cuda_gemm, timed_algorithms_match_reference) {
       ctx.gemm(dw.as<bf>(), dx.as<bf>(), n_tok, n_out, n_in, yb.as<bf>(), nullptr);
       ctx.gemm(dw.as<bf>(), dx.as<bf>(), n_tok, n_out, n_in, yf.as<float>(), 0.f, nullptr);
       DSPARK_CUDA_CHECK(cudaDeviceSynchronize());
-      check_bf16(p, download<uint16_t>(yb, n_tok * n_out), "timed cublaslt bf16");
+      check_bf16(p, download<uint16_t>(yb, n_tok * n_out), what);
       const auto f = download<float>(yf, n_tok * n_out);
-      EXPECT_LE(rel_l2(std::vector<double>(f.begin(), f.end()), p.ref), 1e-5) << "timed f32, n_tok=" << n_tok;
-      chosen += rep == 0 ? 2 : 0;
-      const gemm_tuning_stats st = ctx.tuning_stats();
-      EXPECT_EQ(st.shapes_timed + st.shapes_reused, chosen) << "a shape is chosen for once, on its first call";
+      EXPECT_LE(rel_l2(std::vector<double>(f.begin(), f.end()), p.ref), 1e-5) << what << " f32, n_tok=" << n_tok;
+      if (after_call) after_call(rep);
     }
   }
+}
+
+// Algorithms chosen by timing give the same products (to float32 accumulation order): every
+// shape here is chosen for on its first call, by timing or (66 rows, in 72's bucket) by taking
+// its bucket's timed choice, and a second call reuses the plan.
+TEST(cuda_gemm, timed_algorithms_match_reference) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  gemm_context ctx(32u << 20, gemm_tuning{16, 512});
+  int64_t chosen = 0;
+  expect_products_match(ctx, {{9, 512, 256}, {72, 1000, 512}, {136, 384, 1024}, {200, 256, 768}, {66, 1000, 512}},
+                        "timed cublaslt", [&](int rep) {
+                          chosen += rep == 0 ? 2 : 0;
+                          const gemm_tuning_stats st = ctx.tuning_stats();
+                          EXPECT_EQ(st.shapes_timed + st.shapes_reused, chosen)
+                              << "a shape is chosen for once, on its first call";
+                        });
   const gemm_tuning_stats st = ctx.tuning_stats();
   EXPECT_GE(st.shapes_timed, 8);
   EXPECT_GT(st.ms_spent, 0.0);
   std::printf("timed %lld shapes (%lld not the heuristic's first), reused %lld, %.1f ms\n",
               static_cast<long long>(st.shapes_timed), static_cast<long long>(st.shapes_changed),
               static_cast<long long>(st.shapes_reused), st.ms_spent);
+}
+
+// With tile and split-K variants of the heuristic's first candidates timed too
+// (DSPARK_GEMM_VARIANTS), whichever configuration wins must still compute the product,
+// including split-K ones that reduce through the workspace; shapes of the 8B verify steps'
+// cliffs (72, 136 rows) and one inside a bucket timed before (66 after 72).
+TEST(cuda_gemm, timed_variants_match_reference) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  gemm_context ctx(32u << 20, gemm_tuning{16, 512, 4});
+  expect_products_match(ctx, {{72, 1024, 512}, {136, 2048, 1024}, {66, 1024, 512}, {200, 256, 768}}, "timed variants");
+  const gemm_tuning_stats st = ctx.tuning_stats();
+  EXPECT_GT(st.variants_timed, 0) << "no variant of the heuristic's first candidates was accepted";
+  std::printf("timed %lld shapes with %lld variants among the candidates; a variant won %lld times\n",
+              static_cast<long long>(st.shapes_timed), static_cast<long long>(st.variants_timed),
+              static_cast<long long>(st.variants_chosen));
 }
 
 // Shapes that must not be timed: above max_tokens, beta != 0 (timing would overwrite the y it
@@ -160,9 +188,12 @@ TEST(cuda_gemm, tuning_settings_parse_and_reject_bad_values) {
   const gemm_tuning d = gemm_tuning::parse(nullptr, "");
   EXPECT_EQ(d.candidates, gemm_tuning{}.candidates);
   EXPECT_EQ(d.max_tokens, gemm_tuning{}.max_tokens);
-  const gemm_tuning t = gemm_tuning::parse("1", "256");
+  EXPECT_EQ(d.variants, 0);
+  const gemm_tuning t = gemm_tuning::parse("1", "256", "4");
   EXPECT_EQ(t.candidates, 1);
   EXPECT_EQ(t.max_tokens, 256);
+  EXPECT_EQ(t.variants, 4);
+  for (const char* bad : {"-1", "17", "x"}) EXPECT_THROW(gemm_tuning::parse(nullptr, nullptr, bad), std::invalid_argument) << bad;
   for (const char* bad : {"0", "65", "x", "8x", "-3"}) EXPECT_THROW(gemm_tuning::parse(bad, nullptr), std::invalid_argument) << bad;
   EXPECT_THROW(gemm_tuning::parse(nullptr, "-1"), std::invalid_argument);
 }
