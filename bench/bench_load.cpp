@@ -11,9 +11,10 @@
 //              [--jsonl FILE] [--md FILE] [--label-prefix P] [--synthetic-text echo|random]
 //
 // Drafters (SPEC): none, ngram, layerskip:K (on the target's KV), dspark|dflash|eagle3|mtp1:DIR
-// (trained, host CPU), or replay:TRACE.jsonl[,layers=N][,logits=all|last]: replayed acceptance
+// (trained, host CPU), or replay:TRACE.jsonl[,layers=N][,logits=all|last][,features=F]: replayed acceptance
 // from a recorded round trace against the target's own greedy continuations
-// (models/drafters/replay_drafter.h; the draft pass is charged as N target layers). Policies:
+// (models/drafters/replay_drafter.h; the draft pass is charged as N target layers, and with
+// features=F the capture of F target layers and their host gather as a trained drafter's). Policies:
 // none (plain decoding through the same loop), fixed[:G], threshold[:T], scheduled, async[:LAG]
 // (scheduled/async profile SPS(B) at start-up, cached in --sps-profile). --mtp1 SPEC adds a run
 // labelled "mtp1": fixed gamma 1 with that drafter (the MTP-1-like baseline).
@@ -85,7 +86,7 @@ struct bench_args {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(why.empty() ? stdout : stderr,
                "%s%susage: bench_load (--model PATH --prompts FILE.jsonl | --synthetic qwen3-8b|llama3-8b|smollm2-135m|tiny)\n"
-               "  [--device cpu|cuda] [--draft none|ngram|layerskip:K|KIND:DIR|replay:TRACE[,layers=N][,logits=all|last]]\n"
+               "  [--device cpu|cuda] [--draft none|ngram|layerskip:K|KIND:DIR|replay:TRACE[,layers=N][,logits=all|last][,features=F]]\n"
                "  [--gamma 7] [--threshold 0.5] [--policies none,fixed[:G],threshold[:T],scheduled,async[:LAG]] [--mtp1 SPEC]\n"
                "  [--concurrency 1,4,16,64,128,256] [--requests N] [--seconds 5] [--warmup N | --warmup-waves W] [--max-tokens 64]\n"
                "  [--min-tokens N] [--prompt-count 64] [--prompt-tokens 128] [--prefill-chunk 256] [--ctx N]\n"
@@ -306,6 +307,10 @@ struct drafter_maker {
       p.n_layers = r.n_layers;
       p.all_logits = r.all_logits;
       p.target = t.be.get();
+      if (r.feature_layers > 0) {
+        p.capture_layers = spread_capture_layers(static_cast<int32_t>(t.cfg->n_layer), r.feature_layers);
+        p.n_embd = t.cfg->n_embd;
+      }
       return std::make_unique<replay_drafter>(read_round_trace(r.trace_path), *oracles, t.cfg->n_vocab, p);
     }
     const size_t colon = spec.find(':');

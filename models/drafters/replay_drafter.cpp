@@ -8,6 +8,7 @@
 #include "engine/spec/counter_rng.h"
 #include "engine/spec/policy.h"
 #include "engine/spec/spec_decoder.h"
+#include "models/drafters/drafter_compute.h"
 
 namespace dspark {
 
@@ -17,6 +18,23 @@ uint64_t prompt_hash(std::span<const int32_t> p) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ p.size();
   for (int32_t t : p) h = splitmix64_mix(h ^ static_cast<uint32_t>(t));
   return h;
+}
+
+// The whole number after the '=' of a "name=V" spec part, in [0, hi]; `form` ("layers=N")
+// names it in the error.
+int option_value(const std::string& part, const std::string& form, int hi) {
+  const std::string v = part.substr(part.find('=') + 1);
+  size_t used = 0;
+  int n = -1;
+  try {
+    n = std::stoi(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || n < 0 || n > hi)
+    throw invalid_argument_error("replay: " + form + " needs " + form.substr(form.find('=') + 1) + " in [0, " +
+                                 std::to_string(hi) + "], got '" + v + "'");
+  return n;
 }
 
 }  // namespace
@@ -38,7 +56,7 @@ std::vector<replay_oracle> compute_replay_oracles(backend& be, std::span<const s
 }
 
 replay_spec parse_replay_spec(const std::string& spec) {
-  const std::string form = "replay:TRACE.jsonl[,layers=N][,logits=all|last]";
+  const std::string form = "replay:TRACE.jsonl[,layers=N][,logits=all|last][,features=F]";
   if (spec.rfind("replay:", 0) != 0) throw invalid_argument_error("draft must be " + form + ", got '" + spec + "'");
   replay_spec r;
   std::stringstream ss(spec.substr(7));
@@ -49,17 +67,9 @@ replay_spec parse_replay_spec(const std::string& spec) {
       r.trace_path = part;
       first = false;
     } else if (part.rfind("layers=", 0) == 0) {
-      const std::string v = part.substr(7);
-      size_t used = 0;
-      int n = -1;
-      try {
-        n = std::stoi(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != v.size() || v.empty() || n < 0 || n > 1024)
-        throw invalid_argument_error("replay: layers=N needs N in [0, 1024], got '" + v + "'");
-      r.n_layers = n;
+      r.n_layers = option_value(part, "layers=N", 1024);
+    } else if (part.rfind("features=", 0) == 0) {
+      r.feature_layers = option_value(part, "features=F", 8);
     } else if (part == "logits=all" || part == "logits=last") {
       r.all_logits = part == "logits=all";
     } else {
@@ -68,6 +78,16 @@ replay_spec parse_replay_spec(const std::string& spec) {
   }
   if (r.trace_path.empty()) throw invalid_argument_error("replay: no trace file (form: " + form + ")");
   return r;
+}
+
+std::vector<int32_t> spread_capture_layers(int32_t n_layer, int32_t count) {
+  if (count < 1 || count > n_layer - 2)
+    throw invalid_argument_error("spread_capture_layers: " + std::to_string(count) + " layers of a " +
+                                 std::to_string(n_layer) + "-layer target (at most n_layer - 2)");
+  if (count == 1) return {n_layer / 2};
+  std::vector<int32_t> out;
+  for (int32_t i = 0; i < count; ++i) out.push_back(1 + (i * (n_layer - 3) + (count - 1) / 2) / (count - 1));
+  return out;
 }
 
 replay_drafter::replay_drafter(round_trace trace, std::vector<replay_oracle> oracles, int64_t n_vocab,
@@ -90,6 +110,11 @@ replay_drafter::replay_drafter(round_trace trace, std::vector<replay_oracle> ora
   caps_.name = "replay(" + trace_.header.drafter + ")";
   caps_.dist_kind = draft_dist_kind::one_hot;
   caps_.has_confidence = trace_.header.has_confidence;
+  if (!p.capture_layers.empty()) {
+    if (p.n_embd < 1) throw invalid_argument_error("replay_drafter: capture layers need the target's n_embd");
+    caps_.capture_layers = p.capture_layers;
+    staging_.resize(static_cast<size_t>(k_staging_rows * p.n_embd) * p.capture_layers.size());
+  }
   slots_.resize(static_cast<size_t>(p.max_slots));
 }
 
@@ -183,6 +208,16 @@ void replay_drafter::charge(std::span<const propose_request> batch, const draft_
 
 void replay_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_state& s = open_slot(slot, "on_commit");
+  const target_features& f = c.features;
+  if (!staging_.empty() && f.data != nullptr) {
+    if (f.n_layers != static_cast<int32_t>(caps_.capture_layers.size()) || f.n_embd != p_.n_embd)
+      throw invalid_argument_error("replay_drafter::on_commit: features of " + std::to_string(f.n_layers) + " x " +
+                                   std::to_string(f.n_embd) + ", expected " +
+                                   std::to_string(caps_.capture_layers.size()) + " x " + std::to_string(p_.n_embd));
+    const int64_t width = static_cast<int64_t>(f.n_layers) * f.n_embd;
+    for (int32_t i = 0; i < f.n_rows; ++i)
+      gather_feature_row(f, i, staging_.data() + (feature_rows_++ % k_staging_rows) * width);
+  }
   const std::vector<int32_t>& cont = s.oracle->continuation;
   for (int32_t t : c.tokens) {
     const size_t at = static_cast<size_t>(s.generated++);

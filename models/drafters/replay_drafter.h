@@ -28,6 +28,11 @@
 // (logits = last) or on all g rows (logits = all), and then truncates the target's sequences
 // back to their committed length (O(1)). Default 2 layers: a DSpark-sized drafter at the
 // target's width (the method's 2-layer DSpark). n_layers 0 charges nothing (unit tests).
+// With features=N it also declares N capture layers (spread_capture_layers), so every verify
+// forward and prompt chunk captures them and the backend hands them to the host, and it gathers
+// each committed row's features into a staging ring as the trained drafters do before their
+// upload: the cost of a feature-reading drafter's host path, which the draft pass alone leaves
+// out (5 layers of a 4096-wide target are 80 KB a row).
 #pragma once
 
 #include <cstdint>
@@ -65,16 +70,24 @@ struct replay_drafter_params {
   int32_t n_layers = 2;            // target layers each propose runs; 0: no cost
   bool all_logits = false;         // LM head on every drafted row (true) or the last (false)
   backend* target = nullptr;       // the target, for the cost; needed when n_layers > 0
+  std::vector<int32_t> capture_layers;  // target layers whose features it reads (empty: none)
+  int64_t n_embd = 0;              // the target's width; needed with capture_layers
 };
 
-// "replay:TRACE[,layers=N][,logits=all|last]" -> (trace path, params fields). Throws
-// invalid_argument_error naming the valid form for anything else.
+// "replay:TRACE[,layers=N][,logits=all|last][,features=F]" -> (trace path, params fields).
+// Throws invalid_argument_error naming the valid form for anything else.
 struct replay_spec {
   std::string trace_path;
   int32_t n_layers = 2;
   bool all_logits = false;
+  int32_t feature_layers = 0;      // capture layers to read, [0, 8]
 };
 replay_spec parse_replay_spec(const std::string& spec);
+
+// `count` target layers spread evenly over 1 .. n_layer - 2 (the trained drafters' default
+// for SmolLM2's 30 layers is 1, 8, 15, 22, 28; this gives 1, 8, 15, 21, 28). invalid_argument_error
+// unless 1 <= count <= n_layer - 2.
+std::vector<int32_t> spread_capture_layers(int32_t n_layer, int32_t count);
 
 class replay_drafter final : public drafter {
  public:
@@ -95,6 +108,8 @@ class replay_drafter final : public drafter {
 
   // Requests whose committed tokens left their oracle (each counted once).
   int64_t oracle_misses() const { return misses_; }
+  // Feature rows gathered in on_commit so far (0 without capture layers).
+  int64_t feature_rows() const { return feature_rows_; }
   // Trace rounds replayed (proposes that drafted) so far.
   int64_t rounds_replayed() const { return rounds_replayed_; }
   int64_t requests_begun() const { return begun_; }
@@ -128,6 +143,10 @@ class replay_drafter final : public drafter {
   std::vector<int32_t> tok_buf_;
   std::vector<batch_sequence> seqs_;
   std::vector<std::pair<int32_t, int32_t>> restore_;  // (target seq, committed length)
+  // Feature staging: a ring of k_staging_rows rows of all capture layers.
+  static constexpr int64_t k_staging_rows = 64;
+  std::vector<float> staging_;
+  int64_t feature_rows_ = 0;
 };
 
 }  // namespace dspark

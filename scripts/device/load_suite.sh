@@ -20,7 +20,7 @@
 #   bash scripts/device/load_suite.sh --build-in-background   # returns at once; the build runs on
 #   bash scripts/device/load_suite.sh                         # waits for that build, then both phases
 #   LOAD_PHASES=synthetic bash scripts/device/load_suite.sh   # one phase (synthetic | smollm2)
-# Knobs: LOAD_SHAPE, LOAD_DSPARK_TRACE, LOAD_DSPARK_LAYERS, LOAD_MTP1_TRACE (below), LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
+# Knobs: LOAD_SHAPE, LOAD_DSPARK_TRACE, LOAD_DSPARK_LAYERS, LOAD_MTP1_TRACE, LOAD_REPLAY_FEATURES (below), LOAD_SECONDS (window per level, default 3), LOAD_REQUESTS, LOAD_CONCURRENCY (default
 # 1,4,16,64,128,256), LOAD_POLICIES, LOAD_DRAFT_SKIP_SYNTHETIC, LOAD_DRAFT_SKIP_TRAINED, LOAD_SPEC_GATE, LOAD_TRAINED_CONCURRENCY, LOAD_TRAINED_POLICIES (default
 # fixed,scheduled), LOAD_SMOLLM2_REPLAY (0 skips the SmolLM2 replay sweep), DSPARK_DRAFTERS (default /tmp/dspark-train/export);
 # LOAD_SOLO_PREFILL=1 and LOAD_FUSED_PREFILL=1 (A/B baselines, below); LOAD_WARMUP_WAVES (1: waves of
@@ -60,8 +60,15 @@ traces="$root/bench/traces"
 # earlier sweeps is LOAD_DSPARK_TRACE=bench/traces/smollm2_dspark_g7.jsonl LOAD_DSPARK_LAYERS=5
 # LOAD_MTP1_TRACE=bench/traces/smollm2_mtp1_g1.jsonl. A trace recorded by
 # scripts/device/record_traces.sh in the same lease goes here with its drafter's depth.
+# LOAD_REPLAY_FEATURES=F (default 0) makes both read F capture layers as the trained drafters do
+# (DSpark's recipe reads 5, MTP-1 one): the target then captures them in every forward and
+# copies them to the host, and the replay gathers the committed rows (replay_drafter.h).
 dspark_replay="replay:${LOAD_DSPARK_TRACE:-$traces/smollm2_dspark2_g7.jsonl},layers=${LOAD_DSPARK_LAYERS:-2}"
 mtp1_replay="replay:${LOAD_MTP1_TRACE:-$traces/smollm2_mtp1_r7_g1.jsonl},layers=1"
+if [ "${LOAD_REPLAY_FEATURES:-0}" != 0 ]; then
+  dspark_replay="$dspark_replay,features=$LOAD_REPLAY_FEATURES"
+  mtp1_replay="$mtp1_replay,features=1"
+fi
 
 if [ -z "${LOAD_BUILD:-}" ]; then
   for _ in $(seq 1 60); do pgrep -f "gpu_suite.sh --build-only" > /dev/null || break; sleep 5; done

@@ -16,8 +16,12 @@
 #      72- and 136-row cliffs,
 #   4. the 8B synthetic load sweep (load_suite.sh, caller's LOAD_* settings) with the defaults,
 #      then once per setting in MEASURE_SWEEP_ENVS (space-separated VAR=VALUE; default
-#      DSPARK_GEMM_VARIANTS=4, tile and split-K variants timed too) at MEASURE_AB_CONCURRENCY (64,128,256)
+#      "DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5": tile and split-K variants timed too; the
+#      replayed drafters reading 5 capture layers through the host as the trained ones do) at
+#      MEASURE_AB_CONCURRENCY (64,128,256)
 #      with MEASURE_AB_POLICIES (none,async,scheduled); each sweep prints its step profile.
+# MEASURE_PARTS (comma list, default tests,gemv,gemm_algos,sweep,ab) picks which of 2, 3, 3b,
+# the default sweep and the A/B sweeps of 4 run; the whole no longer fits one 350-s call.
 # $OUT: summary.md (test summaries, GEMV verify rows, both sweeps' tables) and measure.tgz (every
 # log, table and JSONL) — two files, well inside the 8 a call may return.
 set -uo pipefail
@@ -45,7 +49,11 @@ bash scripts/device/prebuilt.sh unpack > /tmp/prebuilt.env || { echo "measure: p
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 echo "measure: binaries ready after $(elapsed)"
 
+parts=",${MEASURE_PARTS:-tests,gemv,gemm_algos,sweep,ab},"
+part() { [[ "$parts" == *",$1,"* ]]; }
+
 ab_env="${MEASURE_AB_ENV:-DSPARK_GEMV_ROWS=4}"
+if part tests; then
 "$DSPARK_PREBUILT/tests/test_cuda" --gtest_brief=1 > "$work/test_cuda.log" 2>&1
 echo "measure: test_cuda (defaults) rc=$? after $(elapsed)"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran" "$work/test_cuda.log" | head -12
@@ -53,14 +61,17 @@ env $ab_env "$DSPARK_PREBUILT/tests/test_cuda" --gtest_brief=1 \
   --gtest_filter="${MEASURE_AB_FILTER:-cuda_gemv*:cuda_gpu_runner*}" > "$work/test_cuda_ab.log" 2>&1
 echo "measure: test_cuda ($ab_env) rc=$? after $(elapsed)"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran" "$work/test_cuda_ab.log" | head -12
+fi
 
+if part gemv; then
 GEMV_VARIANTS="simt ${MEASURE_AB_VARIANT:-simt@4}" GEMV_TEST_FILTER='cuda_gemv*' \
   GEMV_MODELS="${MEASURE_GEMV_MODELS:-qwen3-8b,smollm2-135m}" OUT="$work/gemv" \
   bash scripts/device/gemv_suite.sh > /dev/null 2>&1
 echo "measure: gemv A/B rc=$? after $(elapsed)"
 grep -E "^# variant|^#+ |verify|tokens" "$work/gemv/bench_ab.md" | head -60
+fi
 
-for m in ${MEASURE_GEMM_ALGO_MODELS-qwen3-8b smollm2-135m}; do
+part gemm_algos && for m in ${MEASURE_GEMM_ALGO_MODELS-qwen3-8b smollm2-135m}; do
   "$DSPARK_PREBUILT/bench/bench_gemm_algos" --out "$work/gemm_algos_$m" --model "$m" \
     --tokens "${MEASURE_GEMM_ALGO_TOKENS:-64,72,128,136,256}" --enumerate "${MEASURE_GEMM_ALGO_ENUMERATE:-600}" \
     > "$work/gemm_algos_$m.log" 2>&1
@@ -68,11 +79,13 @@ for m in ${MEASURE_GEMM_ALGO_MODELS-qwen3-8b smollm2-135m}; do
   cat "$work/gemm_algos_$m/bench_gemm_algos.md" 2>/dev/null || tail -5 "$work/gemm_algos_$m.log"
 done
 
+if part sweep; then
 OUT="$work/load_default" LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
 echo "measure: 8B sweep (defaults) rc=$? after $(elapsed)"
 cat "$work/load_default/load.md" 2>/dev/null
+fi
 i=0
-for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4}; do
+part ab && for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5}; do
   i=$((i + 1))
   env "$setting" OUT="$work/load_ab$i" LOAD_PHASES=synthetic \
     LOAD_CONCURRENCY="${MEASURE_AB_CONCURRENCY:-64,128,256}" LOAD_POLICIES="${MEASURE_AB_POLICIES:-none,async,scheduled}" \

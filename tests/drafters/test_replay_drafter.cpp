@@ -6,11 +6,13 @@
 //   - an oracle that is wrong at one position is detected, counted once, and the request then
 //     proposes nothing, still with plain decoding's output;
 //   - the recorder against the decoder's own metrics, per request, with the layer-skip drafter;
+//   - with capture layers the replay gathers one feature row per committed context position;
 //   - trace files and replay specs with errors are rejected with clear messages.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -88,16 +90,20 @@ struct replay_run {
   std::vector<spec_result> results;
   round_trace recorded;
   int64_t misses = 0;
+  int64_t feature_rows = 0;
 };
 
-// Greedy decoding of `prompts` through the replay drafter (charged 1 layer on the target),
-// wrapped in the recorder; oracles as given.
+// Greedy decoding of `prompts` through the replay drafter (charged 1 layer on the target,
+// reading the features of capture_layers), wrapped in the recorder; oracles as given.
 replay_run run_replay(const synthetic_model& m, backend& be, const std::vector<std::vector<int32_t>>& prompts,
-                      std::vector<replay_oracle> oracles, const std::string& trace_name) {
+                      std::vector<replay_oracle> oracles, const std::string& trace_name,
+                      std::vector<int32_t> capture_layers = {}) {
   replay_drafter_params p;
   p.max_slots = 2;
   p.n_layers = 1;
   p.target = &be;
+  p.capture_layers = std::move(capture_layers);
+  p.n_embd = m.config.n_embd;
   auto replay = std::make_unique<replay_drafter>(hand_trace(), std::move(oracles), m.config.n_vocab, p);
   replay_drafter* rd = replay.get();
   const std::string path = test::scratch_dir("replay") + "/" + trace_name;
@@ -109,17 +115,27 @@ replay_run run_replay(const synthetic_model& m, backend& be, const std::vector<s
   replay_run out;
   out.results = spec_generate_all(dec, prompts, sp, false);
   out.misses = rd->oracle_misses();
+  out.feature_rows = rd->feature_rows();
   out.recorded = read_round_trace(path);
   return out;
 }
 
+// The tiny model, its backend, five prompts and their oracles (24 greedy tokens each).
+struct replay_setup {
+  std::unique_ptr<synthetic_model> m = make_synthetic_model("tiny", 7);
+  std::unique_ptr<backend> be = tiny_backend(*m, 2);
+  std::vector<std::vector<int32_t>> prompts = tiny_prompts(m->config.n_vocab, 5);
+  sampling_params sp = [] {
+    sampling_params p;
+    p.max_tokens = 24;
+    return p;
+  }();
+  std::vector<replay_oracle> oracles = compute_replay_oracles(*be, prompts, sp, nullptr, {}, 2);
+};
+
 TEST(ReplayDrafter, ReproducesTheTraceAcceptanceAndPlainOutput) {
-  const auto m = make_synthetic_model("tiny", 7);
-  const auto be = tiny_backend(*m, 2);
-  const auto prompts = tiny_prompts(m->config.n_vocab, 5);
-  sampling_params sp;
-  sp.max_tokens = 24;
-  const auto oracles = compute_replay_oracles(*be, prompts, sp, nullptr, {}, 2);
+  const replay_setup f;
+  const auto& [m, be, prompts, sp, oracles] = f;
   const replay_run r = run_replay(*m, *be, prompts, oracles, "rec.jsonl");
   EXPECT_EQ(r.misses, 0);
   const round_trace t = hand_trace();
@@ -143,6 +159,35 @@ TEST(ReplayDrafter, ReproducesTheTraceAcceptanceAndPlainOutput) {
     const generation_result plain = generate(*be, nullptr, {}, prompts[i], sp);
     EXPECT_EQ(r.results[i].gen.token_ids, plain.token_ids) << "prompt " << i;
     EXPECT_EQ(r.results[i].gen.token_ids, oracles[i].continuation);
+  }
+}
+
+// With capture layers the replay reads the target's features as a trained drafter does: one
+// row per prompt position (prefill chunks) and x0..x_a of every round but a request's last
+// (a finished request gets no on_commit); acceptance and output unchanged.
+TEST(ReplayDrafter, ReadsFeaturesOfEveryCommittedRow) {
+  const replay_setup f;
+  const auto& [m, be, prompts, sp, oracles] = f;
+  const replay_run plain_features = run_replay(*m, *be, prompts, oracles, "rec_plain.jsonl");
+  const replay_run r = run_replay(*m, *be, prompts, oracles, "rec_features.jsonl", {0, 1});
+  EXPECT_EQ(plain_features.feature_rows, 0);
+  EXPECT_EQ(r.misses, 0);
+  // Every context position but the last has a row, less the final round's (at most gamma + 1
+  // a request); the prompts' rows alone are far fewer.
+  int64_t positions = 0, prompt_rows = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(r.results[i].gen.token_ids, oracles[i].continuation) << "prompt " << i;
+    positions += static_cast<int64_t>(prompts[i].size() + r.results[i].gen.token_ids.size()) - 1;
+    prompt_rows += static_cast<int64_t>(prompts[i].size());
+  }
+  EXPECT_LE(r.feature_rows, positions);
+  EXPECT_GE(r.feature_rows, positions - static_cast<int64_t>(prompts.size()) * (k_gamma + 1));
+  EXPECT_GT(r.feature_rows, prompt_rows + 10 * static_cast<int64_t>(prompts.size()));
+  ASSERT_EQ(r.recorded.requests.size(), plain_features.recorded.requests.size());
+  for (size_t q = 0; q < r.recorded.requests.size(); ++q) {
+    ASSERT_EQ(r.recorded.requests[q].rounds.size(), plain_features.recorded.requests[q].rounds.size());
+    for (size_t k = 0; k < r.recorded.requests[q].rounds.size(); ++k)
+      EXPECT_EQ(r.recorded.requests[q].rounds[k].accepted, plain_features.recorded.requests[q].rounds[k].accepted);
   }
 }
 
@@ -258,8 +303,17 @@ TEST(ReplayDrafter, SpecsAndSetupErrors) {
   EXPECT_EQ(b.trace_path, "x/y.jsonl");
   EXPECT_EQ(b.n_layers, 0);
   EXPECT_TRUE(b.all_logits);
-  for (const char* bad : {"ngram", "replay:", "replay:t,layers=x", "replay:t,layers=-1", "replay:t,colour=red"})
+  EXPECT_EQ(b.feature_layers, 0);
+  EXPECT_EQ(parse_replay_spec("replay:t.jsonl,features=5").feature_layers, 5);
+  for (const char* bad : {"ngram", "replay:", "replay:t,layers=x", "replay:t,layers=-1", "replay:t,colour=red",
+                          "replay:t,features=9", "replay:t,features=", "replay:t,features=2x"})
     EXPECT_THROW(parse_replay_spec(bad), invalid_argument_error) << bad;
+  EXPECT_EQ(spread_capture_layers(30, 5), (std::vector<int32_t>{1, 8, 15, 21, 28}));
+  EXPECT_EQ(spread_capture_layers(36, 5), (std::vector<int32_t>{1, 9, 18, 26, 34}));
+  EXPECT_EQ(spread_capture_layers(30, 1), (std::vector<int32_t>{15}));
+  EXPECT_EQ(spread_capture_layers(4, 2), (std::vector<int32_t>{1, 2}));
+  EXPECT_THROW(spread_capture_layers(4, 3), invalid_argument_error);
+  EXPECT_THROW(spread_capture_layers(30, 0), invalid_argument_error);
   round_trace empty;
   empty.header = {"d", true, 2, ""};
   EXPECT_THROW(replay_drafter(empty, {}, 16, {}), invalid_argument_error) << "no rounds";
@@ -267,6 +321,9 @@ TEST(ReplayDrafter, SpecsAndSetupErrors) {
   p.n_layers = 1;  // a cost without a target
   EXPECT_THROW(replay_drafter(hand_trace(), {}, 16, p), invalid_argument_error);
   p.n_layers = 0;
+  p.capture_layers = {0};  // without the target's width
+  EXPECT_THROW(replay_drafter(hand_trace(), {}, 16, p), invalid_argument_error);
+  p.capture_layers.clear();
   replay_drafter d(hand_trace(), {}, 16, p);
   const std::vector<int32_t> prompt = {1, 2, 3};
   EXPECT_THROW(d.begin(0, prompt), invalid_argument_error) << "no oracle for the prompt";
