@@ -44,7 +44,14 @@ if [ -n "${MEASURE_KEEP:-}" ]; then
   mkdir -p /tmp/keep && for p in $MEASURE_KEEP; do cp -r "$p" /tmp/keep/; done
   echo "measure: kept $MEASURE_KEEP in /tmp/keep"
 fi
-bash scripts/device/prebuilt.sh unpack > /tmp/prebuilt.env || { echo "measure: prebuilt unpack failed"; exit 1; }
+# A later call of the lease need not carry the tarball again: the first call's unpacked
+# binaries stay in /tmp/dspark-prebuilt.
+if [ ! -f .stage/prebuilt.tar.xz ] && [ -s /tmp/prebuilt.env ]; then
+  echo "measure: reusing the binaries unpacked by an earlier call"
+else
+  bash scripts/device/prebuilt.sh unpack > /tmp/prebuilt.env.new && mv /tmp/prebuilt.env.new /tmp/prebuilt.env ||
+    { echo "measure: prebuilt unpack failed"; exit 1; }
+fi
 . /tmp/prebuilt.env
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 echo "measure: binaries ready after $(elapsed)"
