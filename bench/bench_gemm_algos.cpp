@@ -207,7 +207,7 @@ class gemm_case {
 
 // Every (algorithm id, tile, stages, split-K) cuBLASLt lists for bf16 in, fp32 compute, `out_type`
 // out; split-K in {1, 2, 4, 8} where the algorithm supports it (a wide tile with few tiles along
-// the weights needs it to keep every SM streaming), reduced in the compute type when it may.
+// the weights needs it to keep every SM streaming), reduced in the compute type (float32).
 std::vector<cublasLtMatmulAlgo_t> enumerate_configs(cublasLtHandle_t h, cudaDataType_t out_type) {
   std::vector<int> ids(256);
   int n_ids = 0;
@@ -235,10 +235,13 @@ std::vector<cublasLtMatmulAlgo_t> enumerate_configs(cublasLtHandle_t h, cudaData
     size_t w = 0;
     cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof splitk_ok, &w);
     cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes, &w);
-    uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
-    if (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    else if (schemes & CUBLASLT_REDUCTION_SCHEME_INPLACE) scheme = CUBLASLT_REDUCTION_SCHEME_INPLACE;
-    const std::vector<int32_t> splits = splitk_ok ? std::vector<int32_t>{1, 2, 4, 8} : std::vector<int32_t>{1};
+    // Split-K only with float32 partial sums, as gemm.cu's variants (an in-place reduction
+    // adds them in the output type).
+    const uint32_t scheme = (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) ? uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}
+                                                                                : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
+    const std::vector<int32_t> splits = splitk_ok && scheme != CUBLASLT_REDUCTION_SCHEME_NONE
+                                            ? std::vector<int32_t>{1, 2, 4, 8}
+                                            : std::vector<int32_t>{1};
     const std::vector<uint32_t> stage_ids = cap_list(CUBLASLT_ALGO_CAP_STAGES_IDS);
     for (uint32_t tile : cap_list(CUBLASLT_ALGO_CAP_TILE_IDS)) {
       for (size_t k = 0; k < stage_ids.size(); ++k) {

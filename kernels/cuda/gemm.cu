@@ -185,9 +185,10 @@ struct gemm_context::impl {
       cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof splitk_ok, &bytes);
       cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes,
                                         &bytes);
-      uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
-      if (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-      else if (schemes & CUBLASLT_REDUCTION_SCHEME_INPLACE) scheme = CUBLASLT_REDUCTION_SCHEME_INPLACE;
+      // Split-K only where the partial sums are reduced in float32 (an in-place reduction adds
+      // them in the output type, bf16 for most of the model's GEMMs).
+      const uint32_t scheme = (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) ? uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}
+                                                                                  : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
       for (uint32_t tile : tiles) {
         for (int32_t split : {1, 2, 4}) {
           if (n >= k_max_candidates) return n;
