@@ -18,8 +18,8 @@
 // and the per-layer sum (times n_layer, plus the LM head) for each column, so the jumps can be
 // set against the step profile's. Weights are rotated among copies filling 4x the L2 cache, so
 // no timing reads them from L2. Times are medians of --iters runs after a warm-up, CUDA events.
-// Configurations are printed as cuBLASLt's enum values (algo id, tile, stages, splitK, swizzle,
-// cluster): cublasLt.h names them (CUBLASLT_MATMUL_TILE_*, CUBLASLT_MATMUL_STAGES_*).
+// Configurations are printed as cuBLASLt's enum values (kernels/cuda/cublaslt_config.h):
+// cublasLt.h names them (CUBLASLT_MATMUL_TILE_*, CUBLASLT_MATMUL_STAGES_*).
 // Writes DIR/bench_gemm_algos.md and .json. Without a CUDA device it says so and exits 0.
 #include <algorithm>
 #include <cstdio>
@@ -37,6 +37,7 @@
 #include <cublasLt.h>
 
 #include "engine/cuda/gpu_weights.h"
+#include "kernels/cuda/cublaslt_config.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/random_fill.h"
@@ -86,36 +87,10 @@ struct linear_shape {
   bool f32_out;  // the LM head writes float logits
 };
 
-// One configuration of cuBLASLt, as its enum values.
-struct config {
-  int32_t id = -1;
-  uint32_t tile = 0, stages = 0, swizzle = 0;
-  int32_t splitk = 1;
-  uint16_t cluster = 0;
-  std::string str() const {
-    char b[96];
-    std::snprintf(b, sizeof b, "algo %d tile %u stages %u splitK %d swz %u cluster %u", id, tile, stages, splitk,
-                  swizzle, static_cast<unsigned>(cluster));
-    return b;
-  }
-};
-
-config config_of(const cublasLtMatmulAlgo_t& a) {
-  config c;
-  size_t w = 0;
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &c.id, sizeof c.id, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &c.tile, sizeof c.tile, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &c.stages, sizeof c.stages, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &c.splitk, sizeof c.splitk, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &c.swizzle, sizeof c.swizzle, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &c.cluster, sizeof c.cluster, &w);
-  return c;
-}
-
 // A measured configuration.
 struct timing {
   double us = -1;
-  config cfg;
+  cublaslt_config cfg;
   int rank = -1;  // index in the heuristic's list, -1 for an enumerated one
 };
 
@@ -207,8 +182,8 @@ class gemm_case {
 };
 
 // Every (algorithm id, tile, stages, split-K) cuBLASLt lists for bf16 in, fp32 compute, `out_type`
-// out; split-K in {1, 2, 4, 8} where the algorithm supports it (a wide tile with few tiles along
-// the weights needs it to keep every SM streaming), reduced in the compute type (float32).
+// out; split-K in {1, 2, 4, 8} where the algorithm reduces it in float32 (a wide tile with few
+// tiles along the weights needs it to keep every SM streaming; kernels/cuda/cublaslt_config.h).
 std::vector<cublasLtMatmulAlgo_t> enumerate_configs(cublasLtHandle_t h, cudaDataType_t out_type) {
   std::vector<int> ids(256);
   int n_ids = 0;
@@ -222,41 +197,15 @@ std::vector<cublasLtMatmulAlgo_t> enumerate_configs(cublasLtHandle_t h, cudaData
     if (cublasLtMatmulAlgoInit(h, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, out_type, out_type, ids[i],
                                &algo) != CUBLAS_STATUS_SUCCESS)
       continue;
-    auto cap_list = [&](cublasLtMatmulAlgoCapAttributes_t attr) {
-      size_t bytes = 0;
-      std::vector<uint32_t> v;
-      if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, nullptr, 0, &bytes) != CUBLAS_STATUS_SUCCESS || bytes == 0)
-        return std::vector<uint32_t>{0};  // undefined: the algorithm's own choice
-      v.resize(bytes / sizeof(uint32_t));
-      cublasLtMatmulAlgoCapGetAttribute(&algo, attr, v.data(), bytes, &bytes);
-      return v;
-    };
-    int32_t splitk_ok = 0;
-    uint32_t schemes = 0;
-    size_t w = 0;
-    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof splitk_ok, &w);
-    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes, &w);
-    // Split-K only with float32 partial sums, as gemm.cu's variants (an in-place reduction
-    // adds them in the output type).
-    const uint32_t scheme = (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) ? uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}
-                                                                                : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
-    const std::vector<int32_t> splits = splitk_ok && scheme != CUBLASLT_REDUCTION_SCHEME_NONE
-                                            ? std::vector<int32_t>{1, 2, 4, 8}
-                                            : std::vector<int32_t>{1};
-    const std::vector<uint32_t> stage_ids = cap_list(CUBLASLT_ALGO_CAP_STAGES_IDS);
-    for (uint32_t tile : cap_list(CUBLASLT_ALGO_CAP_TILE_IDS)) {
-      for (size_t k = 0; k < stage_ids.size(); ++k) {
-        for (size_t si = 0; si < splits.size(); ++si) {
-          cublasLtMatmulAlgo_t a = algo;
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile);
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stage_ids[k], sizeof stage_ids[k]);
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits[si], sizeof splits[si]);
-          const uint32_t sch = splits[si] > 1 ? scheme : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &sch, sizeof sch);
-          all.push_back({k * splits.size() + si, a});
-        }
-      }
-    }
+    // An algorithm that lists no tiles or stages runs with its own choice (0, undefined).
+    auto or_undefined = [](std::vector<uint32_t> v) { return v.empty() ? std::vector<uint32_t>{0} : v; };
+    const std::vector<int32_t> splits =
+        splits_in_float32(algo) ? std::vector<int32_t>{1, 2, 4, 8} : std::vector<int32_t>{1};
+    const std::vector<uint32_t> stages = or_undefined(stage_ids(algo));
+    for (uint32_t tile : or_undefined(tile_ids(algo)))
+      for (size_t k = 0; k < stages.size(); ++k)
+        for (size_t si = 0; si < splits.size(); ++si)
+          all.push_back({k * splits.size() + si, with_config(algo, tile, stages[k], splits[si])});
   }
   std::stable_sort(all.begin(), all.end(), [](const auto& l, const auto& r) { return l.first < r.first; });
   std::vector<cublasLtMatmulAlgo_t> out;

@@ -351,7 +351,10 @@ void spec_decoder::first_token(request& r, const float* logits, int32_t argmax) 
 int32_t spec_decoder::step() {
   step_buffers& b = *buf_;
   const auto t_step = clock_type::now();
-  const graph_launch_stats launches_before = be_.graph_stats();
+  // The gate alone reads the backend's launch counters (a one-off stall keeps a step out of
+  // its windows); without it the step does not touch them.
+  const bool gated = drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off;
+  const graph_launch_stats launches_before = gated ? be_.graph_stats() : graph_launch_stats{};
   step_drafter_s_ = 0.0;
   step_accepted_ = 0;
   // Chunked prefill: while other requests decode, a step carries at most one prefill chunk of
@@ -386,8 +389,7 @@ int32_t spec_decoder::step() {
     timed_scope t{step_prefill_s_};
     prefill_forward(b.pieces);
   }
-  if (drafter_ && gamma_max_ > 0 && gate_.params().mode != spec_gate_mode::off)
-    apply_gate(static_cast<int32_t>(b.active.size()), drafting, t_step, launches_before);
+  if (gated) apply_gate(static_cast<int32_t>(b.active.size()), drafting, t_step, launches_before);
   int32_t n = 0;
   for (auto& r : reqs_) n += (r && !r->done) ? 1 : 0;
   return n;

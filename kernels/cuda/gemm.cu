@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/whole_number.h"
+#include "kernels/cuda/cublaslt_config.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_buffer.h"
 
@@ -63,21 +64,6 @@ int32_t tuning_value(const char* name, const char* v, int32_t fallback, int32_t 
 
 constexpr int k_max_candidates = 64;
 using candidate_list = std::array<cublasLtMatmulHeuristicResult_t, k_max_candidates>;
-
-// What tells two configurations apart: algorithm id, tile, stages, split-K, reduction scheme.
-using algo_fields = std::tuple<int32_t, uint32_t, uint32_t, int32_t, uint32_t>;
-
-algo_fields fields_of(const cublasLtMatmulAlgo_t& a) {
-  int32_t id = 0, splitk = 1;
-  uint32_t tile = 0, stages = 0, scheme = 0;
-  size_t w = 0;
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
-  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme, &w);
-  return {id, tile, stages, splitk, scheme};
-}
 
 // The operands of the call that first meets a shape: timing runs on them.
 struct call_operands {
@@ -168,43 +154,25 @@ struct gemm_context::impl {
   // algorithm, same stages) that cuBLASLt accepts for p's shape within the workspace, skipping
   // configurations already listed, until the list is full. Returns the new count.
   int add_variants(const plan& p, candidate_list& cands, int n, int from) {
-    std::vector<algo_fields> seen;
-    for (int i = 0; i < n; ++i) seen.push_back(fields_of(cands[i].algo));
+    std::vector<cublaslt_config> seen;
+    for (int i = 0; i < n; ++i) seen.push_back(config_of(cands[i].algo));
     const int n0 = n;
-    for (int i = 0; i < std::min(from, n0) && n < k_max_candidates; ++i) {
+    for (int i = 0; i < std::min(from, n0); ++i) {
       const cublasLtMatmulAlgo_t base = cands[i].algo;
-      size_t bytes = 0;
-      std::vector<uint32_t> tiles;
-      if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, nullptr, 0, &bytes) ==
-              CUBLAS_STATUS_SUCCESS && bytes > 0) {
-        tiles.resize(bytes / sizeof(uint32_t));
-        cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, tiles.data(), bytes, &bytes);
-      }
-      int32_t splitk_ok = 0;
-      uint32_t schemes = 0;
-      cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_ok, sizeof splitk_ok, &bytes);
-      cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes,
-                                        &bytes);
-      // Split-K only where the partial sums are reduced in float32 (an in-place reduction adds
-      // them in the output type, bf16 for most of the model's GEMMs).
-      const uint32_t scheme = (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) ? uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}
-                                                                                  : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
-      for (uint32_t tile : tiles) {
-        for (int32_t split : {1, 2, 4}) {
+      const uint32_t stages = seen[static_cast<size_t>(i)].stages;
+      const std::vector<int32_t> splits =
+          splits_in_float32(base) ? std::vector<int32_t>{1, 2, 4} : std::vector<int32_t>{1};
+      for (uint32_t tile : tile_ids(base)) {
+        for (int32_t split : splits) {
           if (n >= k_max_candidates) return n;
-          if (split > 1 && (!splitk_ok || scheme == CUBLASLT_REDUCTION_SCHEME_NONE)) continue;
-          cublasLtMatmulAlgo_t a = base;
-          const uint32_t sch = split > 1 ? scheme : uint32_t{CUBLASLT_REDUCTION_SCHEME_NONE};
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile);
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split);
-          cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &sch, sizeof sch);
-          const algo_fields f = fields_of(a);
-          if (std::find(seen.begin(), seen.end(), f) != seen.end()) continue;
+          const cublasLtMatmulAlgo_t a = with_config(base, tile, stages, split);
+          const cublaslt_config c = config_of(a);
+          if (std::find(seen.begin(), seen.end(), c) != seen.end()) continue;
           cublasLtMatmulHeuristicResult_t check{};
           if (cublasLtMatmulAlgoCheck(handle, p.op, p.a, p.b, p.c, p.c, &a, &check) != CUBLAS_STATUS_SUCCESS ||
               check.workspaceSize > workspace.bytes())
             continue;
-          seen.push_back(f);
+          seen.push_back(c);
           cands[n] = check;
           cands[n].algo = a;
           ++n;
