@@ -310,6 +310,7 @@ struct drafter_maker {
       if (r.feature_layers > 0) {
         p.capture_layers = spread_capture_layers(static_cast<int32_t>(t.cfg->n_layer), r.feature_layers);
         p.n_embd = t.cfg->n_embd;
+        p.device_features = r.device_features;
       }
       return std::make_unique<replay_drafter>(read_round_trace(r.trace_path), *oracles, t.cfg->n_vocab, p);
     }

@@ -85,6 +85,10 @@ struct forward_batch {
   // capture_count() rows. Empty: none.
   std::span<const int32_t> capture_layers;
   row_outputs outputs = row_outputs::logits;  // logits, per-row argmax ids, or both
+  // The caller reads the captured rows in device memory (forward_output::hidden_device): a
+  // backend that has them there may skip the copy to the host (hidden is then null). A backend
+  // without device memory ignores it and fills hidden as usual.
+  bool hidden_on_device = false;
 };
 
 // Throws invalid_argument_error unless s.n_capture is -1 or in [n_logits, n_tokens]; part of
@@ -122,6 +126,14 @@ struct forward_output {
   // order when every n_capture is the default). Host memory, valid until the next forward.
   const float* hidden = nullptr;
   int64_t n_hidden_rows = 0;  // sum of capture_count() when capture_layers was given, else 0
+  // The same rows in the backend's device memory (CUDA), when it has them: row i of captured
+  // layer l at hidden_device + l * hidden_device_layer_stride + i * n_embd. Valid until the next
+  // forward, which the backend enqueues on hidden_stream (a cudaStream_t): a reader on another
+  // stream makes hidden_stream wait for its reads (an event) before that forward is called.
+  // Null on backends without device memory.
+  const float* hidden_device = nullptr;
+  int64_t hidden_device_layer_stride = 0;  // floats between layers
+  void* hidden_stream = nullptr;
 };
 
 struct backend_limits {

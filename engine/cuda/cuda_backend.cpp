@@ -300,6 +300,7 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   // A greedy caller's rows come back as argmax ids (n_rows int32) instead of n_rows * n_vocab
   // floats; the argmax kernel runs inside the step (and its graph), before the one sync below.
   sd.copy_logits = wants_logits(b.outputs);
+  sd.copy_hidden = !b.hidden_on_device;
   sd.argmax = wants_argmax(b.outputs);
   sd.n_layers = n_layers;
   try {
@@ -318,8 +319,13 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   out.n_rows = n_rows;
   out.logits = sd.copy_logits ? s.runner->host_logits() : nullptr;
   out.argmax = sd.argmax ? s.runner->host_argmax() : nullptr;
-  out.hidden = b.capture_layers.empty() ? nullptr : s.runner->host_hidden();
+  out.hidden = b.capture_layers.empty() || !sd.copy_hidden ? nullptr : s.runner->host_hidden();
   out.n_hidden_rows = b.capture_layers.empty() ? 0 : h;
+  if (!b.capture_layers.empty()) {
+    out.hidden_device = s.runner->device_hidden();
+    out.hidden_device_layer_stride = s.runner->device_hidden_layer_stride();
+    out.hidden_stream = s.st.get();
+  }
   return out;
 }
 

@@ -288,7 +288,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
     DSPARK_CUDA_CHECK(cudaMemcpyAsync(h_argmax_.data(), argmax_.data(), static_cast<size_t>(s.n_rows) * 4,
                                       cudaMemcpyDeviceToHost, stream));
   }
-  if (!s.capture_layers.empty() && s.n_capture_rows > 0) {
+  if (s.copy_hidden && !s.capture_layers.empty() && s.n_capture_rows > 0) {
     const size_t per = static_cast<size_t>(opt_.max_tokens) * c_.n_embd * 4;
     const size_t rows_bytes = static_cast<size_t>(s.n_capture_rows) * c_.n_embd * 4;
     for (size_t i = 0; i < s.capture_layers.size(); ++i) {

@@ -71,6 +71,7 @@ struct step_desc {
   int32_t n_capture_rows = 0;  // captured rows (indices in plan().capture_rows)
   std::span<const int32_t> capture_layers;  // residual after these layers, for the capture rows
   bool copy_logits = true;  // copy logits to host_logits()
+  bool copy_hidden = true;  // copy the captured rows to host_hidden() (else device_hidden() only)
   bool argmax = false;      // compute per-row argmax and copy it to host_argmax()
   int32_t n_layers = 0;     // run layers [0, n_layers) only (layer-skip drafting); 0 = all
 };
@@ -107,6 +108,10 @@ class gpu_runner {
   const int32_t* host_argmax() const { return h_argmax_.as<int32_t>(); }  // [n_rows]
   const float* host_hidden() const { return h_hidden_.as<float>(); }   // [n_layers][n_capture_rows][d]
   const float* device_logits() const { return logits_.as<float>(); }
+  // The captured rows on the device: row i of captured layer l at
+  // device_hidden() + l * device_hidden_layer_stride() + i * n_embd; rewritten by the next run().
+  const float* device_hidden() const { return hidden_.as<float>(); }
+  int64_t device_hidden_layer_stride() const { return static_cast<int64_t>(opt_.max_tokens) * c_.n_embd; }
 
   // Bytes of device memory the runner holds (activations, workspaces, plan).
   size_t device_bytes() const;

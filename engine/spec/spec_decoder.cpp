@@ -258,6 +258,34 @@ size_t spec_decoder::stage_prefill(std::span<const prefill_piece> pieces, int32_
   return n_tok;
 }
 
+target_features spec_decoder::features_of(const forward_output& o, int32_t n_layers, int32_t n_rows,
+                                          int64_t row0) const {
+  target_features f;
+  if (o.hidden == nullptr && o.hidden_device == nullptr) return f;
+  const int64_t n_embd = be_.limits().n_embd;
+  f.data = o.hidden;
+  f.n_layers = n_layers;
+  f.n_rows = n_rows;
+  f.row0 = row0;
+  f.n_embd = n_embd;
+  f.layer_stride = o.n_hidden_rows * n_embd;
+  if (drafter_->caps().reads_device_features) {
+    f.device = o.hidden_device;
+    f.device_layer_stride = o.hidden_device_layer_stride;
+    f.device_stream = o.hidden_stream;
+  }
+  return f;
+}
+
+forward_output spec_decoder::target_forward(forward_batch& fb) {
+  if (drafter_) {
+    // The drafter's deferred reads of the last forward's device features go first.
+    fb.hidden_on_device = !fb.capture_layers.empty() && drafter_->caps().reads_device_features;
+    drafter_->before_target_forward();
+  }
+  return be_.forward(fb);
+}
+
 void spec_decoder::land_prefill(std::span<const prefill_piece> pieces, const batch_sequence* seqs,
                                 const forward_output& o, int64_t row, int64_t hidden_row, size_t n_layers) {
   const backend_limits& lim = be_.limits();
@@ -267,18 +295,13 @@ void spec_decoder::land_prefill(std::span<const prefill_piece> pieces, const bat
     r.prefill_pos = p.pos + p.n;
     r.kv_valid = r.prefill_pos;
     if (prefix_cache_) be_.cache_prefix(r.seq, {r.ctx.data(), static_cast<size_t>(r.prefill_pos)});
-    if (o.hidden) {
+    if (o.hidden || o.hidden_device) {
       if (reads_features(r)) {
         // One on_commit per chunk (no tokens; features_pos0 = the chunk's first position),
         // before the one committing x0.
         commit_info c;
         c.features_pos0 = p.pos;
-        c.features.data = o.hidden;
-        c.features.n_layers = static_cast<int32_t>(n_layers);
-        c.features.n_rows = p.n;
-        c.features.row0 = hidden_row;
-        c.features.n_embd = lim.n_embd;
-        c.features.layer_stride = o.n_hidden_rows * lim.n_embd;
+        c.features = features_of(o, static_cast<int32_t>(n_layers), p.n, hidden_row);
         timed_scope t{step_drafter_s_};
         drafter_->on_commit(r.id, c);
       }
@@ -303,7 +326,7 @@ void spec_decoder::prefill_forward(std::span<const prefill_piece> pieces) {
   // Greedy first tokens come back as argmax ids; a sampled one needs its logit row.
   fb.outputs = all_greedy ? row_outputs::argmax : row_outputs::logits_and_argmax;
   if (capture) fb.capture_layers = drafter_->caps().capture_layers;
-  const forward_output o = be_.forward(fb);
+  const forward_output o = target_forward(fb);
   if (o.status != forward_status::ok) {
     // No state changed. Several prompts: one at a time; one that does not fit alone ends.
     if (pieces.size() > 1) {
@@ -590,7 +613,7 @@ void spec_decoder::run_forward(std::span<request*> reqs, std::span<const prefill
   fb.outputs = all_greedy ? row_outputs::argmax : (pieces.empty() ? row_outputs::logits : row_outputs::logits_and_argmax);
   fb.seqs = {b.seqs.data(), reqs.size() + pieces.size()};
   if (capture) fb.capture_layers = drafter_->caps().capture_layers;
-  const forward_output out = be_.forward(fb);
+  const forward_output out = target_forward(fb);
   if (out.status == forward_status::out_of_kv && !pieces.empty()) {
     // No state changed: the chunks on their own (with their own fallback), then the verify rows.
     {
@@ -688,15 +711,8 @@ void spec_decoder::commit_round(request& r, const forward_output& out, int64_t r
     c.n_accepted = v.n_accepted;
     c.n_proposed = l;
     c.features_pos0 = static_cast<int32_t>(ctx_before) - 1;  // x0's position
-    if (out.hidden) {  // captured: this forward had a drafting request, r among them
-      const backend_limits& lim = be_.limits();
-      c.features.data = out.hidden;
-      c.features.n_layers = static_cast<int32_t>(drafter_->caps().capture_layers.size());
-      c.features.n_rows = v.n_accepted + 1;
-      c.features.row0 = row0;
-      c.features.n_embd = lim.n_embd;
-      c.features.layer_stride = out.n_hidden_rows * lim.n_embd;
-    }
+    // Captured when this forward had a drafting request (r among them).
+    c.features = features_of(out, static_cast<int32_t>(drafter_->caps().capture_layers.size()), v.n_accepted + 1, row0);
     timed_scope t{step_drafter_s_};
     drafter_->on_commit(r.id, c);
   }

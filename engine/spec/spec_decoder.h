@@ -186,6 +186,12 @@ class spec_decoder {
   // drafter) and folds their needs into capture / all_greedy; returns the tokens written.
   size_t stage_prefill(std::span<const prefill_piece> pieces, int32_t* tokens, batch_sequence* seqs,
                        bool& capture, bool& all_greedy) const;
+  // The features of rows [row0, row0 + n_rows) of forward o (none when it captured none), in
+  // device memory too when the drafter reads them there.
+  target_features features_of(const forward_output& o, int32_t n_layers, int32_t n_rows, int64_t row0) const;
+  // be_.forward, after the drafter's deferred reads of the last forward's device features; asks
+  // for captured rows in device memory only when the drafter reads them there.
+  forward_output target_forward(forward_batch& fb);
   // After the forward that carried them: positions, prefix cache, features to the drafter, and
   // x0 of each finished prompt; `row` / `hidden_row` are their first logit / hidden rows.
   void land_prefill(std::span<const prefill_piece> pieces, const batch_sequence* seqs, const forward_output& o,

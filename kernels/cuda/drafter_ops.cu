@@ -73,7 +73,29 @@ __global__ void scatter_kernel(const float* __restrict__ src, const int32_t* __r
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[static_cast<int64_t>(r) * d + j] = src[blockIdx.x * d + j];
 }
 
+// Block i: row rows[i] of every captured layer, side by side in dst row i.
+__global__ void gather_features_kernel(const float* __restrict__ src, int64_t layer_stride, int32_t n_layers,
+                                       const int32_t* __restrict__ rows, int64_t d, float* __restrict__ dst) {
+  const int64_t r = rows[blockIdx.x];
+  const int64_t width = static_cast<int64_t>(n_layers) * d;
+  float* out = dst + blockIdx.x * width;
+  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+    const int64_t l = j / d;
+    out[j] = src[l * layer_stride + r * d + (j - l * d)];
+  }
+}
+
 }  // namespace
+
+void gather_feature_rows(const float* src, int64_t layer_stride, int32_t n_layers, const int32_t* rows,
+                         int64_t n_rows, int64_t d, float* dst, cudaStream_t stream) {
+  DSPARK_CUDA_REQUIRE(n_rows >= 0 && n_rows <= 0x7fffffff && d > 0 && n_layers > 0 && layer_stride >= 0,
+                      "gather_feature_rows: bad shape");
+  if (n_rows == 0) return;
+  gather_features_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(src, layer_stride, n_layers, rows, d,
+                                                                            dst);
+  DSPARK_CUDA_CHECK(cudaGetLastError());
+}
 
 void chain_input_rows(const bf16* embed, const int32_t* y, const float* f_src, const int32_t* f_rows,
                       const float* input_norm, const float* hidden_norm, float eps, int64_t n_rows, int64_t d,

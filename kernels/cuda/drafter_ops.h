@@ -36,4 +36,12 @@ void chain_input_rows(const __nv_bfloat16* embed, const int32_t* y, const float*
 void scatter_rows_f32(const float* src, const int32_t* rows, int64_t n_rows, int64_t d, float* dst,
                       cudaStream_t stream);
 
+// A feature-reading drafter's input rows straight from the target's capture buffer:
+//   dst[i, l * d + j] = src[l * layer_stride + rows[i] * d + j]   for l < n_layers, j < d
+//   src: device f32 (a target's captured layers, layer_stride floats apart), rows: device
+//   [n_rows] int32 row indices into each layer (valid, checked by the caller), dst: device
+//   [n_rows, n_layers * d] f32. One block per row. Asynchronous on `stream`.
+void gather_feature_rows(const float* src, int64_t layer_stride, int32_t n_layers, const int32_t* rows,
+                         int64_t n_rows, int64_t d, float* dst, cudaStream_t stream);
+
 }  // namespace dspark::cuda

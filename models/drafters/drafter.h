@@ -72,8 +72,18 @@ struct target_features {
   int64_t row0 = 0;         // first row of this request within the forward's logit rows
   int64_t n_embd = 0;
   int64_t layer_stride = 0; // floats between layers (forward's n_rows * n_embd)
+  // The same rows in the target's device memory (a CUDA target, to a drafter whose caps list
+  // reads_device_features), else null; data may then be null. Row i of layer l is at
+  // device + l * device_layer_stride + (row0 + i) * n_embd. The target's next forward rewrites
+  // them: before it the decoder calls drafter::before_target_forward(), by which time the
+  // drafter has enqueued its reads and made device_stream (the target's cudaStream_t) wait for
+  // them.
+  const float* device = nullptr;
+  int64_t device_layer_stride = 0;
+  void* device_stream = nullptr;
 
-  // Row i (of this request) of captured layer l: [n_embd] f32.
+  bool empty() const { return (data == nullptr && device == nullptr) || n_rows <= 0; }
+  // Row i (of this request) of captured layer l: [n_embd] f32, host (data non-null).
   const float* row(int32_t l, int32_t i) const {
     return data + static_cast<int64_t>(l) * layer_stride + (row0 + i) * n_embd;
   }
@@ -122,6 +132,10 @@ struct drafter_caps {
   // Drafts on the target's own backend (propose runs its forward: layer-skip with a shared
   // cache), so it cannot run while the target's forward does; the decoder does not pipeline it.
   bool shares_target = false;
+  // Reads the captured rows where the target keeps them (target_features::device) when the
+  // target has them in device memory, so the target need not copy them to the host; the
+  // drafter then implements before_target_forward().
+  bool reads_device_features = false;
 };
 
 class drafter {
@@ -150,6 +164,11 @@ class drafter {
   virtual void rollback(int32_t slot, int32_t n_context) = 0;
   // The request in `slot` finished or was cancelled; free its state.
   virtual void end(int32_t slot) = 0;
+  // The decoder is about to run the target's next forward, which rewrites the device features
+  // of the last one (target_features::device): enqueue every read of them still deferred and
+  // order the target's stream after it. Called before every target forward; a drafter that
+  // does not read device features has nothing to do.
+  virtual void before_target_forward() {}
 };
 
 }  // namespace dspark

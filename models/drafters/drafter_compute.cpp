@@ -64,9 +64,11 @@ int32_t push_draft(const propose_request& r, const float* logits, int64_t n_voca
 }
 
 bool check_commit_features(const target_features& f, int32_t pos0, int32_t known, const drafter_config& c,
-                           int32_t max_ctx, const char* who) {
-  if (f.data == nullptr || f.n_rows <= 0) return false;
+                           int32_t max_ctx, const char* who, bool device_ok) {
+  if (f.empty()) return false;
   const std::string w(who);
+  if (f.data == nullptr && !device_ok)
+    throw invalid_argument_error(w + ": features are in device memory only, and this drafter reads them on the host");
   if (f.n_layers != static_cast<int32_t>(c.target_layers.size()) || f.n_embd != c.target_n_embd)
     throw invalid_argument_error(w + ": features of " + std::to_string(f.n_layers) + " layers x " +
                                  std::to_string(f.n_embd) + ", expected " + std::to_string(c.target_layers.size()) +

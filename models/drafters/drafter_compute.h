@@ -81,11 +81,12 @@ int32_t push_draft(const propose_request& r, const float* logits, int64_t n_voca
 
 // Whether a commit's features extend a trained drafter's context: false when it carries none;
 // invalid_argument_error (prefixed by `who`) when their shape is not the config's, when they
-// start past the `known` positions (a gap) or end past max_ctx.
+// start past the `known` positions (a gap) or end past max_ctx, or when they are in device
+// memory only (target_features::device) and the caller does not read them there (device_ok).
 bool check_commit_features(const target_features& f, int32_t pos0, int32_t known, const drafter_config& c,
-                           int32_t max_ctx, const char* who);
+                           int32_t max_ctx, const char* who, bool device_ok = false);
 
-// Gathers feature row i of `f` (the listed layers concatenated) into dst[n_layers * n_embd].
+// Gathers host feature row i of `f` (the listed layers concatenated) into dst[n_layers * n_embd].
 void gather_feature_row(const target_features& f, int32_t i, float* dst);
 
 }  // namespace dspark

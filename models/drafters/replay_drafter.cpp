@@ -56,7 +56,7 @@ std::vector<replay_oracle> compute_replay_oracles(backend& be, std::span<const s
 }
 
 replay_spec parse_replay_spec(const std::string& spec) {
-  const std::string form = "replay:TRACE.jsonl[,layers=N][,logits=all|last][,features=F]";
+  const std::string form = "replay:TRACE.jsonl[,layers=N][,logits=all|last][,features=F][,features_on=host|device]";
   if (spec.rfind("replay:", 0) != 0) throw invalid_argument_error("draft must be " + form + ", got '" + spec + "'");
   replay_spec r;
   std::stringstream ss(spec.substr(7));
@@ -70,6 +70,8 @@ replay_spec parse_replay_spec(const std::string& spec) {
       r.n_layers = option_value(part, "layers=N", 1024);
     } else if (part.rfind("features=", 0) == 0) {
       r.feature_layers = option_value(part, "features=F", 8);
+    } else if (part == "features_on=host" || part == "features_on=device") {
+      r.device_features = part == "features_on=device";
     } else if (part == "logits=all" || part == "logits=last") {
       r.all_logits = part == "logits=all";
     } else {
@@ -113,6 +115,7 @@ replay_drafter::replay_drafter(round_trace trace, std::vector<replay_oracle> ora
   if (!p.capture_layers.empty()) {
     if (p.n_embd < 1) throw invalid_argument_error("replay_drafter: capture layers need the target's n_embd");
     caps_.capture_layers = p.capture_layers;
+    caps_.reads_device_features = p.device_features;
     staging_.resize(static_cast<size_t>(k_staging_rows * p.n_embd) * p.capture_layers.size());
   }
   slots_.resize(static_cast<size_t>(p.max_slots));
@@ -209,7 +212,11 @@ void replay_drafter::charge(std::span<const propose_request> batch, const draft_
 void replay_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_state& s = open_slot(slot, "on_commit");
   const target_features& f = c.features;
-  if (!staging_.empty() && f.data != nullptr) {
+  if (!staging_.empty() && f.data == nullptr && f.device != nullptr) {
+    // Device rows: a GPU drafter gathers them with one kernel per forward (feature_staging.h),
+    // a few microseconds this replay does not charge; it only counts them.
+    feature_rows_ += f.n_rows;
+  } else if (!staging_.empty() && f.data != nullptr) {
     if (f.n_layers != static_cast<int32_t>(caps_.capture_layers.size()) || f.n_embd != p_.n_embd)
       throw invalid_argument_error("replay_drafter::on_commit: features of " + std::to_string(f.n_layers) + " x " +
                                    std::to_string(f.n_embd) + ", expected " +

@@ -32,7 +32,10 @@
 // forward and prompt chunk captures them and the backend hands them to the host, and it gathers
 // each committed row's features into a staging ring as the trained drafters do before their
 // upload: the cost of a feature-reading drafter's host path, which the draft pass alone leaves
-// out (5 layers of a 4096-wide target are 80 KB a row).
+// out (5 layers of a 4096-wide target are 80 KB a row). With features_on=device it reads them
+// as a GPU drafter with DSPARK_DEVICE_FEATURES=1 does: the target keeps them on the device (no
+// copy to the host) and the replay counts the committed rows; the GPU drafter's gather kernel
+// (one per forward, microseconds) is not charged.
 #pragma once
 
 #include <cstdint>
@@ -72,15 +75,20 @@ struct replay_drafter_params {
   backend* target = nullptr;       // the target, for the cost; needed when n_layers > 0
   std::vector<int32_t> capture_layers;  // target layers whose features it reads (empty: none)
   int64_t n_embd = 0;              // the target's width; needed with capture_layers
+  // Read the rows where a CUDA target keeps them (drafter_caps::reads_device_features) instead
+  // of having them copied to the host and gathering them there.
+  bool device_features = false;
 };
 
-// "replay:TRACE[,layers=N][,logits=all|last][,features=F]" -> (trace path, params fields).
+// "replay:TRACE[,layers=N][,logits=all|last][,features=F][,features_on=host|device]" -> (trace
+// path, params fields).
 // Throws invalid_argument_error naming the valid form for anything else.
 struct replay_spec {
   std::string trace_path;
   int32_t n_layers = 2;
   bool all_logits = false;
   int32_t feature_layers = 0;      // capture layers to read, [0, 8]
+  bool device_features = false;    // features_on=device
 };
 replay_spec parse_replay_spec(const std::string& spec);
 

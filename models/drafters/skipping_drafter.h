@@ -47,6 +47,7 @@ class skipping_drafter final : public drafter {
   void begin(int32_t slot, std::span<const int32_t> prompt) override;
   void propose(std::span<const propose_request> batch, draft_batch& out) override;
   void on_commit(int32_t slot, const commit_info& c) override;
+  void before_target_forward() override { inner_->before_target_forward(); }
   void rollback(int32_t slot, int32_t n_context) override;
   void end(int32_t slot) override;
 

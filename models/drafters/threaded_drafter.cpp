@@ -28,6 +28,8 @@ threaded_drafter::threaded_drafter(std::unique_ptr<drafter> inner, const threade
   if (inner_->caps().shares_target)
     throw invalid_argument_error("threaded_drafter: '" + inner_->caps().name +
                                  "' drafts on the target's backend and cannot run beside its forward");
+  caps_ = inner_->caps();
+  caps_.reads_device_features = false;
   q_.resize(static_cast<size_t>(p.queue > 0 ? p.queue : 8 * p.max_slots + 16));
   tokens_.resize(p.token_ring);
   if (!inner_->caps().capture_layers.empty()) features_.resize(p.feature_ring);

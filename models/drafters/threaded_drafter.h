@@ -63,7 +63,10 @@ class threaded_drafter final : public drafter {
   // Runs what is queued, then stops the worker.
   ~threaded_drafter() override;
 
-  const drafter_caps& caps() const override { return inner_->caps(); }
+  // The inner drafter's, but with host features: the rows are copied into the ring on the
+  // decoder's thread, and the worker's reads of device rows could not be ordered before the
+  // target's next forward.
+  const drafter_caps& caps() const override { return caps_; }
   void begin(int32_t slot, std::span<const int32_t> prompt) override;
   void propose(std::span<const propose_request> batch, draft_batch& out) override;
   void propose_begin(std::span<const propose_request> batch, draft_batch& out) override;
@@ -109,6 +112,7 @@ class threaded_drafter final : public drafter {
   int32_t checked(int32_t slot) const;
 
   std::unique_ptr<drafter> inner_;
+  drafter_caps caps_;
   int32_t max_slots_;
   std::vector<command> q_;             // [queue] ring of commands
   uint64_t head_ = 0, tail_ = 0;       // pushed, finished

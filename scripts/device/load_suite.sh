@@ -63,11 +63,17 @@ traces="$root/bench/traces"
 # LOAD_REPLAY_FEATURES=F (default 0) makes both read F capture layers as the trained drafters do
 # (DSpark's recipe reads 5, MTP-1 one): the target then captures them in every forward and
 # copies them to the host, and the replay gathers the committed rows (replay_drafter.h).
+# LOAD_REPLAY_FEATURES_ON=device keeps them on the GPU instead (features_on=device: the path of
+# the GPU drafters with DSPARK_DEVICE_FEATURES=1).
 dspark_replay="replay:${LOAD_DSPARK_TRACE:-$traces/smollm2_dspark2_g7.jsonl},layers=${LOAD_DSPARK_LAYERS:-2}"
 mtp1_replay="replay:${LOAD_MTP1_TRACE:-$traces/smollm2_mtp1_r7_g1.jsonl},layers=1"
 if [ "${LOAD_REPLAY_FEATURES:-0}" != 0 ]; then
   dspark_replay="$dspark_replay,features=$LOAD_REPLAY_FEATURES"
   mtp1_replay="$mtp1_replay,features=1"
+  if [ "${LOAD_REPLAY_FEATURES_ON:-host}" = device ]; then
+    dspark_replay="$dspark_replay,features_on=device"
+    mtp1_replay="$mtp1_replay,features_on=device"
+  fi
 fi
 
 if [ -z "${LOAD_BUILD:-}" ]; then

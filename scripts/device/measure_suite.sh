@@ -18,7 +18,8 @@
 #      then once per setting in MEASURE_SWEEP_ENVS (space-separated VAR=VALUE; default
 #      "DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5": tile and split-K variants timed too; the
 #      replayed drafters reading 5 capture layers through the host as the trained ones do) at
-#      MEASURE_AB_CONCURRENCY (64,128,256)
+#      MEASURE_AB_CONCURRENCY (64,128,256); a setting joins several with '+'
+#      (LOAD_REPLAY_FEATURES=5+LOAD_REPLAY_FEATURES_ON=device)
 #      with MEASURE_AB_POLICIES (none,async,scheduled); each sweep prints its step profile.
 # MEASURE_PARTS (comma list, default tests,gemv,gemm_algos,sweep,ab) picks which of 2, 3, 3b,
 # the default sweep and the A/B sweeps of 4 run; the whole no longer fits one 350-s call.
@@ -94,7 +95,8 @@ fi
 i=0
 part ab && for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5}; do
   i=$((i + 1))
-  env "$setting" OUT="$work/load_ab$i" LOAD_PHASES=synthetic \
+  # shellcheck disable=SC2046  # a setting is VAR=VALUE[+VAR=VALUE...]
+  env $(tr '+' ' ' <<< "$setting") OUT="$work/load_ab$i" LOAD_PHASES=synthetic \
     LOAD_CONCURRENCY="${MEASURE_AB_CONCURRENCY:-64,128,256}" LOAD_POLICIES="${MEASURE_AB_POLICIES:-none,async,scheduled}" \
     bash scripts/device/load_suite.sh > /dev/null 2>&1
   echo "measure: 8B sweep ($setting) rc=$? after $(elapsed)"

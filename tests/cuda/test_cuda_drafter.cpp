@@ -31,6 +31,7 @@
 #include "models/drafters/trained_drafter.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/drafters/drafter_fixture.h"
+#include "tests/spec/forwarding_backend.h"
 #include "tests/test_support.h"
 
 namespace dspark {
@@ -333,6 +334,147 @@ TEST(CudaBlockDrafter, SpecDecodingOnTheGpuIsLossless) {
   const spec_result b = spec_generate(be, d.get(), pol, &m.tokenizer(), m.stop_ids(), prompts(m)[0], sp);
   EXPECT_EQ(a.gen.token_ids, b.gen.token_ids);
   EXPECT_GT(a.metrics.draft_tokens_proposed(), 0);
+}
+
+// Sets DSPARK_DEVICE_FEATURES=1 while alive: the GPU drafters built then read device rows.
+struct device_features_on {
+  device_features_on() { setenv("DSPARK_DEVICE_FEATURES", "1", 1); }
+  ~device_features_on() { unsetenv("DSPARK_DEVICE_FEATURES"); }
+};
+
+// The rows a GPU drafter gathers from the target's device memory (feature_staging.h) are the
+// rows the host path uploads: two requests with the same prompt, one given its features on the
+// host and one in a device buffer (padded layer stride, rows at an offset), draft the same
+// logits. The buffer is overwritten on the "target's" stream right after
+// before_target_forward(), as the target's next forward does: the gather comes first.
+TEST(CudaDrafters, DeviceFeatureRowsDraftLikeHostRows) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  for (const char* kind : {"dspark", "eagle3"}) {
+    SCOPED_TRACE(kind);
+    const std::string dir = test::random_target_drafter(m, kind);
+    const drafter_config c = load_drafter_config(dir);
+    drafter_runtime_params rp;
+    rp.max_slots = 2;
+    rp.max_ctx = 256;
+    rp.sampled = false;
+    std::unique_ptr<cuda_block_drafter> block;
+    std::unique_ptr<cuda_chain_drafter> chain;
+    {
+      const device_features_on on;
+      const drafter_target_head head{m.weights().token_embd, m.weights().output};
+      if (c.block_drafter())
+        block = std::make_unique<cuda_block_drafter>(c, load_drafter_weights(dir, c), head, rp);
+      else
+        chain = std::make_unique<cuda_chain_drafter>(c, load_drafter_weights(dir, c), head, rp);
+    }
+    drafter& d = block ? static_cast<drafter&>(*block) : static_cast<drafter&>(*chain);
+    ASSERT_TRUE(d.caps().reads_device_features);
+    if (block) block->set_record(true);
+    if (chain) chain->set_record(true);
+    const int32_t L = static_cast<int32_t>(c.target_layers.size()), G = c.block_size, P = 21, row0 = 3;
+    const int64_t E = c.target_n_embd, S = (P + 8) * E;  // S: floats between layers on the device
+    std::mt19937 rng(11);
+    std::vector<int32_t> ctx;
+    for (int32_t t = 0; t < P; ++t) ctx.push_back(static_cast<int32_t>(rng() % 40000));
+    const feature_rows f = random_features(rng, L, P, E);
+    float* dev = nullptr;
+    DSPARK_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev), static_cast<size_t>(L * S) * sizeof(float)));
+    for (int32_t l = 0; l < L; ++l)
+      DSPARK_CUDA_CHECK(cudaMemcpy(dev + l * S + row0 * E, f.data.data() + static_cast<int64_t>(l) * P * E,
+                                   static_cast<size_t>(P * E) * sizeof(float), cudaMemcpyHostToDevice));
+    cudaStream_t target = nullptr;
+    DSPARK_CUDA_CHECK(cudaStreamCreate(&target));
+    commit_info host, device;
+    host.features = f.view(L, P, E);
+    device.features.device = dev;
+    device.features.device_layer_stride = S;
+    device.features.device_stream = target;
+    device.features.row0 = row0;
+    device.features.n_layers = L;
+    device.features.n_rows = P;
+    device.features.n_embd = E;
+    d.begin(0, ctx);
+    d.on_commit(0, host);
+    d.begin(1, ctx);
+    d.on_commit(1, device);
+    d.before_target_forward();
+    DSPARK_CUDA_CHECK(cudaMemsetAsync(dev, 0xff, static_cast<size_t>(L * S) * sizeof(float), target));  // NaNs
+    ctx.push_back(static_cast<int32_t>(rng() % 40000));  // x0
+    draft_batch_params bp;
+    bp.max_slots = 2;
+    bp.gamma_max = G;
+    bp.n_vocab = c.target_n_vocab;
+    bp.kind = draft_dist_kind::one_hot;
+    draft_batch out(bp);
+    propose_request reqs[2];
+    for (int i = 0; i < 2; ++i) {
+      reqs[i].slot = i;
+      reqs[i].max_drafts = G;
+      reqs[i].context = ctx;
+    }
+    d.propose(reqs, out);
+    DSPARK_CUDA_CHECK(cudaStreamSynchronize(target));
+    ASSERT_EQ(out.length(0), G);
+    ASSERT_EQ(out.length(1), G);
+    for (int32_t k = 0; k < G; ++k) EXPECT_EQ(out.tokens(1)[k], out.tokens(0)[k]) << "draft " << k;
+    const std::vector<float> a = block ? block->recorded_logits(0) : chain->recorded_logits(0);
+    const std::vector<float> b = block ? block->recorded_logits(1) : chain->recorded_logits(1);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_LT(rel_l2(b, a), 1e-6) << "the device rows' drafts differ from the host rows'";
+    for (float x : b) ASSERT_TRUE(std::isfinite(x)) << "a row read after the overwrite";
+    DSPARK_CUDA_CHECK(cudaStreamDestroy(target));
+    DSPARK_CUDA_CHECK(cudaFree(dev));
+  }
+}
+
+// Speculative decoding on the CUDA target with device features: the target keeps its captured
+// rows on the GPU (no host copy) and the output is plain decoding's, two requests at a time.
+TEST(CudaDrafters, DeviceFeaturesDecodeLosslesslyWithoutTheHostCopy) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  DSPARK_REQUIRE_MODEL(path);
+  const model& m = *shared_model();
+  cuda::cuda_backend be(m.config(), m.weights(), target_options());
+  struct watch final : test::forwarding_backend {
+    using forwarding_backend::forwarding_backend;
+    forward_output forward(const forward_batch& b) override {
+      const forward_output o = forwarding_backend::forward(b);
+      if (!b.capture_layers.empty()) {
+        ++capturing;
+        device_only += b.hidden_on_device && o.hidden == nullptr && o.hidden_device != nullptr;
+      }
+      return o;
+    }
+    int64_t capturing = 0, device_only = 0;
+  } w(be);
+  drafter_runtime_params rp;
+  rp.max_ctx = 512;
+  rp.max_slots = 2;
+  sampling_params sp;
+  sp.max_tokens = 32;
+  std::vector<std::vector<int32_t>> plain;
+  for (const auto& p : prompts(m)) plain.push_back(generate(m, be, p, sp).token_ids);
+  for (const char* kind : {"dspark", "eagle3"}) {
+    SCOPED_TRACE(kind);
+    std::unique_ptr<drafter> d;
+    {
+      const device_features_on on;
+      std::string why;
+      d = load_trained_drafter_cuda(test::random_target_drafter(m, kind), m.config(), m.weights(), rp, std::nullopt, &why);
+      ASSERT_TRUE(d) << why;
+    }
+    w.capturing = w.device_only = 0;
+    fixed_gamma_policy pol(4);
+    spec_decoder dec(w, d.get(), pol, &m.tokenizer(), m.stop_ids(), {.max_requests = 2});
+    const std::vector<spec_result> r = spec_generate_all(dec, prompts(m), sp, false);
+    for (size_t i = 0; i < r.size(); ++i) {
+      EXPECT_EQ(r[i].gen.token_ids, plain[i]) << "prompt " << i;
+      EXPECT_GT(r[i].metrics.draft_tokens_proposed(), 0);
+    }
+    EXPECT_GT(w.capturing, 10);
+    EXPECT_EQ(w.device_only, w.capturing);
+  }
 }
 
 // Trained drafters accept as many drafts on the GPU as on the CPU: same greedy outputs, the

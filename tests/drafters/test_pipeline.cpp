@@ -28,6 +28,7 @@
 #include "engine/spec/spec_decoder.h"
 #include "models/drafters/ngram_drafter.h"
 #include "models/drafters/threaded_drafter.h"
+#include "tests/caps_only_drafter.h"
 #include "models/drafters/trained_drafter.h"
 #include "tests/drafters/drafter_fixture.h"
 #include "tests/spec/tiny_model.h"
@@ -146,6 +147,19 @@ TEST(ThreadedDrafter, CallsReachTheInnerDrafterInOrderWithCopiedPayloads) {
   EXPECT_GE(s.busy_s, s.propose_s);
   (void)queued_s;  // the commits waited for ring room behind the sleeping propose
   EXPECT_GT(s.wait_s, 0.0);
+}
+
+// A drafter that reads device features, threaded: the wrapper asks the decoder for host rows,
+// since it copies them into its ring on the decoder's thread and the worker's later reads of
+// device rows could not be ordered before the target's next forward.
+TEST(ThreadedDrafter, AsksForHostFeaturesWhateverTheInnerReads) {
+  threaded_drafter td(std::make_unique<test::caps_only_drafter>(drafter_caps{
+                          .name = "device-reader", .capture_layers = {0, 2}, .reads_device_features = true}),
+                      {.max_slots = 1});
+  EXPECT_TRUE(td.inner().caps().reads_device_features);
+  EXPECT_FALSE(td.caps().reads_device_features);
+  EXPECT_EQ(td.caps().capture_layers, (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(td.caps().name, "device-reader");
 }
 
 TEST(ThreadedDrafter, ErrorsComeBackAndBadUseIsRefused) {

@@ -305,6 +305,10 @@ TEST(ReplayDrafter, SpecsAndSetupErrors) {
   EXPECT_TRUE(b.all_logits);
   EXPECT_EQ(b.feature_layers, 0);
   EXPECT_EQ(parse_replay_spec("replay:t.jsonl,features=5").feature_layers, 5);
+  EXPECT_FALSE(b.device_features);
+  EXPECT_TRUE(parse_replay_spec("replay:t.jsonl,features=5,features_on=device").device_features);
+  EXPECT_FALSE(parse_replay_spec("replay:t.jsonl,features=5,features_on=host").device_features);
+  EXPECT_THROW(parse_replay_spec("replay:t.jsonl,features_on=gpu"), invalid_argument_error);
   for (const char* bad : {"ngram", "replay:", "replay:t,layers=x", "replay:t,layers=-1", "replay:t,colour=red",
                           "replay:t,features=9", "replay:t,features=", "replay:t,features=2x"})
     EXPECT_THROW(parse_replay_spec(bad), invalid_argument_error) << bad;

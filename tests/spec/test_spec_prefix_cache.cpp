@@ -16,6 +16,7 @@
 #include "models/drafters/layerskip_drafter.h"
 #include "models/drafters/ngram_drafter.h"
 #include "models/tokenizer/tokenizer.h"
+#include "tests/caps_only_drafter.h"
 #include "tests/test_support.h"
 #include "tiny_model.h"
 
@@ -37,20 +38,6 @@ std::vector<int32_t> with_suffix(const std::vector<int32_t>& prefix, std::vector
   return p;
 }
 
-// A drafter that reads target features: prefix caching must stay off for it.
-class feature_drafter final : public drafter {
- public:
-  feature_drafter() { caps_.name = "features"; caps_.capture_layers = {0}; }
-  const drafter_caps& caps() const override { return caps_; }
-  void begin(int32_t, std::span<const int32_t>) override {}
-  void propose(std::span<const propose_request>, draft_batch&) override {}
-  void on_commit(int32_t, const commit_info&) override {}
-  void rollback(int32_t, int32_t) override {}
-  void end(int32_t) override {}
-
- private:
-  drafter_caps caps_;
-};
 
 TEST(SpecPrefixCache, SharedPrefixEqualsPlainGenerateAndReportsCachedTokens) {
   tiny_model tm(/*n_vocab=*/16, /*n_layer=*/3, /*seed=*/9);
@@ -135,7 +122,8 @@ TEST(SpecPrefixCache, OffByDefaultAndForFeatureDrafters) {
   }
   EXPECT_EQ(be.prefix_stats().queries, 0);
   EXPECT_EQ(be.prefix_stats().cached_blocks, 0);
-  feature_drafter fd;
+  // A drafter that reads target features: prefix caching must stay off for it.
+  test::caps_only_drafter fd({.name = "features", .capture_layers = {0}});
   fixed_gamma_policy pol(2);
   spec_decoder dec(be, &fd, pol, nullptr, {}, {.prefix_cache = true});
   EXPECT_FALSE(dec.prefix_cache());  // it needs every prompt row's features

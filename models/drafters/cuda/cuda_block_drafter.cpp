@@ -17,6 +17,7 @@
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/gemv.h"
+#include "models/drafters/cuda/feature_staging.h"
 #include "models/drafters/cuda/gpu_drafter_context.h"
 #include "kernels/cuda/paged_attention.h"
 #include "kernels/cuda/rms_norm.h"
@@ -109,8 +110,8 @@ struct cuda_block_drafter::device_state {
   pinned_buffer meta_host;
   void* meta_dev = nullptr;
   size_t o_ids = 0, o_pos = 0, o_slots = 0, o_cu = 0, o_kv = 0, o_bt = 0, o_items = 0;
-  // Context staging.
-  pinned_buffer feat_host;   // [pending, fw] f32
+  // Context staging: feature rows (into feat) and their slots and positions.
+  std::unique_ptr<feature_staging> stage;
   pinned_buffer ctx_meta_host;  // slots [pending] then positions [pending]
   int32_t* ctx_meta_dev = nullptr;
   // Results.
@@ -142,6 +143,7 @@ cuda_block_drafter::cuda_block_drafter(drafter_config c, drafter_weights w, cons
   caps_.dist_kind = p.sampled ? draft_dist_kind::dense : draft_dist_kind::one_hot;
   caps_.has_confidence = c_.confidence;
   caps_.capture_layers = c_.target_layers;
+  caps_.reads_device_features = device_features_enabled();
   group_size_ = std::min(p.max_slots, k_max_group);
   cap_ = static_cast<int32_t>(round_up(p.max_ctx + c_.block_size, 32));
   pending_max_ = k_pending_rows;
@@ -224,7 +226,8 @@ cuda_block_drafter::cuda_block_drafter(drafter_config c, drafter_weights w, cons
   s.meta_bytes = m.size;
   s.meta_host = pinned_buffer(m.size);
   s.meta_dev = x.alloc(m.size);
-  s.feat_host = pinned_buffer(static_cast<size_t>(pending_max_ * fw) * 4);
+  s.stage = std::make_unique<feature_staging>(x, s.feat, pending_max_, static_cast<int32_t>(c_.target_layers.size()),
+                                              c_.target_n_embd);
   s.ctx_meta_host = pinned_buffer(static_cast<size_t>(2 * pending_max_) * 4);
   s.ctx_meta_dev = static_cast<int32_t*>(x.alloc(static_cast<size_t>(2 * pending_max_) * 4));
   s.out_host = pinned_buffer(static_cast<size_t>(2 * N) * 4);
@@ -291,19 +294,19 @@ void cuda_block_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_info& s = open_slot(slot);
   const target_features& f = c.features;
   const int32_t pos0 = c.features_pos0;
-  if (!check_commit_features(f, pos0, s.n_rows, c_, p_.max_ctx, "cuda_block_drafter")) return;
+  if (!check_commit_features(f, pos0, s.n_rows, c_, p_.max_ctx, "cuda_block_drafter", caps_.reads_device_features))
+    return;
   device_state& d = *d_;
   // Rows re-sent for known positions replace the queued ones.
   int32_t* ms = d.at<int32_t>(d.ctx_meta_host, 0);
   drop_pending(ms, ms + pending_max_, pending_rows_, cap_, slot, pos0);
-  const int64_t fw = c_.feature_width();
   for (int32_t i = 0; i < f.n_rows; ++i) {
-    if (pending_rows_ == pending_max_) flush_context();
-    if (d.staged_pending) {  // the pinned staging is still being read by the last upload
+    if (pending_rows_ == pending_max_ || !d.stage->fits(f)) flush_context();
+    if (d.staged_pending) {  // the pinned metadata is still being read by the last upload
       DSPARK_CUDA_CHECK(cudaEventSynchronize(d.staged));
       d.staged_pending = false;
     }
-    gather_feature_row(f, i, d.at<float>(d.feat_host, 0) + pending_rows_ * fw);
+    d.stage->add(f, i);
     ms = d.at<int32_t>(d.ctx_meta_host, 0);
     ms[pending_rows_] = slot * cap_ + pos0 + i;
     ms[pending_max_ + pending_rows_] = pos0 + i;
@@ -318,8 +321,7 @@ void cuda_block_drafter::flush_context() {
   const int32_t n = pending_rows_;
   const int64_t d = c_.n_embd, fw = c_.feature_width();
   cudaStream_t st = s.stream;
-  DSPARK_CUDA_CHECK(cudaMemcpyAsync(s.feat, s.feat_host.data(), static_cast<size_t>(n * fw) * 4,
-                                    cudaMemcpyHostToDevice, st));
+  s.stage->flush();  // rows [0, n) of s.feat
   // Slots then positions, as one copy of the first n of each half (pending_max apart).
   int32_t* md = s.ctx_meta_dev;
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(md, s.ctx_meta_host.data(), static_cast<size_t>(2 * pending_max_) * 4,
@@ -338,6 +340,8 @@ void cuda_block_drafter::flush_context() {
                            s.q, kv_cache(L));
   }
 }
+
+void cuda_block_drafter::before_target_forward() { d_->stage->launch(); }
 
 void cuda_block_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
   // Requests that can draft this round, in groups of at most group_size_.

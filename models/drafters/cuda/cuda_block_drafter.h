@@ -60,6 +60,7 @@ class cuda_block_drafter final : public drafter {
   void on_commit(int32_t slot, const commit_info& c) override;
   void rollback(int32_t slot, int32_t n_context) override;
   void end(int32_t slot) override;
+  void before_target_forward() override;
 
   const drafter_config& config() const { return c_; }
   int32_t context_rows(int32_t slot) const;

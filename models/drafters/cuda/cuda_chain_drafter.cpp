@@ -19,6 +19,7 @@
 #include "kernels/cuda/gather_rows.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/silu_mul.h"
+#include "models/drafters/cuda/feature_staging.h"
 #include "models/drafters/cuda/gpu_drafter_context.h"
 
 namespace dspark {
@@ -98,8 +99,8 @@ struct cuda_chain_drafter::device_state {
   // K/V-only chunk metadata: y, f rows, positions, slots.
   pinned_buffer chunk_host;
   void* chunk_dev = nullptr;
-  // Feature staging: rows, then fused row index per row.
-  pinned_buffer feat_host;
+  // Feature staging: rows (into feat), then fused row index per row.
+  std::unique_ptr<feature_staging> stage;
   pinned_buffer feat_rows_host;
   int32_t* feat_rows_dev = nullptr;
   pinned_buffer out_host;     // tokens [G * group]
@@ -129,6 +130,7 @@ cuda_chain_drafter::cuda_chain_drafter(drafter_config c, drafter_weights w, cons
   caps_.dist_kind = p.sampled ? draft_dist_kind::dense : draft_dist_kind::one_hot;
   caps_.has_confidence = false;
   caps_.capture_layers = c_.target_layers;
+  caps_.reads_device_features = device_features_enabled();
   group_size_ = std::min(p.max_slots, k_max_group);
   cap_ = (p.max_ctx + c_.block_size + 31) / 32 * 32;
   max_rows_ = std::max(k_chunk_rows, group_size_);
@@ -196,7 +198,8 @@ cuda_chain_drafter::cuda_chain_drafter(drafter_config c, drafter_weights w, cons
   s.meta_dev = x.alloc(m.size);
   s.chunk_host = pinned_buffer(static_cast<size_t>(4 * M) * 4);
   s.chunk_dev = x.alloc(static_cast<size_t>(4 * M) * 4);
-  s.feat_host = pinned_buffer(static_cast<size_t>(pending_max_ * fw) * 4);
+  s.stage = std::make_unique<feature_staging>(x, s.feat, pending_max_, static_cast<int32_t>(c_.target_layers.size()),
+                                              c_.target_n_embd);
   s.feat_rows_host = pinned_buffer(static_cast<size_t>(pending_max_) * 4);
   s.out_host = pinned_buffer(static_cast<size_t>(G * R) * 4);
   s.logits_host = pinned_buffer(static_cast<size_t>(R * V) * 4);
@@ -250,17 +253,17 @@ void cuda_chain_drafter::on_commit(int32_t slot, const commit_info& c) {
   slot_info& s = open_slot(slot);
   const target_features& f = c.features;
   const int32_t pos0 = c.features_pos0;
-  if (!check_commit_features(f, pos0, s.n_feat, c_, p_.max_ctx, "cuda_chain_drafter")) return;
+  if (!check_commit_features(f, pos0, s.n_feat, c_, p_.max_ctx, "cuda_chain_drafter", caps_.reads_device_features))
+    return;
   device_state& d = *d_;
   drop_pending(slot, pos0);
-  const int64_t fw = c_.feature_width();
   for (int32_t i = 0; i < f.n_rows; ++i) {
-    if (pending_rows_ == pending_max_) flush_features();
-    if (d.staged_pending) {  // the pinned staging is still being read by the last upload
+    if (pending_rows_ == pending_max_ || !d.stage->fits(f)) flush_features();
+    if (d.staged_pending) {  // the pinned row indices are still being read by the last upload
       DSPARK_CUDA_CHECK(cudaEventSynchronize(d.staged));
       d.staged_pending = false;
     }
-    gather_feature_row(f, i, d.at<float>(d.feat_host, 0) + pending_rows_ * fw);
+    d.stage->add(f, i);
     d.at<int32_t>(d.feat_rows_host, 0)[pending_rows_] = slot * p_.max_ctx + pos0 + i;
     ++pending_rows_;
   }
@@ -274,8 +277,7 @@ void cuda_chain_drafter::flush_features() {
   const int32_t n = pending_rows_;
   const int64_t d = c_.n_embd, fw = c_.feature_width();
   cudaStream_t st = s.stream;
-  DSPARK_CUDA_CHECK(cudaMemcpyAsync(s.feat, s.feat_host.data(), static_cast<size_t>(n * fw) * 4,
-                                    cudaMemcpyHostToDevice, st));
+  s.stage->flush();  // rows [0, n) of s.feat
   DSPARK_CUDA_CHECK(cudaMemcpyAsync(s.feat_rows_dev, s.feat_rows_host.data(), static_cast<size_t>(n) * 4,
                                     cudaMemcpyHostToDevice, st));
   DSPARK_CUDA_CHECK(cudaEventRecord(s.staged, st));
@@ -285,6 +287,8 @@ void cuda_chain_drafter::flush_features() {
   s.ctx.linear(s.fc, s.feat_bf, n, d, fw, s.fused_new);  // f_t = fc . F_t
   cuda::scatter_rows_f32(s.fused_new, s.feat_rows_dev, n, d, s.fused, st);
 }
+
+void cuda_chain_drafter::before_target_forward() { d_->stage->launch(); }
 
 void cuda_chain_drafter::propose(std::span<const propose_request> batch, draft_batch& out) {
   group_request grp[k_max_group];
