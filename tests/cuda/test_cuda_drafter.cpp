@@ -349,12 +349,38 @@ struct device_features_on {
 // before_target_forward(), as the target's next forward does: the gather comes first.
 TEST(CudaDrafters, DeviceFeatureRowsDraftLikeHostRows) {
   DSPARK_REQUIRE_CUDA_DEVICE();
-  DSPARK_REQUIRE_MODEL(path);
-  const model& m = *shared_model();
   for (const char* kind : {"dspark", "eagle3"}) {
     SCOPED_TRACE(kind);
-    const std::string dir = test::random_target_drafter(m, kind);
+    // Small random dims the GPU kernels take (head_dim 64, widths multiples of 8) and a random
+    // target head: no model needed.
+    test::tiny_dims td;
+    td.kind = kind;
+    td.n_vocab = 512;
+    td.n_embd = 128;
+    td.n_head = 2;
+    td.n_head_kv = 1;
+    td.head_dim = 64;
+    td.n_ff = 256;
+    if (td.kind == "eagle3") {
+      td.n_layer = 1;
+      td.markov = "none";
+      td.confidence = false;
+    }
+    const nlohmann::json j = test::tiny_config(td);
+    const std::string dir = test::write_drafter_folder(std::string("devfeat_") + kind, j,
+                                                       test::random_drafter_tensors(j, 5));
     const drafter_config c = load_drafter_config(dir);
+    std::mt19937 hr(3);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> head_f(static_cast<size_t>(td.n_vocab * td.n_embd));
+    for (float& x : head_f) x = nd(hr);
+    tensor_view head_t;
+    head_t.name = "token_embd";
+    head_t.type = dtype::f32;
+    head_t.shape = {td.n_vocab, td.n_embd};
+    head_t.data = reinterpret_cast<const uint8_t*>(head_f.data());
+    head_t.n_bytes = head_f.size() * sizeof(float);
+    const drafter_target_head head{head_t, head_t};
     drafter_runtime_params rp;
     rp.max_slots = 2;
     rp.max_ctx = 256;
@@ -363,11 +389,14 @@ TEST(CudaDrafters, DeviceFeatureRowsDraftLikeHostRows) {
     std::unique_ptr<cuda_chain_drafter> chain;
     {
       const device_features_on on;
-      const drafter_target_head head{m.weights().token_embd, m.weights().output};
-      if (c.block_drafter())
+      std::string why;
+      if (c.block_drafter()) {
+        ASSERT_TRUE(cuda_block_drafter_supports(c, &why)) << why;
         block = std::make_unique<cuda_block_drafter>(c, load_drafter_weights(dir, c), head, rp);
-      else
+      } else {
+        ASSERT_TRUE(cuda_chain_drafter_supports(c, &why)) << why;
         chain = std::make_unique<cuda_chain_drafter>(c, load_drafter_weights(dir, c), head, rp);
+      }
     }
     drafter& d = block ? static_cast<drafter&>(*block) : static_cast<drafter&>(*chain);
     ASSERT_TRUE(d.caps().reads_device_features);
@@ -377,7 +406,7 @@ TEST(CudaDrafters, DeviceFeatureRowsDraftLikeHostRows) {
     const int64_t E = c.target_n_embd, S = (P + 8) * E;  // S: floats between layers on the device
     std::mt19937 rng(11);
     std::vector<int32_t> ctx;
-    for (int32_t t = 0; t < P; ++t) ctx.push_back(static_cast<int32_t>(rng() % 40000));
+    for (int32_t t = 0; t < P; ++t) ctx.push_back(static_cast<int32_t>(rng() % td.n_vocab));
     const feature_rows f = random_features(rng, L, P, E);
     float* dev = nullptr;
     DSPARK_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev), static_cast<size_t>(L * S) * sizeof(float)));
@@ -401,7 +430,7 @@ TEST(CudaDrafters, DeviceFeatureRowsDraftLikeHostRows) {
     d.on_commit(1, device);
     d.before_target_forward();
     DSPARK_CUDA_CHECK(cudaMemsetAsync(dev, 0xff, static_cast<size_t>(L * S) * sizeof(float), target));  // NaNs
-    ctx.push_back(static_cast<int32_t>(rng() % 40000));  // x0
+    ctx.push_back(static_cast<int32_t>(rng() % td.n_vocab));  // x0
     draft_batch_params bp;
     bp.max_slots = 2;
     bp.gamma_max = G;
