@@ -16,8 +16,9 @@
 #      72- and 136-row cliffs,
 #   4. the 8B synthetic load sweep (load_suite.sh, caller's LOAD_* settings) with the defaults,
 #      then once per setting in MEASURE_SWEEP_ENVS (space-separated VAR=VALUE; default
-#      "DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5": tile and split-K variants timed too; the
-#      replayed drafters reading 5 capture layers through the host as the trained ones do) at
+#      "DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5 LOAD_REPLAY_FEATURES=5+LOAD_REPLAY_FEATURES_ON=device":
+#      tile and split-K variants timed too; the replayed drafters reading 5 capture layers
+#      through the host as the trained ones do by default, then where the target keeps them) at
 #      MEASURE_AB_CONCURRENCY (64,128,256); a setting joins several with '+'
 #      (LOAD_REPLAY_FEATURES=5+LOAD_REPLAY_FEATURES_ON=device)
 #      with MEASURE_AB_POLICIES (none,async,scheduled); each sweep prints its step profile.
@@ -93,7 +94,7 @@ echo "measure: 8B sweep (defaults) rc=$? after $(elapsed)"
 cat "$work/load_default/load.md" 2>/dev/null
 fi
 i=0
-part ab && for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5}; do
+part ab && for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5 LOAD_REPLAY_FEATURES=5+LOAD_REPLAY_FEATURES_ON=device}; do
   i=$((i + 1))
   # shellcheck disable=SC2046  # a setting is VAR=VALUE[+VAR=VALUE...]
   env $(tr '+' ' ' <<< "$setting") OUT="$work/load_ab$i" LOAD_PHASES=synthetic \
