@@ -2,6 +2,7 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "common/error.h"
@@ -50,6 +51,18 @@ int32_t attention_split_len_for(int32_t n_seq_max) {
   if (n_seq_max <= 2) return 32;
   if (n_seq_max <= 16) return 64;
   return 128;
+}
+
+int32_t resolve_graph_max_tokens(const cuda_backend_options& opt) {
+  if (opt.graph_max_tokens < 0) throw invalid_argument_error("cuda_backend: graph_max_tokens must be >= 0");
+  if (opt.graph_max_tokens > 0) return opt.graph_max_tokens;
+  const char* v = std::getenv("DSPARK_GRAPH_MAX_TOKENS");
+  if (v == nullptr || *v == '\0') return 128;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < 1 || n > 65536)
+    throw invalid_argument_error(std::string("DSPARK_GRAPH_MAX_TOKENS must be an integer in [1, 65536], not '") + v + "'");
+  return static_cast<int32_t>(n);
 }
 
 namespace {
@@ -109,6 +122,7 @@ cuda_backend::cuda_backend(const model_config& c, const llama_weights& w, const 
   ro.split_len = opt.attention_split_len > 0 ? opt.attention_split_len : attention_split_len_for(opt.n_seq_max);
   ro.gemv_max_tokens = opt.gemv_max_tokens;
   ro.use_graphs = opt.use_graphs;
+  ro.graph_max_tokens = resolve_graph_max_tokens(opt);
 
   int32_t n_blocks = opt.kv_blocks;
   if (n_blocks == 0) {
@@ -256,8 +270,10 @@ forward_output cuda_backend::run_layers(const forward_batch& b, int32_t n_layers
   const gpu_runner::host_plan& p = s.runner->plan();
   const int32_t mbps = s.max_blocks_per_seq;
   const int32_t n_real = static_cast<int32_t>(b.seqs.size());
+  // Decode batches are padded to a bucket only to share a graph: not past the graphed sizes.
+  const int32_t bucket = bucket_for(n_real, s.opt.gemv_max_tokens, s.opt.n_seq_max);
   const int32_t n_seqs =
-      decode_only && s.opt.use_graphs ? bucket_for(n_real, s.opt.gemv_max_tokens, s.opt.n_seq_max) : n_real;
+      decode_only && s.opt.use_graphs && bucket <= s.runner->options().graph_max_tokens ? bucket : n_real;
   int32_t t = 0, r = 0, h = 0, max_kv = 0;
   p.cu_q_lens[0] = 0;
   for (int32_t i = 0; i < n_real; ++i) {
@@ -348,6 +364,10 @@ std::string profile_tag(int device) {
   if (t.candidates > 1 && t.max_tokens > k_gemv_max_tokens)
     tag += ", cuBLASLt timed " + std::to_string(t.candidates) + " to " + std::to_string(t.max_tokens) + " rows" +
            (t.variants > 0 ? " with variants of " + std::to_string(t.variants) : "");
+  // graphed steps above 128 tokens (DSPARK_GRAPH_MAX_TOKENS, sixteenth session) remove the
+  // eager-launch jump from the curve
+  const int32_t graphs_to = resolve_graph_max_tokens({});
+  if (graphs_to != 128) tag += ", graphs to " + std::to_string(graphs_to) + " tokens";
   return tag;
 }
 

@@ -55,8 +55,14 @@ struct cuda_backend_options {
   // step, long ones keep the block and combine count down for large batches.
   int32_t attention_split_len = 0;
   int32_t gemv_max_tokens = 8;       // steps of <= this many tokens use the hand GEMV
-  bool use_graphs = true;            // CUDA graphs for decode and small (<= 128-token) verify steps
+  bool use_graphs = true;            // CUDA graphs for decode and small verify steps
+  // Steps of up to this many new tokens run from graphs (gpu_runner_options::graph_max_tokens);
+  // 0 = DSPARK_GRAPH_MAX_TOKENS when set (1..65536, else invalid_argument_error), else 128.
+  int32_t graph_max_tokens = 0;
 };
+
+// opt.graph_max_tokens, or DSPARK_GRAPH_MAX_TOKENS, or 128 (see cuda_backend_options).
+int32_t resolve_graph_max_tokens(const cuda_backend_options& opt);
 
 // The split length for a backend that runs at most n_seq_max sequences per step. H100,
 // Qwen3-8B shape, context 1024 (docs/benchmarks.md, 2026-12-06 sweep): batch 1 is fastest at

@@ -243,7 +243,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
       G <= dec_rows && max_q * G <= k_decode_variant_max_items * dec_rows ? attention_variant::decode
                                                                          : attention_variant::general;
   const bool graphable = opt_.use_graphs && s.capture_layers.size() <= k_graph_max_capture_layers &&
-                         s.n_tokens <= k_graph_max_tokens;
+                         s.n_tokens <= opt_.graph_max_tokens;
   // Written straight into the pinned plan, whose items region holds max_tokens items. A graphed
   // step pads them to one per token (an item holds at least one), so its grid, and with it its
   // graph, depends on the token count and not on the mix of q_lens: on the H200 a ragged verify
@@ -256,7 +256,7 @@ void gpu_runner::run(const step_desc& s, cudaStream_t stream) {
   if (graphable) n_items = pad_attention_items(items_out, n_items, s.n_tokens);
 
   // Graphs: plain decode steps (every sequence adds one token), and small ragged steps such as
-  // speculative verification (<= k_graph_max_tokens new tokens). Everything a step reads
+  // speculative verification (<= graph_max_tokens new tokens). Everything a step reads
   // besides its shape (tokens, positions, slots, q/kv lengths, block tables, attention items,
   // logit rows) lives in the device plan uploaded before the launch, so a graph is keyed by the
   // shape alone. Replaying avoids ~400 host launches per step (the eager verify path was

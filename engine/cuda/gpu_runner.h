@@ -49,6 +49,13 @@ struct gpu_runner_options {
   // larger ones cuBLASLt. 0 = always cuBLASLt.
   int32_t gemv_max_tokens = 8;
   bool use_graphs = true;
+  // Steps of up to this many new tokens are captured as graphs (decode batches and verify
+  // steps); larger ones run eagerly. The cache's cap on graphs bounds memory for varied shapes.
+  // 128 since the graphs came; on the 8B shape the step curve jumps by ~3 ms between 128 and
+  // 136 tokens (H100 and H200), and the GEMMs account for 0.26 ms of it (docs/benchmarks.md,
+  // sixteenth session): the rest is what ~400 eager launches cost. Raising it is measured with
+  // DSPARK_GRAPH_MAX_TOKENS (cuda_backend) before it changes.
+  int32_t graph_max_tokens = 128;
   // Programmatic dependent launch for the runner's own kernels (kernels/cuda/pdl.h): each may
   // start while its predecessor drains; the GEMV prefetches weights meanwhile. Used for steps
   // of at most pdl_max_tokens new tokens, the hand GEMV's range. H100, graphs, context 1024
@@ -184,9 +191,6 @@ class gpu_runner {
                                         k.n_capture_rows, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]});
     }
   };
-  // Steps of up to this many new tokens are captured (decode batches and verify steps); larger
-  // ones are GPU-bound and run eagerly. The cache's cap on graphs bounds memory for varied shapes.
-  static constexpr int32_t k_graph_max_tokens = 128;
   // Sequences whose q_len x group size fits this many decode-variant items use that variant.
   static constexpr int32_t k_decode_variant_max_items = 4;
   graph_cache<graph_key> graphs_;

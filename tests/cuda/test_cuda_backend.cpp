@@ -13,8 +13,10 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "common/error.h"
@@ -202,6 +204,77 @@ TEST(cuda_backend, captured_steps_replay_from_graphs_bit_identically) {
     EXPECT_EQ(logits[0], logits[1]) << "round " << round;
     EXPECT_EQ(hidden[0], hidden[1]) << "round " << round;
   }
+}
+
+// Where graphs stop: graph_max_tokens, else DSPARK_GRAPH_MAX_TOKENS, else 128; a bad value of
+// the variable is an error naming it. No device needed.
+TEST(cuda_backend_options, graph_max_tokens_from_the_option_or_the_environment) {
+  unsetenv("DSPARK_GRAPH_MAX_TOKENS");
+  cuda_backend_options o;
+  EXPECT_EQ(resolve_graph_max_tokens(o), 128);
+  setenv("DSPARK_GRAPH_MAX_TOKENS", "512", 1);
+  EXPECT_EQ(resolve_graph_max_tokens(o), 512);
+  o.graph_max_tokens = 64;
+  EXPECT_EQ(resolve_graph_max_tokens(o), 64) << "the option wins";
+  o.graph_max_tokens = 0;
+  for (const char* bad : {"0", "-3", "12x", "70000", " "}) {
+    setenv("DSPARK_GRAPH_MAX_TOKENS", bad, 1);
+    try {
+      (void)resolve_graph_max_tokens(o);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const invalid_argument_error& e) {
+      EXPECT_NE(std::string(e.what()).find("DSPARK_GRAPH_MAX_TOKENS"), std::string::npos) << e.what();
+    }
+  }
+  unsetenv("DSPARK_GRAPH_MAX_TOKENS");
+  o.graph_max_tokens = -1;
+  EXPECT_THROW((void)resolve_graph_max_tokens(o), invalid_argument_error);
+}
+
+// With graph_max_tokens raised, a 200-token verify step runs eagerly the first time, is
+// captured the second and replayed the third, bit for bit the same each time, and its rows
+// match an eager backend's (own cuBLASLt choices: within bf16 tolerance).
+TEST(cuda_backend, steps_past_128_tokens_replay_from_graphs_when_allowed) {
+  DSPARK_REQUIRE_CUDA_DEVICE();
+  const tiny_model m(4);
+  cuda_backend_options go = small_opts();
+  go.max_tokens_per_step = 256;
+  go.graph_max_tokens = 256;
+  cuda_backend_options eo = go;
+  eo.use_graphs = false;
+  cuda_backend graphed(m.cfg, m.w, go), eager(m.cfg, m.w, eo);
+  const int64_t V = m.cfg.n_vocab;
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V - 1));
+  std::vector<int32_t> prompt(8), drafts(200);
+  for (int32_t& t : prompt) t = tok(rng);
+  for (int32_t& t : drafts) t = tok(rng);
+  int32_t sid[2];
+  int i = 0;
+  for (cuda_backend* be : {&graphed, &eager}) {
+    sid[i] = *be->open_sequence();
+    const batch_sequence ps{sid[i++], 8, 1};
+    ASSERT_EQ(be->forward({prompt, {&ps, 1}, {}}).status, forward_status::ok);
+  }
+  std::vector<float> first;
+  for (int round = 0; round < 3; ++round) {  // eager, captured, replayed
+    std::vector<float> rows[2];
+    i = 0;
+    for (cuda_backend* be : {&graphed, &eager}) {
+      const batch_sequence vs{sid[i], 200, 200};
+      const forward_output o = be->forward({drafts, {&vs, 1}, {}});
+      ASSERT_EQ(o.status, forward_status::ok);
+      rows[i].assign(o.logits, o.logits + 200 * V);
+      be->truncate(sid[i], 8);
+      ++i;
+    }
+    if (round == 0) first = rows[0];
+    EXPECT_EQ(rows[0], first) << "round " << round;
+    for (int32_t r = 0; r < 200; r += 17) EXPECT_LE(row_err(rows[0], rows[1], r, V), 3e-2) << "row " << r;
+  }
+  const graph_launch_stats st = graphed.graph_stats();
+  EXPECT_GE(st.captured, 1);
+  EXPECT_GE(st.replayed, 1);
 }
 
 // Decode buckets: up to gemv_max_tokens sequences a step runs exactly its rows (5 decode rows
