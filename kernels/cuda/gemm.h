@@ -32,9 +32,9 @@ struct gemm_tuning {
   int64_t max_tokens = 512;  // larger steps are compute-bound, where the heuristic does well
   // Experimental, off by default: the first `variants` heuristic results are also timed with
   // each other tile their algorithm offers and split-K 1, 2, 4 (up to 64 candidates in all).
-  // The heuristic's first 16 never avoid the 72- and 136-row cliffs (docs/benchmarks.md,
-  // fourteenth session); a tile as wide as the step's token count, split along K so every SM
-  // still streams weights, is the configuration that would read the weights once.
+  // Written against the 72- and 136-row jumps of the 8B step (fourteenth session); on the H100
+  // the step's GEMMs explain 0.26 ms of the 3.1-ms jump at 136 rows and no variant beats the
+  // heuristic's best by over 5% (NOTES.md, round 13), so it stays off.
   int variants = 0;
   // DSPARK_GEMM_TUNE=N (candidates, 1..64), DSPARK_GEMM_TUNE_MAX_TOKENS=M and
   // DSPARK_GEMM_VARIANTS=V (0..16) over the defaults; invalid values throw
