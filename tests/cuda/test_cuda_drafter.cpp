@@ -374,12 +374,7 @@ TEST(CudaDrafters, DeviceFeatureRowsDraftLikeHostRows) {
     std::normal_distribution<float> nd(0.f, 1.f);
     std::vector<float> head_f(static_cast<size_t>(td.n_vocab * td.n_embd));
     for (float& x : head_f) x = nd(hr);
-    tensor_view head_t;
-    head_t.name = "token_embd";
-    head_t.type = dtype::f32;
-    head_t.shape = {td.n_vocab, td.n_embd};
-    head_t.data = reinterpret_cast<const uint8_t*>(head_f.data());
-    head_t.n_bytes = head_f.size() * sizeof(float);
+    const tensor_view head_t = test::f32_view(head_f, td.n_vocab, td.n_embd, "token_embd");
     const drafter_target_head head{head_t, head_t};
     drafter_runtime_params rp;
     rp.max_slots = 2;

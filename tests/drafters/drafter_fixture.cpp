@@ -38,6 +38,16 @@ struct scratch_root {
 
 }  // namespace
 
+tensor_view f32_view(const std::vector<float>& v, int64_t rows, int64_t cols, const char* name) {
+  tensor_view t;
+  t.name = name;
+  t.type = dtype::f32;
+  t.shape = {rows, cols};
+  t.data = reinterpret_cast<const uint8_t*>(v.data());
+  t.n_bytes = v.size() * sizeof(float);
+  return t;
+}
+
 std::string scratch_dir(const std::string& name) {
   static scratch_root root;
   static int counter = 0;

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/formats/tensor_view.h"
+
 namespace dspark {
 class model;
 }
@@ -37,6 +39,9 @@ struct tiny_dims {
   double rope_theta = 10000.0;
   std::string target_name = "tiny";
 };
+
+// An f32 [rows, cols] view of v (which must outlive it), e.g. a random target head.
+tensor_view f32_view(const std::vector<float>& v, int64_t rows, int64_t cols, const char* name);
 
 // drafter.json content for the dims.
 nlohmann::json tiny_config(const tiny_dims& d);

@@ -34,17 +34,8 @@ struct tiny_setup {
     t.lm_head.resize(t.embed.size());
     for (float& x : t.embed) x = nd(rng);
     for (float& x : t.lm_head) x = 0.3f * nd(rng);
-    head.embed = view(t.embed, d.n_vocab, d.n_embd, "embed");
-    head.lm_head = view(t.lm_head, d.n_vocab, d.n_embd, "lm_head");
-  }
-  static tensor_view view(const std::vector<float>& v, int64_t rows, int64_t cols, const char* name) {
-    tensor_view tv;
-    tv.name = name;
-    tv.type = dtype::f32;
-    tv.shape = {rows, cols};
-    tv.data = reinterpret_cast<const uint8_t*>(v.data());
-    tv.n_bytes = v.size() * 4;
-    return tv;
+    head.embed = test::f32_view(t.embed, d.n_vocab, d.n_embd, "embed");
+    head.lm_head = test::f32_view(t.lm_head, d.n_vocab, d.n_embd, "lm_head");
   }
 };
 

@@ -301,7 +301,7 @@ void cuda_block_drafter::on_commit(int32_t slot, const commit_info& c) {
   int32_t* ms = d.at<int32_t>(d.ctx_meta_host, 0);
   drop_pending(ms, ms + pending_max_, pending_rows_, cap_, slot, pos0);
   for (int32_t i = 0; i < f.n_rows; ++i) {
-    if (pending_rows_ == pending_max_ || !d.stage->fits(f)) flush_context();
+    if (!d.stage->fits(f)) flush_context();  // full, or the queued rows came the other way
     if (d.staged_pending) {  // the pinned metadata is still being read by the last upload
       DSPARK_CUDA_CHECK(cudaEventSynchronize(d.staged));
       d.staged_pending = false;

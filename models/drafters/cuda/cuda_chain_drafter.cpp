@@ -258,7 +258,7 @@ void cuda_chain_drafter::on_commit(int32_t slot, const commit_info& c) {
   device_state& d = *d_;
   drop_pending(slot, pos0);
   for (int32_t i = 0; i < f.n_rows; ++i) {
-    if (pending_rows_ == pending_max_ || !d.stage->fits(f)) flush_features();
+    if (!d.stage->fits(f)) flush_features();  // full, or the queued rows came the other way
     if (d.staged_pending) {  // the pinned row indices are still being read by the last upload
       DSPARK_CUDA_CHECK(cudaEventSynchronize(d.staged));
       d.staged_pending = false;

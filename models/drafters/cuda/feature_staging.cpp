@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/drafter_ops.h"
+#include "models/drafters/drafter_compute.h"
 
 namespace dspark {
 
@@ -54,8 +55,7 @@ void feature_staging::add(const target_features& f, int32_t i) {
   wait_staging();
   if (n_ == 0) from_device_ = f.device != nullptr;
   if (!from_device_) {
-    float* dst = host_rows_.as<float>() + n_ * width_;
-    for (int32_t l = 0; l < n_layers_; ++l) std::memcpy(dst + l * n_embd_, f.row(l, i), static_cast<size_t>(n_embd_) * 4);
+    gather_feature_row(f, i, host_rows_.as<float>() + n_ * width_);
     ++n_;
     return;
   }
