@@ -22,6 +22,8 @@
 #      MEASURE_AB_CONCURRENCY (64,128,256); a setting joins several with '+'
 #      (LOAD_REPLAY_FEATURES=5+LOAD_REPLAY_FEATURES_ON=device)
 #      with MEASURE_AB_POLICIES (none,async,scheduled); each sweep prints its step profile.
+# MEASURE_LOAD_PHASES (default synthetic) names load_suite.sh's phases for the sweeps:
+# "synthetic smollm2" adds the SmolLM2 replay once the model is staged and .stage/data carried.
 # MEASURE_PARTS (comma list, default tests,gemv,gemm_algos,sweep,ab) picks which of 2, 3, 3b,
 # the default sweep and the A/B sweeps of 4 run; the whole no longer fits one 350-s call.
 # $OUT: summary.md (test summaries, GEMV verify rows, both sweeps' tables) and measure.tgz (every
@@ -89,7 +91,7 @@ part gemm_algos && for m in ${MEASURE_GEMM_ALGO_MODELS-qwen3-8b smollm2-135m}; d
 done
 
 if part sweep; then
-OUT="$work/load_default" LOAD_PHASES=synthetic bash scripts/device/load_suite.sh > /dev/null 2>&1
+OUT="$work/load_default" LOAD_PHASES="${MEASURE_LOAD_PHASES:-synthetic}" bash scripts/device/load_suite.sh > /dev/null 2>&1
 echo "measure: 8B sweep (defaults) rc=$? after $(elapsed)"
 cat "$work/load_default/load.md" 2>/dev/null
 fi
@@ -97,7 +99,7 @@ i=0
 part ab && for setting in ${MEASURE_SWEEP_ENVS-DSPARK_GEMM_VARIANTS=4 LOAD_REPLAY_FEATURES=5 LOAD_REPLAY_FEATURES=5+LOAD_REPLAY_FEATURES_ON=device}; do
   i=$((i + 1))
   # shellcheck disable=SC2046  # a setting is VAR=VALUE[+VAR=VALUE...]
-  env $(tr '+' ' ' <<< "$setting") OUT="$work/load_ab$i" LOAD_PHASES=synthetic \
+  env $(tr '+' ' ' <<< "$setting") OUT="$work/load_ab$i" LOAD_PHASES="${MEASURE_LOAD_PHASES:-synthetic}" \
     LOAD_CONCURRENCY="${MEASURE_AB_CONCURRENCY:-64,128,256}" LOAD_POLICIES="${MEASURE_AB_POLICIES:-none,async,scheduled}" \
     bash scripts/device/load_suite.sh > /dev/null 2>&1
   echo "measure: 8B sweep ($setting) rc=$? after $(elapsed)"

@@ -2,7 +2,9 @@
 # Stages the default model onto the GPU machine, whose calls carry at most 64 MiB each.
 #
 # Here (on the development machine):   scripts/device/stage_model.sh split
-#   cuts .models/<model> into .stage/part-NN (<= 48 MiB each) and prints how many parts.
+#   cuts .models/<model> into .stage/part-NN (<= STAGE_PART_MIB each, default 48) and prints how
+#   many parts. STAGE_PART_MIB=36 makes three parts, so the first fits one call beside
+#   .stage/prebuilt.tar.xz (about 8 MiB) and the working tree (about 13 MiB).
 # There (on the GPU machine), one call per part, back to back while the machine is warm:
 #   scripts/device/stage_model.sh receive NN      (carry .stage/part-NN)
 # and in the last call, before anything uses the model:
@@ -15,7 +17,7 @@ dest=/tmp/dspark-model
 case "${1:-}" in
   split)
     mkdir -p .stage && rm -f .stage/part-*      # keeps .stage/data, .stage/drafters
-    split -b 48M -d -a 2 ".models/$name" .stage/part-
+    split -b "${STAGE_PART_MIB:-48}M" -d -a 2 ".models/$name" .stage/part-
     ls .stage/part-* | wc -l ;;
   receive)
     mkdir -p "$dest/parts"
