@@ -21,8 +21,7 @@ int32_t drafting_requests(std::span<const policy_request> batch, int32_t gamma) 
 
 }  // namespace
 
-async_capacity_policy::async_capacity_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps,
-                                             int32_t lag)
+async_capacity_policy::async_capacity_policy(int32_t gamma, int32_t max_requests, sps_table sps, int32_t lag)
     : gamma_(gamma), max_requests_(max_requests), lag_(lag), sps_(std::move(sps)) {
   if (gamma < 1 || gamma > 256)
     throw invalid_argument_error("async_capacity_policy: gamma " + std::to_string(gamma) + " out of range [1, 256]");
@@ -45,11 +44,11 @@ int32_t async_capacity_policy::global_search(std::span<const policy_request> bat
   const int64_t r = static_cast<int64_t>(batch.size());
   double tau = static_cast<double>(r);
   const int64_t b0 = r + carried_;
-  double best = tau * sps_.at(b0);
+  double best = tau * sps_.at(r, b0);
   int32_t best_n = 0;
   for (size_t i = 0; i < order_.size(); ++i) {
     tau += order_[i].a;
-    const double theta = tau * sps_.at(b0 + static_cast<int64_t>(i) + 1);
+    const double theta = tau * sps_.at(r, b0 + static_cast<int64_t>(i) + 1);
     if (theta > best) {
       best = theta;
       best_n = static_cast<int32_t>(i) + 1;

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/spec/policy.h"
@@ -35,8 +36,11 @@ namespace dspark {
 
 class async_capacity_policy final : public spec_policy {
  public:
-  // gamma in [1, 256], max_requests >= 1, lag in [1, 8], sps as sps_table.
-  async_capacity_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps, int32_t lag = 2);
+  // gamma in [1, 256], max_requests >= 1, lag in [1, 8].
+  async_capacity_policy(int32_t gamma, int32_t max_requests, sps_table sps, int32_t lag = 2);
+  // One curve for every R: sps[b] for b >= 1 (sps[0] unused), positive.
+  async_capacity_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps, int32_t lag = 2)
+      : async_capacity_policy(gamma, max_requests, sps_table(std::move(sps)), lag) {}
   std::string name() const override;
   int32_t draft_budget() const override { return gamma_; }
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;

@@ -61,8 +61,7 @@ void threshold_policy::plan(std::span<const policy_request> batch, std::span<int
   }
 }
 
-confidence_scheduled_policy::confidence_scheduled_policy(int32_t gamma, int32_t max_requests,
-                                                         std::vector<double> sps)
+confidence_scheduled_policy::confidence_scheduled_policy(int32_t gamma, int32_t max_requests, sps_table sps)
     : gamma_(gamma), max_requests_(max_requests), sps_(std::move(sps)) {
   if (gamma < 1 || gamma > 256)
     throw invalid_argument_error("confidence_scheduled_policy: gamma " + std::to_string(gamma) +
@@ -82,11 +81,12 @@ void confidence_scheduled_policy::plan(std::span<const policy_request> batch, st
                                  " exceeds max_requests " + std::to_string(max_requests_));
   for (size_t r = 0; r < batch.size(); ++r) n_verify[r] = 0;
   collect_survival_order(batch, gamma_, order_);
-  int64_t b = static_cast<int64_t>(batch.size()) + carried_;  // tau counts decode tokens only
+  const int64_t n_req = static_cast<int64_t>(batch.size());
+  int64_t b = n_req + carried_;  // tau counts decode tokens only
   double tau = static_cast<double>(batch.size());
-  double best = tau * sps_.at(b);
+  double best = tau * sps_.at(n_req, b);
   for (const survival_candidate& c : order_) {
-    const double theta = (tau + c.a) * sps_.at(b + 1);
+    const double theta = (tau + c.a) * sps_.at(n_req, b + 1);
     if (!(theta > best)) break;  // early stop: the first non-improvement ends admission
     best = theta;
     tau += c.a;

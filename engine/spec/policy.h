@@ -93,16 +93,19 @@ class threshold_policy final : public spec_policy {
   float threshold_;
 };
 
-// Hardware-aware prefix scheduler (method doc 3.2, Algorithm 1). sps[b] is the measured target
-// forward steps per second for a verify batch of b tokens (sps[0] unused); b beyond the table
-// is extrapolated as sps_table does (step time in proportion to b). Admits (r, j) in
-// descending survival a_{r,j} = c_{r,1}...c_{r,j} while tau * SPS(B + carried rows) keeps
-// improving and stops at the first non-improvement (early stop: a global search would let
+// Hardware-aware prefix scheduler (method doc 3.2, Algorithm 1). sps is the measured target
+// forward steps per second for a verify batch of B tokens over R requests (sps_table: the
+// batch's R picks the row, so drafts at low load are priced at their own cost and not as new
+// requests). Admits (r, j) in descending survival a_{r,j} = c_{r,1}...c_{r,j} while
+// tau * SPS(R, B + carried rows) keeps improving and stops at the first non-improvement (early stop: a global search would let
 // a_{r,j+1}, which depends on x_{r,j}, decide whether x_{r,j} is admitted).
 class confidence_scheduled_policy final : public spec_policy {
  public:
-  // gamma in [1, 256], max_requests >= 1, sps non-empty beyond index 0 and positive.
-  confidence_scheduled_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps);
+  // gamma in [1, 256], max_requests >= 1.
+  confidence_scheduled_policy(int32_t gamma, int32_t max_requests, sps_table sps);
+  // One curve for every R: sps[b] for b >= 1 (sps[0] unused), positive.
+  confidence_scheduled_policy(int32_t gamma, int32_t max_requests, std::vector<double> sps)
+      : confidence_scheduled_policy(gamma, max_requests, sps_table(std::move(sps))) {}
   std::string name() const override;
   int32_t draft_budget() const override { return gamma_; }
   void plan(std::span<const policy_request> batch, std::span<int32_t> n_verify) override;

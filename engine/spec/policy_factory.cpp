@@ -46,21 +46,24 @@ std::string default_sps_profile_path(const std::string& key) {
 
 namespace {
 
-// SPS(B) for verify steps of up to max_slots * (gamma + 1) tokens, measured on the target.
-std::vector<double> profile_sps(const model_config& c, const policy_build_options& o) {
+// SPS(R, B) for verify steps of up to max_slots * (gamma + 1) tokens, measured on the target.
+sps_table profile_sps(const model_config& c, const policy_build_options& o) {
   backend& target = *o.target;
   const backend_limits& lim = target.limits();
   step_profile_options po;
   po.max_tokens = std::min({o.max_slots * (o.gamma + 1), lim.max_tokens_per_step, lim.max_logit_rows});
   po.max_sequences = o.max_slots;
-  // A B-token step spreads over the slots, so each sequence needs only ceil(B / slots) more rows.
-  const int32_t per_seq = (po.max_tokens + std::min(o.max_slots, lim.n_seq_max) - 1) / std::min(o.max_slots, lim.n_seq_max);
+  po.tokens_per_sequence = o.gamma + 1;
+  // A row of S sequences grows each by at most ceil(B / S) rows: gamma + 1 below the last row,
+  // ceil(max_tokens / slots) in it.
+  const int32_t slots = std::max(1, std::min(o.max_slots, lim.n_seq_max));
+  const int32_t per_seq = std::max(o.gamma + 1, (po.max_tokens + slots - 1) / slots);
   po.context_lengths = {std::max(1, std::min(256, lim.n_ctx - per_seq - 1))};
   const std::string key = o.device + " | " + c.name + " L" + std::to_string(c.n_layer) + " d" +
                           std::to_string(c.n_embd) + " V" + std::to_string(c.n_vocab) + " seqs" +
                           std::to_string(po.max_sequences) + " B" + std::to_string(po.max_tokens);
   const std::string path = o.profile_path.empty() ? default_sps_profile_path(key) : o.profile_path;
-  return load_or_measure_step_profile(target, po, key, path).table(po.context_lengths[0]).values();
+  return load_or_measure_step_profile(target, po, key, path).table(po.context_lengths[0]);
 }
 
 }  // namespace
@@ -71,7 +74,7 @@ std::unique_ptr<spec_policy> make_policy_by_name(const std::string& name, const 
   if (p.kind == policy_kind::fixed) return std::make_unique<fixed_gamma_policy>(o.gamma);
   if (p.kind == policy_kind::threshold) return std::make_unique<threshold_policy>(o.gamma, static_cast<float>(o.threshold));
   if (!o.target) throw invalid_argument_error("policy " + name + " needs the target backend's step-time profile (not available here)");
-  std::vector<double> sps = profile_sps(m, o);
+  sps_table sps = profile_sps(m, o);
   if (p.kind == policy_kind::scheduled)
     return std::make_unique<confidence_scheduled_policy>(o.gamma, o.max_slots, std::move(sps));
   return std::make_unique<async_capacity_policy>(o.gamma, o.max_slots, std::move(sps), p.lag);

@@ -4,9 +4,10 @@
 // (`dspark serve|verifier`, actors/server.h's policy factory and config/server_config.cpp's
 // validation), so both accept exactly the same names.
 //
-// scheduled and async need SPS(B), the target's verify step-time curve: it is measured on the
-// live target backend at start-up (engine/spec/step_profile.h) for verify steps of up to
-// max_slots x (gamma + 1) tokens at context 256 and cached as JSON at `profile_path` (default
+// scheduled and async need SPS(R, B), the target's verify step-time curve: it is measured on
+// the live target backend at start-up (engine/spec/step_profile.h) for verify steps of up to
+// max_slots x (gamma + 1) tokens, at sequence counts 1, 2, 4, ... max_slots, at context 256,
+// and cached as JSON at `profile_path` (default
 // $XDG_CACHE_HOME/dspark/ or ~/.cache/dspark/, one file per device + model + shape key).
 #pragma once
 

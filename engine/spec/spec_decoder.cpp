@@ -650,8 +650,10 @@ void spec_decoder::run_forward(std::span<request*> reqs, std::span<const prefill
   // The gate leaves prefill out of a step's cost: the chunks' share of this forward, from the
   // step curve when the policy has one.
   if (const sps_table* curve = policy_.step_curve())
-    step_prefill_s_ += std::max(0.0, 1.0 / curve->at(static_cast<int64_t>(n_tok)) -
-                                         1.0 / curve->at(static_cast<int64_t>(verify_tok)));
+    step_prefill_s_ += std::max(0.0, 1.0 / curve->at(static_cast<int64_t>(reqs.size() + pieces.size()),
+                                                     static_cast<int64_t>(n_tok)) -
+                                         1.0 / curve->at(static_cast<int64_t>(reqs.size()),
+                                                         static_cast<int64_t>(verify_tok)));
   // verify rows capture their logit rows, so the chunks' hidden rows start where their logits do
   land_prefill(pieces, b.seqs.data() + reqs.size(), out, row0, row0, fb.capture_layers.size());
 }

@@ -179,13 +179,15 @@ for f in /tmp/dspark-sps-*.json; do
   [ -f "$f" ] && python3 - "$f" >> "$OUT/load.md" <<'PY'
 import json, sys
 p = json.load(open(sys.argv[1]))
-b = p["batch_tokens"]; s = p["step_s"]
 print(f"\n### step profile {sys.argv[1]} ({p['key']}), context {p['context_lengths']}\n")
-print("| B | " + " | ".join(str(x) for x in b) + " |")
-print("|---" * (len(b) + 1) + "|")
-rows = s if isinstance(s[0], list) else [s]
-for c, r in zip(p["context_lengths"], rows):
-    print(f"| ms, ctx {c} | " + " | ".join(f"{1e3 * v:.3f}" for v in r) + " |")
+# Version 2: a row per sequence count S (B <= S: one token a sequence; B > S: over S sequences).
+rows = p.get("rows") or [{"sequences": 0, "batch_tokens": p["batch_tokens"], "step_s": [p["step_s"]]}]
+for c, ctx in enumerate(p["context_lengths"]):
+    print(f"| S (ctx {ctx}) | B: ms |")
+    print("|---|---|")
+    for r in rows:
+        pts = ", ".join(f"{b}: {1e3 * t:.2f}" for b, t in zip(r["batch_tokens"], r["step_s"][c]))
+        print(f"| {r['sequences']} | {pts} |")
 PY
 done
 cat "$OUT/load.md"

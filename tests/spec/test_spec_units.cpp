@@ -2,6 +2,7 @@
 // values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/error.h"
@@ -135,6 +136,30 @@ TEST(SpecPolicy, ScheduledAdmitsByDescendingSurvival) {
   confidence_scheduled_policy slow(3, 2, {0.0, 1.0, 1.0, 0.98, 0.95, 0.9, 0.5});
   slow.plan(batch, n);
   EXPECT_EQ(n, (std::vector<int32_t>{2, 1}));
+}
+
+// The batch's request count picks the SPS row. Steps cost 1 ms a sequence plus 0.05 ms a
+// token. Two requests with 8 tokens cost 2.4 ms, the one-token-a-sequence curve (the diagonal)
+// says 8.4 ms. Survivals: r0 0.9, 0.81, 0.729; r1 0.8, 0.64, 0.512.
+TEST(SpecPolicy, ScheduledPricesDraftsAtTheBatchsRequestCount) {
+  auto ms = [](double seqs, double tokens) { return 1.0 / (1e-3 * seqs + 5e-5 * tokens); };
+  std::vector<double> diag(9), two(9);
+  for (int b = 1; b <= 8; ++b) {
+    diag[b] = ms(b, b);
+    two[b] = ms(std::min(b, 2), b);
+  }
+  const std::vector<float> c1 = {0.9f, 0.9f, 0.9f}, c2 = {0.8f, 0.8f, 0.8f};
+  const policy_request batch[] = {{0, c1, 10}, {1, c2, 10}};
+  std::vector<int32_t> n(2);
+  // The rows: a draft costs its token (2.1 -> 2.15 ms for 0.9 of a token): every draft pays.
+  confidence_scheduled_policy rows(3, 8, sps_table(std::vector<sps_table::row>{{2, two}, {8, diag}}));
+  rows.plan(batch, n);
+  EXPECT_EQ(n, (std::vector<int32_t>{3, 3}));
+  // The diagonal alone prices the first draft as a third request (2.1 -> 3.15 ms for 0.9):
+  // nothing is admitted.
+  confidence_scheduled_policy diagonal(3, 8, diag);
+  diagonal.plan(batch, n);
+  EXPECT_EQ(n, (std::vector<int32_t>{0, 0}));
 }
 
 TEST(SpecDraftBatch, SparseIsSortedAndLookedUp) {
