@@ -63,7 +63,12 @@ sps_table profile_sps(const model_config& c, const policy_build_options& o) {
                           std::to_string(c.n_embd) + " V" + std::to_string(c.n_vocab) + " seqs" +
                           std::to_string(po.max_sequences) + " B" + std::to_string(po.max_tokens);
   const std::string path = o.profile_path.empty() ? default_sps_profile_path(key) : o.profile_path;
-  return load_or_measure_step_profile(target, po, key, path).table(po.context_lengths[0]);
+  sps_table t = load_or_measure_step_profile(target, po, key, path).table(po.context_lengths[0]);
+  // DSPARK_SPS_ONE_CURVE=1: price every step on the last row alone (one token a sequence up to
+  // the slots, as the profile did before it had rows), to A/B the rows under load.
+  const char* one = std::getenv("DSPARK_SPS_ONE_CURVE");
+  if (one != nullptr && std::string(one) == "1") return sps_table(std::vector<sps_table::row>{t.rows().back()});
+  return t;
 }
 
 }  // namespace

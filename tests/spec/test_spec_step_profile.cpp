@@ -5,12 +5,14 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 #include <string>
 
 #include "common/error.h"
 #include "engine/cpu_backend.h"
+#include "engine/spec/policy_factory.h"
 #include "engine/spec/step_profile.h"
 #include "forwarding_backend.h"
 #include "tiny_model.h"
@@ -104,6 +106,35 @@ TEST(SpecStepProfile, RowsPriceTheSequencesAStepCarries) {
   EXPECT_GT(four, 2.0 * one);      // 12 ms against 3 ms and the tiny model's own time
   EXPECT_GT(sixteen, 2.0 * four);  // 48 ms against 12 ms
   EXPECT_LT(four, 0.5 * sixteen);
+}
+
+// The policies built by name get the rows (1, 2 and 4 sequences at 4 slots); with
+// DSPARK_SPS_ONE_CURVE=1 they get the last row alone, the one-curve pricing kept for A/B runs.
+TEST(SpecStepProfile, PoliciesByNameGetTheRowsOrOneCurveForAB) {
+  tiny_model tm;
+  cpu_backend be(tm.cfg, tm.w, tiny_model::options(4));
+  policy_build_options o;
+  o.gamma = 3;
+  o.max_slots = 4;
+  o.target = &be;
+  o.device = "test";
+  o.profile_path = ::testing::TempDir() + "dspark_step_profile_factory.json";
+  std::remove(o.profile_path.c_str());
+  for (const char* name : {"scheduled", "async"}) {
+    SCOPED_TRACE(name);
+    ::unsetenv("DSPARK_SPS_ONE_CURVE");
+    const std::unique_ptr<spec_policy> rows = make_policy_by_name(name, tm.cfg, o);
+    ASSERT_NE(rows->step_curve(), nullptr);
+    ASSERT_EQ(rows->step_curve()->rows().size(), 3u);
+    ::setenv("DSPARK_SPS_ONE_CURVE", "1", 1);
+    const std::unique_ptr<spec_policy> one = make_policy_by_name(name, tm.cfg, o);
+    ::unsetenv("DSPARK_SPS_ONE_CURVE");
+    ASSERT_EQ(one->step_curve()->rows().size(), 1u);
+    EXPECT_EQ(one->step_curve()->rows()[0].sequences, 4);
+    // The one curve prices 2 requests with 8 tokens as the last row's 8 tokens over 4.
+    EXPECT_DOUBLE_EQ(one->step_curve()->at(2, 8), rows->step_curve()->at(4, 8));
+  }
+  std::remove(o.profile_path.c_str());
 }
 
 // The table between rows, on hand-made curves: the step time is linear in R, and a step of B
