@@ -12,6 +12,7 @@
 // negative control must be rejected by the same test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -119,6 +120,33 @@ TEST(SpecScheduler, CarriedPromptRowsMoveTheCurvePointDraftsArePricedAt) {
   plan(async, c);
   EXPECT_EQ(plan(async, c), (std::vector<int32_t>{0, 0, 0, 0}));
   EXPECT_EQ(plan(async, c), (std::vector<int32_t>{1, 1, 1, 1})) << "step 2's search carried nothing";
+}
+
+TEST(SpecScheduler, BothSearchesPriceDraftsAtTheBatchsRequestCount) {
+  // Steps cost 1 ms a sequence plus 0.1 ms a token. The diagonal (one token a sequence, what
+  // the profile measured before it had rows) makes every draft cost a new request's 1.1 ms;
+  // the row at 2 sequences charges its 0.1 ms. Two requests, c = 0.5 each (survivals 0.5,
+  // 0.25): with the rows every draft pays (B 2 -> 6: tau 3.5 in 2.6 ms against 2 in 2.2 ms),
+  // with the diagonal none does (2.5 in 3.3 ms against 2 in 2.2).
+  std::vector<double> diag(9), two(9);
+  for (int b = 1; b <= 8; ++b) {
+    diag[static_cast<size_t>(b)] = 1.0 / (1e-3 * b + 1e-4 * b);
+    two[static_cast<size_t>(b)] = 1.0 / (1e-3 * std::min(b, 2) + 1e-4 * b);
+  }
+  const sps_table rows(std::vector<sps_table::row>{{2, two}, {4, diag}});
+  const std::vector<std::vector<float>> c = {{0.5f, 0.5f}, {0.5f, 0.5f}};
+  confidence_scheduled_policy early(2, 4, rows);
+  EXPECT_EQ(plan(early, c), (std::vector<int32_t>{2, 2}));
+  confidence_scheduled_policy early_diag(2, 4, diag);
+  EXPECT_EQ(plan(early_diag, c), (std::vector<int32_t>{0, 0}));
+  async_capacity_policy async(2, 4, rows, /*lag=*/2);
+  async_capacity_policy async_diag(2, 4, diag, /*lag=*/2);
+  for (int step = 0; step < 2; ++step) {
+    plan(async, c);
+    plan(async_diag, c);
+  }
+  EXPECT_EQ(plan(async, c), (std::vector<int32_t>{2, 2}));
+  EXPECT_EQ(plan(async_diag, c), (std::vector<int32_t>{0, 0}));
 }
 
 TEST(SpecScheduler, AsyncCapacityIsStaleAndTopKIsFresh) {
