@@ -23,7 +23,9 @@
 // --md): aggregate and per-user tok/s, TPOT p50/p90/p99, TTFT p50, tau, mean verify length,
 // verify tokens per step, scheduler time per step, oracle misses (replay); each row's "label" is
 // --label-prefix + the policy entry (or "mtp1"). Greedy decoding;
-// prompts cycle; request i's max_tokens is drawn once from [--min-tokens, --max-tokens]
+// prompts cycle, from the first at every level of every run (and a replay drafter's records
+// with them), so the runs of a level serve the same requests in the same order and differ only
+// by policy; request i's max_tokens is drawn once from [--min-tokens, --max-tokens]
 // (different lengths keep the closed loop from marching in lock-step waves). Progress and
 // the time each level took go to stderr. The window opens after --warmup finished requests
 // (default one wave, C) or --warmup-waves W waves (W x C): each level starts a fresh decoder, so
@@ -455,6 +457,12 @@ int run(const bench_args& a) {
                  rs.draft_spec.c_str(), seconds_since(t_setup));
     for (int32_t c : a.concurrency) {
       const auto t_level = clock_type::now();
+      // Same requests at every run of the level: before 2026-12-08 the prompt cycle ran on
+      // across runs and levels, so two plain runs of one level served different mixes of
+      // prompt and output lengths (on SmolLM2's mixed prompts, CPU, C = 16: 141 against
+      // 101 tok/s).
+      next_prompt = 0;
+      if (replay) replay->restart_assignment();
       // The gate serves the load-aware policies; fixed gamma and MTP-1 stay what they are.
       const bool gated = rs.policy_name == "scheduled" || rs.policy_name.rfind("async", 0) == 0 ||
                          rs.policy_name == "threshold";

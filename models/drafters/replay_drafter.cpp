@@ -128,6 +128,12 @@ replay_drafter::slot_state& replay_drafter::open_slot(int32_t slot, const char* 
   return slots_[static_cast<size_t>(slot)];
 }
 
+void replay_drafter::restart_assignment() {
+  for (const slot_state& s : slots_)
+    if (s.open) throw invalid_argument_error("replay_drafter: restart_assignment with a request open");
+  begun_ = 0;
+}
+
 void replay_drafter::begin(int32_t slot, std::span<const int32_t> prompt) {
   if (slot < 0 || slot >= p_.max_slots)
     throw invalid_argument_error("replay_drafter: slot " + std::to_string(slot) + " out of range");

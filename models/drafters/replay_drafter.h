@@ -121,6 +121,10 @@ class replay_drafter final : public drafter {
   // Trace rounds replayed (proposes that drafted) so far.
   int64_t rounds_replayed() const { return rounds_replayed_; }
   int64_t requests_begun() const { return begun_; }
+  // The next request begins at record 0 again, as the first did. Between load levels (no
+  // request open), so that every run of a level replays the same records for the same prompts
+  // (bench_load restarts its prompt cycle there too). invalid_argument_error while one is open.
+  void restart_assignment();
 
  private:
   struct slot_state {

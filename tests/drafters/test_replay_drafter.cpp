@@ -294,6 +294,37 @@ TEST(RoundTrace, RejectsMalformedFiles) {
   EXPECT_FLOAT_EQ(ok.requests[0].rounds[0].confidence[1], 0.25f);
 }
 
+// Between load levels bench_load restarts the record assignment with the prompt cycle, so
+// every run of a level replays the same records for the same prompts: after
+// restart_assignment the next request begins at record 0 again. Record r's first round has
+// c_1 = 0.9 - 0.01 r (hand_trace).
+TEST(ReplayDrafter, RestartAssignmentBeginsAtTheFirstRecordAgain) {
+  const replay_setup f;
+  replay_drafter_params p;
+  p.max_slots = 1;
+  p.n_layers = 0;
+  replay_drafter d(hand_trace(), f.oracles, f.m->config.n_vocab, p);
+  draft_batch out({.max_slots = 1, .gamma_max = k_gamma, .n_vocab = f.m->config.n_vocab});
+  auto first_confidence = [&](size_t prompt) {
+    std::vector<int32_t> ctx = f.prompts[prompt];
+    d.begin(0, ctx);
+    ctx.push_back(f.oracles[prompt].continuation[0]);  // x0, as the decoder commits it
+    d.on_commit(0, {.tokens = std::span<const int32_t>(&ctx.back(), 1)});
+    out.clear();
+    const propose_request q{.slot = 0, .max_drafts = k_gamma, .context = ctx};
+    d.propose({&q, 1}, out);
+    EXPECT_THROW(d.restart_assignment(), invalid_argument_error) << "a request is open";
+    d.end(0);
+    return out.length(0) > 0 ? out.confidences(0)[0] : -1.0f;
+  };
+  EXPECT_NEAR(first_confidence(0), 0.90f, 1e-6);
+  EXPECT_NEAR(first_confidence(1), 0.89f, 1e-6);
+  d.restart_assignment();
+  EXPECT_EQ(d.requests_begun(), 0);
+  EXPECT_NEAR(first_confidence(1), 0.90f, 1e-6) << "record 0 again, whatever the prompt";
+  EXPECT_NEAR(first_confidence(2), 0.89f, 1e-6);
+}
+
 TEST(ReplayDrafter, SpecsAndSetupErrors) {
   const replay_spec a = parse_replay_spec("replay:t.jsonl");
   EXPECT_EQ(a.trace_path, "t.jsonl");
