@@ -44,11 +44,12 @@ int32_t async_capacity_policy::global_search(std::span<const policy_request> bat
   const int64_t r = static_cast<int64_t>(batch.size());
   double tau = static_cast<double>(r);
   const int64_t b0 = r + carried_;
-  double best = tau * sps_.at(r, b0);
+  const sps_table::curve sps = sps_.for_requests(r);
+  double best = tau * sps.at(b0);
   int32_t best_n = 0;
   for (size_t i = 0; i < order_.size(); ++i) {
     tau += order_[i].a;
-    const double theta = tau * sps_.at(r, b0 + static_cast<int64_t>(i) + 1);
+    const double theta = tau * sps.at(b0 + static_cast<int64_t>(i) + 1);
     if (theta > best) {
       best = theta;
       best_n = static_cast<int32_t>(i) + 1;

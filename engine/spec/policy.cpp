@@ -84,9 +84,10 @@ void confidence_scheduled_policy::plan(std::span<const policy_request> batch, st
   const int64_t n_req = static_cast<int64_t>(batch.size());
   int64_t b = n_req + carried_;  // tau counts decode tokens only
   double tau = static_cast<double>(batch.size());
-  double best = tau * sps_.at(n_req, b);
+  const sps_table::curve sps = sps_.for_requests(n_req);
+  double best = tau * sps.at(b);
   for (const survival_candidate& c : order_) {
-    const double theta = (tau + c.a) * sps_.at(n_req, b + 1);
+    const double theta = (tau + c.a) * sps.at(b + 1);
     if (!(theta > best)) break;  // early stop: the first non-improvement ends admission
     best = theta;
     tau += c.a;

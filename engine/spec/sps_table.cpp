@@ -41,22 +41,32 @@ double sps_table::row_at(const row& r, int64_t b) {
   return r.sps[static_cast<size_t>(b < 1 ? 1 : b)];
 }
 
-double sps_table::at(int64_t sequences, int64_t b) const {
-  if (b < 1) b = 1;
-  const int64_t r = std::clamp<int64_t>(sequences, 1, b);
+sps_table::curve sps_table::for_requests(int64_t sequences) const {
+  curve c;
+  c.r_ = std::max<int64_t>(sequences, 1);
   // lo: the last row with S <= r (the first row when none is).
   size_t lo = 0;
-  while (lo + 1 < rows_.size() && rows_[lo + 1].sequences <= r) ++lo;
-  const row& a = rows_[lo];
-  if (a.sequences >= r || lo + 1 == rows_.size()) return row_at(a, b);
+  while (lo + 1 < rows_.size() && rows_[lo + 1].sequences <= c.r_) ++lo;
+  c.lo_ = &rows_[lo];
+  if (c.lo_->sequences < c.r_ && lo + 1 < rows_.size()) c.hi_ = &rows_[lo + 1];
+  return c;
+}
+
+double sps_table::curve::at(int64_t b) const {
+  if (b < 1) b = 1;
+  // Every request carries at least one token: fewer tokens than requests read b requests.
+  if (b < r_) {
+    if (hi_ == nullptr) return row_at(*lo_, b);
+    // b < r < S_hi: the diagonal point b, which row hi measured over b sequences.
+    return row_at(*hi_, b);
+  }
+  if (hi_ == nullptr) return row_at(*lo_, b);
   // Between rows lo and hi. Row hi's step of b tokens runs over min(b, S_hi) sequences, so the
   // weight is r's place between S_lo and that count (a step of b <= S_hi tokens over r <= b
   // sequences lies between S_lo sequences and b of them).
-  const row& h = rows_[lo + 1];
-  const double span = static_cast<double>(std::min<int64_t>(b, h.sequences) - a.sequences);
-  const double w = span > 0.0 ? static_cast<double>(r - a.sequences) / span : 1.0;
-  const double s = (1.0 - w) / row_at(a, b) + w / row_at(h, b);
-  return 1.0 / s;
+  const double span = static_cast<double>(std::min<int64_t>(b, hi_->sequences) - lo_->sequences);
+  const double w = span > 0.0 ? static_cast<double>(r_ - lo_->sequences) / span : 1.0;
+  return 1.0 / ((1.0 - w) / row_at(*lo_, b) + w / row_at(*hi_, b));
 }
 
 }  // namespace dspark

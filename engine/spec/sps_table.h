@@ -40,7 +40,20 @@ class sps_table {
   // step time scaled by B / n: past the profiled range a step is compute-bound, and a flat curve
   // there would price extra rows (prompt chunks carried by a verify forward, drafts on top of
   // them) as free. More sequences than the last row read the last row.
-  double at(int64_t sequences, int64_t b) const;
+  double at(int64_t sequences, int64_t b) const { return for_requests(sequences).at(b); }
+  // The curve at a fixed request count, looked up once: the schedulers price a whole step's
+  // candidates at the batch's count, so their inner loop reads one or two rows directly.
+  class curve {
+   public:
+    double at(int64_t b) const;
+
+   private:
+    friend class sps_table;
+    const row* lo_ = nullptr;
+    const row* hi_ = nullptr;  // null: lo_ alone
+    int64_t r_ = 1;
+  };
+  curve for_requests(int64_t sequences) const;
   // A step of b tokens, one a sequence (plain decoding of b requests).
   double at(int64_t b) const { return at(b, b); }
   // The largest B the last row measured.
