@@ -44,7 +44,7 @@ struct server_factories {
   std::function<std::unique_ptr<backend>(const model&, const config::server_config&)> make_backend;
   // A drafter of cfg.draft for max_slots slots (the CLI: spec_cli's drafter construction).
   std::function<std::unique_ptr<drafter>(const model&, const config::server_config&)> make_drafter;
-  // The step policy for the verifier's target backend (scheduled/async profile SPS(B) on it).
+  // The step policy for the verifier's target backend (scheduled/async profile SPS(R, B) on it).
   // Default: cfg.policy by name (engine/spec/policy_factory.h), the profile cached under a key
   // naming cfg.device, threads and precision; the CLI passes its own to share `dspark generate`'s
   // cache key.

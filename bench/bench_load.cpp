@@ -16,7 +16,7 @@
 // (models/drafters/replay_drafter.h; the draft pass is charged as N target layers, and with
 // features=F the capture of F target layers and their host gather as a trained drafter's). Policies:
 // none (plain decoding through the same loop), fixed[:G], threshold[:T], scheduled, async[:LAG]
-// (scheduled/async profile SPS(B) at start-up, cached in --sps-profile). --mtp1 SPEC adds a run
+// (scheduled/async profile SPS(R, B) at start-up, cached in --sps-profile). --mtp1 SPEC adds a run
 // labelled "mtp1": fixed gamma 1 with that drafter (the MTP-1-like baseline).
 //
 // Per (run, concurrency) one JSON line (--jsonl, appended) and one markdown row (stdout, and

@@ -22,7 +22,7 @@ struct server_config {
   std::string draft = "none";                            // drafter kind: none | ngram | layerskip:K
   int32_t gamma = 4;                                     // drafts verified per step
   // Which drafts each step verifies (engine/spec/policy_factory.h, docs/scheduler.md):
-  // fixed | threshold | scheduled | async[:LAG]. scheduled/async profile SPS(B) on the target at
+  // fixed | threshold | scheduled | async[:LAG]. scheduled/async profile SPS(R, B) on the target at
   // start-up, cached at sps_profile ("" = ~/.cache/dspark/sps-*.json).
   std::string policy = "fixed";
   double threshold = 0.0;                                // threshold policy: cumulative confidence, [0, 1]

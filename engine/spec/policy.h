@@ -15,7 +15,7 @@
 //   fixed_gamma_policy            l_r = min(g_r, gamma)
 //   threshold_policy              l_r = first k whose cumulative product c_1...c_k < threshold
 //   confidence_scheduled_policy   Algorithm 1: greedy admission by survival a_{r,j} with early
-//                                 stop, maximising tau * SPS(B) over the whole batch
+//                                 stop, maximising tau * SPS(R, B) over the whole batch
 #pragma once
 
 #include <cstdint>

@@ -51,7 +51,7 @@ struct spec_setup {
 // Parses --draft/--gamma/--policy/--threshold/--ngram-*; usage_error for a bad value (naming
 // the valid forms and ranges). A layer-skip drafter gets its own backend, built like the
 // target's (backend_factory.h) from `be` with max_slots sequences. --policy scheduled|async
-// profiles SPS(B) on `target` at start-up (engine/spec/step_profile.h; cached in
+// profiles SPS(R, B) on `target` at start-up (engine/spec/step_profile.h; cached in
 // --sps-profile), so they need it; without a target they are a usage_error.
 spec_setup make_spec_setup(const parsed_args& a, const model& m, const backend_choice& be,
                            int32_t max_slots, backend* target = nullptr);
