@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "common/error.h"
+#include "common/whole_number.h"
 #include "engine/kv_block_pool.h"
 #include "engine/cuda/gpu_runner.h"
 #include "engine/cuda/gpu_weights.h"
@@ -58,11 +60,10 @@ int32_t resolve_graph_max_tokens(const cuda_backend_options& opt) {
   if (opt.graph_max_tokens > 0) return opt.graph_max_tokens;
   const char* v = std::getenv("DSPARK_GRAPH_MAX_TOKENS");
   if (v == nullptr || *v == '\0') return 128;
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  if (*end != '\0' || n < 1 || n > 65536)
+  const std::optional<int32_t> n = whole_number<int32_t>(v);
+  if (!n || *n < 1 || *n > 65536)
     throw invalid_argument_error(std::string("DSPARK_GRAPH_MAX_TOKENS must be an integer in [1, 65536], not '") + v + "'");
-  return static_cast<int32_t>(n);
+  return *n;
 }
 
 namespace {

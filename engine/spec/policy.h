@@ -97,8 +97,9 @@ class threshold_policy final : public spec_policy {
 // forward steps per second for a verify batch of B tokens over R requests (sps_table: the
 // batch's R picks the row, so drafts at low load are priced at their own cost and not as new
 // requests). Admits (r, j) in descending survival a_{r,j} = c_{r,1}...c_{r,j} while
-// tau * SPS(R, B + carried rows) keeps improving and stops at the first non-improvement (early stop: a global search would let
-// a_{r,j+1}, which depends on x_{r,j}, decide whether x_{r,j} is admitted).
+// tau * SPS(R, B + carried rows) keeps improving and stops at the first non-improvement
+// (early stop: a global search would let a_{r,j+1}, which depends on x_{r,j}, decide whether
+// x_{r,j} is admitted).
 class confidence_scheduled_policy final : public spec_policy {
  public:
   // gamma in [1, 256], max_requests >= 1.

@@ -54,10 +54,8 @@ sps_table profile_sps(const model_config& c, const policy_build_options& o) {
   po.max_tokens = std::min({o.max_slots * (o.gamma + 1), lim.max_tokens_per_step, lim.max_logit_rows});
   po.max_sequences = o.max_slots;
   po.tokens_per_sequence = o.gamma + 1;
-  // A row of S sequences grows each by at most ceil(B / S) rows: gamma + 1 below the last row,
-  // ceil(max_tokens / slots) in it.
-  const int32_t slots = std::max(1, std::min(o.max_slots, lim.n_seq_max));
-  const int32_t per_seq = std::max(o.gamma + 1, (po.max_tokens + slots - 1) / slots);
+  // The context leaves room for the most a profiled sequence grows.
+  const int32_t per_seq = step_profile_growth(step_profile_grid(po, lim.n_seq_max));
   po.context_lengths = {std::max(1, std::min(256, lim.n_ctx - per_seq - 1))};
   const std::string key = o.device + " | " + c.name + " L" + std::to_string(c.n_layer) + " d" +
                           std::to_string(c.n_embd) + " V" + std::to_string(c.n_vocab) + " seqs" +

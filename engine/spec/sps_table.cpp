@@ -54,13 +54,10 @@ sps_table::curve sps_table::for_requests(int64_t sequences) const {
 
 double sps_table::curve::at(int64_t b) const {
   if (b < 1) b = 1;
-  // Every request carries at least one token: fewer tokens than requests read b requests.
-  if (b < r_) {
-    if (hi_ == nullptr) return row_at(*lo_, b);
-    // b < r < S_hi: the diagonal point b, which row hi measured over b sequences.
-    return row_at(*hi_, b);
-  }
   if (hi_ == nullptr) return row_at(*lo_, b);
+  // Every request carries at least one token, so b < r reads b requests: the diagonal point b,
+  // which row hi (S_hi > r > b) holds.
+  if (b < r_) return row_at(*hi_, b);
   // Between rows lo and hi. Row hi's step of b tokens runs over min(b, S_hi) sequences, so the
   // weight is r's place between S_lo and that count (a step of b <= S_hi tokens over r <= b
   // sequences lies between S_lo sequences and b of them).

@@ -86,6 +86,13 @@ std::vector<step_profile::row> step_profile_grid(const step_profile_options& opt
   return rows;
 }
 
+int32_t step_profile_growth(const std::vector<step_profile::row>& rows) {
+  int32_t per_seq = 1;
+  for (const step_profile::row& r : rows)
+    per_seq = std::max(per_seq, (r.batch_tokens.back() + r.sequences - 1) / r.sequences);
+  return per_seq;
+}
+
 sps_table step_profile::table(int32_t context) const {
   if (context_lengths.empty() || rows.empty()) throw invalid_argument_error("step profile: empty profile");
   size_t best = 0;
@@ -195,10 +202,7 @@ step_profile measure_step_profile(backend& be, const step_profile_options& opt, 
     tokens[i] = static_cast<int32_t>(first + static_cast<int64_t>(i) % (lim.n_vocab - first));
   std::vector<batch_sequence> bs;
   using clock = std::chrono::steady_clock;
-  // Each sequence grows by at most ceil(B / S) tokens past the context in row S.
-  int32_t per_seq = 1;
-  for (const step_profile::row& r : p.rows)
-    per_seq = std::max(per_seq, (r.batch_tokens.back() + r.sequences - 1) / r.sequences);
+  const int32_t per_seq = step_profile_growth(p.rows);
   for (const int32_t ctx : opt.context_lengths) {
     if (ctx + per_seq > lim.n_ctx)
       throw invalid_argument_error("step profile: context " + std::to_string(ctx) + " + " + std::to_string(per_seq) +

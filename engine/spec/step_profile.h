@@ -64,6 +64,10 @@ struct step_profile {
 // backend with n_seq_max slots and max_tokens_per_step tokens a step.
 std::vector<step_profile::row> step_profile_grid(const step_profile_options& opt, int32_t n_seq_max);
 
+// The most tokens a sequence grows by past the context in any of these rows (ceil(B / S) at
+// each row's largest B): the room each profiled context needs below n_ctx.
+int32_t step_profile_growth(const std::vector<step_profile::row>& rows);
+
 // Measures the profile on `be` (which must have max_sequences free sequences and room for
 // context + each row's tokens per sequence in each). Throws invalid_argument_error for bad
 // options or a backend that cannot hold the shape.
