@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -201,7 +202,9 @@ step_profile measure_step_profile(backend& be, const step_profile_options& opt, 
   for (size_t i = 0; i < tokens.size(); ++i)
     tokens[i] = static_cast<int32_t>(first + static_cast<int64_t>(i) % (lim.n_vocab - first));
   std::vector<batch_sequence> bs;
-  using clock = std::chrono::steady_clock;
+  const std::function<double()> now = opt.now ? opt.now : [] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
   const int32_t per_seq = step_profile_growth(p.rows);
   for (const int32_t ctx : opt.context_lengths) {
     if (ctx + per_seq > lim.n_ctx)
@@ -234,9 +237,9 @@ step_profile measure_step_profile(backend& be, const step_profile_options& opt, 
                                row_outputs::argmax};
         std::vector<double> times;
         for (int32_t rep = 0; rep < opt.warmup + opt.repeats; ++rep) {
-          const auto t0 = clock::now();
+          const double t0 = now();
           const forward_output o = be.forward(fb);
-          const double dt = std::chrono::duration<double>(clock::now() - t0).count();
+          const double dt = now() - t0;
           if (o.status != forward_status::ok) throw invalid_argument_error("step profile: out of KV while profiling");
           for (int32_t i = 0; i < used; ++i) be.truncate(seqs.ids[static_cast<size_t>(i)], ctx);
           if (rep >= opt.warmup) times.push_back(dt);

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,9 @@ struct step_profile_options {
   int32_t tokens_per_sequence = 8;            // a row of S spans B up to S * this (anchor + gamma)
   int32_t repeats = 5;
   int32_t warmup = 2;
+  // Seconds on the clock that times each step; empty: std::chrono::steady_clock. Tests give a
+  // backend's own simulated clock, so what they assert does not depend on the machine's load.
+  std::function<double()> now;
 };
 
 struct step_profile {
